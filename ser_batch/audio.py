@@ -1,0 +1,281 @@
+"""Decode audio files into mono float32 signals at a chosen sample rate.
+
+Every failure raises :class:`~ser_batch.errors.AudioError` with a short reason
+("file not found", "empty file", ...); the caller adds the path.
+
+Truncation, as libsndfile 1.2 (soundfile 0.14) reports it:
+
+* WAV cut mid-data: libsndfile clamps ``frames`` to the bytes present and reads
+  them silently, so the file loads, shorter. A cut into the header is refused.
+* OGG: cut early, refused on open; cut late, clamped to the last whole page
+  like WAV (sometimes to 0 frames, which gives "no audio samples").
+* FLAC raises mid-read ("decoder lost sync"); MP3 returns fewer frames than its
+  header declares. Both become "truncated or corrupt audio data".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ser_batch.errors import AudioError
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"
+)
+
+_RESAMPLE_QUALITY = "HQ"
+_STREAM_READ_FRAMES = 65_536  # native frames per read; bounds memory, not output blocks
+_SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile error codes, from sndfile.h
+_SF_ERR_SYSTEM = 2
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file header says about the audio, before any resampling.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Native sample rate of the file, in Hz.
+    channels : int
+        Number of channels.
+    frames : int
+        Native frames (samples per channel).
+    duration_s : float
+        ``frames / sample_rate``, in seconds.
+    format : str
+        soundfile container format, e.g. ``"WAV"``.
+    subtype : str
+        soundfile sample encoding, e.g. ``"PCM_16"`` or ``"ULAW"``.
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str
+    subtype: str
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Read only the header of ``path``; no samples are decoded.
+
+    A header announcing zero frames is reported as is (``frames == 0``); it is
+    :func:`load_audio` that refuses it.
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, empty, not audio or has a broken header.
+    """
+    _check_file(path)
+    try:
+        with sf.SoundFile(path) as sound:
+            return _info_of(sound)
+    except sf.SoundFileError as exc:
+        raise _audio_error_from(exc) from exc
+
+
+def load_audio(
+    path: Path, *, sample_rate: int, max_duration_s: float | None = None
+) -> tuple[np.ndarray, AudioInfo]:
+    """Decode a whole file into a mono signal at ``sample_rate``.
+
+    Channels are averaged; the signal is resampled with soxr (HQ) only when the
+    native rate differs.
+
+    Parameters
+    ----------
+    path : Path
+        Audio file in any format libsndfile reads.
+    sample_rate : int
+        Target sample rate, in Hz.
+    max_duration_s : float, optional
+        Decode at most this many seconds from the start of the file.
+
+    Returns
+    -------
+    signal : np.ndarray [shape=(n,), dtype=float32]
+        C-contiguous mono signal at ``sample_rate``.
+    info : AudioInfo
+        Header of the original file (native rate, channels, full length).
+
+    Raises
+    ------
+    AudioError
+        On any unreadable, truncated, empty or non-finite audio, or bad option.
+    """
+    _check_rate(sample_rate)
+    if max_duration_s is not None and not max_duration_s > 0:
+        raise AudioError(f"invalid max_duration_s {max_duration_s!r} (must be > 0 seconds)")
+    _check_file(path)
+    try:
+        with sf.SoundFile(path) as sound:
+            info = _info_of(sound)
+            if info.frames <= 0:
+                raise AudioError("no audio samples")
+            wanted = info.frames
+            if max_duration_s is not None:
+                wanted = min(wanted, max(1, round(max_duration_s * info.sample_rate)))
+            native = sound.read(wanted, dtype="float32", always_2d=True)
+    except sf.SoundFileError as exc:
+        raise _audio_error_from(exc) from exc
+    # libsndfile returns short reads instead of failing on some truncated streams (MP3).
+    if native.shape[0] < wanted:
+        raise AudioError("truncated or corrupt audio data")
+    mono = _downmix(native)
+    if info.sample_rate != sample_rate:
+        mono = _resample(
+            soxr.resample, mono, info.sample_rate, sample_rate, quality=_RESAMPLE_QUALITY
+        )
+    return np.ascontiguousarray(mono, dtype=np.float32), info
+
+
+def iter_audio_blocks(
+    path: Path, *, sample_rate: int, block_s: float, overlap_s: float = 0.0
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream a file as overlapping mono blocks without loading it whole.
+
+    Block ``i`` starts at ``i * (block_s - overlap_s)`` seconds (rounded to whole
+    samples at ``sample_rate``). Resampling uses one soxr stream for the whole
+    file, so block boundaries add no clicks: dropping the first
+    ``round(overlap_s * sample_rate)`` samples of every block but the first and
+    concatenating gives the same signal as :func:`load_audio`. The last block
+    may be shorter than ``block_s``.
+
+    Parameters
+    ----------
+    path : Path
+        Audio file in any format libsndfile reads.
+    sample_rate : int
+        Target sample rate, in Hz.
+    block_s : float
+        Block length, in seconds (> 0).
+    overlap_s : float, default 0.0
+        Overlap between consecutive blocks, in seconds (``0 <= overlap_s < block_s``).
+
+    Yields
+    ------
+    start_s : float
+        Start time of the block in the file, in seconds.
+    block : np.ndarray [shape=(m,), dtype=float32]
+        Mono samples at ``sample_rate``; ``m == round(block_s * sample_rate)``
+        except possibly for the last block.
+
+    Raises
+    ------
+    AudioError
+        As :func:`load_audio`, and for invalid block or overlap lengths.
+        Damage found mid-file is raised when reached, after the blocks before it.
+    """
+    _check_rate(sample_rate)
+    block_len = round(block_s * sample_rate)
+    hop = block_len - round(overlap_s * sample_rate)
+    if block_len <= 0 or overlap_s < 0 or hop <= 0:
+        raise AudioError(
+            f"invalid blocks: block_s={block_s!r}, overlap_s={overlap_s!r} "
+            "(need block_s > 0 and 0 <= overlap_s < block_s)"
+        )
+    _check_file(path)
+    try:
+        with sf.SoundFile(path) as sound:
+            info = _info_of(sound)
+            if info.frames <= 0:
+                raise AudioError("no audio samples")
+            resampler = None
+            if info.sample_rate != sample_rate:
+                resampler = soxr.ResampleStream(
+                    info.sample_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
+                )
+            pending = np.zeros(0, dtype=np.float32)  # output samples not yet fully consumed
+            pending_start = 0  # absolute sample index of pending[0]
+            next_start = 0  # absolute sample index where the next block starts
+            emitted_end = 0  # absolute sample index just past the last yielded block
+            frames_read = 0
+            while True:
+                native = sound.read(_STREAM_READ_FRAMES, dtype="float32", always_2d=True)
+                frames_read += native.shape[0]
+                last = native.shape[0] < _STREAM_READ_FRAMES
+                mono = _downmix(native)
+                if resampler is not None:
+                    mono = _resample(resampler.resample_chunk, mono, last=last)
+                pending = np.concatenate([pending, mono])
+                while next_start + block_len <= pending_start + pending.size:
+                    offset = next_start - pending_start
+                    yield next_start / sample_rate, pending[offset : offset + block_len].copy()
+                    emitted_end = next_start + block_len
+                    next_start += hop
+                # Keep only what later blocks still need; overlap lives in ``pending``.
+                drop = min(next_start - pending_start, pending.size)
+                pending, pending_start = pending[drop:], pending_start + drop
+                if last:
+                    break
+            if frames_read < info.frames:
+                raise AudioError("truncated or corrupt audio data")
+            if pending_start + pending.size > emitted_end:
+                yield next_start / sample_rate, pending[next_start - pending_start :].copy()
+    except sf.SoundFileError as exc:
+        raise _audio_error_from(exc) from exc
+
+
+def _resample(function: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> np.ndarray:
+    # soxr signals bad input with plain Python exceptions; keep them inside AudioError.
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise AudioError(f"resampling failed ({exc})") from exc
+
+
+def _check_rate(sample_rate: int) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"invalid target sample rate {sample_rate!r} (need a positive int, Hz)")
+
+
+def _check_file(path: Path) -> None:
+    # libsndfile reports a missing file as a bare "System error" and an empty
+    # one as "Format not recognised", so we name those cases ourselves first.
+    path = Path(path)
+    if not path.exists():
+        raise AudioError("file not found")
+    if not path.is_file():
+        raise AudioError("not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioError("empty file")
+
+
+def _info_of(sound: sf.SoundFile) -> AudioInfo:
+    if sound.samplerate <= 0 or sound.channels <= 0:
+        raise AudioError("truncated or corrupt audio data")
+    return AudioInfo(
+        sample_rate=int(sound.samplerate),
+        channels=int(sound.channels),
+        frames=int(sound.frames),
+        duration_s=sound.frames / sound.samplerate,
+        format=sound.format,
+        subtype=sound.subtype,
+    )
+
+
+def _audio_error_from(exc: sf.SoundFileError) -> AudioError:
+    code = getattr(exc, "code", None)  # only LibsndfileError carries one
+    if code == _SF_ERR_UNRECOGNISED_FORMAT:
+        return AudioError("not an audio file (unrecognised format)")
+    if code == _SF_ERR_SYSTEM:
+        return AudioError("cannot read file (permission or I/O error)")
+    return AudioError("truncated or corrupt audio data")
+
+
+def _downmix(native: np.ndarray) -> np.ndarray:
+    """Average ``native`` [shape=(frames, channels)] into contiguous float32 [shape=(frames,)]."""
+    if not np.isfinite(native).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    if native.shape[1] == 1:
+        return np.ascontiguousarray(native[:, 0])
+    return native.mean(axis=1, dtype=np.float32)

@@ -1,0 +1,229 @@
+"""Configuration: TOML files loaded into frozen dataclasses, with ``--set`` overrides.
+
+Every job takes a :class:`Config`; every output stores the resolved config next to
+it (:func:`config_to_toml`), so a result can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ser_batch.errors import ConfigError
+
+RECIPES = ("fast", "classic")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How audio is decoded before features are computed."""
+
+    #: Every file is resampled to this rate (Hz) before feature extraction.
+    sample_rate: int = 16000
+    #: File name endings (lower case) that discovery treats as audio.
+    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
+    #: Longest stretch decoded per file, seconds; 0 means the whole file.
+    max_duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The feature recipe and its STFT parameters (samples at ``audio.sample_rate``)."""
+
+    recipe: str = "fast"
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mfcc: int = 40
+    n_chroma: int = 12
+    n_mels: int = 128
+    contrast_bands: int = 6
+    #: Lower edge of the first spectral-contrast octave band, Hz. Halved (octave by octave)
+    #: when the top band would pass Nyquist, e.g. at 8 kHz; see ``features.contrast_fmin``.
+    contrast_fmin: float = 200.0
+    #: ``fast`` only: estimate the tuning offset for chroma as librosa does (cheap version).
+    estimate_tuning: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """The parallel feature-extraction job."""
+
+    #: Files per Ray task (one Parquet part each).
+    shard_size: int = 32
+    #: Default output folder of ``extract``.
+    out: str = "output/features"
+    #: Optional ``path,label`` CSV for corpora whose names carry no label.
+    labels_csv: str = ""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where jobs run."""
+
+    #: Cluster address; empty means an embedded local Ray (or ``RAY_ADDRESS`` when set).
+    address: str = ""
+    #: CPUs for the embedded local Ray; 0 means all of this machine's.
+    num_cpus: int = 0
+    #: Times a failed task is retried (its writes are idempotent).
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Config":
+        """Return a copy with ``section={key: value}`` changes applied and validated."""
+        return _apply(self, {name: dict(values) for name, values in sections.items()})
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    expected = type(default)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
+        return tuple(value)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be true or false, got {value!r}")
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or isinstance(value, bool) and expected is not bool:
+        raise ConfigError(f"{section}.{key} must be of type {expected.__name__}, got {value!r}")
+    return value
+
+
+def _apply(config: Config, changes: Mapping[str, Mapping[str, Any]]) -> Config:
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for section, values in changes.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sections)})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{section}] must be a table")
+        current = sections[section]
+        known = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+        updates = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {section}.{key} (known: {', '.join(known)})")
+            updates[key] = _coerce(section, key, value, known[key])
+        sections[section] = dataclasses.replace(current, **updates)
+    result = Config(**sections)
+    validate(result)
+    return result
+
+
+def validate(config: Config) -> None:
+    """Raise :class:`ConfigError` when a value is out of range."""
+    audio, feats, extract, ray = config.audio, config.features, config.extract, config.ray
+    if audio.sample_rate < 4000:
+        raise ConfigError(f"audio.sample_rate must be at least 4000 Hz, got {audio.sample_rate}")
+    if audio.max_duration_s < 0:
+        raise ConfigError("audio.max_duration_s must be >= 0 (0 = whole file)")
+    if not audio.extensions or not all(e.startswith(".") for e in audio.extensions):
+        raise ConfigError("audio.extensions must be a non-empty list like ['.wav', '.flac']")
+    if feats.recipe not in RECIPES:
+        raise ConfigError(f"features.recipe must be one of {', '.join(RECIPES)}, got {feats.recipe!r}")
+    if feats.n_fft < 64 or feats.n_fft & (feats.n_fft - 1):
+        raise ConfigError(f"features.n_fft must be a power of two >= 64, got {feats.n_fft}")
+    if not 0 < feats.hop_length <= feats.n_fft:
+        raise ConfigError("features.hop_length must be in (0, n_fft]")
+    for key in ("n_mfcc", "n_chroma", "n_mels", "contrast_bands"):
+        if getattr(feats, key) < 1:
+            raise ConfigError(f"features.{key} must be >= 1")
+    if feats.n_mfcc > feats.n_mels:
+        raise ConfigError("features.n_mfcc cannot exceed features.n_mels")
+    if feats.contrast_fmin <= 0:
+        raise ConfigError("features.contrast_fmin must be > 0 Hz")
+    if extract.shard_size < 1:
+        raise ConfigError("extract.shard_size must be >= 1")
+    if ray.num_cpus < 0 or ray.max_retries < 0:
+        raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as TOML, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    dotted, raw = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts[0], parts[1], value
+
+
+def load_config(path: Path | None = None, *, overrides: Iterable[str] = ()) -> Config:
+    """Load defaults, then the TOML file at ``path`` (if any), then ``overrides``.
+
+    Raises
+    ------
+    ConfigError
+        On a missing or malformed file, an unknown key, or a value of the wrong type.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+            changes.setdefault(section, {}).update(values)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        changes.setdefault(section, {})[key] = value
+    return _apply(Config(), changes)
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Plain nested dict of the config (tuples become lists), JSON- and TOML-ready."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(data: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Inverse of :func:`config_to_dict`; unknown sections are ignored for forward compat."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return _apply(Config(), {k: v for k, v in data.items() if k in known})
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(config: Config) -> str:
+    """The resolved config as TOML text that :func:`load_config` reads back unchanged."""
+    lines = ["# Resolved ser-batch configuration (defaults + file + --set overrides)."]
+    for section, values in config_to_dict(config).items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"

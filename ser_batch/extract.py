@@ -1,0 +1,244 @@
+"""The parallel feature-extraction job: audio folder in, Parquet feature dataset out.
+
+The driver lists the files and cuts them into shards; each shard is one Ray task that
+decodes its files, computes their feature vectors and writes one Parquet part
+atomically. Only a few counters travel back to the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from ser_batch import __version__, schema, storage
+from ser_batch.audio import AudioInfo, load_audio
+from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
+from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
+from ser_batch.errors import DatasetError, SerBatchError
+from ser_batch.features import clip_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Files processed by one task; ``name`` is its part file, derived from its content."""
+
+    index: int
+    paths: tuple[str, ...]
+    name: str
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What an extraction run did."""
+
+    out: Path
+    files: int
+    errors: int
+    parts: int
+    skipped_parts: int
+    wall_s: float
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        """One-line summary for the CLI."""
+        skipped = f", {self.skipped_parts} parts kept from before" if self.skipped_parts else ""
+        return (
+            f"{self.files} files, {self.errors} errors, {self.parts} parts{skipped} "
+            f"in {self.wall_s:.1f} s ({self.files_per_s:.1f} files/s) -> {self.out}"
+        )
+
+
+def file_features(path: Path, *, config: Config) -> tuple[np.ndarray, AudioInfo]:
+    """Decode one file and compute its feature vector: the single code path for every job.
+
+    Returns
+    -------
+    features : np.ndarray [shape=(n_features,)], float32
+    info : AudioInfo of the original file
+    """
+    y, info = load_audio(
+        Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
+    )
+    return clip_features(y, config.audio.sample_rate, config=config.features), info
+
+
+def plan_shards(
+    paths: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None
+) -> list[Shard]:
+    """Cut the sorted file list into shards.
+
+    A part's name hashes everything its rows depend on (files, their labels, the audio and
+    feature settings), so ``--resume`` only keeps parts that would be written identically.
+    """
+    size = config.extract.shard_size
+    settings = config_to_dict(config)
+    settings = {k: settings[k] for k in ("audio", "features")}
+    shards = []
+    for index, start in enumerate(range(0, len(paths), size)):
+        chunk = tuple(paths[start : start + size])
+        chunk_labels = [labels_for(p, labels=labels).as_row() for p in chunk]
+        key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION)
+        shards.append(Shard(index, chunk, storage.part_name(index, key)))
+    return shards
+
+
+def extract_shard(
+    shard: Shard, *, root: str, out: str, config: dict[str, Any], labels: Mapping[str, Labels] | None
+) -> dict[str, Any]:
+    """Process one shard and write its part; runs inside a Ray task (no Ray in here).
+
+    Errors of single files become rows with ``error`` set; the task goes on.
+
+    Returns
+    -------
+    dict
+        ``{"part": name, "files": n, "errors": m}``.
+    """
+    cfg = config_from_dict(config)
+    names = schema.feature_names(cfg.features)
+    rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(features=cfg.features, config={})}
+    errors = 0
+    for rel in shard.paths:
+        feats: np.ndarray | None = None
+        info: AudioInfo | None = None
+        error = None
+        try:
+            feats, info = file_features(Path(root) / rel, config=cfg)
+            if not np.all(np.isfinite(feats)):
+                raise DatasetError("features are not finite")
+        except SerBatchError as exc:
+            error, feats = str(exc) or type(exc).__name__, None
+            errors += 1
+        for key, value in labels_for(rel, labels=labels).as_row().items():
+            rows[key].append(value)
+        rows[schema.PATH].append(rel)
+        rows[schema.DURATION_S].append(info.duration_s if info else None)
+        rows[schema.SAMPLE_RATE_IN].append(info.sample_rate if info else None)
+        rows[schema.CHANNELS_IN].append(info.channels if info else None)
+        rows[schema.FEATURES].append(feats)
+        rows[schema.ERROR].append(error)
+    table_schema = schema.features_schema(features=cfg.features, config=config)
+    arrays = []
+    for field in table_schema:
+        if field.name == schema.FEATURES:
+            flat = np.concatenate([f if f is not None else np.zeros(len(names), np.float32)
+                                   for f in rows[field.name]]) if rows[field.name] else np.zeros(0, np.float32)
+            mask = pa.array([f is None for f in rows[field.name]], pa.bool_())
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), len(names), mask=mask))
+        else:
+            arrays.append(pa.array(rows[field.name], field.type))
+    table = pa.Table.from_arrays(arrays, schema=table_schema)
+    storage.write_table_atomic(table, Path(out) / shard.name)
+    return {"part": shard.name, "files": len(shard.paths), "errors": errors}
+
+
+def run_extract(
+    input_dir: Path,
+    out: Path,
+    *,
+    config: Config,
+    overwrite: bool = False,
+    resume: bool = False,
+    labels_csv: Path | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> ExtractSummary:
+    """Extract features of every audio file below ``input_dir`` into Parquet parts in ``out``.
+
+    Parameters
+    ----------
+    input_dir : folder searched recursively for ``config.audio.extensions``
+    out : output folder (see :mod:`ser_batch.storage` for its layout)
+    config : resolved configuration
+    overwrite, resume : what to do with an output folder that already holds results
+    labels_csv : ``path,label`` file; default ``input_dir/labels.csv`` when present
+    address : Ray cluster to join (default: ``RAY_ADDRESS`` or an embedded local Ray)
+    progress : show a progress bar on stderr
+    on_progress : called with the number of files of each finished shard
+
+    Raises
+    ------
+    DatasetError
+        If no audio file is found or the output folder would be overwritten silently.
+    """
+    from ser_batch import runtime
+
+    started = time.perf_counter()
+    input_dir, out = Path(input_dir), Path(out)
+    paths = discover_audio(input_dir, extensions=config.audio.extensions)
+    if not paths:
+        raise DatasetError(
+            f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}"
+        )
+    if labels_csv is None and (input_dir / LABELS_CSV).is_file():
+        labels_csv = input_dir / LABELS_CSV
+    labels = load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
+    shards = plan_shards(paths, config=config, labels=labels)
+    done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
+    todo = [s for s in shards if s.name not in done]
+    log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
+    storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
+
+    bar = _progress_bar(total=sum(len(s.paths) for s in todo), enabled=progress)
+
+    def advance(result: dict[str, Any]) -> None:
+        bar.update(result["files"])
+        if on_progress:
+            on_progress(result["files"])
+
+    with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
+        results = runtime.map_tasks(
+            extract_shard,
+            todo,
+            kwargs={"root": str(input_dir.resolve()), "out": str(out.resolve()),
+                    "config": config_to_dict(config), "labels": labels},
+            max_retries=config.ray.max_retries,
+            on_result=advance,
+        )
+    bar.close()
+    errors = sum(r["errors"] for r in results) + _errors_in(out, done)
+    summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started)
+    manifest = {
+        "job": "extract",
+        "ser_batch_version": __version__,
+        "schema_version": schema.SCHEMA_VERSION,
+        "input_dir": str(input_dir.resolve()),
+        "recipe": config.features.recipe,
+        "files": summary.files,
+        "errors": summary.errors,
+        "parts": sorted(s.name for s in shards),
+        "wall_s": round(summary.wall_s, 3),
+        "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    storage.write_text_atomic(out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return summary
+
+
+def _errors_in(out: Path, names: set[str]) -> int:
+    """Error rows in parts kept from an earlier run (``--resume``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    return sum(int(pc.sum(pc.is_valid(pq.read_table(out / n, columns=[schema.ERROR])[schema.ERROR])).as_py() or 0)
+               for n in names)
+
+
+def _progress_bar(*, total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="extract", disable=not enabled or None, smoothing=0.1,
+                dynamic_ncols=True)

@@ -1,0 +1,145 @@
+"""Output folders of Parquet parts: atomic, idempotent writes and guarded re-use.
+
+A job's output folder holds ``part-NNNNN-<key>.parquet`` files, one per shard, plus
+``_manifest.json`` (written last, so its presence means the run completed) and
+``_config.toml`` (the resolved config). Names starting with ``_`` or ``.`` are skipped by
+Arrow's dataset discovery, so ``pandas.read_parquet(folder)`` and duckdb's
+``read_parquet('folder/*.parquet')`` see exactly the rows.
+
+Every part is written to a hidden temporary name and renamed into place, so a reader
+never sees half a file, and its name is derived from the shard's content key, so a
+retried task overwrites its own part instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ser_batch.errors import DatasetError
+
+MANIFEST = "_manifest.json"
+CONFIG = "_config.toml"
+_PART = re.compile(r"^part-(\d{5})-([0-9a-f]{12})\.parquet$")
+
+
+def content_key(*items: Any) -> str:
+    """A 12-hex-digit key of JSON-serialisable ``items`` (stable across processes)."""
+    blob = json.dumps(items, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def part_name(index: int, key: str) -> str:
+    """File name of shard ``index`` whose inputs hash to ``key``."""
+    return f"part-{index:05d}-{key}.parquet"
+
+
+def _atomic_replace(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` as Parquet at ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    _atomic_replace(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) at ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    _atomic_replace(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def existing_parts(directory: Path) -> dict[str, Path]:
+    """Part files in ``directory`` keyed by file name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    return {p.name: p for p in directory.iterdir() if _PART.match(p.name)}
+
+
+def _ours(path: Path) -> bool:
+    name = path.name
+    return bool(_PART.match(name)) or name in (MANIFEST, CONFIG) or (name.startswith(".part-") and ".tmp-" in name)
+
+
+def prepare_output(directory: Path, *, overwrite: bool, resume: bool, planned: Iterable[str]) -> set[str]:
+    """Make ``directory`` ready for a run that will write the ``planned`` part names.
+
+    * new or empty folder: created;
+    * ``resume``: parts already present under a planned name are kept (their shard is
+      skipped); parts of another plan, temporary files and the old manifest are removed,
+      so no row can appear twice;
+    * ``overwrite``: every ser-batch file in it is removed first (other files are kept);
+    * otherwise an existing, non-empty folder is an error: nothing is lost silently.
+
+    Returns
+    -------
+    set of str
+        Planned part names that are already complete (empty unless ``resume``).
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DatasetError(f"output path exists and is not a folder: {directory}")
+    directory.mkdir(parents=True, exist_ok=True)
+    ours = [p for p in directory.iterdir() if _ours(p)]
+    if ours and not (overwrite or resume):
+        raise DatasetError(
+            f"output folder {directory} already holds results; "
+            "pass --overwrite to replace them or --resume to finish an interrupted run"
+        )
+    planned = set(planned)
+    done = set()
+    for path in ours:
+        if resume and not overwrite and path.name in planned:
+            done.add(path.name)
+        else:
+            path.unlink()
+    return done
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The run manifest of ``directory``, or ``None`` if the run did not complete."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"unreadable manifest {path}: {exc}") from None
+
+
+def read_parts(directory: Path) -> pa.Table:
+    """All parts of ``directory`` as one table, in part order, with their shared schema.
+
+    Raises
+    ------
+    DatasetError
+        If the folder is missing or holds no part.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"feature folder not found: {directory}")
+    parts = sorted(existing_parts(directory).values())
+    if not parts:
+        raise DatasetError(f"no Parquet parts in {directory} (run `ser-batch extract` first)")
+    tables = [pq.read_table(p) for p in parts]
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise DatasetError(f"parts in {directory} have different schemas: {exc}") from None

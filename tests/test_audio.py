@@ -1,0 +1,324 @@
+"""Tests for :mod:`ser_batch.audio`; every file is generated in ``tmp_path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_batch.audio import (
+    SUPPORTED_EXTENSIONS,
+    AudioInfo,
+    iter_audio_blocks,
+    load_audio,
+    probe_audio,
+)
+from ser_batch.errors import AudioError, SerBatchError
+
+MP3_WRITABLE = "MP3" in sf.available_formats()
+
+
+def sine(freq_hz: float, *, sample_rate: int, duration_s: float, amp: float = 0.5) -> np.ndarray:
+    """Float32 sine [shape=(round(duration_s * sample_rate),)]."""
+    t = np.arange(round(duration_s * sample_rate)) / sample_rate
+    return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def peak_hz(signal: np.ndarray, sample_rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size)))
+    return float(np.fft.rfftfreq(signal.size, 1 / sample_rate)[np.argmax(spectrum)])
+
+
+def write(path: Path, data: np.ndarray, sample_rate: int, **kwargs: str) -> Path:
+    sf.write(path, data, sample_rate, **kwargs)
+    return path
+
+
+# --- formats and subtypes --------------------------------------------------
+
+# (extension, format, subtype, max abs error expected for a 0.5-amplitude sine)
+LOSSLESS_CASES = [
+    (".wav", "WAV", "PCM_U8", 1e-2),
+    (".wav", "WAV", "PCM_16", 1e-4),
+    (".wav", "WAV", "PCM_24", 1e-6),
+    (".wav", "WAV", "PCM_32", 1e-6),
+    (".wav", "WAV", "FLOAT", 0.0),
+    (".wav", "WAV", "DOUBLE", 1e-7),
+    (".wav", "WAV", "ULAW", 2e-2),
+    (".wav", "WAV", "ALAW", 2e-2),
+    (".flac", "FLAC", "PCM_16", 1e-4),
+    (".flac", "FLAC", "PCM_24", 1e-6),
+]
+
+
+@pytest.mark.parametrize(("ext", "fmt", "subtype", "tol"), LOSSLESS_CASES)
+def test_lossless_subtypes_round_trip(
+    tmp_path: Path, ext: str, fmt: str, subtype: str, tol: float
+) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=0.5)
+    path = write(tmp_path / f"a{ext}", x, 16_000, format=fmt, subtype=subtype)
+    y, info = load_audio(path, sample_rate=16_000)
+    assert y.shape == x.shape and y.dtype == np.float32 and y.flags.c_contiguous
+    assert (info.format, info.subtype, info.sample_rate, info.channels) == (fmt, subtype, 16_000, 1)
+    assert np.abs(y - x).max() <= tol
+
+
+@pytest.mark.parametrize(
+    ("ext", "fmt", "subtype"),
+    [
+        (".ogg", "OGG", "VORBIS"),
+        pytest.param(
+            ".mp3", "MP3", "MPEG_LAYER_III",
+            marks=pytest.mark.skipif(not MP3_WRITABLE, reason="libsndfile built without MP3"),
+        ),
+    ],
+)
+def test_lossy_formats_decode(tmp_path: Path, ext: str, fmt: str, subtype: str) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=1.0)
+    path = write(tmp_path / f"a{ext}", x, 16_000, format=fmt, subtype=subtype)
+    y, info = load_audio(path, sample_rate=16_000)
+    assert (info.format, info.subtype) == (fmt, subtype)
+    assert y.dtype == np.float32 and abs(y.size - x.size) <= 1
+    assert abs(peak_hz(y, 16_000) - 440) < 5
+
+
+def test_supported_extensions_are_lower_case_with_dot() -> None:
+    assert all(e.startswith(".") and e == e.lower() for e in SUPPORTED_EXTENSIONS)
+    assert {".wav", ".flac", ".ogg", ".mp3"} <= set(SUPPORTED_EXTENSIONS)
+
+
+# --- downmix and resampling ------------------------------------------------
+
+
+def test_stereo_opposite_channels_cancel(tmp_path: Path) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=0.25)
+    path = write(tmp_path / "s.wav", np.stack([x, -x], axis=1), 16_000, subtype="FLOAT")
+    y, info = load_audio(path, sample_rate=16_000)
+    assert info.channels == 2 and y.shape == x.shape
+    assert np.abs(y).max() < 1e-7
+
+
+def test_stereo_identical_channels_keep_signal(tmp_path: Path) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=0.25)
+    path = write(tmp_path / "s.wav", np.stack([x, x], axis=1), 16_000, subtype="FLOAT")
+    y, _ = load_audio(path, sample_rate=16_000)
+    np.testing.assert_allclose(y, x, atol=1e-7)
+
+
+def test_48k_resampled_to_16k_keeps_length_and_pitch(tmp_path: Path) -> None:
+    path = write(tmp_path / "hi.wav", sine(440, sample_rate=48_000, duration_s=1.0), 48_000)
+    y, info = load_audio(path, sample_rate=16_000)
+    assert info.sample_rate == 48_000 and info.frames == 48_000
+    assert abs(y.size - 16_000) <= 1 and y.dtype == np.float32
+    assert abs(peak_hz(y, 16_000) - 440) < 2
+
+
+@pytest.mark.parametrize("target", [8_000, 16_000])
+def test_8k_ulaw_loads_at_native_and_higher_rate(tmp_path: Path, target: int) -> None:
+    x = sine(440, sample_rate=8_000, duration_s=1.0)
+    path = write(tmp_path / "tel.wav", x, 8_000, subtype="ULAW")
+    y, info = load_audio(path, sample_rate=target)
+    assert (info.sample_rate, info.subtype) == (8_000, "ULAW")
+    assert abs(y.size - target) <= 1
+    assert abs(peak_hz(y, target) - 440) < 2
+
+
+def test_max_duration_truncates(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.wav", sine(440, sample_rate=48_000, duration_s=2.0), 48_000)
+    y, info = load_audio(path, sample_rate=16_000, max_duration_s=0.5)
+    assert abs(y.size - 8_000) <= 1
+    assert info.duration_s == pytest.approx(2.0)  # info describes the whole file
+    full, _ = load_audio(path, sample_rate=16_000, max_duration_s=10.0)
+    assert abs(full.size - 32_000) <= 1
+
+
+# --- probe -----------------------------------------------------------------
+
+
+def test_probe_reads_header_only(tmp_path: Path) -> None:
+    data = np.zeros((24_000, 2), dtype=np.float32)
+    data[100, 0] = np.nan  # decoding would fail, so a successful probe proves it did not decode
+    path = write(tmp_path / "p.wav", data, 48_000, subtype="FLOAT")
+    assert probe_audio(path) == AudioInfo(
+        sample_rate=48_000, channels=2, frames=24_000, duration_s=0.5,
+        format="WAV", subtype="FLOAT",
+    )
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(path, sample_rate=48_000)
+
+
+# --- errors ----------------------------------------------------------------
+
+
+def truncated(path: Path, *, keep: int) -> Path:
+    """Copy of ``path`` with only its first ``keep`` bytes."""
+    out = path.with_name("cut_" + path.name)
+    out.write_bytes(path.read_bytes()[:keep])
+    return out
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="^file not found$"):
+        load_audio(tmp_path / "nope.wav", sample_rate=16_000)
+    with pytest.raises(AudioError, match="file not found"):
+        probe_audio(tmp_path / "nope.wav")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.wav").touch()
+    with pytest.raises(AudioError, match="^empty file$"):
+        load_audio(tmp_path / "e.wav", sample_rate=16_000)
+
+
+def test_text_renamed_to_wav(tmp_path: Path) -> None:
+    (tmp_path / "t.wav").write_text("this is not audio\n" * 20)
+    for call in (lambda p: load_audio(p, sample_rate=16_000), probe_audio):
+        with pytest.raises(AudioError, match=r"not an audio file \(unrecognised format\)"):
+            call(tmp_path / "t.wav")
+
+
+def test_wav_without_data_chunk_is_corrupt(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.wav", sine(440, sample_rate=16_000, duration_s=0.1), 16_000)
+    with pytest.raises(AudioError, match="truncated or corrupt audio data"):
+        load_audio(truncated(path, keep=30), sample_rate=16_000)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "keep_fraction"),
+    [
+        ("FLAC", "PCM_16", 0.5),  # libsndfile: "flac decoder lost sync" while reading
+        # Cut OGG early: cut late, libsndfile clamps to the last whole page like a WAV.
+        ("OGG", "VORBIS", 0.25),  # libsndfile: "file is malformed" on open
+        pytest.param(  # libsndfile: silently returns fewer frames than the header declares
+            "MP3", "MPEG_LAYER_III", 0.5,
+            marks=pytest.mark.skipif(not MP3_WRITABLE, reason="libsndfile built without MP3"),
+        ),
+    ],
+)
+def test_cut_compressed_file_is_truncated(
+    tmp_path: Path, fmt: str, subtype: str, keep_fraction: float
+) -> None:
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 32_000).astype(np.float32)
+    path = write(tmp_path / f"a.{fmt.lower()}", x, 16_000, format=fmt, subtype=subtype)
+    cut = truncated(path, keep=round(path.stat().st_size * keep_fraction))
+    with pytest.raises(AudioError, match="truncated or corrupt audio data"):
+        load_audio(cut, sample_rate=16_000)
+    with pytest.raises(AudioError, match="truncated or corrupt audio data"):
+        list(iter_audio_blocks(cut, sample_rate=16_000, block_s=0.5))
+
+
+def test_wav_missing_tail_loads_what_is_there(tmp_path: Path) -> None:
+    # libsndfile clamps the header's frame count to the bytes present, so a WAV
+    # cut mid-data is indistinguishable from a shorter file and is accepted.
+    x = sine(440, sample_rate=16_000, duration_s=1.0)
+    path = write(tmp_path / "a.wav", x, 16_000, subtype="PCM_16")
+    cut = truncated(path, keep=path.stat().st_size - 100)
+    y, info = load_audio(cut, sample_rate=16_000)
+    assert info.frames == y.size == 16_000 - 50
+    np.testing.assert_allclose(y, x[: y.size], atol=1e-4)
+
+
+def test_zero_frames(tmp_path: Path) -> None:
+    path = write(tmp_path / "z.wav", np.zeros((0, 1), dtype=np.float32), 16_000)
+    assert probe_audio(path).frames == 0
+    with pytest.raises(AudioError, match="^no audio samples$"):
+        load_audio(path, sample_rate=16_000)
+    with pytest.raises(AudioError, match="^no audio samples$"):
+        list(iter_audio_blocks(path, sample_rate=16_000, block_s=1.0))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples(tmp_path: Path, bad: float) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=0.1)
+    x[500] = bad
+    path = write(tmp_path / "f.wav", x, 16_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="audio contains NaN or infinite samples"):
+        load_audio(path, sample_rate=16_000)
+    with pytest.raises(AudioError, match="audio contains NaN or infinite samples"):
+        list(iter_audio_blocks(path, sample_rate=16_000, block_s=0.05))
+
+
+@pytest.mark.parametrize("rate", [0, -16_000])
+def test_invalid_target_rate(tmp_path: Path, rate: int) -> None:
+    path = write(tmp_path / "a.wav", sine(440, sample_rate=16_000, duration_s=0.1), 16_000)
+    with pytest.raises(AudioError, match="invalid target sample rate"):
+        load_audio(path, sample_rate=rate)
+    with pytest.raises(AudioError, match="invalid target sample rate"):
+        list(iter_audio_blocks(path, sample_rate=rate, block_s=1.0))
+
+
+def test_invalid_options(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.wav", sine(440, sample_rate=16_000, duration_s=0.1), 16_000)
+    with pytest.raises(AudioError, match="max_duration_s"):
+        load_audio(path, sample_rate=16_000, max_duration_s=0)
+    for block_s, overlap_s in [(0.0, 0.0), (1.0, 1.0), (1.0, -0.1)]:
+        with pytest.raises(AudioError, match="invalid blocks"):
+            list(iter_audio_blocks(path, sample_rate=16_000, block_s=block_s, overlap_s=overlap_s))
+
+
+def test_audio_error_belongs_to_family() -> None:
+    assert issubclass(AudioError, SerBatchError)
+
+
+# --- streaming -------------------------------------------------------------
+
+
+def stitch(blocks: list[tuple[float, np.ndarray]], *, overlap: int) -> np.ndarray:
+    """Drop each later block's leading overlap and concatenate."""
+    return np.concatenate([blocks[0][1]] + [b[overlap:] for _, b in blocks[1:]])
+
+
+@pytest.mark.parametrize(
+    ("native_rate", "channels", "target", "block_s", "overlap_s"),
+    [
+        (16_000, 1, 16_000, 0.5, 0.0),
+        (16_000, 1, 16_000, 0.5, 0.25),
+        (48_000, 1, 16_000, 0.5, 0.1),
+        (44_100, 2, 16_000, 1.0, 0.5),
+        (8_000, 1, 16_000, 0.3, 0.0),
+    ],
+)
+def test_blocks_stitch_back_to_load_audio(
+    tmp_path: Path, native_rate: int, channels: int, target: int, block_s: float, overlap_s: float
+) -> None:
+    # 3.7 s spans several internal reads (65 536 native frames) and ends mid-block.
+    rng = np.random.default_rng(1)
+    data = rng.uniform(-0.5, 0.5, (round(3.7 * native_rate), channels)).astype(np.float32)
+    path = write(tmp_path / "long.wav", data, native_rate, subtype="FLOAT")
+    whole, _ = load_audio(path, sample_rate=target)
+    blocks = list(iter_audio_blocks(path, sample_rate=target, block_s=block_s, overlap_s=overlap_s))
+
+    block_len, hop = round(block_s * target), round((block_s - overlap_s) * target)
+    starts = [start for start, _ in blocks]
+    np.testing.assert_allclose(starts, np.arange(len(blocks)) * (block_s - overlap_s), atol=1e-9)
+    assert all(b.dtype == np.float32 and b.ndim == 1 for _, b in blocks)
+    assert all(b.size == block_len for _, b in blocks[:-1])
+    assert 0 < blocks[-1][1].size <= block_len
+    # Overlapping samples must be identical copies, not re-resampled ones.
+    for (_, a), (_, b) in zip(blocks, blocks[1:]):
+        np.testing.assert_array_equal(a[hop:], b[: a.size - hop])
+
+    stream = stitch(blocks, overlap=block_len - hop)
+    assert abs(stream.size - whole.size) <= 1
+    n = min(stream.size, whole.size)
+    skip = round(0.005 * target)  # resampler start-up transient
+    assert np.abs(stream[skip:n] - whole[skip:n]).max() < 1e-3
+
+
+def test_blocks_of_file_with_exact_multiple_length(tmp_path: Path) -> None:
+    # 65 536 frames = one internal read exactly, so the end is found by an empty read.
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, 65_536).astype(np.float32)
+    path = write(tmp_path / "exact.wav", x, 16_384, subtype="FLOAT")
+    blocks = list(iter_audio_blocks(path, sample_rate=16_384, block_s=1.0))
+    assert [s for s, _ in blocks] == [0.0, 1.0, 2.0, 3.0]
+    np.testing.assert_array_equal(stitch(blocks, overlap=0), x)
+
+
+def test_short_file_gives_one_short_block(tmp_path: Path) -> None:
+    x = sine(440, sample_rate=16_000, duration_s=0.2)
+    path = write(tmp_path / "short.wav", x, 16_000, subtype="FLOAT")
+    blocks = list(iter_audio_blocks(path, sample_rate=16_000, block_s=1.0, overlap_s=0.5))
+    assert len(blocks) == 1 and blocks[0][0] == 0.0
+    np.testing.assert_array_equal(blocks[0][1], x)
