@@ -118,5 +118,130 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
         sys.exit(EXIT_FILE_ERRORS)
 
 
+def _parse_test_actors(text: str | None) -> dict[str, Any]:
+    """``17,18,19,20`` -> explicit actors; ``0.2`` -> that fraction of actors at random."""
+    if text is None:
+        return {}
+    text = text.strip()
+    try:
+        if "," not in text and "." in text:
+            return {"test_actors": [], "test_actor_fraction": float(text)}
+        return {"test_actors": [int(a) for a in text.split(",") if a.strip()]}
+    except ValueError:
+        raise click.BadParameter("use actor numbers like 17,18,19,20 or a fraction like 0.2",
+                                 param_hint="--test-actors") from None
+
+
+@main.command()
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("output/model"),
+              help="Folder of the model bundle to write.")
+@click.option("--models", default=None, metavar="LIST",
+              help="Comma-separated models to fit: keras, sklearn  [default: train.models, both]")
+@click.option("--split", type=click.Choice(["speaker", "random"]), default=None,
+              help="speaker: hold out whole actors (honest); random: stratified rows (the original "
+                   "recipe, optimistic)  [default: train.split, speaker]")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Fraction of rows held out by --split random  [default: 0.3]")
+@click.option("--test-actors", default=None, metavar="IDS|FRACTION",
+              help="Actors held out by --split speaker: 17,18,19,20 or a fraction such as 0.2 "
+                   "[default: 17,18,19,20]")
+@click.option("--seed", type=int, default=None, help="Random seed of split and models  [default: 42]")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs of the embedded local Ray  [default: all]")
+@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster to run on instead of an embedded local Ray.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@_config_options
+@_handle_errors
+def train(features_dir: Path, out: Path, models: str | None, split: str | None, test_size: float | None,
+          test_actors: str | None, seed: int | None, num_cpus: int | None, address: str | None,
+          overwrite: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Fit the Keras ANN and the scikit-learn MLP on an `extract` output, in parallel.
+
+    Writes a model bundle (models, manifest with checksums, metrics, confusion matrices,
+    report.html) to --out and prints test accuracy and macro-F1 of each model and of
+    their averaged ensemble ("both").
+
+    Example: ser-batch train output/features --out output/model --split speaker
+    """
+    from ser_batch.train import run_train
+
+    train_section: dict[str, Any] = {"split": split, "test_size": test_size, "seed": seed,
+                                     **_parse_test_actors(test_actors)}
+    if models is not None:
+        train_section["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    config = _load_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
+    summary = run_train(features_dir, out, config=config, overwrite=overwrite,
+                        address=address or config.ray.address or None)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the metrics as JSON to this file.")
+@_handle_errors
+def evaluate(model_dir: Path, features_dir: Path, out: Path | None) -> None:
+    """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
+
+    Prints accuracy, macro-F1 and per-class F1 of each model and of their ensemble;
+    --out writes everything, including per-class precision/recall and confusion
+    matrices, as JSON.
+    """
+    import json
+
+    from ser_batch.evaluate import evaluate_bundle, format_metrics
+
+    results = evaluate_bundle(model_dir, features_dir)
+    click.echo(f"{results['rows']} labelled rows ({results['error_rows']} error rows, "
+               f"{results['rows_unlabelled_or_unknown']} unlabelled or unknown-class rows left out)")
+    click.echo(format_metrics(results))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"metrics written to {out}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
+@click.option("--framework", type=click.Choice(["keras", "sklearn", "both"]), default="both",
+              help="Which model answers; both = each model plus their averaged ensemble.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file in a list).")
+@_handle_errors
+def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_json: bool) -> None:
+    """Predict the emotion of each audio FILE, with class probabilities.
+
+    Uses the same decoding and features as `extract`, with the settings stored in the
+    model bundle. Exits with 1 if any file could not be read.
+
+    Example: ser-batch predict call.wav --framework keras
+    """
+    import json
+
+    from ser_batch.bundle import load_bundle
+    from ser_batch.scoring import predict_files
+
+    bundle = load_bundle(model_dir)
+    results = predict_files(list(files), bundle=bundle, framework=framework)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for entry in results:
+            if entry["error"]:
+                click.echo(f"{entry['path']}: error: {entry['error']}")
+                continue
+            for name, pred in entry["predictions"].items():
+                top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+                click.echo(f"{entry['path']}  {name:7s} {pred['label']:9s} "
+                           + "  ".join(f"{c} {p:.2f}" for c, p in top))
+    if any(entry["error"] for entry in results):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping
 from ser_batch.errors import ConfigError
 
 RECIPES = ("fast", "classic")
+MODELS = ("keras", "sklearn")
+SPLITS = ("speaker", "random")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,53 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """The training job: which models, which split."""
+
+    #: Models to fit: any of "keras", "sklearn".
+    models: tuple[str, ...] = ("keras", "sklearn")
+    #: "speaker" (whole actors held out) or "random" (stratified, the original recipe).
+    split: str = "speaker"
+    #: Fraction of rows held out by the random split.
+    test_size: float = 0.3
+    #: Actors held out by the speaker split.
+    test_actors: tuple[int, ...] = (17, 18, 19, 20)
+    #: Used instead of ``test_actors`` when that is empty: this fraction of actors, drawn with ``seed``.
+    test_actor_fraction: float = 0.2
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class KerasConfig:
+    """The Keras ANN: Dense layers with ReLU, softmax output, Adam, categorical cross-entropy."""
+
+    hidden_layers: tuple[int, ...] = (300, 50, 20, 10)
+    epochs: int = 300
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    #: Early stopping: epochs without validation-loss improvement before stopping.
+    patience: int = 30
+    #: Part of the training rows used for early stopping (stratified).
+    validation_fraction: float = 0.15
+    dropout: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass(frozen=True)
+class SklearnConfig:
+    """scikit-learn's MLPClassifier, in a Pipeline after a StandardScaler."""
+
+    hidden_layer_sizes: tuple[int, ...] = (300,)
+    alpha: float = 0.0001
+    learning_rate_init: float = 0.001
+    batch_size: int = 64
+    max_iter: int = 500
+    early_stopping: bool = True
+    validation_fraction: float = 0.15
+    n_iter_no_change: int = 20
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """Where jobs run."""
 
@@ -79,6 +128,9 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    keras: KerasConfig = field(default_factory=KerasConfig)
+    sklearn: SklearnConfig = field(default_factory=SklearnConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
@@ -89,10 +141,12 @@ class Config:
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     expected = type(default)
     if isinstance(default, tuple):
-        if isinstance(value, str):
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
+        if default and not all(type(v) is type(default[0]) for v in value):
+            raise ConfigError(f"{section}.{key} must be a list of {type(default[0]).__name__}, got {value!r}")
         return tuple(value)
     if expected is bool:
         if not isinstance(value, bool):
@@ -149,6 +203,25 @@ def validate(config: Config) -> None:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
     if extract.shard_size < 1:
         raise ConfigError("extract.shard_size must be >= 1")
+    train, keras, sk = config.train, config.keras, config.sklearn
+    if not train.models or not set(train.models) <= set(MODELS):
+        raise ConfigError(f"train.models must be a non-empty subset of {', '.join(MODELS)}, got {train.models}")
+    if train.split not in SPLITS:
+        raise ConfigError(f"train.split must be one of {', '.join(SPLITS)}, got {train.split!r}")
+    if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:
+        raise ConfigError("train.test_size and train.test_actor_fraction must be in (0, 1)")
+    for name, value in (("keras.validation_fraction", keras.validation_fraction),
+                        ("sklearn.validation_fraction", sk.validation_fraction)):
+        if not 0 < value < 1:
+            raise ConfigError(f"{name} must be in (0, 1)")
+    if not keras.hidden_layers or min(keras.hidden_layers) < 1 or not sk.hidden_layer_sizes \
+            or min(sk.hidden_layer_sizes) < 1:
+        raise ConfigError("hidden layer sizes must be positive integers")
+    if min(keras.epochs, keras.batch_size, keras.patience, sk.batch_size, sk.max_iter, sk.n_iter_no_change) < 1:
+        raise ConfigError("epochs, batch sizes, patience and iteration counts must be >= 1")
+    if keras.learning_rate <= 0 or sk.learning_rate_init <= 0 or sk.alpha < 0 or keras.l2 < 0 \
+            or not 0 <= keras.dropout < 1:
+        raise ConfigError("learning rates must be > 0, alpha and l2 >= 0, dropout in [0, 1)")
     if ray.num_cpus < 0 or ray.max_retries < 0:
         raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
 
@@ -214,7 +287,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        # JSON's ASCII escapes of non-BMP characters are surrogate pairs, which TOML
+        # rejects; write them raw. DEL is the one raw character TOML forbids that JSON keeps.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")

@@ -4,6 +4,7 @@
 * :func:`parse_ravdess_name` reads labels from RAVDESS names (``MM-VV-EE-II-SS-RR-AA``).
 * :func:`load_labels_csv` reads a ``path,label[,actor][,gender]`` CSV for other corpora.
 * :func:`labels_for` combines the two into the label columns of one row.
+* :func:`load_feature_set` reads an ``extract`` output back as arrays for training.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
 
 from ser_batch import schema
 from ser_batch.errors import DatasetError
@@ -154,3 +158,70 @@ def labels_for(rel_path: str, *, labels: Mapping[str, Labels] | None = None) -> 
     if labels and rel_path in labels:
         return labels[rel_path]
     return parse_ravdess_name(rel_path) or Labels()
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The usable rows of a feature dataset, as arrays (error rows already dropped).
+
+    Attributes
+    ----------
+    X : np.ndarray [shape=(n_rows, n_features)], float32
+    emotion : np.ndarray [shape=(n_rows,)], object (str or None)
+    actor : np.ndarray [shape=(n_rows,)], float64 (NaN where unknown)
+    paths : np.ndarray [shape=(n_rows,)], object
+    metadata : dict from :func:`ser_batch.schema.read_metadata` (recipe, feature names, ...)
+    n_errors : int, rows dropped because their file could not be processed
+    """
+
+    X: Any
+    emotion: Any
+    actor: Any
+    paths: Any
+    metadata: dict[str, Any]
+    n_errors: int
+
+    def labelled(self) -> "FeatureSet":
+        """Only the rows that have an emotion label."""
+        keep = np.array([e is not None for e in self.emotion], dtype=bool)
+        return FeatureSet(self.X[keep], self.emotion[keep], self.actor[keep], self.paths[keep],
+                          self.metadata, self.n_errors)
+
+
+def load_feature_set(directory: Path) -> FeatureSet:
+    """Read an ``extract`` output folder into arrays, dropping error rows.
+
+    Raises
+    ------
+    DatasetError
+        If the folder is missing, has no parts, is not a features table, or has no usable row.
+    """
+    from ser_batch import storage
+
+    table = storage.read_parts(Path(directory))
+    metadata = schema.read_metadata(table.schema)
+    if metadata.get("table") != "features" or schema.FEATURES not in table.column_names:
+        raise DatasetError(f"{directory} is not a ser-batch feature dataset (no features table metadata)")
+    if metadata["schema_version"] != schema.SCHEMA_VERSION:
+        raise DatasetError(
+            f"{directory} has feature schema version {metadata['schema_version']}, this ser-batch reads "
+            f"version {schema.SCHEMA_VERSION}; re-run `ser-batch extract`"
+        )
+    errors = table.column(schema.ERROR).to_numpy(zero_copy_only=False)
+    ok = np.array([e is None for e in errors], dtype=bool)
+    n_errors = int((~ok).sum())
+    table = table.filter(pa.array(ok))
+    if table.num_rows == 0:
+        raise DatasetError(f"{directory} has no usable rows ({n_errors} error rows)")
+    width = table.schema.field(schema.FEATURES).type.list_size
+    flat = table.column(schema.FEATURES).combine_chunks().flatten().to_numpy()
+    X = np.ascontiguousarray(flat.reshape(-1, width), dtype=np.float32)
+    actor = table.column(schema.ACTOR).to_numpy(zero_copy_only=False).astype(np.float64)
+    return FeatureSet(
+        X=X,
+        emotion=np.array(table.column(schema.EMOTION).to_pylist(), dtype=object),
+        actor=actor,
+        paths=np.array(table.column(schema.PATH).to_pylist(), dtype=object),
+        metadata=metadata,
+        n_errors=n_errors,
+    )

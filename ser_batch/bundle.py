@@ -1,0 +1,199 @@
+"""Model bundles: one folder with the fitted models, their feature contract and checksums.
+
+Layout::
+
+    manifest.json          format version, package version, classes, feature recipe,
+                           sample rate, schema version, effective config, training data
+                           summary, split, metrics, sha256 of every other file
+    sklearn_mlp.joblib     Pipeline(StandardScaler, MLPClassifier)
+    keras_ann.keras        Keras ANN (standardisation built in) + keras_ann.h5 export
+    metrics.json, confusion_*.png, report.html
+
+:func:`load_bundle` verifies every checksum *before* anything is unpickled, and
+:meth:`Bundle.check_features` refuses features made with another recipe or schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser_batch import __version__
+from ser_batch.config import Config, config_from_dict
+from ser_batch.errors import BundleError, ConfigError
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+SKLEARN_FILE = "sklearn_mlp.joblib"
+KERAS_FILE = "keras_ann.keras"
+FRAMEWORKS = ("keras", "sklearn")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_bundle_path() -> Path:
+    """The pretrained bundle shipped inside the package."""
+    return Path(str(resources.files("ser_batch") / "pretrained"))
+
+
+def finalize_bundle(staging: Path, out: Path, *, manifest: dict[str, Any], overwrite: bool) -> Path:
+    """Checksum every file in ``staging``, write the manifest, and move it to ``out`` atomically.
+
+    The folder appears at ``out`` complete or not at all; an existing ``out`` is replaced
+    only with ``overwrite``.
+    """
+    staging, out = Path(staging), Path(out)
+    files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = dict(manifest, files={p.relative_to(staging).as_posix(): sha256_of(p) for p in files})
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    if out.exists():
+        if not overwrite:
+            raise BundleError(f"model folder {out} already exists; pass --overwrite to replace it")
+        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        out.rename(trash)
+        staging.rename(out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out)
+    return out
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh hidden folder next to ``out`` to build a bundle in."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
+    path.mkdir()
+    return path
+
+
+@dataclass
+class Bundle:
+    """A verified model bundle; models are loaded on first use."""
+
+    path: Path
+    manifest: dict[str, Any]
+    _models: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def frameworks(self) -> list[str]:
+        return list(self.manifest["models"])
+
+    @property
+    def config(self) -> Config:
+        """Audio and feature settings the models were trained with."""
+        try:
+            return config_from_dict(self.manifest["config"])
+        except ConfigError as exc:
+            raise BundleError(f"bundle {self.path} has an invalid config: {exc}") from None
+
+    def check_features(self, metadata: dict[str, Any]) -> None:
+        """Refuse features (``schema.read_metadata`` of their table) this bundle cannot use."""
+        want = self.manifest["features"]
+        problems = []
+        if metadata.get("schema_version") != want["schema_version"]:
+            problems.append(f"schema version {metadata.get('schema_version')} != {want['schema_version']}")
+        if metadata.get("recipe") != want["recipe"]:
+            problems.append(f"recipe {metadata.get('recipe')!r} != {want['recipe']!r}")
+        if metadata.get("feature_names") != want["names"]:
+            problems.append(f"{len(metadata.get('feature_names') or [])} feature columns that differ from "
+                            f"the model's {len(want['names'])}")
+        rate = (metadata.get("config") or {}).get("audio", {}).get("sample_rate")
+        if rate != want["sample_rate"]:
+            problems.append(f"sample rate {rate} Hz != {want['sample_rate']} Hz")
+        if problems:
+            raise BundleError(
+                f"features do not match model bundle {self.path}: " + "; ".join(problems)
+                + f". Re-extract with the bundle's settings (recipe {want['recipe']!r}, "
+                  f"{want['sample_rate']} Hz)."
+            )
+
+    def model(self, framework: str) -> Any:
+        """The fitted estimator of ``framework`` ("keras" or "sklearn")."""
+        if framework not in self.frameworks:
+            raise BundleError(f"bundle {self.path} has no {framework} model (it has: {', '.join(self.frameworks)})")
+        if framework not in self._models:
+            if framework == "sklearn":
+                import joblib
+
+                self._models[framework] = joblib.load(self.path / SKLEARN_FILE)
+            else:
+                from ser_batch.models import KerasANN
+
+                self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
+        return self._models[framework]
+
+    def predict_proba(self, X: np.ndarray, *, framework: str) -> np.ndarray:
+        """Probabilities [shape=(n, n_classes)] in :attr:`classes` order.
+
+        ``framework="both"`` averages the models' probabilities (a soft-voting ensemble).
+        """
+        if framework == "both":
+            return np.mean([self.predict_proba(X, framework=f) for f in self.frameworks], axis=0)
+        model = self.model(framework)
+        proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+        order = [list(model.classes_).index(c) for c in self.classes]
+        return proba[:, order]
+
+
+def load_bundle(path: Path | None = None, *, verify: bool = True) -> Bundle:
+    """Open a bundle (default: the pretrained one) after verifying every file's sha256.
+
+    Raises
+    ------
+    BundleError
+        If the folder or manifest is missing or malformed, the format is newer than this
+        ser-batch reads, or any file is missing or does not match its checksum.
+    """
+    path = Path(path) if path is not None else default_bundle_path()
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"not a model bundle (no {MANIFEST}): {path}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+        fmt = int(manifest["bundle_format"])
+        manifest["classes"], manifest["models"], manifest["features"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"malformed {manifest_path}: {exc}") from None
+    if fmt > BUNDLE_FORMAT:
+        raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
+    if verify:
+        for name, digest in files.items():
+            file = path / name
+            if not file.is_file():
+                raise BundleError(f"bundle {path} is incomplete: {name} is missing")
+            if sha256_of(file) != digest:
+                raise BundleError(f"bundle {path} is corrupt or was modified: checksum mismatch for {name}")
+    return Bundle(path=path, manifest=manifest)
+
+
+def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The ``features`` section of a manifest for models trained on ``metadata``'s features."""
+    return {
+        "recipe": metadata["recipe"],
+        "names": metadata["feature_names"],
+        "schema_version": metadata["schema_version"],
+        "sample_rate": config.audio.sample_rate,
+        "n_features": len(metadata["feature_names"]),
+    }
+

@@ -1,0 +1,175 @@
+"""The two classifiers of the recipe, as scikit-learn-style estimators.
+
+* :func:`build_sklearn_mlp`: ``Pipeline(StandardScaler, MLPClassifier)``.
+* :class:`KerasANN`: Dense layers with ReLU (300-50-20-10 by default) and a softmax
+  output, Adam, categorical cross-entropy, early stopping on a stratified validation part
+  of the training rows. The scaler fitted on the training rows is baked into the network
+  as a ``Normalization`` layer, so the saved ``.keras``/``.h5`` files are self-contained.
+
+No Ray here; TensorFlow is imported only when a Keras model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ser_batch.config import KerasConfig, SklearnConfig
+
+
+def build_sklearn_mlp(params: SklearnConfig, *, seed: int) -> Any:
+    """An unfitted ``Pipeline(StandardScaler, MLPClassifier)`` from the config."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    mlp = MLPClassifier(
+        hidden_layer_sizes=tuple(params.hidden_layer_sizes),
+        alpha=params.alpha,
+        learning_rate_init=params.learning_rate_init,
+        batch_size=params.batch_size,
+        max_iter=params.max_iter,
+        early_stopping=params.early_stopping,
+        validation_fraction=params.validation_fraction,
+        n_iter_no_change=params.n_iter_no_change,
+        random_state=seed,
+    )
+    return Pipeline([("scaler", StandardScaler()), ("mlp", mlp)])
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Limit TensorFlow to ``threads`` CPU threads (Ray does not do it for TF).
+
+    Must run before TensorFlow executes anything in this process; later calls are no-ops.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's reordered float sums make runs differ in the last bits (and it logs a notice
+    # on import); for networks this small it buys nothing.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
+    except RuntimeError:
+        pass  # already initialised in this worker: the first setting stays
+
+
+class KerasANN(ClassifierMixin, BaseEstimator):
+    """Keras feed-forward classifier with the sklearn API (``fit``/``predict_proba``).
+
+    Parameters
+    ----------
+    hidden_layers : tuple of int, Dense ReLU layer widths
+    epochs, batch_size, learning_rate, patience, validation_fraction, dropout, l2 :
+        see :class:`ser_batch.config.KerasConfig`
+    seed : int
+    threads : int, TensorFlow CPU threads
+
+    Attributes
+    ----------
+    classes_ : np.ndarray of str, output order of the softmax
+    model_ : keras.Model (includes the input standardisation)
+    history_ : dict of per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``
+    """
+
+    def __init__(self, *, hidden_layers: tuple[int, ...] = (300, 50, 20, 10), epochs: int = 300,
+                 batch_size: int = 32, learning_rate: float = 1e-3, patience: int = 30,
+                 validation_fraction: float = 0.15, dropout: float = 0.0, l2: float = 0.0,
+                 seed: int = 42, threads: int = 1) -> None:
+        self.hidden_layers = hidden_layers
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.dropout = dropout
+        self.l2 = l2
+        self.seed = seed
+        self.threads = threads
+
+    @classmethod
+    def from_config(cls, params: KerasConfig, *, seed: int, threads: int = 1) -> "KerasANN":
+        return cls(hidden_layers=tuple(params.hidden_layers), epochs=params.epochs,
+                   batch_size=params.batch_size, learning_rate=params.learning_rate,
+                   patience=params.patience, validation_fraction=params.validation_fraction,
+                   dropout=params.dropout, l2=params.l2, seed=seed, threads=threads)
+
+    def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int) -> Any:
+        import keras
+
+        regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
+        inputs = keras.Input(shape=(mean.shape[0],), name="features")
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(inputs)
+        for i, width in enumerate(self.hidden_layers):
+            x = keras.layers.Dense(width, activation="relu", kernel_regularizer=regularizer,
+                                   name=f"dense_{i}")(x)
+            if self.dropout:
+                x = keras.layers.Dropout(self.dropout, name=f"dropout_{i}")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+        model = keras.Model(inputs, outputs, name="ser_ann")
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "KerasANN":
+        """Fit on ``X`` [shape=(n, d)] and string labels ``y`` [shape=(n,)]."""
+        from sklearn.model_selection import train_test_split
+
+        configure_tensorflow(self.threads)
+        import keras
+
+        keras.utils.set_random_seed(self.seed)
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
+        onehot = np.eye(len(self.classes_), dtype=np.float32)[codes]
+        X_fit, X_val, y_fit, y_val = train_test_split(
+            X, onehot, test_size=self.validation_fraction, stratify=codes, random_state=self.seed)
+        mean, variance = X_fit.mean(axis=0), X_fit.var(axis=0)
+        variance[variance == 0] = 1.0
+        self.model_ = self._build(mean, variance, len(self.classes_))
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
+                                             restore_best_weights=True)
+        history = self.model_.fit(X_fit, y_fit, validation_data=(X_val, y_val), epochs=self.epochs,
+                                  batch_size=self.batch_size, callbacks=[stop], verbose=0, shuffle=True)
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities [shape=(n, n_classes)] in ``classes_`` order."""
+        X = np.asarray(X, dtype=np.float32)
+        return np.asarray(self.model_(X, training=False), dtype=np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write ``keras_ann.keras`` and an ``keras_ann.h5`` export; return their paths."""
+        directory = Path(directory)
+        paths = [directory / "keras_ann.keras", directory / "keras_ann.h5"]
+        self.model_.save(paths[0])
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)  # the .h5 export is asked for; skip the "legacy" nag
+        try:
+            self.model_.save(paths[1])
+        finally:
+            absl_logger.setLevel(level)
+        return paths
+
+    @classmethod
+    def load(cls, path: Path, *, classes: list[str], threads: int = 1) -> "KerasANN":
+        """Load a saved ``.keras`` model; ``classes`` is its output order (from the manifest)."""
+        configure_tensorflow(threads)
+        import keras
+
+        model = cls(threads=threads)
+        model.model_ = keras.models.load_model(Path(path), compile=False)
+        model.classes_ = np.asarray(classes)
+        model.history_ = {}
+        return model

@@ -1,0 +1,216 @@
+"""The training job: feature Parquet in, a verified model bundle out.
+
+Rows with errors are dropped (and counted), the labelled rows are split (speaker-
+independent or random stratified), and the requested models are fitted in parallel as
+Ray tasks, each writing its model files into the bundle's staging folder and returning
+only its test-set probabilities and training history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser_batch import __version__, bundle as bundle_io, report
+from ser_batch.config import Config, config_from_dict, config_to_dict
+from ser_batch.dataset import FeatureSet, load_feature_set
+from ser_batch.errors import BundleError, DatasetError
+from ser_batch.evaluate import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the training and test parts, and how they were chosen."""
+
+    train: np.ndarray
+    test: np.ndarray
+    kind: str
+    description: str
+    test_actors: tuple[int, ...] = ()
+
+
+def split_rows(data: FeatureSet, *, config: Config) -> Split:
+    """Split labelled rows: whole actors held out (``speaker``) or stratified (``random``).
+
+    The random split lets one actor's clips fall on both sides, which flatters accuracy;
+    the speaker split measures what happens with voices never heard in training.
+
+    Raises
+    ------
+    DatasetError
+        If the split leaves a side empty or a class with too few rows.
+    """
+    train_cfg = config.train
+    n = len(data.emotion)
+    if train_cfg.split == "random":
+        from sklearn.model_selection import train_test_split
+
+        try:
+            train, test = train_test_split(np.arange(n), test_size=train_cfg.test_size,
+                                           stratify=data.emotion.astype(str), random_state=train_cfg.seed)
+        except ValueError as exc:
+            raise DatasetError(f"cannot make a stratified {train_cfg.test_size:.0%} split: {exc}") from None
+        return Split(np.sort(train), np.sort(test), "random",
+                     f"stratified, {train_cfg.test_size:.0%} of rows held out, seed {train_cfg.seed}")
+    known = ~np.isnan(data.actor)
+    if not known.all():
+        raise DatasetError(
+            f"speaker split needs an actor for every row; {int((~known).sum())} rows have none "
+            "(add an actor column to labels.csv, or use --split random)")
+    actors = np.unique(data.actor.astype(int))
+    if train_cfg.test_actors:
+        held = tuple(sorted(set(train_cfg.test_actors)))
+        missing = sorted(set(held) - set(actors.tolist()))
+        if missing:
+            raise DatasetError(f"test actors {missing} are not in the data (actors present: "
+                               f"{', '.join(map(str, actors))})")
+        how = "actors " + ",".join(map(str, held)) + " held out"
+    else:
+        rng = np.random.default_rng(train_cfg.seed)
+        count = max(1, int(round(train_cfg.test_actor_fraction * len(actors))))
+        held = tuple(sorted(int(a) for a in rng.choice(actors, size=count, replace=False)))
+        how = f"{count} of {len(actors)} actors held out at random (seed {train_cfg.seed}): " + ",".join(map(str, held))
+    is_test = np.isin(data.actor.astype(int), held)
+    if is_test.all() or not is_test.any():
+        raise DatasetError("the speaker split leaves no training or no test rows")
+    return Split(np.flatnonzero(~is_test), np.flatnonzero(is_test), "speaker", how, held)
+
+
+def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
+              config: dict[str, Any], staging: str, threads: int) -> dict[str, Any]:
+    """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
+
+    Returns
+    -------
+    dict
+        ``{"model", "classes", "proba" (test rows x classes), "history", "fit_s", "files"}``.
+    """
+    cfg = config_from_dict(config)
+    started = time.perf_counter()
+    if kind == "keras":
+        from ser_batch.models import KerasANN
+
+        model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train)
+        files = [p.name for p in model.save(Path(staging))]
+        history = model.history_
+    else:
+        import joblib
+
+        from ser_batch.models import build_sklearn_mlp
+
+        model = build_sklearn_mlp(cfg.sklearn, seed=cfg.train.seed).fit(X_train, y_train.astype(str))
+        joblib.dump(model, Path(staging) / bundle_io.SKLEARN_FILE)
+        files = [bundle_io.SKLEARN_FILE]
+        history = {"loss": [float(v) for v in model[-1].loss_curve_]}
+    fit_s = time.perf_counter() - started
+    return {"model": kind, "classes": [str(c) for c in model.classes_],
+            "proba": np.asarray(model.predict_proba(X_test), dtype=np.float32),
+            "history": history, "fit_s": fit_s, "files": files}
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    out: Path
+    metrics: dict[str, dict[str, Any]]
+    rows_train: int
+    rows_test: int
+    error_rows: int
+    wall_s: float
+
+    def lines(self) -> list[str]:
+        out = [f"{self.rows_train} training rows, {self.rows_test} test rows, {self.error_rows} error rows dropped"]
+        out += [f"{name:8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}"
+                for name, m in self.metrics.items()]
+        out.append(f"bundle written to {self.out} in {self.wall_s:.1f} s (report: {self.out / 'report.html'})")
+        return out
+
+
+def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool = False,
+              address: str | None = None) -> TrainSummary:
+    """Fit the configured models on ``features_dir`` and write a bundle to ``out``.
+
+    Raises
+    ------
+    DatasetError
+        If the feature set is missing, empty, unlabelled or cannot be split.
+    BundleError
+        If ``out`` exists and ``overwrite`` is false.
+    """
+    from ser_batch import runtime
+
+    started = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"model folder {out} already exists; pass --overwrite to replace it")
+    features = load_feature_set(Path(features_dir))
+    data = features.labelled()
+    classes = sorted(set(data.emotion.astype(str)))
+    if len(classes) < 2:
+        raise DatasetError(f"{features_dir} needs labelled rows of at least two classes to train on")
+    extract_config = config_from_dict(features.metadata["config"])
+    # The bundle carries the audio/feature settings the features were made with.
+    effective = config.replace(audio=config_to_dict(extract_config)["audio"],
+                               features=config_to_dict(extract_config)["features"])
+    split = split_rows(data, config=effective)
+    log.info("training %s on %d rows, testing on %d (%s)", ",".join(config.train.models), len(split.train),
+             len(split.test), split.description)
+
+    staging = bundle_io.staging_dir(out)
+    try:
+        with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
+            threads = max(1, ray_info["cpus"] // len(config.train.models))
+            results = runtime.map_tasks(
+                fit_model, list(config.train.models),
+                kwargs={"X_train": data.X[split.train], "y_train": data.emotion[split.train].astype(str),
+                        "X_test": data.X[split.test], "config": config_to_dict(effective),
+                        "staging": str(staging.resolve()), "threads": threads},
+                num_cpus=threads, max_retries=config.ray.max_retries,
+            )
+        y_test = data.emotion[split.test].astype(str)
+        metrics: dict[str, dict[str, Any]] = {}
+        probas = []
+        for result in results:
+            order = [result["classes"].index(c) for c in classes]
+            proba = result["proba"][:, order]
+            probas.append(proba)
+            metrics[result["model"]] = classification_metrics(y_test, proba, classes)
+            metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
+        if len(probas) > 1:
+            metrics["both"] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
+        history = next((r["history"] for r in results if r["model"] == "keras"), None)
+        manifest = {
+            "bundle_format": bundle_io.BUNDLE_FORMAT,
+            "ser_batch_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "classes": classes,
+            "models": [r["model"] for r in results],
+            "features": bundle_io.feature_contract(effective, features.metadata),
+            "config": config_to_dict(effective),
+            "training_data": {
+                "features_dir": str(Path(features_dir).resolve()),
+                "rows": int(len(features.emotion)), "rows_labelled": int(len(data.emotion)),
+                "rows_train": int(len(split.train)), "rows_test": int(len(split.test)),
+                "error_rows": features.n_errors,
+                "class_counts": {c: int((data.emotion.astype(str) == c).sum()) for c in classes},
+                "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),
+            },
+            "split": {"kind": split.kind, "description": split.description,
+                      "test_actors": list(split.test_actors), "seed": config.train.seed},
+            "metrics": {name: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for name, m in metrics.items()},
+        }
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        report.write_report(staging, manifest=manifest, metrics=metrics, history=history)
+        bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return TrainSummary(out, metrics, len(split.train), len(split.test), features.n_errors,
+                        time.perf_counter() - started)
