@@ -181,10 +181,12 @@ def train(features_dir: Path, out: Path, models: str | None, split: str | None, 
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--actors", default=None, metavar="IDS",
+              help="Only rows of these actors, e.g. 17,18,19,20 (the ones a speaker split held out).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON to this file.")
 @_handle_errors
-def evaluate(model_dir: Path, features_dir: Path, out: Path | None) -> None:
+def evaluate(model_dir: Path, features_dir: Path, actors: str | None, out: Path | None) -> None:
     """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
 
     Prints accuracy, macro-F1 and per-class F1 of each model and of their ensemble;
@@ -195,9 +197,12 @@ def evaluate(model_dir: Path, features_dir: Path, out: Path | None) -> None:
 
     from ser_batch.evaluate import evaluate_bundle, format_metrics
 
-    results = evaluate_bundle(model_dir, features_dir)
-    click.echo(f"{results['rows']} labelled rows ({results['error_rows']} error rows, "
-               f"{results['rows_unlabelled_or_unknown']} unlabelled or unknown-class rows left out)")
+    actor_ids = _parse_test_actors(actors).get("test_actors") if actors else None
+    if actors and not actor_ids:
+        raise click.BadParameter("use actor numbers like 17,18,19,20", param_hint="--actors")
+    results = evaluate_bundle(model_dir, features_dir, actors=actor_ids)
+    click.echo(f"{results['rows']} labelled rows of {len(results['actors'])} actors "
+               f"({results['error_rows']} error rows dropped, {results['rows_left_out']} other rows left out)")
     click.echo(format_metrics(results))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,12 @@ def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Se
     }
 
 
-def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None
-                    ) -> dict[str, Any]:
+def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
+                    actors: Sequence[int] | None = None) -> dict[str, Any]:
     """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
 
-    Rows whose label is not one of the bundle's classes are counted and left out.
+    Rows whose label is not one of the bundle's classes are counted and left out;
+    ``actors`` keeps only those speakers' rows (e.g. the actors the bundle held out).
 
     Raises
     ------
@@ -64,9 +65,12 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     bundle.check_features(features.metadata)
     data = features.labelled()
     known = np.isin(data.emotion.astype(str), bundle.classes)
+    if actors:
+        known &= np.isin(data.actor, list(actors))
     if not known.any():
-        raise DatasetError(
-            f"{features_dir} has no rows labelled with the model's classes ({', '.join(bundle.classes)})")
+        which = f" of actors {', '.join(map(str, actors))}" if actors else ""
+        raise DatasetError(f"{features_dir} has no rows{which} labelled with the model's classes "
+                           f"({', '.join(bundle.classes)})")
     X, y = data.X[known], data.emotion[known]
     frameworks = list(frameworks or bundle.frameworks)
     if len(bundle.frameworks) > 1 and "both" not in frameworks:
@@ -75,7 +79,8 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "model_dir": str(bundle.path),
         "features_dir": str(features_dir),
         "rows": int(len(y)),
-        "rows_unlabelled_or_unknown": int(len(features.emotion) - len(y)),
+        "actors": sorted(int(a) for a in np.unique(data.actor[known]) if not np.isnan(a)),
+        "rows_left_out": int(len(features.emotion) - len(y)),
         "error_rows": features.n_errors,
         "models": {},
     }

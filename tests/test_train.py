@@ -183,6 +183,18 @@ def test_evaluate_cli(trained_bundle: Path, small_features: Path, tmp_path: Path
         assert 0 <= m["accuracy"] <= 1 and np.asarray(m["confusion"]).sum() == 240
         assert set(m["per_class"]) == set(m["classes"])
 
+    held_out = CliRunner().invoke(main, ["evaluate", str(trained_bundle), str(small_features),
+                                         "--actors", str(TEST_ACTOR), "--out", str(out)])
+    assert held_out.exit_code == 0, held_out.output
+    assert json.loads(out.read_text())["rows"] == 60
+    assert json.loads(out.read_text())["actors"] == [TEST_ACTOR]
+    # the held-out actor's metrics are the ones training reported
+    manifest = json.loads((trained_bundle / "manifest.json").read_text())
+    assert json.loads(out.read_text())["models"]["sklearn"]["accuracy"] == pytest.approx(
+        manifest["metrics"]["sklearn"]["accuracy"], abs=1e-6)
+    missing = CliRunner().invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors", "19"])
+    assert missing.exit_code == 1 and "no rows of actors 19" in missing.output
+
 
 @needs_shared
 def test_evaluate_refuses_other_features(trained_bundle: Path, tmp_path: Path, ray_session: None) -> None:
