@@ -120,7 +120,7 @@ def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels
     Raises
     ------
     DatasetError
-        On a missing file, a missing column, a bad actor number or a duplicate path.
+        On a missing file, a missing column, an empty path, a bad actor number or a duplicate path.
     """
     path = Path(path)
     try:
@@ -134,7 +134,10 @@ def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels
         raise DatasetError(f"labels file {path} needs the columns path,label (got {', '.join(rows[0])})")
     labels: dict[str, Labels] = {}
     for line, row in enumerate(rows, start=2):
-        rel = Path(row["path"].strip())
+        raw = (row["path"] or "").strip()  # None when a short row leaves the column out
+        if not raw:
+            raise DatasetError(f"{path}:{line}: empty path")
+        rel = Path(raw)
         if rel.is_absolute() and root is not None:
             try:
                 rel = rel.relative_to(Path(root).resolve())

@@ -99,7 +99,9 @@ def extract_shard(
 ) -> dict[str, Any]:
     """Process one shard and write its part; runs inside a Ray task (no Ray in here).
 
-    Errors of single files become rows with ``error`` set; the task goes on.
+    Errors of single files become rows with ``error`` set and the task goes on; that
+    includes unexpected exceptions (logged with their traceback, reported as "internal
+    error: ..."), so one odd file in an archive cannot sink the whole job.
 
     Returns
     -------
@@ -120,6 +122,10 @@ def extract_shard(
                 raise DatasetError("features are not finite")
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None
+            errors += 1
+        except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
+            log.exception("unexpected error on %s", rel)
+            error, feats = f"internal error: {type(exc).__name__}: {exc}", None
             errors += 1
         for key, value in labels_for(rel, labels=labels).as_row().items():
             rows[key].append(value)
@@ -164,7 +170,8 @@ def run_extract(
     out : output folder (see :mod:`ser_batch.storage` for its layout)
     config : resolved configuration
     overwrite, resume : what to do with an output folder that already holds results
-    labels_csv : ``path,label`` file; default ``input_dir/labels.csv`` when present
+    labels_csv : ``path,label`` file; default ``config.extract.labels_csv``, else
+        ``input_dir/labels.csv`` when present
     address : Ray cluster to join (default: ``RAY_ADDRESS`` or an embedded local Ray)
     progress : show a progress bar on stderr
     on_progress : called with the number of files of each finished shard
@@ -183,6 +190,8 @@ def run_extract(
         raise DatasetError(
             f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}"
         )
+    if labels_csv is None and config.extract.labels_csv:
+        labels_csv = Path(config.extract.labels_csv)
     if labels_csv is None and (input_dir / LABELS_CSV).is_file():
         labels_csv = input_dir / LABELS_CSV
     labels = load_labels_csv(labels_csv, root=input_dir) if labels_csv else None

@@ -86,7 +86,8 @@ def prepare_output(directory: Path, *, overwrite: bool, resume: bool, planned: I
       skipped); parts of another plan, temporary files and the old manifest are removed,
       so no row can appear twice;
     * ``overwrite``: every ser-batch file in it is removed first (other files are kept);
-    * otherwise an existing, non-empty folder is an error: nothing is lost silently.
+    * otherwise a folder that already holds ser-batch results is an error, so nothing is
+      lost silently (other files in it are left alone either way).
 
     Returns
     -------

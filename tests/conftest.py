@@ -42,6 +42,13 @@ def ray_session() -> Iterator[None]:
         ray.shutdown()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses Ray ``slow`` (STYLE.md: marked, but still run by default)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 # --------------------------------------------------------------------------- signals
 
 
@@ -126,8 +133,7 @@ def audio_file(tmp_path: Path) -> Callable[..., Path]:
 
 # ----------------------------------------------------------------------------- corpus
 
-#: The mixed corpus of :func:`build_corpus`: relative path -> what the file should give.
-#: ``None`` means the row must be an error row; otherwise (native rate, channels, duration s).
+#: Readable files of :func:`build_corpus`: relative path -> (native rate Hz, channels, duration s).
 CORPUS_GOOD = {
     "Actor_01/03-01-05-01-01-01-01.wav": (16_000, 1, 0.75),
     "Actor_01/03-01-01-01-02-02-01.wav": (16_000, 1, 0.5),

@@ -1,0 +1,191 @@
+"""Tests for :mod:`ser_batch.cli` (the ``extract`` verb) and the ``jobs/extract.py`` entrypoint.
+
+The commands run in-process with click's CliRunner, so they reuse the session's Ray.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
+from ser_batch import schema, storage
+from ser_batch.cli import EXIT_FILE_ERRORS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+N_FILES = len(CORPUS_GOOD) + len(CORPUS_BROKEN)
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def clean_corpus(tmp_path: Path) -> Path:
+    """Three readable files only, for runs that must not report errors."""
+    root = tmp_path / "clean"
+    for i, name in enumerate(["Actor_01/03-01-05-01-01-01-01.wav", "Actor_02/03-01-02-01-01-01-02.wav",
+                              "calls/c.flac"]):
+        write_audio(root / name, duration_s=0.5, seed=i)
+    return root
+
+
+def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --- help -------------------------------------------------------------------------------
+
+
+def test_group_help() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and "extract" in result.output
+
+
+def test_extract_help() -> None:
+    result = invoke("extract", "--help")
+    assert result.exit_code == 0
+    for option in ("--out", "--recipe", "--labels", "--overwrite", "--resume", "--fail-on-error", "--set",
+                   "--config", "--no-progress"):
+        assert option in result.output
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and "ser-batch" in result.output
+
+
+def test_jobs_entrypoint_help() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "extract.py"), "--help"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Extract emotion features" in result.stdout and "--resume" in result.stdout
+
+
+# --- extract ---------------------------------------------------------------------------
+
+
+def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features"
+    result = invoke("extract", corpus, "--out", out, "--no-progress", "--set", "extract.shard_size=4")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == result.stdout.strip().splitlines()[0]  # one line
+    assert result.stdout.startswith(f"{N_FILES} files, 3 errors, 3 parts in ")
+    assert result.stdout.strip().endswith(f"-> {out}")
+    assert storage.read_parts(out).num_rows == N_FILES
+
+
+def test_missing_input_folder_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("extract", tmp_path / "nope", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_audio(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    result = invoke("extract", tmp_path / "in", "--out", tmp_path / "out", "--no-progress")
+    assert_one_line_error(result, 1, "no audio files", str(tmp_path / "in"))
+
+
+def test_existing_output_needs_overwrite(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features"
+    assert invoke("extract", clean_corpus, "--out", out, "--no-progress").exit_code == 0
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress")
+    assert_one_line_error(result, 1, "already holds results", "--overwrite")
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--overwrite")
+    assert result.exit_code == 0, result.output
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--resume")
+    assert result.exit_code == 0 and "1 parts kept from before" in result.stdout
+
+
+def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
+    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress", "--fail-on-error")
+    assert result.exit_code == EXIT_FILE_ERRORS == 3
+    assert f"{N_FILES} files, 3 errors" in result.stdout  # the job still ran to the end
+    assert "error: 3 file(s) failed" in result.stderr
+    assert storage.read_manifest(tmp_path / "features") is not None
+
+
+def test_fail_on_error_without_errors(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "f", "--no-progress", "--fail-on-error")
+    assert result.exit_code == 0, result.output
+
+
+def test_without_fail_on_error_file_errors_exit_zero(ray_session: None, corpus: Path, tmp_path: Path) -> None:
+    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("features.n_fft=abc", "features.n_fft must be of type int, got 'abc'"),
+        ("features.n_fft=1000", "features.n_fft must be a power of two"),
+        ("features.nfft=1024", "unknown config key features.nfft"),
+        ("features.n_fft", "--set expects section.key=value"),
+    ],
+)
+def test_bad_override(clean_corpus: Path, tmp_path: Path, override: str, fragment: str) -> None:
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "out", "--set", override)
+    assert_one_line_error(result, 1, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_file(clean_corpus: Path, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[features]\nrecipe = "foo"\n')
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "out", "--config", config)
+    assert_one_line_error(result, 1, "features.recipe must be one of fast, classic")
+
+
+def test_recipe_classic(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features"
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--recipe", "classic")
+    assert result.exit_code == 0, result.output
+    meta = schema.read_metadata(storage.read_parts(out).schema)
+    assert meta["recipe"] == "classic"
+    assert meta["config"]["features"]["recipe"] == "classic"
+    assert "recipe = \"classic\"" in (out / storage.CONFIG).read_text()
+
+
+def test_shard_size_override_changes_parts(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    counts = {}
+    for size in (1, 2):
+        out = tmp_path / f"size{size}"
+        result = invoke("extract", clean_corpus, "--out", out, "--no-progress",
+                        "--set", f"extract.shard_size={size}")
+        assert result.exit_code == 0, result.output
+        counts[size] = len(storage.existing_parts(out))
+        assert sum(pq.read_metadata(p).num_rows for p in storage.existing_parts(out).values()) == 3
+    assert counts == {1: 3, 2: 2}
+
+
+def test_config_file_and_labels_option(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text("[extract]\nshard_size = 1\n\n[audio]\nsample_rate = 8000\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\ncalls/c.flac,calm\n")
+    out = tmp_path / "features"
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--config", config,
+                    "--labels", labels)
+    assert result.exit_code == 0, result.output
+    table = storage.read_parts(out)
+    assert len(storage.existing_parts(out)) == 3
+    assert schema.read_metadata(table.schema)["config"]["audio"]["sample_rate"] == 8000
+    emotions = dict(zip(table.column(schema.PATH).to_pylist(), table.column(schema.EMOTION).to_pylist()))
+    assert emotions == {"Actor_01/03-01-05-01-01-01-01.wav": "angry", "Actor_02/03-01-02-01-01-01-02.wav": "calm",
+                        "calls/c.flac": "calm"}

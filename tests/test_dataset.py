@@ -1,0 +1,292 @@
+"""Tests for :mod:`ser_batch.dataset`: RAVDESS names, file discovery, label CSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ser_batch import schema
+from ser_batch.config import Config
+from ser_batch.dataset import (
+    Labels,
+    discover_audio,
+    labels_for,
+    load_labels_csv,
+    parse_ravdess_name,
+)
+from ser_batch.errors import DatasetError
+
+EXTENSIONS = Config().audio.extensions
+
+
+# --- RAVDESS names -----------------------------------------------------------
+
+
+def test_parse_documented_example() -> None:
+    assert parse_ravdess_name("03-01-05-01-02-01-12.wav") == Labels(
+        emotion="angry", intensity="normal", statement=2, repetition=1, actor=12, gender="female"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "03-01-08-02-01-02-01.wav",
+        "Actor_01/03-01-08-02-01-02-01.wav",
+        "/data/ravdess/Audio_Speech_Actors_01-20_16k/Actor_01/03-01-08-02-01-02-01.wav",
+        "03-01-08-02-01-02-01.FLAC",
+        "03-01-08-02-01-02-01",
+    ],
+)
+def test_parse_reads_only_the_stem(name: str) -> None:
+    assert parse_ravdess_name(name) == Labels(
+        emotion="surprised", intensity="strong", statement=1, repetition=2, actor=1, gender="male"
+    )
+
+
+@pytest.mark.parametrize(("code", "emotion"), [(f"{i + 1:02d}", e) for i, e in enumerate(schema.EMOTIONS)])
+def test_parse_every_emotion(code: str, emotion: str) -> None:
+    labels = parse_ravdess_name(f"03-01-{code}-01-01-01-01.wav")
+    assert labels is not None and labels.emotion == emotion
+
+
+def test_emotion_codes_follow_ravdess_order() -> None:
+    assert schema.EMOTIONS == ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+@pytest.mark.parametrize(("code", "intensity"), [("01", "normal"), ("02", "strong")])
+def test_parse_intensity(code: str, intensity: str) -> None:
+    labels = parse_ravdess_name(f"03-01-03-{code}-01-01-01.wav")
+    assert labels is not None and labels.intensity == intensity
+
+
+@pytest.mark.parametrize(("statement", "repetition"), [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_parse_statement_and_repetition(statement: int, repetition: int) -> None:
+    labels = parse_ravdess_name(f"03-01-03-01-{statement:02d}-{repetition:02d}-01.wav")
+    assert labels is not None
+    assert (labels.statement, labels.repetition) == (statement, repetition)
+
+
+@pytest.mark.parametrize("actor", range(1, 25))
+def test_parse_actor_and_gender(actor: int) -> None:
+    labels = parse_ravdess_name(f"03-01-03-01-01-01-{actor:02d}.wav")
+    assert labels is not None and labels.actor == actor
+    assert labels.gender == ("male" if actor % 2 == 1 else "female")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "00-01-05-01-01-01-01.wav",  # modality 0
+        "04-01-05-01-01-01-01.wav",  # modality 4
+        "03-03-05-01-01-01-01.wav",  # vocal channel 3
+        "03-01-00-01-01-01-01.wav",  # emotion 0
+        "03-01-09-01-01-01-01.wav",  # emotion 9
+        "03-01-05-03-01-01-01.wav",  # intensity 3
+        "03-01-05-01-03-01-01.wav",  # statement 3
+        "03-01-05-01-01-00-01.wav",  # repetition 0
+        "03-01-05-01-01-01-00.wav",  # actor 0
+        "03-01-05-01-01-01-25.wav",  # actor 25
+    ],
+)
+def test_parse_invalid_codes(name: str) -> None:
+    assert parse_ravdess_name(name) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "interview.wav",
+        "03-01-05-01-01-01.wav",  # six fields
+        "03-01-05-01-01-01-01-01.wav",  # eight fields
+        "3-1-5-1-1-1-1.wav",  # one digit each
+        "03-01-05-01-01-01-001.wav",
+        "03_01_05_01_01_01_01.wav",
+        "x03-01-05-01-01-01-01.wav",
+        "03-01-05-01-01-01-01.backup.wav",
+        "03-01-05-01-01-01-01/notes.txt",  # the folder looks RAVDESS, the file does not
+        "",
+    ],
+)
+def test_parse_non_ravdess_names(name: str) -> None:
+    assert parse_ravdess_name(name) is None
+
+
+def test_labels_as_row_uses_schema_columns() -> None:
+    row = parse_ravdess_name("03-01-05-01-02-01-12.wav").as_row()  # type: ignore[union-attr]
+    assert tuple(row) == schema.LABEL_COLUMNS
+    assert Labels().as_row() == dict.fromkeys(schema.LABEL_COLUMNS)
+
+
+# --- discovery -----------------------------------------------------------------
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def test_discover_recursive_sorted_posix(tmp_path: Path) -> None:
+    touch(tmp_path, "b.wav", "a/z.flac", "a/b/c/deep.ogg", "A/upper.wav", "a/y.mp3")
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == [
+        "A/upper.wav", "a/b/c/deep.ogg", "a/y.mp3", "a/z.flac", "b.wav",
+    ]
+
+
+def test_discover_extensions_case_insensitive(tmp_path: Path) -> None:
+    touch(tmp_path, "one.WAV", "two.Flac", "three.wav", "notes.txt", "wav", "archive.wav.zip", "x.wavx")
+    assert discover_audio(tmp_path, extensions=[".wav", ".flac"]) == ["one.WAV", "three.wav", "two.Flac"]
+    # Upper-case extensions in the config match too.
+    assert discover_audio(tmp_path, extensions=[".WAV"]) == ["one.WAV", "three.wav"]
+
+
+def test_discover_only_requested_extensions(tmp_path: Path) -> None:
+    touch(tmp_path, "a.wav", "b.flac", "c.ogg")
+    assert discover_audio(tmp_path, extensions=[".flac"]) == ["b.flac"]
+
+
+def test_discover_skips_hidden_files_and_folders(tmp_path: Path) -> None:
+    touch(tmp_path, "keep.wav", ".hidden.wav", ".cache/x.wav", "sub/.git/y.wav", "sub/ok.wav")
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["keep.wav", "sub/ok.wav"]
+
+
+def test_discover_skips_folders_named_like_audio(tmp_path: Path) -> None:
+    (tmp_path / "folder.wav").mkdir()
+    touch(tmp_path, "folder.wav/inner.wav")
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["folder.wav/inner.wav"]
+
+
+def test_discover_hidden_root_is_fine(tmp_path: Path) -> None:
+    # Only names *below* the root count: an input folder may itself be hidden.
+    root = tmp_path / ".data"
+    touch(root, "a.wav")
+    assert discover_audio(root, extensions=EXTENSIONS) == ["a.wav"]
+
+
+def test_discover_empty_folder(tmp_path: Path) -> None:
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == []
+
+
+def test_discover_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="input folder not found"):
+        discover_audio(tmp_path / "nope", extensions=EXTENSIONS)
+    touch(tmp_path, "file.wav")
+    with pytest.raises(DatasetError, match="input folder not found"):
+        discover_audio(tmp_path / "file.wav", extensions=EXTENSIONS)
+
+
+# --- label CSV -------------------------------------------------------------------
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_labels_csv_minimal(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "path,label\ncalls/a.wav,angry\nb.wav,calm\n")
+    assert load_labels_csv(csv_path, root=tmp_path) == {
+        "calls/a.wav": Labels(emotion="angry"),
+        "b.wav": Labels(emotion="calm"),
+    }
+
+
+def test_labels_csv_optional_columns_and_blanks(tmp_path: Path) -> None:
+    csv_path = write_csv(
+        tmp_path / "labels.csv",
+        "path,label,actor,gender\n"
+        " a.wav , happy , 7 , female \n"
+        "b.wav,sad,,\n"
+        "c.wav,,3,male\n",
+    )
+    assert load_labels_csv(csv_path, root=tmp_path) == {
+        "a.wav": Labels(emotion="happy", actor=7, gender="female"),
+        "b.wav": Labels(emotion="sad"),
+        "c.wav": Labels(actor=3, gender="male"),  # empty label means unknown
+    }
+
+
+def test_labels_csv_column_order_does_not_matter(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "gender,label,path\nmale,sad,x.wav\n")
+    assert load_labels_csv(csv_path) == {"x.wav": Labels(emotion="sad", gender="male")}
+
+
+def test_labels_csv_absolute_paths_become_relative(tmp_path: Path) -> None:
+    root = tmp_path / "input"
+    absolute = (root / "calls" / "a.wav").resolve()
+    csv_path = write_csv(tmp_path / "labels.csv", f"path,label\n{absolute},angry\n./b.wav,calm\n")
+    assert load_labels_csv(csv_path, root=root) == {
+        "calls/a.wav": Labels(emotion="angry"),
+        "b.wav": Labels(emotion="calm"),
+    }
+
+
+def test_labels_csv_absolute_path_outside_root(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "path,label\n/elsewhere/a.wav,angry\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:2: /elsewhere/a.wav is not inside"):
+        load_labels_csv(csv_path, root=tmp_path / "input")
+
+
+def test_labels_csv_missing_column(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "file,emotion\na.wav,angry\n")
+    with pytest.raises(DatasetError, match=r"needs the columns path,label \(got file, emotion\)"):
+        load_labels_csv(csv_path)
+
+
+def test_labels_csv_duplicate_path(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "path,label\na.wav,angry\nb.wav,sad\n./a.wav,calm\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:4: duplicate path a.wav"):
+        load_labels_csv(csv_path)
+
+
+def test_labels_csv_bad_actor(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "labels.csv", "path,label,actor\na.wav,angry,7\nb.wav,sad,seven\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:3: actor must be an integer, got 'seven'"):
+        load_labels_csv(csv_path)
+
+
+@pytest.mark.parametrize("text", ["path,label\n,angry\n", "label,path\nangry\n"])
+def test_labels_csv_empty_path(tmp_path: Path, text: str) -> None:
+    # The second CSV has a short row: csv gives None for the missing path column.
+    csv_path = write_csv(tmp_path / "labels.csv", text)
+    with pytest.raises(DatasetError, match=r"labels.csv:2: empty path"):
+        load_labels_csv(csv_path)
+
+
+def test_labels_csv_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="labels file not found"):
+        load_labels_csv(tmp_path / "nope.csv")
+
+
+def test_labels_csv_not_utf8(tmp_path: Path) -> None:
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_bytes(b"path,label\n\xff\xfe.wav,angry\n")
+    with pytest.raises(DatasetError, match="cannot read labels file"):
+        load_labels_csv(csv_path)
+
+
+def test_labels_csv_header_only(tmp_path: Path) -> None:
+    assert load_labels_csv(write_csv(tmp_path / "labels.csv", "path,label\n")) == {}
+
+
+# --- labels_for -------------------------------------------------------------------
+
+
+def test_labels_for_csv_beats_name() -> None:
+    name = "Actor_01/03-01-05-01-01-01-01.wav"  # angry, actor 1 by its name
+    csv_labels = {name: Labels(emotion="calm", actor=40)}
+    assert labels_for(name, labels=csv_labels) == Labels(emotion="calm", actor=40)
+
+
+def test_labels_for_falls_back_to_name() -> None:
+    csv_labels = {"other.wav": Labels(emotion="calm")}
+    assert labels_for("Actor_01/03-01-05-01-01-01-01.wav", labels=csv_labels).emotion == "angry"
+    assert labels_for("Actor_01/03-01-05-01-01-01-01.wav").emotion == "angry"
+
+
+def test_labels_for_unknown_file_is_all_none() -> None:
+    assert labels_for("calls/interview.wav") == Labels()
+    assert labels_for("calls/interview.wav", labels={}) == Labels()
