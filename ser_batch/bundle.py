@@ -99,6 +99,11 @@ class Bundle:
         return list(self.manifest["models"])
 
     @property
+    def aggregation(self) -> str:
+        """``segments`` (models see window vectors; a file is their mean) or ``clip``."""
+        return str(self.manifest.get("aggregation", "clip"))
+
+    @property
     def config(self) -> Config:
         """Audio and feature settings the models were trained with."""
         try:
@@ -117,9 +122,15 @@ class Bundle:
         if metadata.get("feature_names") != want["names"]:
             problems.append(f"{len(metadata.get('feature_names') or [])} feature columns that differ from "
                             f"the model's {len(want['names'])}")
-        rate = (metadata.get("config") or {}).get("audio", {}).get("sample_rate")
+        config = metadata.get("config") or {}
+        rate = config.get("audio", {}).get("sample_rate")
         if rate != want["sample_rate"]:
             problems.append(f"sample rate {rate} Hz != {want['sample_rate']} Hz")
+        if self.aggregation == "segments":
+            windows = tuple(config.get("features", {}).get(k) for k in ("window_s", "window_hop_s"))
+            if windows != (want.get("window_s"), want.get("window_hop_s")):
+                problems.append(f"windows {windows[0]} s / {windows[1]} s != "
+                                f"{want.get('window_s')} s / {want.get('window_hop_s')} s")
         if problems:
             raise BundleError(
                 f"features do not match model bundle {self.path}: " + "; ".join(problems)
@@ -141,6 +152,19 @@ class Bundle:
 
                 self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
         return self._models[framework]
+
+    def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str) -> np.ndarray:
+        """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
+        the bundle was trained on windows, else of the clip vectors ``X``."""
+        if self.aggregation != "segments":
+            return self.predict_proba(X, framework=framework)
+        if segments is None:
+            raise BundleError(f"bundle {self.path} scores sliding windows but the features have none; "
+                              "extract with the bundle's recipe and window settings")
+        from ser_batch.models import mean_by_row, stack_segments
+
+        stacked, rows = stack_segments(segments)
+        return mean_by_row(self.predict_proba(stacked, framework=framework), rows, len(segments))
 
     def predict_proba(self, X: np.ndarray, *, framework: str) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order.
@@ -195,5 +219,7 @@ def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]
         "schema_version": metadata["schema_version"],
         "sample_rate": config.audio.sample_rate,
         "n_features": len(metadata["feature_names"]),
+        "window_s": config.features.window_s,
+        "window_hop_s": config.features.window_hop_s,
     }
 

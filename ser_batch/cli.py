@@ -74,9 +74,10 @@ def main(verbose: int) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder for the Parquet parts  [default: extract.out of the config, "
                    "output/features]")
-@click.option("--recipe", type=click.Choice(["fast", "classic"]), default=None,
-              help="Feature recipe: fast (one shared STFT) or classic (the reference librosa "
-                   "calls)  [default: features.recipe of the config, fast]")
+@click.option("--recipe", type=click.Choice(["fast", "classic", "rich"]), default=None,
+              help="Feature recipe: fast (the 193 classic values from one shared STFT), classic "
+                   "(the reference librosa calls) or rich (805 pooled statistics and pitch; "
+                   "best accuracy)  [default: features.recipe of the config, fast]")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with path,label[,actor][,gender] for files whose names carry no "
                    "RAVDESS labels  [default: INPUT_DIR/labels.csv if present]")
@@ -138,9 +139,10 @@ def _parse_test_actors(text: str | None) -> dict[str, Any]:
               help="Folder of the model bundle to write.")
 @click.option("--models", default=None, metavar="LIST",
               help="Comma-separated models to fit: keras, sklearn  [default: train.models, both]")
-@click.option("--split", type=click.Choice(["speaker", "random"]), default=None,
+@click.option("--split", type=click.Choice(["speaker", "random", "none"]), default=None,
               help="speaker: hold out whole actors (honest); random: stratified rows (the original "
-                   "recipe, optimistic)  [default: train.split, speaker]")
+                   "recipe, optimistic); none: train on everything, no test metrics  "
+                   "[default: train.split, speaker]")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction of rows held out by --split random  [default: 0.3]")
 @click.option("--test-actors", default=None, metavar="IDS|FRACTION",

@@ -175,6 +175,8 @@ class FeatureSet:
     paths : np.ndarray [shape=(n_rows,)], object
     metadata : dict from :func:`ser_batch.schema.read_metadata` (recipe, feature names, ...)
     n_errors : int, rows dropped because their file could not be processed
+    segments : list of np.ndarray [shape=(k_i, n_features)] per row (sliding windows of the
+        ``rich`` recipe), or None when the dataset has no windows
     """
 
     X: Any
@@ -183,12 +185,18 @@ class FeatureSet:
     paths: Any
     metadata: dict[str, Any]
     n_errors: int
+    segments: list[Any] | None = None
+
+    def subset(self, keep: Any) -> "FeatureSet":
+        """The rows selected by a boolean mask or index array."""
+        index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        segments = [self.segments[i] for i in index] if self.segments is not None else None
+        return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
+                          self.metadata, self.n_errors, segments)
 
     def labelled(self) -> "FeatureSet":
         """Only the rows that have an emotion label."""
-        keep = np.array([e is not None for e in self.emotion], dtype=bool)
-        return FeatureSet(self.X[keep], self.emotion[keep], self.actor[keep], self.paths[keep],
-                          self.metadata, self.n_errors)
+        return self.subset(np.array([e is not None for e in self.emotion], dtype=bool))
 
 
 def load_feature_set(directory: Path) -> FeatureSet:
@@ -220,6 +228,13 @@ def load_feature_set(directory: Path) -> FeatureSet:
     flat = table.column(schema.FEATURES).combine_chunks().flatten().to_numpy()
     X = np.ascontiguousarray(flat.reshape(-1, width), dtype=np.float32)
     actor = table.column(schema.ACTOR).to_numpy(zero_copy_only=False).astype(np.float64)
+    segments = None
+    if schema.SEGMENTS in table.column_names and table.column(schema.SEGMENTS).null_count == 0:
+        column = table.column(schema.SEGMENTS).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        offsets = offsets - offsets[0]  # the array may be a slice of a larger buffer
+        stacked = column.flatten().flatten().to_numpy().reshape(-1, width).astype(np.float32)
+        segments = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     return FeatureSet(
         X=X,
         emotion=np.array(table.column(schema.EMOTION).to_pylist(), dtype=object),
@@ -227,4 +242,5 @@ def load_feature_set(directory: Path) -> FeatureSet:
         paths=np.array(table.column(schema.PATH).to_pylist(), dtype=object),
         metadata=metadata,
         n_errors=n_errors,
+        segments=segments,
     )

@@ -71,7 +71,8 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         which = f" of actors {', '.join(map(str, actors))}" if actors else ""
         raise DatasetError(f"{features_dir} has no rows{which} labelled with the model's classes "
                            f"({', '.join(bundle.classes)})")
-    X, y = data.X[known], data.emotion[known]
+    data = data.subset(known)
+    X, y = data.X, data.emotion
     frameworks = list(frameworks or bundle.frameworks)
     if len(bundle.frameworks) > 1 and "both" not in frameworks:
         frameworks.append("both")
@@ -79,13 +80,13 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "model_dir": str(bundle.path),
         "features_dir": str(features_dir),
         "rows": int(len(y)),
-        "actors": sorted(int(a) for a in np.unique(data.actor[known]) if not np.isnan(a)),
+        "actors": sorted(int(a) for a in np.unique(data.actor) if not np.isnan(a)),
         "rows_left_out": int(len(features.emotion) - len(y)),
         "error_rows": features.n_errors,
         "models": {},
     }
     for framework in frameworks:
-        proba = bundle.predict_proba(X, framework=framework)
+        proba = bundle.predict_rows(X, data.segments, framework=framework)
         results["models"][framework] = classification_metrics(y, proba, bundle.classes)
     return results
 

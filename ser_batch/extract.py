@@ -21,8 +21,8 @@ from ser_batch import __version__, schema, storage
 from ser_batch.audio import AudioInfo, load_audio
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
-from ser_batch.errors import DatasetError, SerBatchError
-from ser_batch.features import clip_features
+from ser_batch.errors import DatasetError, FeatureError, SerBatchError
+from ser_batch.recipes import FileFeatures, file_features as recipe_features
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,27 @@ class ExtractSummary:
         )
 
 
-def file_features(path: Path, *, config: Config) -> tuple[np.ndarray, AudioInfo]:
-    """Decode one file and compute its feature vector: the single code path for every job.
+def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInfo]:
+    """Decode one file and compute its features: the single code path for every job.
 
     Returns
     -------
-    features : np.ndarray [shape=(n_features,)], float32
+    features : FileFeatures (clip vector, and window vectors for the ``rich`` recipe)
     info : AudioInfo of the original file
+
+    Raises
+    ------
+    AudioError, FeatureError
+        If the file cannot be decoded or yields no finite features.
     """
     y, info = load_audio(
         Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
     )
-    return clip_features(y, config.audio.sample_rate, config=config.features), info
+    feats = recipe_features(y, config.audio.sample_rate, config=config.features)
+    if not np.all(np.isfinite(feats.vector)) or (feats.segments is not None
+                                                 and not np.all(np.isfinite(feats.segments))):
+        raise FeatureError("features are not finite")
+    return feats, info
 
 
 def plan_shards(
@@ -113,13 +122,11 @@ def extract_shard(
     rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(features=cfg.features, config={})}
     errors = 0
     for rel in shard.paths:
-        feats: np.ndarray | None = None
+        feats: FileFeatures | None = None
         info: AudioInfo | None = None
         error = None
         try:
             feats, info = file_features(Path(root) / rel, config=cfg)
-            if not np.all(np.isfinite(feats)):
-                raise DatasetError("features are not finite")
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None
             errors += 1
@@ -133,16 +140,17 @@ def extract_shard(
         rows[schema.DURATION_S].append(info.duration_s if info else None)
         rows[schema.SAMPLE_RATE_IN].append(info.sample_rate if info else None)
         rows[schema.CHANNELS_IN].append(info.channels if info else None)
-        rows[schema.FEATURES].append(feats)
+        rows[schema.FEATURES].append(feats.vector if feats else None)
+        rows[schema.SEGMENTS].append(feats.segments if feats else None)
+        rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
         rows[schema.ERROR].append(error)
     table_schema = schema.features_schema(features=cfg.features, config=config)
     arrays = []
     for field in table_schema:
         if field.name == schema.FEATURES:
-            flat = np.concatenate([f if f is not None else np.zeros(len(names), np.float32)
-                                   for f in rows[field.name]]) if rows[field.name] else np.zeros(0, np.float32)
-            mask = pa.array([f is None for f in rows[field.name]], pa.bool_())
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), len(names), mask=mask))
+            arrays.append(schema.vectors_array(rows[field.name], len(names)))
+        elif field.name == schema.SEGMENTS:
+            arrays.append(schema.matrices_array(rows[field.name], len(names)))
         else:
             arrays.append(pa.array(rows[field.name], field.type))
     table = pa.Table.from_arrays(arrays, schema=table_schema)

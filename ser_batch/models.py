@@ -2,8 +2,8 @@
 
 * :func:`build_sklearn_mlp`: ``Pipeline(StandardScaler, MLPClassifier)``.
 * :class:`KerasANN`: Dense layers with ReLU (300-50-20-10 by default) and a softmax
-  output, Adam, categorical cross-entropy, early stopping on a stratified validation part
-  of the training rows. The scaler fitted on the training rows is baked into the network
+  output, Adam, categorical cross-entropy (label smoothing), dropout and L2; a fixed number
+  of epochs, or early stopping on a stratified validation part of the training rows. The scaler fitted on the training rows is baked into the network
   as a ``Normalization`` layer, so the saved ``.keras``/``.h5`` files are self-contained.
 
 No Ray here; TensorFlow is imported only when a Keras model is built or loaded.
@@ -66,8 +66,8 @@ class KerasANN(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     hidden_layers : tuple of int, Dense ReLU layer widths
-    epochs, batch_size, learning_rate, patience, validation_fraction, dropout, l2 :
-        see :class:`ser_batch.config.KerasConfig`
+    epochs, batch_size, learning_rate, input_dropout, dropout, l2, label_smoothing,
+    early_stopping, patience, validation_fraction : see :class:`ser_batch.config.KerasConfig`
     seed : int
     threads : int, TensorFlow CPU threads
 
@@ -78,18 +78,22 @@ class KerasANN(ClassifierMixin, BaseEstimator):
     history_ : dict of per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``
     """
 
-    def __init__(self, *, hidden_layers: tuple[int, ...] = (300, 50, 20, 10), epochs: int = 300,
-                 batch_size: int = 32, learning_rate: float = 1e-3, patience: int = 30,
-                 validation_fraction: float = 0.15, dropout: float = 0.0, l2: float = 0.0,
+    def __init__(self, *, hidden_layers: tuple[int, ...] = (300, 50, 20, 10), epochs: int = 50,
+                 batch_size: int = 128, learning_rate: float = 1e-3, input_dropout: float = 0.2,
+                 dropout: tuple[float, ...] = (0.5, 0.2), l2: float = 1e-4, label_smoothing: float = 0.1,
+                 early_stopping: bool = False, patience: int = 30, validation_fraction: float = 0.15,
                  seed: int = 42, threads: int = 1) -> None:
         self.hidden_layers = hidden_layers
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
+        self.input_dropout = input_dropout
         self.dropout = dropout
         self.l2 = l2
+        self.label_smoothing = label_smoothing
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
         self.seed = seed
         self.threads = threads
 
@@ -97,8 +101,10 @@ class KerasANN(ClassifierMixin, BaseEstimator):
     def from_config(cls, params: KerasConfig, *, seed: int, threads: int = 1) -> "KerasANN":
         return cls(hidden_layers=tuple(params.hidden_layers), epochs=params.epochs,
                    batch_size=params.batch_size, learning_rate=params.learning_rate,
+                   input_dropout=params.input_dropout, dropout=tuple(params.dropout), l2=params.l2,
+                   label_smoothing=params.label_smoothing, early_stopping=params.early_stopping,
                    patience=params.patience, validation_fraction=params.validation_fraction,
-                   dropout=params.dropout, l2=params.l2, seed=seed, threads=threads)
+                   seed=seed, threads=threads)
 
     def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int) -> Any:
         import keras
@@ -106,15 +112,19 @@ class KerasANN(ClassifierMixin, BaseEstimator):
         regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
         inputs = keras.Input(shape=(mean.shape[0],), name="features")
         x = keras.layers.Normalization(mean=mean, variance=variance, name="standardise")(inputs)
+        if self.input_dropout:
+            x = keras.layers.Dropout(self.input_dropout, name="input_dropout")(x)
         for i, width in enumerate(self.hidden_layers):
             x = keras.layers.Dense(width, activation="relu", kernel_regularizer=regularizer,
                                    name=f"dense_{i}")(x)
-            if self.dropout:
-                x = keras.layers.Dropout(self.dropout, name=f"dropout_{i}")(x)
+            rate = self.dropout[i] if i < len(self.dropout) else 0.0
+            if rate:
+                x = keras.layers.Dropout(rate, name=f"dropout_{i}")(x)
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(x)
         model = keras.Model(inputs, outputs, name="ser_ann")
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing),
+                      metrics=["accuracy"])
         return model
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "KerasANN":
@@ -128,15 +138,17 @@ class KerasANN(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         self.classes_, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
         onehot = np.eye(len(self.classes_), dtype=np.float32)[codes]
-        X_fit, X_val, y_fit, y_val = train_test_split(
-            X, onehot, test_size=self.validation_fraction, stratify=codes, random_state=self.seed)
-        mean, variance = X_fit.mean(axis=0), X_fit.var(axis=0)
+        fit_args: dict[str, Any] = {}
+        if self.early_stopping:
+            X, X_val, onehot, y_val = train_test_split(
+                X, onehot, test_size=self.validation_fraction, stratify=codes, random_state=self.seed)
+            fit_args = {"validation_data": (X_val, y_val), "callbacks": [keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True)]}
+        mean, variance = X.mean(axis=0), X.var(axis=0)
         variance[variance == 0] = 1.0
         self.model_ = self._build(mean, variance, len(self.classes_))
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
-                                             restore_best_weights=True)
-        history = self.model_.fit(X_fit, y_fit, validation_data=(X_val, y_val), epochs=self.epochs,
-                                  batch_size=self.batch_size, callbacks=[stop], verbose=0, shuffle=True)
+        history = self.model_.fit(X, onehot, epochs=self.epochs, batch_size=self.batch_size, verbose=0,
+                                  shuffle=True, **fit_args)
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         return self
 
@@ -173,3 +185,24 @@ class KerasANN(ClassifierMixin, BaseEstimator):
         model.classes_ = np.asarray(classes)
         model.history_ = {}
         return model
+
+
+def stack_segments(segments: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack per-row window matrices into one training/scoring matrix.
+
+    Returns
+    -------
+    stacked : np.ndarray [shape=(sum k_i, n_features)]
+    rows : np.ndarray [shape=(sum k_i,)], the row each stacked vector came from
+    """
+    rows = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
+    stacked = np.concatenate(segments) if segments else np.zeros((0, 0), dtype=np.float32)
+    return stacked, rows
+
+
+def mean_by_row(proba: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Average window probabilities per row: ``[shape=(n_rows, n_classes)]``."""
+    sums = np.zeros((n_rows, proba.shape[1]))
+    np.add.at(sums, rows, proba)
+    counts = np.bincount(rows, minlength=n_rows)[:, None]
+    return sums / np.maximum(counts, 1)

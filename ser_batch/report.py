@@ -95,7 +95,8 @@ def write_report(directory: Path, *, manifest: dict[str, Any], metrics: dict[str
         png = plot_confusion(m["confusion"], m["classes"], title=f"{name}: accuracy {m['accuracy']:.3f}",
                              path=directory / f"confusion_{name}.png")
         pictures.append((f"Confusion matrix: {name}", png))
-    pictures.append(("Per-class F1", plot_f1(metrics, path=directory / "f1_per_class.png")))
+    if metrics:
+        pictures.append(("Per-class F1", plot_f1(metrics, path=directory / "f1_per_class.png")))
     if history:
         pictures.append(("Keras ANN training curve", plot_history(history, path=directory / "training_curve.png")))
     rows = "".join(
@@ -114,7 +115,8 @@ split <b>{html.escape(str(split.get('kind')))}</b> ({html.escape(str(split.get('
 {data.get('rows_train')} training rows, {data.get('rows_test')} test rows, {data.get('error_rows', 0)} error rows dropped.
 Classes: {html.escape(', '.join(manifest.get('classes', [])))}.</p>
 <h2>Test metrics</h2>
-<table><tr><th>model</th><th>accuracy</th><th>macro-F1</th><th>n</th></tr>{rows}</table>
+{f'<table><tr><th>model</th><th>accuracy</th><th>macro-F1</th><th>n</th></tr>{rows}</table>' if metrics
+ else '<p>No test part: every row was used for training (split "none").</p>'}
 {''.join(f'<h2>{html.escape(title)}</h2>{_img(png)}' for title, png in pictures)}
 <p><small>ser-batch {html.escape(str(manifest.get('ser_batch_version')))}, created {html.escape(str(manifest.get('created')))}.</small></p>
 </body></html>

@@ -27,6 +27,8 @@ DURATION_S = "duration_s"
 SAMPLE_RATE_IN = "sample_rate_in"
 CHANNELS_IN = "channels_in"
 FEATURES = "features"
+SEGMENTS = "segments"
+SEGMENT_STARTS_S = "segment_starts_s"
 ERROR = "error"
 
 #: Label columns, in table order; all nullable (a non-RAVDESS file has none).
@@ -44,11 +46,21 @@ META_CONFIG = b"ser_batch.config"
 
 
 def feature_names(features: FeatureConfig) -> list[str]:
-    """Stable names of the feature vector, in order.
+    """Stable names of the feature vector of ``features.recipe``, in order.
 
-    With the default config: ``mfcc_00..mfcc_39, chroma_00..chroma_11,
-    mel_000..mel_127, contrast_0..contrast_6, tonnetz_0..tonnetz_5`` (193 names).
+    ``fast`` and ``classic`` with the default config: ``mfcc_00..mfcc_39, chroma_00..chroma_11,
+    mel_000..mel_127, contrast_0..contrast_6, tonnetz_0..tonnetz_5`` (193 names); ``rich``:
+    see :func:`ser_batch.recipes.rich_names` (805 names).
     """
+    if features.recipe == "rich":
+        from ser_batch.recipes import rich_names
+
+        return rich_names(frame_column_names(features))
+    return frame_column_names(features)
+
+
+def frame_column_names(features: FeatureConfig) -> list[str]:
+    """Names of the columns of :func:`ser_batch.features.frame_features` (the 193 of the recipe)."""
     return (
         [f"mfcc_{i:02d}" for i in range(features.n_mfcc)]
         + [f"chroma_{i:02d}" for i in range(features.n_chroma)]
@@ -63,6 +75,8 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
 
     ``features`` is a fixed-size list of float32 (193 with the default config);
     it is null, and ``error`` holds the reason, when the file could not be read.
+    ``segments`` holds one such vector per sliding window (``rich`` recipe) and
+    ``segment_starts_s`` their start times in seconds; both are null for other recipes.
     """
     names = feature_names(features)
     fields = [
@@ -77,6 +91,8 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
         pa.field(SAMPLE_RATE_IN, pa.int32()),
         pa.field(CHANNELS_IN, pa.int16()),
         pa.field(FEATURES, pa.list_(pa.float32(), len(names))),
+        pa.field(SEGMENTS, pa.list_(pa.list_(pa.float32(), len(names)))),
+        pa.field(SEGMENT_STARTS_S, pa.list_(pa.float32())),
         pa.field(ERROR, pa.string()),
     ]
     metadata = {
@@ -101,3 +117,28 @@ def read_metadata(schema: pa.Schema) -> dict[str, Any]:
         "feature_names": json.loads(raw.get(META_FEATURE_NAMES, b"[]")),
         "config": json.loads(raw.get(META_CONFIG, b"{}")),
     }
+
+
+def vectors_array(vectors: list[Any], width: int) -> pa.FixedSizeListArray:
+    """Fixed-size list array of float32 vectors ``[shape=(width,)]``; ``None`` gives a null."""
+    import numpy as np
+
+    flat = np.zeros((len(vectors), width), dtype=np.float32)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            flat[i] = v
+    mask = pa.array([v is None for v in vectors], pa.bool_())
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), width, mask=mask)
+
+
+def matrices_array(matrices: list[Any], width: int) -> pa.ListArray:
+    """List array of per-row matrices ``[shape=(k_i, width)]`` (k_i vectors); ``None`` gives a null."""
+    import numpy as np
+
+    offsets = np.zeros(len(matrices) + 1, dtype=np.int32)
+    for i, m in enumerate(matrices):
+        offsets[i + 1] = offsets[i] + (0 if m is None else len(m))
+    rows = [m for m in matrices if m is not None]
+    inner = vectors_array(list(np.concatenate(rows)) if rows else [], width)
+    mask = pa.array([m is None for m in matrices], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=mask)

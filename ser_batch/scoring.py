@@ -49,8 +49,9 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
             continue
         entry["duration_s"] = round(info.duration_s, 3)
         probas = {}
+        segments = None if features.segments is None else [features.segments]
         for name in names:
-            probas[name] = bundle.predict_proba(features[None, :], framework=name)[0]
+            probas[name] = bundle.predict_rows(features.vector[None, :], segments, framework=name)[0]
         if len(names) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)
         for name, proba in probas.items():

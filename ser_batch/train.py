@@ -23,6 +23,7 @@ from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.dataset import FeatureSet, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
 from ser_batch.evaluate import classification_metrics
+from ser_batch.models import mean_by_row, stack_segments
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     """Split labelled rows: whole actors held out (``speaker``) or stratified (``random``).
 
     The random split lets one actor's clips fall on both sides, which flatters accuracy;
-    the speaker split measures what happens with voices never heard in training.
+    the speaker split measures what happens with voices never heard in training. ``none``
+    trains on everything (for a final model whose accuracy was measured beforehand).
 
     Raises
     ------
@@ -51,6 +53,8 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     """
     train_cfg = config.train
     n = len(data.emotion)
+    if train_cfg.split == "none":
+        return Split(np.arange(n), np.arange(0), "none", "all rows used for training; no test part")
     if train_cfg.split == "random":
         from sklearn.model_selection import train_test_split
 
@@ -86,8 +90,11 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
 
 
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-              config: dict[str, Any], staging: str, threads: int) -> dict[str, Any]:
+              test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
+
+    With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
+    and a row's probabilities are the mean over its windows.
 
     Returns
     -------
@@ -112,8 +119,12 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         files = [bundle_io.SKLEARN_FILE]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
     fit_s = time.perf_counter() - started
-    return {"model": kind, "classes": [str(c) for c in model.classes_],
-            "proba": np.asarray(model.predict_proba(X_test), dtype=np.float32),
+    proba = np.zeros((0, len(model.classes_)))
+    if len(X_test):
+        proba = np.asarray(model.predict_proba(X_test), dtype=np.float64)
+        if test_rows is not None:
+            proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1)
+    return {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
             "history": history, "fit_s": fit_s, "files": files}
 
 
@@ -164,27 +175,36 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
     log.info("training %s on %d rows, testing on %d (%s)", ",".join(config.train.models), len(split.train),
              len(split.test), split.description)
 
+    labels = data.emotion.astype(str)
+    use_segments = config.train.use_segments and data.segments is not None
+    if use_segments:
+        # Train on every window with its clip's label; score a clip by its windows' mean.
+        X_train, train_rows = stack_segments([data.segments[i] for i in split.train])
+        y_train = labels[split.train][train_rows]
+        X_test, test_rows = stack_segments([data.segments[i] for i in split.test])
+    else:
+        X_train, y_train, X_test, test_rows = data.X[split.train], labels[split.train], data.X[split.test], None
     staging = bundle_io.staging_dir(out)
     try:
         with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
             threads = max(1, ray_info["cpus"] // len(config.train.models))
             results = runtime.map_tasks(
                 fit_model, list(config.train.models),
-                kwargs={"X_train": data.X[split.train], "y_train": data.emotion[split.train].astype(str),
-                        "X_test": data.X[split.test], "config": config_to_dict(effective),
-                        "staging": str(staging.resolve()), "threads": threads},
+                kwargs={"X_train": X_train, "y_train": y_train, "X_test": X_test, "test_rows": test_rows,
+                        "config": config_to_dict(effective), "staging": str(staging.resolve()),
+                        "threads": threads},
                 num_cpus=threads, max_retries=config.ray.max_retries,
             )
         y_test = data.emotion[split.test].astype(str)
         metrics: dict[str, dict[str, Any]] = {}
         probas = []
-        for result in results:
+        for result in results if len(split.test) else []:
             order = [result["classes"].index(c) for c in classes]
             proba = result["proba"][:, order]
             probas.append(proba)
             metrics[result["model"]] = classification_metrics(y_test, proba, classes)
             metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
-        if len(probas) > 1:
+        if len(probas) > 1 and len(split.test):
             metrics["both"] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
         history = next((r["history"] for r in results if r["model"] == "keras"), None)
         manifest = {
@@ -193,12 +213,14 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "classes": classes,
             "models": [r["model"] for r in results],
+            "aggregation": "segments" if use_segments else "clip",
             "features": bundle_io.feature_contract(effective, features.metadata),
             "config": config_to_dict(effective),
             "training_data": {
                 "features_dir": str(Path(features_dir).resolve()),
                 "rows": int(len(features.emotion)), "rows_labelled": int(len(data.emotion)),
                 "rows_train": int(len(split.train)), "rows_test": int(len(split.test)),
+                "vectors_train": int(len(X_train)),
                 "error_rows": features.n_errors,
                 "class_counts": {c: int((data.emotion.astype(str) == c).sum()) for c in classes},
                 "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),

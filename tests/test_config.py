@@ -171,7 +171,7 @@ def test_replace_validates_and_keeps_original() -> None:
         (["features.n_fft=32"], r"features.n_fft must be a power of two >= 64, got 32"),
         (["features.hop_length=4096"], r"features.hop_length must be in \(0, n_fft\]"),
         (["features.hop_length=0"], r"features.hop_length must be in \(0, n_fft\]"),
-        (["features.recipe=foo"], r"features.recipe must be one of fast, classic, got 'foo'"),
+        (["features.recipe=foo"], r"features.recipe must be one of fast, classic, rich, got 'foo'"),
         (["features.n_mfcc=0"], r"features.n_mfcc must be >= 1"),
         (["features.n_mfcc=200"], r"n_mfcc cannot exceed features.n_mels"),
         (["features.contrast_fmin=0"], r"features.contrast_fmin must be > 0 Hz"),

@@ -115,7 +115,8 @@ def test_good_rows_have_finite_float32_features(extracted: tuple[ExtractSummary,
 def test_features_equal_direct_computation(rows: dict[str, dict], corpus: Path, path: str) -> None:
     # Stereo 48 kHz, 8 kHz mu-law and 22.05 kHz FLAC: the task decodes exactly as file_features does.
     expected, _ = file_features(corpus / path, config=CONFIG)
-    np.testing.assert_allclose(np.asarray(rows[path][schema.FEATURES]), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(rows[path][schema.FEATURES]), expected.vector, rtol=1e-6, atol=1e-6)
+    assert expected.segments is None and rows[path][schema.SEGMENTS] is None
 
 
 @pytest.mark.parametrize("path", sorted(CORPUS_GOOD))
@@ -332,6 +333,6 @@ def test_progress_callback_and_max_duration(ray_session: None, tmp_path: Path) -
     # duration_s describes the file; the features only its first half second.
     assert table.column(schema.DURATION_S).to_pylist() == [2.0, 2.0, 2.0]
     expected, _ = file_features(tmp_path / "in" / "0.wav", config=config)
-    np.testing.assert_allclose(np.asarray(table.column(schema.FEATURES)[0].as_py()), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table.column(schema.FEATURES)[0].as_py()), expected.vector, rtol=1e-6)
     full, _ = file_features(tmp_path / "in" / "0.wav", config=CONFIG)
-    assert not np.allclose(expected, full)
+    assert not np.allclose(expected.vector, full.vector)

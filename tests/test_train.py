@@ -21,8 +21,8 @@ from ser_batch.train import split_rows
 
 ACTORS = (1, 2, 3, 4)
 TEST_ACTOR = 4
-FAST_TRAINING = ["--set", "keras.epochs=15", "--set", "keras.patience=5",
-                 "--set", "sklearn.max_iter=60", "--set", "sklearn.n_iter_no_change=5"]
+FAST_TRAINING = ["--set", "keras.epochs=15",
+                 "--set", "sklearn.max_iter=60"]
 
 
 def _feature_set(actors: list[int], labels: list[str]) -> FeatureSet:
