@@ -163,13 +163,19 @@ class KerasANN(ClassifierMixin, BaseEstimator):
     def save(self, directory: Path) -> list[Path]:
         """Write ``keras_ann.keras`` and an ``keras_ann.h5`` export; return their paths."""
         directory = Path(directory)
+        import keras
+
         paths = [directory / "keras_ann.keras", directory / "keras_ann.h5"]
-        self.model_.save(paths[0])
+        # An uncompiled copy: the Adam moments would triple the file size and are not
+        # needed to predict.
+        model = keras.Model.from_config(self.model_.get_config())
+        model.set_weights(self.model_.get_weights())
+        model.save(paths[0])
         absl_logger = logging.getLogger("absl")
         level = absl_logger.level
         absl_logger.setLevel(logging.ERROR)  # the .h5 export is asked for; skip the "legacy" nag
         try:
-            self.model_.save(paths[1])
+            model.save(paths[1])
         finally:
             absl_logger.setLevel(level)
         return paths
@@ -206,3 +212,18 @@ def mean_by_row(proba: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
     np.add.at(sums, rows, proba)
     counts = np.bincount(rows, minlength=n_rows)[:, None]
     return sums / np.maximum(counts, 1)
+
+
+def save_sklearn(pipeline: Any, path: Path) -> Path:
+    """joblib-dump a fitted pipeline without the optimiser state it only needs to keep training."""
+    import copy
+
+    import joblib
+
+    pipeline = copy.deepcopy(pipeline)
+    for _, step in pipeline.steps:
+        for attribute in ("_optimizer", "_best_coefs", "_best_intercepts"):
+            if hasattr(step, attribute):
+                delattr(step, attribute)
+    joblib.dump(pipeline, path, compress=3)
+    return Path(path)

@@ -110,12 +110,10 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         files = [p.name for p in model.save(Path(staging))]
         history = model.history_
     else:
-        import joblib
-
-        from ser_batch.models import build_sklearn_mlp
+        from ser_batch.models import build_sklearn_mlp, save_sklearn
 
         model = build_sklearn_mlp(cfg.sklearn, seed=cfg.train.seed).fit(X_train, y_train.astype(str))
-        joblib.dump(model, Path(staging) / bundle_io.SKLEARN_FILE)
+        save_sklearn(model, Path(staging) / bundle_io.SKLEARN_FILE)
         files = [bundle_io.SKLEARN_FILE]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
     fit_s = time.perf_counter() - started
