@@ -80,7 +80,7 @@ def main() -> int:
               + f"  ({wall:.0f} s)", flush=True)
     print("\n| recipe / models | split | Keras ANN | sklearn MLP | both (mean) | train s | command |")
     print("|---|---|---|---|---|---|---|")
-    for name, recipe, split, metrics, wall, command in rows:
+    for name, _recipe, split, metrics, wall, command in rows:
         cells = [f"{metrics[m]['accuracy']:.3f} ({metrics[m]['macro_f1']:.3f})" for m in ("keras", "sklearn", "both")]
         shown = shlex.join(["ser-batch", *command]).replace(str(ROOT) + "/", "")
         print(f"| {name} | {split} | " + " | ".join(cells) + f" | {wall:.0f} | `{shown}` |")

@@ -6,7 +6,6 @@ the read-only checks; tests that change inputs or outputs make their own.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
