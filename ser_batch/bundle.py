@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ser_batch import __version__
-from ser_batch.config import Config, config_from_dict
+from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
 
 BUNDLE_FORMAT = 1
@@ -126,11 +126,14 @@ class Bundle:
         rate = config.get("audio", {}).get("sample_rate")
         if rate != want["sample_rate"]:
             problems.append(f"sample rate {rate} Hz != {want['sample_rate']} Hz")
-        if self.aggregation == "segments":
-            windows = tuple(config.get("features", {}).get(k) for k in ("window_s", "window_hop_s"))
-            if windows != (want.get("window_s"), want.get("window_hop_s")):
-                problems.append(f"windows {windows[0]} s / {windows[1]} s != "
-                                f"{want.get('window_s')} s / {want.get('window_hop_s')} s")
+        # Every feature setting changes the numbers (frame-to-frame deltas depend on the hop,
+        # for one); window settings matter only to a bundle that scores windows.
+        theirs, ours = config.get("features", {}), want.get("settings", {})
+        ignored = {"recipe"} | ({"window_s", "window_hop_s"} if self.aggregation != "segments" else set())
+        differing = sorted(k for k in ours if k not in ignored and theirs.get(k) != ours[k])
+        if differing:
+            problems.append("feature settings differ: " + ", ".join(
+                f"{k} {theirs.get(k)!r} != {ours[k]!r}" for k in differing))
         if problems:
             raise BundleError(
                 f"features do not match model bundle {self.path}: " + "; ".join(problems)
@@ -221,5 +224,6 @@ def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]
         "n_features": len(metadata["feature_names"]),
         "window_s": config.features.window_s,
         "window_hop_s": config.features.window_hop_s,
+        "settings": config_to_dict(config)["features"],
     }
 

@@ -219,6 +219,12 @@ def validate(config: Config) -> None:
         raise ConfigError("features.n_mfcc cannot exceed features.n_mels")
     if feats.window_s < 0 or feats.window_hop_s <= 0:
         raise ConfigError("features.window_s must be >= 0 and features.window_hop_s > 0 seconds")
+    if feats.window_s and feats.window_hop_s > feats.window_s:
+        raise ConfigError("features.window_hop_s cannot exceed features.window_s (frames would be skipped)")
+    if feats.recipe == "rich" and audio.sample_rate / 60.0 >= feats.n_fft - 1:
+        # yin needs two periods of its lowest pitch (60 Hz) inside one frame.
+        raise ConfigError(f"features.n_fft={feats.n_fft} is too short for the rich recipe's pitch tracking "
+                          f"at {audio.sample_rate} Hz; use at least {_next_pow2(audio.sample_rate / 60.0 + 1)}")
     if feats.contrast_fmin <= 0:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
     if extract.shard_size < 1:
@@ -245,6 +251,13 @@ def validate(config: Config) -> None:
         raise ConfigError("keras dropout rates and label_smoothing must be in [0, 1)")
     if ray.num_cpus < 0 or ray.max_retries < 0:
         raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
+
+
+def _next_pow2(value: float) -> int:
+    power = 1
+    while power <= value:
+        power *= 2
+    return power
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

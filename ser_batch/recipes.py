@@ -136,7 +136,9 @@ def pool_rich(frames: np.ndarray, f0: np.ndarray, *, hop_s: float, start: int = 
 
 
 def window_bounds(n_frames: int, *, window: int, hop: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` frame ranges of sliding windows covering ``n_frames`` frames.
+    """``(start, stop)`` frame ranges of sliding windows over ``n_frames`` frames.
+
+    With ``hop <= window`` (the config enforces it) every frame is in some window.
 
     Windows of ``window`` frames every ``hop`` frames; the last one is aligned to the end so
     the tail is covered; a signal shorter than one window gives a single window of it all.

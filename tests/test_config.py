@@ -270,3 +270,13 @@ def test_config_from_dict_ignores_unknown_sections_but_not_keys() -> None:
     data["audio"]["from_the_future"] = 1
     with pytest.raises(ConfigError, match="unknown config key audio.from_the_future"):
         config_from_dict(data)
+
+
+def test_rich_recipe_needs_a_frame_long_enough_for_pitch() -> None:
+    with pytest.raises(ConfigError, match="too short for the rich recipe's pitch tracking at 16000 Hz; use at least 512"):
+        load_config(overrides=['features.recipe="rich"', "features.n_fft=256", "features.hop_length=128"])
+    load_config(overrides=['features.recipe="rich"', "features.n_fft=512", "features.hop_length=128"])
+    # the telephony config keeps rich working at 8 kHz
+    load_config(CONFIGS / "telephony.toml", overrides=['features.recipe="rich"'])
+    with pytest.raises(ConfigError, match="window_hop_s cannot exceed"):
+        load_config(overrides=["features.window_s=1.0", "features.window_hop_s=2.0"])

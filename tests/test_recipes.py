@@ -1,0 +1,575 @@
+"""Tests for :mod:`ser_batch.recipes` (the ``rich`` recipe and its sliding windows) and for the
+code that carries windows downstream: the ``segments`` columns of :mod:`ser_batch.schema`,
+``FeatureSet.segments`` (dataset.py), ``stack_segments``/``mean_by_row`` (models.py),
+``Bundle.predict_rows``/``check_features`` (bundle.py) and training on windows (train.py).
+
+Signals are generated; the end-to-end run reads RAVDESS actors 01-03 from ../shared and
+trains only the scikit-learn model (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from conftest import SHARED, needs_shared, write_audio
+from ser_batch import features, recipes, schema, storage
+from ser_batch import bundle as bundle_io
+from ser_batch.cli import main
+from ser_batch.config import Config, FeatureConfig, config_to_dict, load_config
+from ser_batch.dataset import load_feature_set
+from ser_batch.errors import BundleError, FeatureError
+from ser_batch.models import mean_by_row, stack_segments
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RICH = FeatureConfig(recipe="rich")
+#: The telephony config (8 kHz, n_fft 1024, hop 256) with the rich recipe.
+RICH_8K = load_config(CONFIGS / "telephony.toml", overrides=['features.recipe="rich"'])
+N_RICH = 805
+N_FRAME_COLUMNS = 199
+EXTRAS = ("rms_db", "zcr", "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness_log10")
+PITCH = ["f0_log2_mean", "f0_log2_std", "f0_log2_p10", "f0_log2_p50", "f0_log2_p90", "f0_log2_range",
+         "f0_log2_dabs", "voiced_fraction", "duration_s"]
+
+
+def extra_column(name: str) -> int:
+    """Column of an extra in the 199-column frame matrix of the default config."""
+    return 193 + EXTRAS.index(name)
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def test_rich_names_default_config() -> None:
+    names = recipes.rich_names(schema.frame_column_names(FeatureConfig()))
+    assert len(names) == N_RICH == len(set(names))
+    assert names[0] == "mfcc_00__mean"
+    assert names[-9:] == PITCH
+    # Four blocks of 199 pooled columns, one per statistic, in this order.
+    for block, stat in enumerate(("mean", "std", "dabs", "dstd")):
+        chunk = names[block * N_FRAME_COLUMNS : (block + 1) * N_FRAME_COLUMNS]
+        assert all(n.endswith(f"__{stat}") for n in chunk), stat
+        assert chunk[0] == f"mfcc_00__{stat}" and chunk[-1] == f"flatness_log10__{stat}"
+        assert [f"{e}__{stat}" for e in EXTRAS] == chunk[-6:]
+        assert f"mel_db_000__{stat}" in chunk and f"mel_db_127__{stat}" in chunk
+    # Mel bands are renamed (they are in dB here); nothing else is.
+    assert not any(n.startswith("mel_0") or n.startswith("mel_1") for n in names)
+    assert sum(n.startswith("mel_db_") for n in names) == 4 * 128
+    assert "chroma_11__dstd" in names and "tonnetz_5__mean" in names and "contrast_6__std" in names
+
+    assert schema.feature_names(RICH) == names
+    for recipe in ("fast", "classic"):
+        assert len(schema.feature_names(FeatureConfig(recipe=recipe))) == 193
+
+
+def test_rich_frame_names_match_frame_columns() -> None:
+    names = recipes.rich_frame_names(schema.frame_column_names(RICH))
+    assert len(names) == N_FRAME_COLUMNS
+    assert names[52:54] == ["mel_db_000", "mel_db_001"] and names[-6:] == list(EXTRAS)
+
+
+# --- frames ---------------------------------------------------------------------------
+
+
+def test_rich_frames_extend_the_fast_frames(make_signal: Callable[..., np.ndarray]) -> None:
+    y = make_signal("speech", sample_rate=16_000, duration_s=2.0)
+    frames, f0 = recipes.rich_frames(y, 16_000, config=RICH)
+    n_frames = 1 + y.size // RICH.hop_length
+    assert frames.shape == (n_frames, N_FRAME_COLUMNS) and frames.dtype == np.float32
+    assert f0.shape == (n_frames,) and f0.dtype == np.float32
+    assert np.isfinite(frames).all() and np.isfinite(f0).all()
+
+    base = features.frame_features(y, 16_000, config=RICH)
+    mel = features.mel_columns(RICH)
+    other = np.ones(base.shape[1], dtype=bool)
+    other[mel] = False
+    np.testing.assert_array_equal(frames[:, :193][:, other], base[:, other])
+    # Mel bands in dB as librosa.power_to_db(ref=1, amin=1e-10, top_db=80) over the whole matrix.
+    db = 10.0 * np.log10(np.maximum(base[:, mel].astype(np.float64), 1e-10))
+    db = np.maximum(db, db.max() - 80.0)
+    np.testing.assert_allclose(frames[:, mel], db, rtol=0, atol=1e-4)
+
+
+def test_rich_frame_extras_match_librosa(make_signal: Callable[..., np.ndarray]) -> None:
+    sr, n_fft, hop = 16_000, RICH.n_fft, RICH.hop_length
+    y = make_signal("speech", sample_rate=sr, duration_s=2.0)
+    frames, _ = recipes.rich_frames(y, sr, config=RICH)
+    S = features.stft_magnitude(y, n_fft=n_fft, hop_length=hop).T
+
+    rms = librosa.feature.rms(S=S, frame_length=n_fft)[0]
+    np.testing.assert_allclose(frames[:, extra_column("rms_db")], 20 * np.log10(rms), rtol=0, atol=1e-3)
+    centroid = librosa.feature.spectral_centroid(S=S, sr=sr)[0]
+    np.testing.assert_allclose(frames[:, extra_column("centroid_hz")], centroid, rtol=1e-3)
+    bandwidth = librosa.feature.spectral_bandwidth(S=S, sr=sr)[0]
+    np.testing.assert_allclose(frames[:, extra_column("bandwidth_hz")], bandwidth, rtol=1e-3)
+    rolloff = librosa.feature.spectral_rolloff(S=S, sr=sr, roll_percent=0.85)[0]
+    np.testing.assert_allclose(frames[:, extra_column("rolloff_hz")], rolloff, rtol=0, atol=sr / n_fft)
+    flatness = librosa.feature.spectral_flatness(S=S)[0]
+    np.testing.assert_allclose(frames[:, extra_column("flatness_log10")], np.log10(flatness), rtol=0, atol=1e-3)
+
+    # The zero-crossing rate pads with zeros (librosa: edge values), so only frames that
+    # lie wholly inside the signal compare; librosa also divides the count by n_fft, not by
+    # the n_fft - 1 sample pairs, which is worth at most 1/n_fft.
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop)[0]
+    assert zcr.shape == (frames.shape[0],)
+    t = np.arange(frames.shape[0])
+    inside = (t * hop >= n_fft // 2) & (t * hop + n_fft // 2 <= y.size)
+    assert inside.sum() >= frames.shape[0] - 5
+    np.testing.assert_allclose(frames[inside, extra_column("zcr")], zcr[inside], rtol=0, atol=1.0 / n_fft)
+    assert 0 < zcr[inside].mean() < 1
+
+
+def test_rich_frames_f0_of_a_harmonic_tone() -> None:
+    sr = 16_000
+    t = np.arange(2 * sr) / sr
+    y = (0.3 * sum(np.sin(2 * np.pi * 200.0 * k * t) / k for k in range(1, 6))).astype(np.float32)
+    _, f0 = recipes.rich_frames(y, sr, config=RICH)
+    voiced = (f0 > 62) & (f0 < 590)
+    assert voiced.mean() > 0.9
+    np.testing.assert_allclose(f0[voiced], 200.0, rtol=0.01)
+
+
+# --- pooling --------------------------------------------------------------------------
+
+
+def test_pool_rich_blocks_exactly() -> None:
+    frames = np.array([[1.0, -2.0], [3.0, 0.0], [2.0, 5.0], [7.0, 1.0], [4.0, 4.0]], dtype=np.float32)
+    f0 = np.array([100.0, 50.0, 200.0, 400.0, 700.0], dtype=np.float32)  # 50 and 700 Hz: unvoiced
+    hop_s = 0.032
+    vector = recipes.pool_rich(frames, f0, hop_s=hop_s)
+    assert vector.shape == (4 * 2 + 9,) and vector.dtype == np.float32
+
+    x = frames.astype(np.float64)
+    delta = np.diff(x, axis=0)
+    np.testing.assert_allclose(vector[0:2], x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(vector[2:4], x.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(vector[4:6], np.abs(delta).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(vector[6:8], delta.std(axis=0), rtol=1e-6)
+
+    log_f0 = np.log2([100.0, 200.0, 400.0])  # voiced frames only
+    expected_pitch = [log_f0.mean(), log_f0.std(), *np.percentile(log_f0, [10, 50, 90]),
+                      np.percentile(log_f0, 90) - np.percentile(log_f0, 10), 1.0, 3 / 5, 5 * hop_s]
+    np.testing.assert_allclose(vector[8:], expected_pitch, rtol=1e-6)
+    assert vector[8 + PITCH.index("f0_log2_p50")] == pytest.approx(np.log2(200.0))
+    assert vector[8 + PITCH.index("voiced_fraction")] == pytest.approx(0.6)
+
+
+def test_pool_rich_window_and_pitch_fallbacks() -> None:
+    frames = np.arange(12, dtype=np.float32).reshape(6, 2) ** 2
+    hop_s = 0.032
+    # Two voiced frames are too few: the statistics use every frame (f0 clipped at 1 Hz).
+    f0 = np.array([0.5, 120.0, 30.0, 240.0, 700.0, 20.0], dtype=np.float32)
+    vector = recipes.pool_rich(frames, f0, hop_s=hop_s)
+    log_f0 = np.log2(np.maximum(f0.astype(np.float64), 1.0))
+    assert log_f0[0] == 0.0
+    np.testing.assert_allclose(vector[8:13], [log_f0.mean(), log_f0.std(), *np.percentile(log_f0, [10, 50, 90])],
+                               rtol=1e-6)
+    assert vector[8 + PITCH.index("f0_log2_dabs")] == pytest.approx(np.abs(np.diff(log_f0)).mean(), rel=1e-6)
+    assert vector[8 + PITCH.index("voiced_fraction")] == pytest.approx(2 / 6)
+
+    # A window [start, stop) pools only its frames.
+    part = recipes.pool_rich(frames, f0, hop_s=hop_s, start=1, stop=4)
+    np.testing.assert_allclose(part[:2], frames[1:4].mean(axis=0), rtol=1e-6)
+    assert part[-1] == pytest.approx(3 * hop_s)
+
+    # One frame: its values, zero spread and zero change.
+    single = recipes.pool_rich(frames, f0, hop_s=hop_s, start=3, stop=4)
+    np.testing.assert_array_equal(single[:2], frames[3])
+    np.testing.assert_array_equal(single[2:8], 0.0)
+    assert single[8] == pytest.approx(np.log2(240.0))
+    assert single[8 + PITCH.index("f0_log2_dabs")] == 0.0
+    assert single[8 + PITCH.index("voiced_fraction")] == 1.0
+    assert single[-1] == pytest.approx(hop_s)
+
+    with pytest.raises(FeatureError, match="empty window"):
+        recipes.pool_rich(frames, f0, hop_s=hop_s, start=3, stop=3)
+    with pytest.raises(FeatureError, match="empty window"):
+        recipes.pool_rich(frames, f0, hop_s=hop_s, start=6)
+
+
+# --- windows --------------------------------------------------------------------------
+
+
+def test_window_bounds_examples() -> None:
+    assert recipes.window_bounds(4, window=4, hop=3) == [(0, 4)]
+    assert recipes.window_bounds(1, window=47, hop=16) == [(0, 1)]
+    # Exact tiling: the last regular window already ends at n.
+    assert recipes.window_bounds(10, window=4, hop=3) == [(0, 4), (3, 7), (6, 10)]
+    # Otherwise one more window, aligned to the end, covers the tail.
+    assert recipes.window_bounds(11, window=4, hop=3) == [(0, 4), (3, 7), (6, 10), (7, 11)]
+    assert recipes.window_bounds(5, window=4, hop=3) == [(0, 4), (1, 5)]
+
+
+@pytest.mark.parametrize("window,hop", [(2, 1), (4, 3), (47, 16), (10, 10)])
+def test_window_bounds_cover_every_frame(window: int, hop: int) -> None:
+    for n in range(1, 130):
+        bounds = recipes.window_bounds(n, window=window, hop=hop)
+        starts = [a for a, _ in bounds]
+        assert starts[0] == 0 and bounds[-1][1] == n
+        assert all(b <= n for _, b in bounds)
+        assert all(s < t for s, t in zip(starts, starts[1:]))
+        assert all(b - a == min(window, n) for a, b in bounds)
+        covered = np.zeros(n, dtype=bool)
+        for a, b in bounds:
+            covered[a:b] = True
+        assert covered.all()
+        if n > window:
+            # Regular hops, except that the end-aligned last window may be closer.
+            assert all(t - s == hop for s, t in zip(starts[:-1], starts[1:-1]))
+
+
+def test_window_frames() -> None:
+    assert recipes.window_frames(RICH, 16_000) == (47, 16)
+    telephony = RICH_8K.features
+    assert (telephony.n_fft, telephony.hop_length, RICH_8K.audio.sample_rate) == (1024, 256, 8000)
+    window, hop = recipes.window_frames(telephony, 8000)
+    assert (window, hop) == (47, 16)
+    assert window * telephony.hop_length / 8000 == 47 * RICH.hop_length / 16_000
+    # Never shorter than two frames and one frame of hop.
+    tiny = FeatureConfig(recipe="rich", window_s=0.001, window_hop_s=0.001)
+    assert recipes.window_frames(tiny, 16_000) == (2, 1)
+
+
+# --- file_features ----------------------------------------------------------------------
+
+
+def test_file_features_rich_pools_clip_and_windows(make_signal: Callable[..., np.ndarray]) -> None:
+    sr = 16_000
+    y = make_signal("speech", sample_rate=sr, duration_s=3.0)
+    result = recipes.file_features(y, sr, config=RICH)
+    frames, f0 = recipes.rich_frames(y, sr, config=RICH)
+    hop_s = RICH.hop_length / sr
+    np.testing.assert_array_equal(result.vector, recipes.pool_rich(frames, f0, hop_s=hop_s))
+    assert result.vector.shape == (N_RICH,) and result.vector.dtype == np.float32
+
+    bounds = recipes.window_bounds(len(frames), window=47, hop=16)
+    assert bounds == [(0, 47), (16, 63), (32, 79), (47, 94)]
+    assert result.segments is not None and result.segment_starts_s is not None
+    assert result.segments.shape == (len(bounds), N_RICH) and result.segments.dtype == np.float32
+    for segment, (a, b) in zip(result.segments, bounds):
+        np.testing.assert_array_equal(segment, recipes.pool_rich(frames, f0, hop_s=hop_s, start=a, stop=b))
+    np.testing.assert_array_equal(result.segment_starts_s,
+                                  np.array([a * hop_s for a, _ in bounds], dtype=np.float32))
+    assert result.segment_starts_s.dtype == np.float32
+    # The duration value of a window is its length in seconds.
+    np.testing.assert_allclose(result.segments[:, -1], 47 * hop_s, rtol=1e-6)
+
+    clip_only = recipes.file_features(y, sr, config=FeatureConfig(recipe="rich", window_s=0.0))
+    assert clip_only.segments is None and clip_only.segment_starts_s is None
+    np.testing.assert_array_equal(clip_only.vector, result.vector)
+
+    fast = recipes.file_features(y, sr, config=FeatureConfig())
+    assert fast.segments is None and fast.segment_starts_s is None
+    np.testing.assert_array_equal(fast.vector, features.clip_features(y, sr, config=FeatureConfig()))
+
+
+def test_file_features_rich_at_8k(make_signal: Callable[..., np.ndarray]) -> None:
+    y8 = make_signal("speech", sample_rate=8000, duration_s=3.0)
+    result = recipes.file_features(y8, 8000, config=RICH_8K.features)
+    assert result.vector.shape == (N_RICH,) and np.isfinite(result.vector).all()
+    assert result.segments is not None and result.segments.shape == (4, N_RICH)
+    assert np.isfinite(result.segments).all()
+    # Same analysis windows in seconds as the default config at 16 kHz.
+    np.testing.assert_allclose(result.segment_starts_s, [0.0, 0.512, 1.024, 1.504], atol=1e-6)
+    assert result.vector[-1] == pytest.approx((1 + y8.size // 256) * 256 / 8000)
+
+
+def test_file_features_refuses_short_or_bad_signals(make_signal: Callable[..., np.ndarray]) -> None:
+    y = make_signal("speech", sample_rate=16_000, duration_s=1.0)
+    with pytest.raises(FeatureError, match="too short"):
+        recipes.file_features(y[: RICH.n_fft - 1], 16_000, config=RICH)
+    exact = recipes.file_features(y[: RICH.n_fft], 16_000, config=RICH)
+    assert exact.segments is not None and exact.segments.shape == (1, N_RICH)
+    with pytest.raises(FeatureError, match="non-empty mono"):
+        recipes.file_features(np.zeros(0, dtype=np.float32), 16_000, config=RICH)
+    with pytest.raises(FeatureError, match="non-empty mono"):
+        recipes.file_features(np.zeros((2, 4096), dtype=np.float32), 16_000, config=RICH)
+
+
+# --- extraction with windows ----------------------------------------------------------------
+
+GOOD_FILES = ("Actor_01/03-01-05-01-01-01-01.wav", "Actor_01/03-01-03-02-01-02-01.wav",
+              "Actor_02/03-01-04-01-02-01-02.wav")
+BROKEN_FILE = "broken/noise.wav"
+SHORT_FILE = "short/blip.wav"  # decodes, but is shorter than one STFT window
+RICH_CONFIG = Config().replace(features={"recipe": "rich"}, extract={"shard_size": 2})
+
+
+@pytest.fixture(scope="module")
+def rich_extracted(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three 2 s files, a broken and a too-short one, extracted with ``rich`` in 3 parts."""
+    from ser_batch.extract import run_extract
+
+    root = tmp_path_factory.mktemp("rich_audio")
+    for seed, rel in enumerate(GOOD_FILES):
+        write_audio(root / rel, duration_s=2.0 + 0.25 * seed, seed=seed)
+    (root / BROKEN_FILE).parent.mkdir(parents=True)
+    (root / BROKEN_FILE).write_bytes(np.random.default_rng(3).bytes(2048))
+    write_audio(root / SHORT_FILE, duration_s=0.1)
+    out = tmp_path_factory.mktemp("rich_features") / "features"
+    summary = run_extract(root, out, config=RICH_CONFIG, progress=False)
+    assert (summary.files, summary.errors, summary.parts) == (5, 2, 3)
+    return root, out
+
+
+def test_extract_rich_writes_segments(rich_extracted: tuple[Path, Path]) -> None:
+    from ser_batch.extract import file_features
+
+    root, out = rich_extracted
+    table = storage.read_parts(out)
+    assert table.schema.field(schema.SEGMENTS).type == pa.list_(pa.list_(pa.float32(), N_RICH))
+    assert table.schema.field(schema.FEATURES).type == pa.list_(pa.float32(), N_RICH)
+    assert table.schema.field(schema.SEGMENT_STARTS_S).type == pa.list_(pa.float32())
+    metadata = schema.read_metadata(table.schema)
+    assert metadata["recipe"] == "rich" and len(metadata["feature_names"]) == N_RICH
+    rows = {row[schema.PATH]: row for row in table.to_pylist()}
+    assert set(rows) == {*GOOD_FILES, BROKEN_FILE, SHORT_FILE}
+
+    for rel in GOOD_FILES:
+        row = rows[rel]
+        assert row[schema.ERROR] is None
+        expected, _ = file_features(root / rel, config=RICH_CONFIG)
+        segments = np.array(row[schema.SEGMENTS], dtype=np.float32)
+        starts = np.array(row[schema.SEGMENT_STARTS_S], dtype=np.float32)
+        assert segments.shape == (len(starts), N_RICH) == expected.segments.shape
+        # Same code path; the tolerance only allows for BLAS thread counts (workers use one).
+        np.testing.assert_allclose(segments, expected.segments, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(starts, expected.segment_starts_s)
+        np.testing.assert_allclose(np.array(row[schema.FEATURES]), expected.vector, rtol=1e-5, atol=1e-5)
+    # 63, 71 and 79 frames: 2 windows (exact tiling), 3 (one end-aligned), 3 (exact tiling).
+    assert [len(rows[rel][schema.SEGMENT_STARTS_S]) for rel in GOOD_FILES] == [2, 3, 3]
+
+    for rel, reason in ((BROKEN_FILE, "not an audio file"), (SHORT_FILE, "too short")):
+        row = rows[rel]
+        assert reason in row[schema.ERROR]
+        assert row[schema.FEATURES] is None and row[schema.SEGMENTS] is None
+        assert row[schema.SEGMENT_STARTS_S] is None
+
+
+def test_pandas_reads_rich_features(rich_extracted: tuple[Path, Path]) -> None:
+    _, out = rich_extracted
+    frame = pd.read_parquet(out).set_index(schema.PATH)
+    assert len(frame) == 5 and frame[schema.ERROR].notna().sum() == 2
+    assert frame.loc[BROKEN_FILE, schema.SEGMENTS] is None
+    segments = np.stack(list(frame.loc[GOOD_FILES[1], schema.SEGMENTS]))
+    assert segments.shape == (3, N_RICH)
+
+
+def test_load_feature_set_aligns_segments(rich_extracted: tuple[Path, Path]) -> None:
+    from ser_batch.extract import file_features
+
+    root, out = rich_extracted
+    data = load_feature_set(out)
+    assert data.n_errors == 2 and sorted(data.paths) == sorted(GOOD_FILES)
+    assert data.X.shape == (3, N_RICH)
+    assert data.segments is not None and len(data.segments) == 3
+    for i, rel in enumerate(data.paths):
+        expected, _ = file_features(root / rel, config=RICH_CONFIG)
+        assert data.segments[i].dtype == np.float32
+        np.testing.assert_allclose(data.segments[i], expected.segments, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(data.X[i], expected.vector, rtol=1e-5, atol=1e-5)
+
+    picked = data.subset([2, 0])
+    assert list(picked.paths) == [data.paths[2], data.paths[0]]
+    for j, i in enumerate([2, 0]):
+        np.testing.assert_array_equal(picked.segments[j], data.segments[i])
+        np.testing.assert_array_equal(picked.X[j], data.X[i])
+    masked = data.subset(np.array([False, True, True]))
+    assert list(masked.paths) == list(data.paths[1:])
+    assert [s.shape for s in masked.segments] == [s.shape for s in data.segments[1:]]
+    np.testing.assert_array_equal(masked.segments[1], data.segments[2])
+
+
+def test_fast_extraction_has_no_segments(ray_session: None, tmp_path: Path) -> None:
+    from ser_batch.extract import run_extract
+
+    write_audio(tmp_path / "audio" / "03-01-05-01-01-01-01.wav", duration_s=0.5)
+    run_extract(tmp_path / "audio", tmp_path / "out", config=Config(), progress=False)
+    table = storage.read_parts(tmp_path / "out")
+    assert table.column(schema.SEGMENTS).null_count == 1
+    assert load_feature_set(tmp_path / "out").segments is None
+
+
+# --- window vectors in models and bundles -------------------------------------------------
+
+
+def test_stack_segments_and_mean_by_row() -> None:
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.full((1, 3), 10.0, dtype=np.float32)
+    c = -np.arange(9, dtype=np.float32).reshape(3, 3)
+    stacked, rows = stack_segments([a, b, c])
+    np.testing.assert_array_equal(stacked, np.vstack([a, b, c]))
+    np.testing.assert_array_equal(rows, [0, 0, 1, 2, 2, 2])
+
+    proba = np.array([[0.2, 0.8], [0.6, 0.4], [1.0, 0.0], [0.1, 0.9], [0.3, 0.7], [0.5, 0.5]])
+    means = mean_by_row(proba, rows, 3)
+    np.testing.assert_allclose(means, [[0.4, 0.6], [1.0, 0.0], [0.3, 0.7]], rtol=0, atol=1e-15)
+
+
+CLASSES = ["sad", "angry", "happy"]  # not sklearn's sorted order, so columns get reordered
+
+
+@pytest.fixture(scope="module")
+def fitted_pipeline() -> object:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    labels = np.array(CLASSES)[np.arange(90) % 3]
+    X = rng.normal(size=(90, 4)) + (np.arange(90) % 3)[:, None]
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, labels)
+
+
+def make_bundle(tmp_path: Path, model: object, *, aggregation: str,
+                features: dict | None = None) -> bundle_io.Bundle:
+    manifest = {"classes": CLASSES, "models": ["sklearn"], "aggregation": aggregation,
+                "features": features or {}}
+    return bundle_io.Bundle(path=tmp_path, manifest=manifest, _models={"sklearn": model})
+
+
+def test_predict_rows_averages_window_probabilities(tmp_path: Path, fitted_pipeline: object) -> None:
+    model = fitted_pipeline
+    rng = np.random.default_rng(1)
+    segments = [rng.normal(size=(k, 4)).astype(np.float32) + 1 for k in (3, 1, 5)]
+    X = rng.normal(size=(3, 4)).astype(np.float32)
+    order = [list(model.classes_).index(c) for c in CLASSES]
+
+    windows = make_bundle(tmp_path, model, aggregation="segments")
+    assert windows.aggregation == "segments"
+    got = windows.predict_rows(X, segments, framework="sklearn")
+    expected = np.stack([model.predict_proba(s)[:, order].mean(axis=0) for s in segments])
+    assert got.shape == (3, 3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0)
+    with pytest.raises(BundleError, match="sliding windows"):
+        windows.predict_rows(X, None, framework="sklearn")
+
+    clips = make_bundle(tmp_path, model, aggregation="clip")
+    np.testing.assert_allclose(clips.predict_rows(X, segments, framework="sklearn"),
+                               model.predict_proba(X)[:, order], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(clips.predict_rows(X, None, framework="sklearn"),
+                                  clips.predict_proba(X, framework="sklearn"))
+    # A manifest without the key (older bundles) means whole-clip vectors.
+    legacy = bundle_io.Bundle(path=tmp_path, manifest={"classes": CLASSES, "models": ["sklearn"]},
+                              _models={"sklearn": model})
+    assert legacy.aggregation == "clip"
+
+
+def _metadata(config: Config) -> dict:
+    return schema.read_metadata(schema.features_schema(features=config.features, config=config_to_dict(config)))
+
+
+def test_check_features_refuses_other_windows(tmp_path: Path, fitted_pipeline: object) -> None:
+    config = Config().replace(features={"recipe": "rich"})
+    metadata = _metadata(config)
+    contract = bundle_io.feature_contract(config, metadata)
+    assert (contract["window_s"], contract["window_hop_s"], contract["n_features"]) == (1.5, 0.5, N_RICH)
+    windows = make_bundle(tmp_path, fitted_pipeline, aggregation="segments", features=contract)
+    windows.check_features(metadata)
+
+    for change, shown in (({"window_s": 1.0}, "window_s 1.0 != 1.5"),
+                          ({"window_hop_s": 0.25}, "window_hop_s 0.25 != 0.5"),
+                          ({"window_s": 0.0}, "window_s 0.0 != 1.5")):
+        other = _metadata(config.replace(features=change))
+        with pytest.raises(BundleError, match="features do not match") as info:
+            windows.check_features(other)
+        assert shown in str(info.value)
+        # A bundle of whole-clip vectors does not care about the window settings.
+        make_bundle(tmp_path, fitted_pipeline, aggregation="clip", features=contract).check_features(other)
+
+    # Any other feature setting changes the numbers, for either kind of bundle.
+    for change, shown in (({"hop_length": 256}, "hop_length 256 != 512"),
+                          ({"estimate_tuning": False}, "estimate_tuning False != True"),
+                          ({"contrast_fmin": 100.0}, "contrast_fmin 100.0 != 200.0")):
+        other = _metadata(config.replace(features=change))
+        for aggregation in ("segments", "clip"):
+            with pytest.raises(BundleError, match="feature settings differ") as info:
+                make_bundle(tmp_path, fitted_pipeline, aggregation=aggregation, features=contract).check_features(other)
+            assert shown in str(info.value)
+
+
+# --- end to end: extract rich, train on windows, predict, evaluate ---------------------------
+
+E2E_ACTORS = (1, 2, 3)
+E2E_TEST_ACTOR = 3
+
+
+@pytest.fixture(scope="module")
+def rich_ravdess(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``rich`` features of RAVDESS actors 01-03 (180 clips), extracted through the CLI."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data/ravdess not present")
+    audio = tmp_path_factory.mktemp("ravdess_rich")
+    for actor in E2E_ACTORS:
+        folder = audio / f"Actor_{actor:02d}"
+        folder.mkdir()
+        for wav in sorted((SHARED / "Audio_Speech_Actors_01-20_16k" / f"Actor_{actor:02d}").glob("*.wav")):
+            (folder / wav.name).symlink_to(wav)
+    out = tmp_path_factory.mktemp("ravdess_rich_features") / "features"
+    result = CliRunner().invoke(main, ["extract", str(audio), "--out", str(out), "--recipe", "rich",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("180 files, 0 errors")
+    return out
+
+
+@pytest.fixture(scope="module")
+def window_bundle(rich_ravdess: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rich_models") / "bundle"
+    result = CliRunner().invoke(main, ["train", str(rich_ravdess), "--out", str(out), "--models", "sklearn",
+                                       "--test-actors", str(E2E_TEST_ACTOR), "--set", "sklearn.max_iter=30"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@needs_shared
+def test_rich_training_uses_windows(window_bundle: Path, rich_ravdess: Path) -> None:
+    manifest = json.loads((window_bundle / "manifest.json").read_text())
+    assert manifest["aggregation"] == "segments"
+    assert manifest["models"] == ["sklearn"]
+    contract = manifest["features"]
+    assert contract["recipe"] == "rich" and contract["n_features"] == N_RICH == len(contract["names"])
+    assert (contract["window_s"], contract["window_hop_s"]) == (1.5, 0.5)
+    trained = manifest["training_data"]
+    assert (trained["rows_train"], trained["rows_test"]) == (120, 60)
+    data = load_feature_set(rich_ravdess)
+    windows_of_training_actors = sum(len(s) for s, a in zip(data.segments, data.actor) if a != E2E_TEST_ACTOR)
+    assert trained["vectors_train"] == windows_of_training_actors > trained["rows_train"]
+    assert manifest["metrics"]["sklearn"]["n"] == 60
+
+
+@needs_shared
+def test_rich_predict_and_evaluate_match_the_bundle(window_bundle: Path, rich_ravdess: Path,
+                                                    tmp_path: Path) -> None:
+    data = load_feature_set(rich_ravdess)
+    bundle = bundle_io.load_bundle(window_bundle)
+    i = int(np.flatnonzero(data.actor == E2E_TEST_ACTOR)[7])
+    wav = SHARED / "Audio_Speech_Actors_01-20_16k" / data.paths[i]
+    result = CliRunner().invoke(main, ["predict", str(wav), "--model", str(window_bundle),
+                                       "--framework", "sklearn", "--json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.output)
+    assert entry["error"] is None
+    got = np.array([entry["predictions"]["sklearn"]["probabilities"][c] for c in bundle.classes])
+    expected = bundle.predict_rows(data.X[i : i + 1], [data.segments[i]], framework="sklearn")[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert entry["predictions"]["sklearn"]["label"] == bundle.classes[int(np.argmax(expected))]
+
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(main, ["evaluate", str(window_bundle), str(rich_ravdess),
+                                       "--actors", str(E2E_TEST_ACTOR), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows"] == 60 and metrics["actors"] == [E2E_TEST_ACTOR]
+    manifest = json.loads((window_bundle / "manifest.json").read_text())
+    assert metrics["models"]["sklearn"]["accuracy"] == pytest.approx(
+        manifest["metrics"]["sklearn"]["accuracy"], abs=1e-9)
