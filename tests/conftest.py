@@ -20,6 +20,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ravde
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/ravdess not present")
 
 
+def link_ravdess_actors(root: Path, actors: tuple[int, ...]) -> Path:
+    """A folder ``root/Actor_NN/*.wav`` of symlinks to those actors' 16 kHz RAVDESS clips."""
+    for actor in actors:
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for wav in sorted((SHARED / "Audio_Speech_Actors_01-20_16k" / folder.name).glob("*.wav")):
+            (folder / wav.name).symlink_to(wav)
+    return root
+
+
 # ----------------------------------------------------------------------------- Ray
 
 

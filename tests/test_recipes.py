@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import SHARED, needs_shared, write_audio
+from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
 from ser_batch import features, recipes, schema, storage
 from ser_batch import bundle as bundle_io
 from ser_batch.cli import main
@@ -509,11 +509,7 @@ def rich_ravdess(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
     if not SHARED.is_dir():
         pytest.skip("../shared/data/ravdess not present")
     audio = tmp_path_factory.mktemp("ravdess_rich")
-    for actor in E2E_ACTORS:
-        folder = audio / f"Actor_{actor:02d}"
-        folder.mkdir()
-        for wav in sorted((SHARED / "Audio_Speech_Actors_01-20_16k" / f"Actor_{actor:02d}").glob("*.wav")):
-            (folder / wav.name).symlink_to(wav)
+    link_ravdess_actors(audio, E2E_ACTORS)
     out = tmp_path_factory.mktemp("ravdess_rich_features") / "features"
     result = CliRunner().invoke(main, ["extract", str(audio), "--out", str(out), "--recipe", "rich",
                                        "--no-progress"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import SHARED, needs_shared, write_audio
+from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
 from ser_batch import bundle as bundle_io
 from ser_batch.cli import main
 from ser_batch.config import load_config
@@ -84,11 +84,7 @@ def small_features(tmp_path_factory: pytest.TempPathFactory, ray_session: None) 
     from ser_batch.extract import run_extract
 
     audio = tmp_path_factory.mktemp("ravdess_subset")
-    for actor in ACTORS:
-        folder = audio / f"Actor_{actor:02d}"
-        folder.mkdir()
-        for wav in sorted((SHARED / "Audio_Speech_Actors_01-20_16k" / f"Actor_{actor:02d}").glob("*.wav")):
-            (folder / wav.name).symlink_to(wav)
+    link_ravdess_actors(audio, ACTORS)
     out = tmp_path_factory.mktemp("features") / "features"
     summary = run_extract(audio, out, config=load_config(), progress=False)
     assert summary.files == 240 and summary.errors == 0
