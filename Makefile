@@ -41,11 +41,12 @@ demo: install
 	    $(SHARED_DATA)/Actor_18/03-01-04-01-02-01-18.wav $(SHARED_DATA)/Actor_19/03-01-03-02-01-02-19.wav \
 	    --model $(OUT)/model; \
 	else \
-	  echo "== predict with the pretrained bundle (input/ has no labels to train on)"; \
-	  find input -type f \( -iname '*.wav' -o -iname '*.flac' -o -iname '*.mp3' -o -iname '*.ogg' \) \
-	    | head -5 | xargs -r $(SER) predict; \
+	  echo "== predict five files of input/ with the pretrained bundle (input/ has no labels to train on)"; \
+	  find input -type f \( -iname '*.wav' -o -iname '*.flac' -o -iname '*.mp3' -o -iname '*.ogg' \
+	    -o -iname '*.aif' -o -iname '*.aiff' -o -iname '*.au' -o -iname '*.opus' \) -print0 \
+	    | head -z -n 5 | xargs -0 -r $(SER) predict; \
 	fi; \
-	echo "Done: report at $(OUT)/model/report.html"
+	echo "Done: results in $(OUT)/"
 
 # Regenerate the pretrained bundle shipped in ser_batch/pretrained/ (all 20 actors).
 pretrained: install

@@ -126,6 +126,9 @@ class Bundle:
         rate = config.get("audio", {}).get("sample_rate")
         if rate != want["sample_rate"]:
             problems.append(f"sample rate {rate} Hz != {want['sample_rate']} Hz")
+        cut = config.get("audio", {}).get("max_duration_s", 0.0)
+        if "max_duration_s" in want and cut != want["max_duration_s"]:
+            problems.append(f"audio cut to {cut} s != {want['max_duration_s']} s (0 = whole file)")
         # Every feature setting changes the numbers (frame-to-frame deltas depend on the hop,
         # for one); window settings matter only to a bundle that scores windows.
         theirs, ours = config.get("features", {}), want.get("settings", {})
@@ -146,14 +149,19 @@ class Bundle:
         if framework not in self.frameworks:
             raise BundleError(f"bundle {self.path} has no {framework} model (it has: {', '.join(self.frameworks)})")
         if framework not in self._models:
-            if framework == "sklearn":
-                import joblib
+            try:
+                if framework == "sklearn":
+                    import joblib
 
-                self._models[framework] = joblib.load(self.path / SKLEARN_FILE)
-            else:
-                from ser_batch.models import KerasANN
+                    self._models[framework] = joblib.load(self.path / SKLEARN_FILE)
+                else:
+                    from ser_batch.models import KerasANN
 
-                self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
+                    self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
+            except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways across versions
+                made_with = self.manifest.get("library_versions", {})
+                raise BundleError(f"cannot load the {framework} model of {self.path}: {type(exc).__name__}: "
+                                  f"{exc} (bundle made with {made_with or 'unknown versions'})") from None
         return self._models[framework]
 
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str) -> np.ndarray:
@@ -204,6 +212,10 @@ def load_bundle(path: Path | None = None, *, verify: bool = True) -> Bundle:
         raise BundleError(f"malformed {manifest_path}: {exc}") from None
     if fmt > BUNDLE_FORMAT:
         raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
+    required = {"sklearn": SKLEARN_FILE, "keras": KERAS_FILE}
+    unlisted = [required[f] for f in manifest["models"] if f in required and required[f] not in files]
+    if unlisted:
+        raise BundleError(f"bundle {path} is incomplete: {', '.join(unlisted)} not in its manifest")
     if verify:
         for name, digest in files.items():
             file = path / name
@@ -225,5 +237,6 @@ def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]
         "window_s": config.features.window_s,
         "window_hop_s": config.features.window_hop_s,
         "settings": config_to_dict(config)["features"],
+        "max_duration_s": config.audio.max_duration_s,
     }
 

@@ -30,6 +30,9 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except SerBatchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # disk full, permissions, unreadable folders: not a bug
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -108,6 +111,8 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
     """
     from ser_batch.extract import run_extract
 
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
     config = _load_config(config_path, overrides, features={"recipe": recipe},
                           ray={"num_cpus": num_cpus})
     summary = run_extract(input_dir, out or Path(config.extract.out), config=config,
@@ -240,7 +245,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
     else:
         for entry in results:
             if entry["error"]:
-                click.echo(f"{entry['path']}: error: {entry['error']}")
+                click.echo(f"error: {entry['path']}: {entry['error']}", err=True)
                 continue
             for name, pred in entry["predictions"].items():
                 top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]

@@ -30,6 +30,9 @@ class AudioConfig:
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
     #: Longest stretch decoded per file, seconds; 0 means the whole file.
     max_duration_s: float = 0.0
+    #: Files longer than this (seconds) become error rows instead of being decoded whole:
+    #: a recording of hours would need gigabytes in one worker. 0 = no limit.
+    max_file_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -202,8 +205,8 @@ def validate(config: Config) -> None:
     audio, feats, extract, ray = config.audio, config.features, config.extract, config.ray
     if audio.sample_rate < 4000:
         raise ConfigError(f"audio.sample_rate must be at least 4000 Hz, got {audio.sample_rate}")
-    if audio.max_duration_s < 0:
-        raise ConfigError("audio.max_duration_s must be >= 0 (0 = whole file)")
+    if audio.max_duration_s < 0 or audio.max_file_s < 0:
+        raise ConfigError("audio.max_duration_s and audio.max_file_s must be >= 0 (0 = no limit)")
     if not audio.extensions or not all(e.startswith(".") for e in audio.extensions):
         raise ConfigError("audio.extensions must be a non-empty list like ['.wav', '.flac']")
     if feats.recipe not in RECIPES:
@@ -230,8 +233,8 @@ def validate(config: Config) -> None:
     if extract.shard_size < 1:
         raise ConfigError("extract.shard_size must be >= 1")
     train, keras, sk = config.train, config.keras, config.sklearn
-    if not train.models or not set(train.models) <= set(MODELS):
-        raise ConfigError(f"train.models must be a non-empty subset of {', '.join(MODELS)}, got {train.models}")
+    if not train.models or not set(train.models) <= set(MODELS) or len(set(train.models)) != len(train.models):
+        raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")
     if train.split not in SPLITS:
         raise ConfigError(f"train.split must be one of {', '.join(SPLITS)}, got {train.split!r}")
     if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:

@@ -124,7 +124,8 @@ def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheet programs often save CSV with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError:
         raise DatasetError(f"labels file not found: {path}") from None

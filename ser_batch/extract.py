@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from ser_batch import __version__, schema, storage
-from ser_batch.audio import AudioInfo, load_audio
+from ser_batch.audio import AudioInfo, load_audio, probe_audio
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
-from ser_batch.errors import DatasetError, FeatureError, SerBatchError
+from ser_batch.errors import AudioError, DatasetError, FeatureError, SerBatchError
 from ser_batch.recipes import FileFeatures, file_features as recipe_features
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,12 @@ def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInf
     AudioError, FeatureError
         If the file cannot be decoded or yields no finite features.
     """
+    limit = config.audio.max_file_s
+    if limit and not config.audio.max_duration_s:
+        length = probe_audio(Path(path)).duration_s
+        if length > limit:
+            raise AudioError(f"file is {length:.0f} s long, over audio.max_file_s = {limit:.0f} s "
+                             "(raise it, or set audio.max_duration_s to use the beginning)")
     y, info = load_audio(
         Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
     )

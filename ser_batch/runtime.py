@@ -60,6 +60,14 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
             ray.shutdown()
 
 
+def largest_node_cpus() -> int:
+    """CPUs of the biggest live node: a task asking for more could never be scheduled."""
+    import ray
+
+    cpus = [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    return max(cpus, default=1) or 1
+
+
 def map_tasks(
     function: Callable[..., dict[str, Any]],
     items: Sequence[Any],

@@ -28,7 +28,7 @@ from ser_batch.errors import DatasetError
 
 MANIFEST = "_manifest.json"
 CONFIG = "_config.toml"
-_PART = re.compile(r"^part-(\d{5})-([0-9a-f]{12})\.parquet$")
+_PART = re.compile(r"^part-(\d{5,})-([0-9a-f]{12})\.parquet$")
 
 
 def content_key(*items: Any) -> str:
@@ -136,7 +136,8 @@ def read_parts(directory: Path) -> pa.Table:
     directory = Path(directory)
     if not directory.is_dir():
         raise DatasetError(f"feature folder not found: {directory}")
-    parts = sorted(existing_parts(directory).values())
+    # By shard number: past 99999 shards the names grow a digit and stop sorting as text.
+    parts = sorted(existing_parts(directory).values(), key=lambda p: int(_PART.match(p.name).group(1)))
     if not parts:
         raise DatasetError(f"no Parquet parts in {directory} (run `ser-batch extract` first)")
     tables = [pq.read_table(p) for p in parts]

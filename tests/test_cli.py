@@ -189,3 +189,29 @@ def test_config_file_and_labels_option(ray_session: None, clean_corpus: Path, tm
     emotions = dict(zip(table.column(schema.PATH).to_pylist(), table.column(schema.EMOTION).to_pylist()))
     assert emotions == {"Actor_01/03-01-05-01-01-01-01.wav": "angry", "Actor_02/03-01-02-01-01-01-02.wav": "calm",
                         "calls/c.flac": "calm"}
+
+
+def test_overwrite_and_resume_exclude_each_other(clean_corpus: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["extract", str(clean_corpus), "--out", str(tmp_path / "o"),
+                                       "--overwrite", "--resume"])
+    assert result.exit_code == 2 and "exclude each other" in result.output
+
+
+def test_unwritable_output_is_a_one_line_error(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder is needed\n")
+    result = CliRunner().invoke(main, ["extract", str(clean_corpus), "--out", str(blocker / "sub" / "out")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_too_long_file_becomes_an_error_row(ray_session: None, tmp_path: Path) -> None:
+    write_audio(tmp_path / "in" / "long.wav", duration_s=3.0)
+    write_audio(tmp_path / "in" / "short.wav", duration_s=1.0)
+    result = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                                       "--set", "audio.max_file_s=2.0"])
+    assert result.exit_code == 0, result.output
+    errors = dict(zip(*[pq.read_table(next((tmp_path / "o").glob("part-*.parquet")))[c].to_pylist()
+                        for c in (schema.PATH, schema.ERROR)]))
+    assert errors["short.wav"] is None
+    assert "file is 3 s long, over audio.max_file_s = 2 s" in errors["long.wav"]

@@ -176,7 +176,8 @@ def test_replace_validates_and_keeps_original() -> None:
         (["features.n_mfcc=200"], r"n_mfcc cannot exceed features.n_mels"),
         (["features.contrast_fmin=0"], r"features.contrast_fmin must be > 0 Hz"),
         (["audio.sample_rate=1000"], r"audio.sample_rate must be at least 4000 Hz, got 1000"),
-        (["audio.max_duration_s=-1"], r"audio.max_duration_s must be >= 0"),
+        (["audio.max_duration_s=-1"], r"audio.max_duration_s and audio.max_file_s must be >= 0"),
+        (["audio.max_file_s=-1"], r"audio.max_duration_s and audio.max_file_s must be >= 0"),
         (["audio.extensions=[]"], r"audio.extensions must be a non-empty list"),
         (['audio.extensions=["wav"]'], r"audio.extensions must be a non-empty list like"),
         (["extract.shard_size=0"], r"extract.shard_size must be >= 1"),
@@ -280,3 +281,8 @@ def test_rich_recipe_needs_a_frame_long_enough_for_pitch() -> None:
     load_config(CONFIGS / "telephony.toml", overrides=['features.recipe="rich"'])
     with pytest.raises(ConfigError, match="window_hop_s cannot exceed"):
         load_config(overrides=["features.window_s=1.0", "features.window_hop_s=2.0"])
+
+
+def test_models_listed_once() -> None:
+    with pytest.raises(ConfigError, match="at most once"):
+        load_config(overrides=['train.models=["keras", "keras"]'])

@@ -290,3 +290,9 @@ def test_labels_for_falls_back_to_name() -> None:
 def test_labels_for_unknown_file_is_all_none() -> None:
     assert labels_for("calls/interview.wav") == Labels()
     assert labels_for("calls/interview.wav", labels={}) == Labels()
+
+
+def test_labels_csv_with_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes("path,label\nclip.wav,happy\n".encode("utf-8-sig"))
+    assert load_labels_csv(path)["clip.wav"].emotion == "happy"

@@ -197,3 +197,12 @@ def test_read_manifest(tmp_path: Path) -> None:
     (tmp_path / storage.MANIFEST).write_text("{not json")
     with pytest.raises(DatasetError, match="unreadable manifest"):
         storage.read_manifest(tmp_path)
+
+
+def test_parts_past_99999_are_read_in_shard_order(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    for index in (100000, 99999, 2):
+        storage.write_table_atomic(pa.table({"i": [index]}), tmp_path / storage.part_name(index, "0" * 12))
+    assert len(storage.existing_parts(tmp_path)) == 3
+    assert storage.read_parts(tmp_path)["i"].to_pylist() == [2, 99999, 100000]

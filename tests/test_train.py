@@ -238,7 +238,7 @@ def test_predict_cli(trained_bundle: Path, tmp_path: Path) -> None:
     broken.write_bytes(b"")
     result = runner.invoke(main, ["predict", str(wav), str(broken), "--model", str(trained_bundle)])
     assert result.exit_code == 1
-    assert "broken.wav: error: empty file" in result.output
+    assert f"error: {broken}: empty file" in result.output
     assert "keras" in result.output and "both" in result.output
 
 
@@ -302,3 +302,41 @@ def test_pretrained_bundle_ships_verified_and_predicts(tmp_path: Path) -> None:
     [entry] = json.loads(result.output)
     probabilities = entry["predictions"]["sklearn"]["probabilities"]
     assert list(probabilities) == bundle.classes and abs(sum(probabilities.values()) - 1) < 1e-3
+
+
+def test_train_refuses_classes_seen_only_in_test(tmp_path: Path, ray_session: None) -> None:
+    from ser_batch.extract import run_extract
+
+    audio = tmp_path / "audio"
+    # actors 1 and 2 have happy and sad; actor 3 alone has angry
+    for name, seed in (("03-01-03-01-01-01-01", 0), ("03-01-04-01-01-01-01", 1), ("03-01-03-01-01-01-02", 2),
+                       ("03-01-04-01-01-01-02", 3), ("03-01-05-01-01-01-03", 4), ("03-01-03-01-01-01-03", 5)):
+        write_audio(audio / f"{name}.wav", duration_s=0.5, seed=seed)
+    run_extract(audio, tmp_path / "features", config=load_config(), progress=False)
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "features"), "--out", str(tmp_path / "m"),
+                                       "--test-actors", "3", "--models", "sklearn"])
+    assert result.exit_code == 1, result.output
+    assert "classes angry occur only in the test rows" in result.output and "Traceback" not in result.output
+
+
+@needs_shared
+def test_bundle_must_list_its_model_files(trained_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["sklearn_mlp.joblib"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="sklearn_mlp.joblib not in its manifest"):
+        bundle_io.load_bundle(copy)
+
+
+@needs_shared
+def test_bundle_records_library_versions_and_wraps_load_errors(trained_bundle: Path, tmp_path: Path) -> None:
+    manifest = json.loads((trained_bundle / "manifest.json").read_text())
+    assert "scikit-learn" in manifest["library_versions"] and "keras" in manifest["library_versions"]
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    (copy / "sklearn_mlp.joblib").write_bytes(b"not a pickle")
+    bundle = bundle_io.load_bundle(copy, verify=False)
+    with pytest.raises(BundleError, match="cannot load the sklearn model"):
+        bundle.model("sklearn")
