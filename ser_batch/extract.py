@@ -21,7 +21,7 @@ from ser_batch import __version__, schema, storage
 from ser_batch.audio import AudioInfo, load_audio, probe_audio
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
-from ser_batch.errors import AudioError, DatasetError, FeatureError, SerBatchError
+from ser_batch.errors import AudioError, ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.recipes import FileFeatures, file_features as recipe_features
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def plan_shards(
     for index, start in enumerate(range(0, len(paths), size)):
         chunk = tuple(paths[start : start + size])
         chunk_labels = [labels_for(p, labels=labels).as_row() for p in chunk]
-        key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION)
+        # The package version too: a resumed run after an upgrade recomputes old parts.
+        key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION, __version__)
         shards.append(Shard(index, chunk, storage.part_name(index, key)))
     return shards
 
@@ -209,6 +210,7 @@ def run_extract(
     if labels_csv is None and (input_dir / LABELS_CSV).is_file():
         labels_csv = input_dir / LABELS_CSV
     labels = load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
+    _preflight(config)
     shards = plan_shards(paths, config=config, labels=labels)
     done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
     todo = [s for s in shards if s.name not in done]
@@ -249,6 +251,17 @@ def run_extract(
     }
     storage.write_text_atomic(out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return summary
+
+
+def _preflight(config: Config) -> None:
+    """Compute features of one second of noise, so that settings no file could satisfy
+    (say, a contrast band without an STFT bin) fail once, here, not once per file."""
+    rate = config.audio.sample_rate
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, rate).astype(np.float32)
+    try:
+        recipe_features(noise, rate, config=config.features)
+    except FeatureError as exc:
+        raise ConfigError(f"these feature settings cannot work on any file: {exc}") from None
 
 
 def _errors_in(out: Path, names: set[str]) -> int:

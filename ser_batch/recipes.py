@@ -72,6 +72,8 @@ def rich_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tu
 
     from ser_batch.features import mel_columns, spectral_frames
 
+    if y.size < config.n_fft:
+        raise FeatureError(f"signal too short for pitch tracking ({y.size} < {config.n_fft} samples)")
     magnitude, base = spectral_frames(y, sample_rate, config=config)
     frames = np.empty((base.shape[0], base.shape[1] + len(EXTRA_COLUMNS)), dtype=np.float32)
     frames[:, : base.shape[1]] = base
@@ -99,8 +101,6 @@ def rich_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tu
                               bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
     frames[:, base.shape[1] :] = extras
 
-    if y.size < config.n_fft:
-        raise FeatureError(f"signal too short for pitch tracking ({y.size} < {config.n_fft} samples)")
     f0 = librosa.yin(y, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate, frame_length=config.n_fft,
                      hop_length=config.hop_length)
     return frames, f0[: len(frames)].astype(np.float32)

@@ -215,3 +215,14 @@ def test_too_long_file_becomes_an_error_row(ray_session: None, tmp_path: Path) -
                         for c in (schema.PATH, schema.ERROR)]))
     assert errors["short.wav"] is None
     assert "file is 3 s long, over audio.max_file_s = 2 s" in errors["long.wav"]
+
+
+def test_impossible_feature_settings_fail_once_before_the_job(clean_corpus: Path, tmp_path: Path) -> None:
+    # 250 Hz STFT bins cannot resolve a 25-50 Hz contrast band: no file could succeed.
+    result = CliRunner().invoke(main, ["extract", str(clean_corpus), "--out", str(tmp_path / "o"),
+                                       "--set", "features.n_fft=64", "--set", "features.hop_length=16",
+                                       "--set", "features.n_mels=16", "--set", "features.n_mfcc=13",
+                                       "--set", "features.contrast_fmin=25.0"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: these feature settings cannot work on any file")
+    assert not (tmp_path / "o").exists()
