@@ -23,10 +23,9 @@ Two recipes give the same 193 quantities (with the default config):
     :func:`frame_features` returns a ``(frames, 193)`` matrix so that later jobs
     can pool any window of it (:func:`pool_mean`) without recomputing anything.
 
-Both recipes work at low sample rates: librosa's default spectral-contrast bands
-(200 Hz * 2**6 = 12.8 kHz) exceed Nyquist below 25.6 kHz... in fact the *lower edge*
-of the top band must stay under Nyquist, which fails below 12.8 kHz, e.g. for 8 kHz
-telephony. :func:`contrast_fmin` then lowers the first band edge by whole octaves
+Both recipes work at low sample rates: librosa requires the lower edge of every
+spectral-contrast band (200 Hz * 2**k, up to 6.4 kHz by default) to stay under Nyquist,
+which fails below a 12.8 kHz sample rate, e.g. for 8 kHz telephony. :func:`contrast_fmin` then lowers the first band edge by whole octaves
 until it fits (100 Hz at 8 kHz), keeping seven octave bands. The classic recipe's
 constant-Q chroma likewise drops top octaves that would pass Nyquist.
 """
@@ -35,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
+
 import numpy as np
 
 from ser_batch.config import FeatureConfig
@@ -204,7 +204,7 @@ def _frames(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     return np.ndarray((n_frames, n_fft), dtype=np.float32, buffer=padded, strides=(hop_length * step, step))
 
 
-def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:  # noqa: D401
+def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     """Magnitude STFT, centred with zero padding like ``librosa.stft``.
 
     Parameters
@@ -326,7 +326,7 @@ def estimate_tuning(magnitude: np.ndarray, *, sample_rate: int, n_fft: int, n_ch
     return _tuning_from_peaks(pitch, mag, n_chroma=n_chroma)
 
 
-def _power_to_db(power: np.ndarray) -> np.ndarray:
+def power_to_db(power: np.ndarray) -> np.ndarray:
     """``librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)`` without its checks."""
     db = np.maximum(power, 1e-10)
     np.log10(db, out=db)
@@ -399,7 +399,7 @@ def _contrast(
     extremes = work.T[picks].reshape(keep.shape[0], 2 * n_bands, magnitude.shape[0])
     extremes *= keep
     means = (np.add.reduce(extremes, axis=0) / counts).astype(np.float64)  # librosa keeps float64
-    return (_power_to_db(means[n_bands:]) - _power_to_db(means[:n_bands])).T
+    return (power_to_db(means[n_bands:]) - power_to_db(means[:n_bands])).T
 
 
 @lru_cache(maxsize=4)
@@ -487,7 +487,7 @@ def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
     out[:, m0:k0] = mel
     # librosa's mfcc is the orthonormal DCT-II of the float32 dB mel; as a float64 product
     # it is exact to float32 rounding (within ~1e-4 of scipy's float32 DCT) and cheaper.
-    out[:, :c0] = _power_to_db(mel).astype(np.float64) @ _dct_t(n_mels, n_mfcc)
+    out[:, :c0] = power_to_db(mel).astype(np.float64) @ _dct_t(n_mels, n_mfcc)
 
     tuning = 0.0
     if config.estimate_tuning:

@@ -51,11 +51,6 @@ def rich_names(base_names: list[str]) -> list[str]:
     return [f"{c}__{s}" for s in POOLED_STATS for c in columns] + list(PITCH_STATS)
 
 
-def _db(power: np.ndarray) -> np.ndarray:
-    db = 10.0 * np.log10(np.maximum(power, 1e-10))
-    return np.maximum(db, db.max() - 80.0)
-
-
 def rich_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Frame-level matrix and f0 track of the ``rich`` recipe.
 
@@ -70,7 +65,7 @@ def rich_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tu
     """
     import librosa
 
-    from ser_batch.features import mel_columns, spectral_frames
+    from ser_batch.features import mel_columns, power_to_db, spectral_frames
 
     if y.size < config.n_fft:
         raise FeatureError(f"signal too short for pitch tracking ({y.size} < {config.n_fft} samples)")
@@ -78,7 +73,7 @@ def rich_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tu
     frames = np.empty((base.shape[0], base.shape[1] + len(EXTRA_COLUMNS)), dtype=np.float32)
     frames[:, : base.shape[1]] = base
     mel = mel_columns(config)
-    frames[:, mel] = _db(base[:, mel])
+    frames[:, mel] = power_to_db(base[:, mel])
 
     power = magnitude.astype(np.float64) ** 2
     freqs = np.fft.rfftfreq(config.n_fft, 1.0 / sample_rate)

@@ -38,6 +38,9 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     for name in names:
         bundle.model(name)  # fail early (missing model) before any audio is decoded
     config = bundle.config
+    if bundle.aggregation != "segments":
+        # A whole-clip model never looks at windows: do not pool them for every file.
+        config = config.replace(features={"window_s": 0.0})
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "predictions": {}, "error": None}
