@@ -139,7 +139,8 @@ def load_audio(
 
 
 def iter_audio_blocks(
-    path: Path, *, sample_rate: int, block_s: float, overlap_s: float = 0.0
+    path: Path, *, sample_rate: int, block_s: float, overlap_s: float = 0.0, start_sample: int = 0,
+    channel: int | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream a file as overlapping mono blocks without loading it whole.
 
@@ -160,6 +161,12 @@ def iter_audio_blocks(
         Block length, in seconds (> 0).
     overlap_s : float, default 0.0
         Overlap between consecutive blocks, in seconds (``0 <= overlap_s < block_s``).
+    start_sample : int, default 0
+        Start at this sample of the resampled signal (block times stay relative to the
+        file). Decoding seeks to ``PREROLL_S`` before it, so that the resampler has settled
+        and the samples equal those of a read from the start to float32 rounding.
+    channel : int, optional
+        Read only this channel (0-based) instead of the average of all channels.
 
     Yields
     ------
@@ -176,6 +183,8 @@ def iter_audio_blocks(
         Damage found mid-file is raised when reached, after the blocks before it.
     """
     _check_rate(sample_rate)
+    if start_sample < 0:
+        raise AudioError(f"invalid start_sample {start_sample!r} (must be >= 0)")
     block_len = round(block_s * sample_rate)
     hop = block_len - round(overlap_s * sample_rate)
     if block_len <= 0 or overlap_s < 0 or hop <= 0:
@@ -189,21 +198,27 @@ def iter_audio_blocks(
             info = _info_of(sound)
             if info.frames <= 0:
                 raise AudioError("no audio samples")
+            if channel is not None and not 0 <= channel < info.channels:
+                raise AudioError(f"no channel {channel} (the file has {info.channels})")
             resampler = None
             if info.sample_rate != sample_rate:
                 resampler = soxr.ResampleStream(
                     info.sample_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
                 )
+            seek = _seek_frame(start_sample, native_rate=info.sample_rate, sample_rate=sample_rate)
+            if seek:
+                sound.seek(seek)
+            frames_read = seek
+            # Output sample of the first decoded frame (exact: ``seek`` is on the rates' common grid).
+            pending_start = seek * sample_rate // info.sample_rate
             pending = np.zeros(0, dtype=np.float32)  # output samples not yet fully consumed
-            pending_start = 0  # absolute sample index of pending[0]
-            next_start = 0  # absolute sample index where the next block starts
-            emitted_end = 0  # absolute sample index just past the last yielded block
-            frames_read = 0
+            next_start = start_sample  # absolute sample index where the next block starts
+            emitted_end = start_sample  # absolute sample index just past the last yielded block
             while True:
                 native = sound.read(_STREAM_READ_FRAMES, dtype="float32", always_2d=True)
                 frames_read += native.shape[0]
                 last = native.shape[0] < _STREAM_READ_FRAMES
-                mono = _downmix(native)
+                mono = _downmix(native) if channel is None else _one_channel(native, channel)
                 if resampler is not None:
                     mono = _resample(resampler.resample_chunk, mono, last=last)
                 pending = np.concatenate([pending, mono])
@@ -223,6 +238,28 @@ def iter_audio_blocks(
                 yield next_start / sample_rate, pending[next_start - pending_start :].copy()
     except sf.SoundFileError as exc:
         raise _audio_error_from(exc) from exc
+
+
+#: Seconds decoded before ``start_sample`` so that the resampler's start-up has passed.
+PREROLL_S = 0.1
+
+
+def _seek_frame(start_sample: int, *, native_rate: int, sample_rate: int) -> int:
+    """Native frame to start decoding at for output sample ``start_sample``: ``PREROLL_S``
+    earlier, on the grid where native frames and output samples coincide."""
+    if start_sample <= 0:
+        return 0
+    from math import gcd
+
+    step = native_rate // gcd(native_rate, sample_rate)  # native frames per grid point
+    wanted = (start_sample - PREROLL_S * sample_rate) * native_rate / sample_rate
+    return max(0, int(wanted // step) * step)
+
+
+def _one_channel(native: np.ndarray, channel: int) -> np.ndarray:
+    if not np.isfinite(native[:, channel]).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    return np.ascontiguousarray(native[:, channel])
 
 
 def _resample(function: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> np.ndarray:

@@ -54,6 +54,10 @@ class FeatureConfig:
     #: ``rich`` only: sliding windows pooled besides the whole clip, seconds; 0 = clip only.
     window_s: float = 1.5
     window_hop_s: float = 0.5
+    #: ``rich`` only: fixed floor of the dB scales (mel, MFCC, contrast), dB re full scale power.
+    #: A fixed reference keeps every window's features local (librosa's default floor is 80 dB
+    #: below the loudest moment of the whole signal).
+    db_floor: float = -80.0
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,16 @@ _TUNING_EDGES32[_TUNING_EDGES32 < _TUNING_EDGES] = np.nextafter(
 )
 
 
-def _frames(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
-    """Centred, zero-padded frames as librosa.stft makes them: a view ``(frames, n_fft)``."""
+def _frames(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool = True) -> np.ndarray:
+    """Centred, zero-padded frames as librosa.stft makes them: a view ``(frames, n_fft)``.
+
+    With ``center=False`` the frames start at sample 0 with no padding (``y`` is then a
+    stretch of an already padded signal, as :mod:`ser_batch.windows` streams it)."""
+    if not center:
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        n_frames = 1 + (y.shape[0] - n_fft) // hop_length
+        step = y.itemsize
+        return np.ndarray((n_frames, n_fft), dtype=np.float32, buffer=y, strides=(hop_length * step, step))
     pad = n_fft // 2
     # np.pad is ~8x slower than this for a 1-D signal.
     padded = np.empty(y.shape[0] + 2 * pad, dtype=np.float32)
@@ -204,7 +212,7 @@ def _frames(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     return np.ndarray((n_frames, n_fft), dtype=np.float32, buffer=padded, strides=(hop_length * step, step))
 
 
-def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
+def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool = True) -> np.ndarray:
     """Magnitude STFT, centred with zero padding like ``librosa.stft``.
 
     Parameters
@@ -212,15 +220,17 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
     y : np.ndarray [shape=(n,)], float32
     n_fft, hop_length : int
         Window and hop in samples.
+    center : bool
+        Centre frames with zero padding (librosa's default); ``False``: frames from sample 0.
 
     Returns
     -------
     np.ndarray [shape=(1 + n // hop_length, 1 + n_fft // 2)], float32
-        Time-major: one row per frame.
+        Time-major: one row per frame (``1 + (n - n_fft) // hop_length`` rows without centring).
     """
     import scipy.fft
 
-    frames = _frames(y, n_fft=n_fft, hop_length=hop_length)
+    frames = _frames(y, n_fft=n_fft, hop_length=hop_length, center=center)
     n_frames = frames.shape[0]
     window = _window(n_fft)
     magnitude = np.empty((n_frames, n_fft // 2 + 1), dtype=np.float32)
@@ -326,12 +336,16 @@ def estimate_tuning(magnitude: np.ndarray, *, sample_rate: int, n_fft: int, n_ch
     return _tuning_from_peaks(pitch, mag, n_chroma=n_chroma)
 
 
-def power_to_db(power: np.ndarray) -> np.ndarray:
-    """``librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)`` without its checks."""
+def power_to_db(power: np.ndarray, *, floor_db: float | None = None) -> np.ndarray:
+    """``librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)`` without its checks.
+
+    With ``floor_db`` the floor is that fixed level instead of 80 dB below the loudest value
+    of ``power``: every value then depends on itself alone (local features)."""
     db = np.maximum(power, 1e-10)
     np.log10(db, out=db)
     db *= 10.0
-    return np.maximum(db, np.maximum.reduce(db, axis=None) - 80.0, out=db)
+    floor = np.maximum.reduce(db, axis=None) - 80.0 if floor_db is None else floor_db
+    return np.maximum(db, floor, out=db)
 
 
 @lru_cache(maxsize=16)
@@ -373,7 +387,8 @@ def _contrast_layout(
 
 
 def _contrast(
-    magnitude: np.ndarray, bands: tuple[tuple[int, int, int], ...], *, overwrite: bool = False
+    magnitude: np.ndarray, bands: tuple[tuple[int, int, int], ...], *, overwrite: bool = False,
+    floor_db: float | None = None,
 ) -> np.ndarray:
     """librosa's ``spectral_contrast`` (dB) of ``magnitude`` ``(frames, bins)``: ``(frames, bands)``.
 
@@ -399,7 +414,7 @@ def _contrast(
     extremes = work.T[picks].reshape(keep.shape[0], 2 * n_bands, magnitude.shape[0])
     extremes *= keep
     means = (np.add.reduce(extremes, axis=0) / counts).astype(np.float64)  # librosa keeps float64
-    return (power_to_db(means[n_bands:]) - power_to_db(means[:n_bands])).T
+    return (power_to_db(means[n_bands:], floor_db=floor_db) - power_to_db(means[:n_bands], floor_db=floor_db)).T
 
 
 @lru_cache(maxsize=4)
@@ -445,15 +460,20 @@ def frame_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) ->
     return _fast_frames(y, sample_rate, config=config, keep_magnitude=False)[1]
 
 
-def spectral_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def spectral_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
+                    local: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frame_features` and the magnitude STFT they came from, for recipes that add to them.
+
+    With ``local``, every frame depends only on its own samples: ``y`` is framed from its
+    first sample without centring, the dB scales (MFCC, contrast) have the fixed floor
+    ``features.db_floor`` and chroma is not retuned (tuning 0).
 
     Returns
     -------
     magnitude : np.ndarray [shape=(frames, 1 + n_fft/2)], float32
     frames : np.ndarray [shape=(frames, n_features)], float32
     """
-    magnitude, frames = _fast_frames(y, sample_rate, config=config, keep_magnitude=True)
+    magnitude, frames = _fast_frames(y, sample_rate, config=config, keep_magnitude=True, local=local)
     assert magnitude is not None
     return magnitude, frames
 
@@ -464,13 +484,14 @@ def mel_columns(config: FeatureConfig) -> slice:
 
 
 def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
-                 keep_magnitude: bool) -> tuple[np.ndarray | None, np.ndarray]:
+                 keep_magnitude: bool, local: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
     if y.ndim != 1 or y.size == 0:
         raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
     n_fft, n_mfcc, n_chroma, n_mels = config.n_fft, config.n_mfcc, config.n_chroma, config.n_mels
     fmin = contrast_fmin(sample_rate, fmin=config.contrast_fmin, n_bands=config.contrast_bands)
     bands = _contrast_bands(sample_rate, n_fft, config.contrast_bands, fmin)
-    magnitude = stft_magnitude(y, n_fft=n_fft, hop_length=config.hop_length)
+    magnitude = stft_magnitude(y, n_fft=n_fft, hop_length=config.hop_length, center=not local)
+    floor_db = config.db_floor if local else None
     n_frames = magnitude.shape[0]
     # One output matrix filled in place, in schema order: mfcc, chroma, mel, contrast, tonnetz.
     c0 = n_mfcc
@@ -487,10 +508,10 @@ def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
     out[:, m0:k0] = mel
     # librosa's mfcc is the orthonormal DCT-II of the float32 dB mel; as a float64 product
     # it is exact to float32 rounding (within ~1e-4 of scipy's float32 DCT) and cheaper.
-    out[:, :c0] = power_to_db(mel).astype(np.float64) @ _dct_t(n_mels, n_mfcc)
+    out[:, :c0] = power_to_db(mel, floor_db=floor_db).astype(np.float64) @ _dct_t(n_mels, n_mfcc)
 
     tuning = 0.0
-    if config.estimate_tuning:
+    if config.estimate_tuning and not local:
         pitch, mag = _piptrack_peaks(magnitude, sample_rate=sample_rate, n_fft=n_fft)
         tuning = _tuning_from_peaks(pitch, mag, n_chroma=n_chroma)
     # Chroma runs bins x frames, so that its short per-frame reductions run along rows.
@@ -510,7 +531,7 @@ def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
     out[:, t0:] = (_tonnetz_basis_t(n_chroma).T @ chroma).T
 
     # Last, as it sorts the spectrum's bands in place (unless the caller keeps the spectrum).
-    out[:, k0:t0] = _contrast(magnitude, bands, overwrite=not keep_magnitude)
+    out[:, k0:t0] = _contrast(magnitude, bands, overwrite=not keep_magnitude, floor_db=floor_db)
     return (magnitude if keep_magnitude else None), out
 
 

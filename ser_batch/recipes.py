@@ -188,3 +188,72 @@ def file_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> 
     segments = np.stack([pool_rich(frames, f0, hop_s=hop_s, start=a, stop=b) for a, b in bounds])
     starts = np.array([a * hop_s for a, _ in bounds], dtype=np.float32)
     return FileFeatures(vector, segments, starts)
+
+
+# ------------------------------------------------------------ local frames (streamed)
+
+
+def level_column(config: FeatureConfig) -> int:
+    """Column of :func:`rich_segment_frames` holding the frame level (``rms_db``)."""
+    from ser_batch.schema import frame_column_names
+
+    return len(frame_column_names(config))
+
+
+def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, *,
+                        config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``rich`` frames of a stretch of padded signal: frame ``t`` is
+    ``segment[t * hop : t * hop + n_fft]``, with no centring and no reference outside it.
+
+    Parameters
+    ----------
+    segment : np.ndarray [shape=((t - 1) * hop_length + n_fft,)], float32, at ``sample_rate``
+    low : np.ndarray, the same stretch at :data:`ser_batch.windows.PITCH_RATE` Hz (for pitch)
+
+    Returns
+    -------
+    frames : np.ndarray [shape=(t, 199)], float32, columns :func:`rich_frame_names` (mel in dB
+        with the fixed floor ``features.db_floor``)
+    f0 : np.ndarray [shape=(t,)], float32, Hz (yin on the low-rate copy)
+    """
+    import librosa
+
+    from ser_batch.features import mel_columns, power_to_db, spectral_frames
+    from ser_batch.windows import PITCH_RATE
+
+    n_fft, hop = config.n_fft, config.hop_length
+    magnitude, base = spectral_frames(segment, sample_rate, config=config, local=True)
+    n = base.shape[0]
+    width = base.shape[1]
+    frames = np.empty((n, width + len(EXTRA_COLUMNS)), dtype=np.float32)
+    frames[:, :width] = base
+    mel = mel_columns(config)
+    frames[:, mel] = power_to_db(base[:, mel], floor_db=config.db_floor)
+
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)
+    power = magnitude * magnitude
+    # RMS as librosa.feature.rms(S=...): one-sided spectrum, DC and Nyquist counted once.
+    rms_power = (2.0 * power.sum(axis=1, dtype=np.float64) - power[:, 0] - power[:, -1]) / n_fft**2
+    total = np.maximum(magnitude.sum(axis=1, dtype=np.float64), 1e-12)
+    centroid = (magnitude @ freqs) / total
+    spread = (magnitude @ (freqs * freqs)) / total - centroid * centroid
+    bandwidth = np.sqrt(np.maximum(spread, 0.0))
+    cumulative = np.cumsum(magnitude, axis=1)
+    rolloff = freqs[np.minimum((cumulative < 0.85 * cumulative[:, -1:]).sum(axis=1), len(freqs) - 1)]
+    # Flatness of the power spectrum floored at 1e-10 (magnitude at 1e-5), in log10.
+    log_mag = np.log(np.maximum(magnitude, np.float32(1e-5)))
+    clipped_mean = np.maximum(power, np.float32(1e-10)).mean(axis=1, dtype=np.float64)
+    flatness = np.exp(2.0 * log_mag.mean(axis=1, dtype=np.float64)) / clipped_mean
+    # Zero crossings inside each frame, from one pass over the samples.
+    signs = np.signbit(segment)
+    crossings = np.concatenate([[0], np.cumsum(signs[1:] != signs[:-1])])
+    starts = np.arange(n) * hop
+    zcr = (crossings[starts + n_fft - 1] - crossings[starts]) / (n_fft - 1)
+    frames[:, width:] = np.column_stack([10.0 * np.log10(np.maximum(rms_power, 1e-20)), zcr, centroid,
+                                         bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
+    if not np.all(np.isfinite(frames)):
+        raise FeatureError("features are not finite")
+    factor = sample_rate // PITCH_RATE
+    f0 = librosa.yin(low, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE, frame_length=n_fft // factor,
+                     hop_length=hop // factor, center=False)
+    return frames, np.asarray(f0[:n], dtype=np.float32)

@@ -12,8 +12,9 @@ import pyarrow as pa
 
 from ser_batch.config import FeatureConfig
 
-#: Bumped whenever a column is added, removed or changes meaning.
-SCHEMA_VERSION = 1
+#: Bumped whenever a column is added, removed or changes meaning. Version 2: window
+#: features are local (fixed dB floor, no tuning estimate, global window grid).
+SCHEMA_VERSION = 2
 
 # Columns of the features table.
 PATH = "path"
@@ -142,3 +143,86 @@ def matrices_array(matrices: list[Any], width: int) -> pa.ListArray:
     inner = vectors_array(list(np.concatenate(rows)) if rows else [], width)
     mask = pa.array([m is None for m in matrices], pa.bool_())
     return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=mask)
+
+
+# ----------------------------------------------------------------- score job tables
+
+# Columns of the segments table (one row per window of each stream).
+CHANNEL = "channel"
+START_S = "start_s"
+END_S = "end_s"
+SPEECH_RATIO = "speech_ratio"
+LABEL = "label"
+CONFIDENCE = "confidence"
+# Columns of the files table (one row per file, or per channel with --channels split).
+SIZE_BYTES = "size_bytes"
+MTIME = "mtime"
+N_SEGMENTS = "n_segments"
+SPEECH_S = "speech_s"
+BUNDLE_ID = "bundle_id"
+
+META_BUNDLE_ID = b"ser_batch.bundle_id"
+META_CLASSES = b"ser_batch.classes"
+
+
+def proba_column(name: str) -> str:
+    """Column of the probability of class ``name``: ``p_<name>``."""
+    return f"p_{name}"
+
+
+def _score_metadata(table: str, *, classes: list[str], bundle_id: str, config: Mapping[str, Any]) -> dict:
+    return {
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_TABLE: table.encode(),
+        META_BUNDLE_ID: bundle_id.encode(),
+        META_CLASSES: json.dumps(list(classes)).encode(),
+        META_CONFIG: json.dumps(config, sort_keys=True).encode(),
+    }
+
+
+def segments_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any]) -> pa.Schema:
+    """Schema of ``score``'s ``segments/``: one row per window of each scored stream.
+
+    ``channel`` is null when the channels were mixed down (``--channels mix``) and the
+    channel number (0-based) with ``--channels split``; ``start_s``/``end_s`` are seconds from
+    the start of the file; ``label`` is null for a window with too little speech
+    (``speech_ratio < score.min_speech_ratio``), whose probabilities are still given.
+    """
+    fields = [
+        pa.field(PATH, pa.string(), nullable=False),
+        pa.field(CHANNEL, pa.int16()),
+        pa.field(START_S, pa.float64(), nullable=False),
+        pa.field(END_S, pa.float64(), nullable=False),
+        pa.field(SPEECH_RATIO, pa.float32(), nullable=False),
+        pa.field(LABEL, pa.string()),
+        pa.field(CONFIDENCE, pa.float32(), nullable=False),
+        *[pa.field(proba_column(c), pa.float32(), nullable=False) for c in classes],
+    ]
+    return pa.schema(fields, metadata=_score_metadata("segments", classes=classes, bundle_id=bundle_id,
+                                                      config=config))
+
+
+def files_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any]) -> pa.Schema:
+    """Schema of ``score``'s ``files/``: one row per file (per channel with ``--channels split``).
+
+    ``label``/``confidence``/``p_<class>`` summarise the windows with speech (mean
+    probabilities; null when no window has speech or the file failed); ``error`` is null when
+    the file was scored; ``size_bytes`` and ``mtime`` identify the version of the file scored.
+    """
+    fields = [
+        pa.field(PATH, pa.string(), nullable=False),
+        pa.field(CHANNEL, pa.int16()),
+        pa.field(SIZE_BYTES, pa.int64()),
+        pa.field(MTIME, pa.float64()),
+        pa.field(DURATION_S, pa.float64()),
+        pa.field(SAMPLE_RATE_IN, pa.int32()),
+        pa.field(CHANNELS_IN, pa.int16()),
+        pa.field(N_SEGMENTS, pa.int32()),
+        pa.field(SPEECH_S, pa.float64()),
+        pa.field(LABEL, pa.string()),
+        pa.field(CONFIDENCE, pa.float32()),
+        *[pa.field(proba_column(c), pa.float32()) for c in classes],
+        pa.field(ERROR, pa.string()),
+        pa.field(BUNDLE_ID, pa.string(), nullable=False),
+    ]
+    return pa.schema(fields, metadata=_score_metadata("files", classes=classes, bundle_id=bundle_id, config=config))
