@@ -255,5 +255,78 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
         sys.exit(1)
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (segments/, files/, _run.json)  [default: score.out of the config, output/scores]")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
+@click.option("--framework", type=click.Choice(["keras", "sklearn", "both"]), default=None,
+              help="Which model scores: keras, sklearn or both (their averaged probabilities)  "
+                   "[default: score.framework, both]")
+@click.option("--channels", type=click.Choice(["mix", "split"]), default=None,
+              help="mix: average the channels into one stream (channel is null); split: score each "
+                   "channel as its own stream, e.g. agent and customer  [default: score.channels, mix]")
+@click.option("--rescore", is_flag=True,
+              help="Score everything again, replacing earlier results in --out (also needed to reuse an "
+                   "--out made with another bundle or other settings).")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs of the embedded local Ray  [default: all]")
+@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster to run on instead of an embedded local Ray.")
+@click.option("--fail-on-error", is_flag=True,
+              help=f"Exit with code {EXIT_FILE_ERRORS} if any file could not be scored.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_config_options
+@_handle_errors
+def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
+          rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool, no_progress: bool,
+          config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Score every recording of INPUT: an emotion per window and per file, as Parquet.
+
+    INPUT is a folder (searched recursively, symlinked folders followed) or a text file
+    listing audio paths, one per line. Long files are streamed in blocks and cut into
+    ranges scored in parallel; each 1.5 s window gets class probabilities and a speech
+    ratio (windows without speech get no label), each file the mean over its speech
+    windows. Runs are incremental: files already scored (same path, size and mtime) are
+    skipped, so the same command every night scores only what is new. A file that cannot
+    be read becomes a row with its `error`; the job goes on.
+
+    Example: ser-batch score /archive/calls --out output/scores --channels split
+    """
+    from ser_batch.score import run_score
+
+    config = _load_config(config_path, overrides, score={"framework": framework, "channels": channels},
+                          ray={"num_cpus": num_cpus})
+    summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
+                        rescore=rescore, address=address or config.ray.address or None, progress=not no_progress)
+    for path, error in summary.errors[:5]:
+        click.echo(f"failed: {path}: {error}", err=True)
+    if len(summary.errors) > 5:
+        click.echo(f"... and {len(summary.errors) - 5} more: see the error column of {summary.out / 'files'}",
+                   err=True)
+    click.echo(summary.line())
+    if fail_on_error and summary.errors:
+        click.echo(f"error: {len(summary.errors)} file(s) could not be scored", err=True)
+        sys.exit(EXIT_FILE_ERRORS)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--file", "file_path", default=None, metavar="PATH",
+              help="File whose windows the timeline shows (its path as in the files table)  [default: the longest]")
+@_handle_errors
+def report(out: Path, file_path: str | None) -> None:
+    """Write OUT/report.html for the results of `score` in OUT.
+
+    A self-contained page: the emotion distribution over files and over hours of speech,
+    a timeline of one file's windows with their probabilities, and the table of errors.
+    """
+    from ser_batch.score_report import write_score_report
+
+    path = write_score_report(out, file_path=file_path)
+    click.echo(f"report written to {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -58,6 +58,9 @@ class FeatureConfig:
     #: A fixed reference keeps every window's features local (librosa's default floor is 80 dB
     #: below the loudest moment of the whole signal).
     db_floor: float = -80.0
+    #: ``rich`` only: a frame is speech when its level is this many dB above the local noise
+    #: floor (see ``ser_batch.windows``); windows store the fraction of such frames.
+    speech_margin_db: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,28 @@ class SklearnConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """The batch scoring job (``ser-batch score``)."""
+
+    #: Default output folder of ``score``.
+    out: str = "output/scores"
+    #: "keras", "sklearn" or "both" (the average of the two models' probabilities).
+    framework: str = "both"
+    #: "mix": channels averaged into one stream; "split": each channel scored as its own stream.
+    channels: str = "mix"
+    #: Files longer than this (seconds) are cut into ranges that separate tasks score.
+    chunk_s: float = 600.0
+    #: Audio per task (seconds): shards are balanced by duration, not by file count.
+    shard_s: float = 300.0
+    #: Most files per task (bounds the per-task bookkeeping for archives of tiny files).
+    shard_files: int = 256
+    #: Seconds decoded per block inside a task (bounds a worker's memory, whatever the file length).
+    block_s: float = 60.0
+    #: Windows with a smaller fraction of speech frames get no label and stay out of summaries.
+    min_speech_ratio: float = 0.3
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """Where jobs run."""
 
@@ -156,6 +181,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     keras: KerasConfig = field(default_factory=KerasConfig)
     sklearn: SklearnConfig = field(default_factory=SklearnConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Config":
@@ -256,6 +282,15 @@ def validate(config: Config) -> None:
         raise ConfigError("learning rates must be > 0, alpha and l2 >= 0")
     if not all(0 <= d < 1 for d in (keras.input_dropout, *keras.dropout)) or not 0 <= keras.label_smoothing < 1:
         raise ConfigError("keras dropout rates and label_smoothing must be in [0, 1)")
+    score = config.score
+    if score.framework not in ("keras", "sklearn", "both"):
+        raise ConfigError(f"score.framework must be keras, sklearn or both, got {score.framework!r}")
+    if score.channels not in ("mix", "split"):
+        raise ConfigError(f"score.channels must be mix or split, got {score.channels!r}")
+    if min(score.chunk_s, score.shard_s, score.block_s) <= 0 or score.shard_files < 1:
+        raise ConfigError("score.chunk_s, score.shard_s and score.block_s must be > 0 s, score.shard_files >= 1")
+    if not 0 <= score.min_speech_ratio <= 1:
+        raise ConfigError("score.min_speech_ratio must be in [0, 1]")
     if ray.num_cpus < 0 or ray.max_retries < 0:
         raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
 

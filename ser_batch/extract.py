@@ -150,6 +150,7 @@ def extract_shard(
         rows[schema.FEATURES].append(feats.vector if feats else None)
         rows[schema.SEGMENTS].append(feats.segments if feats else None)
         rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
+        rows[schema.SEGMENT_SPEECH_RATIO].append(feats.segment_speech_ratio if feats else None)
         rows[schema.ERROR].append(error)
     table_schema = schema.features_schema(features=cfg.features, config=config)
     arrays = []

@@ -77,7 +77,8 @@ def map_tasks(
     num_cpus: float = 1,
     max_in_flight: int | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+    on_failure: Callable[[int, Any, BaseException], None] | None = None,
+) -> list[dict[str, Any] | None]:
     """Run ``function(item, **kwargs)`` for every item as a Ray task; results in item order.
 
     Parameters
@@ -89,11 +90,14 @@ def map_tasks(
     num_cpus : CPUs reserved per task (Ray limits the task's OpenMP threads to it)
     max_in_flight : tasks submitted at once (default: 2 per cluster CPU), bounding memory
     on_result : called on the driver as each task finishes, e.g. to move a progress bar
+    on_failure : called as ``on_failure(index, item, error)`` for a task that failed for good
+        (its worker died on every try); its result is then ``None`` and the others go on.
+        Without it, such a failure cancels the rest.
 
     Raises
     ------
     ClusterError
-        If a task fails for good (its error is included).
+        If a task fails for good and there is no ``on_failure`` (its error is included).
     """
     import ray
 
@@ -116,7 +120,10 @@ def map_tasks(
                 try:
                     results[index] = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    raise ClusterError(f"task {index} failed: {_short(exc)}") from exc
+                    if on_failure is None:
+                        raise ClusterError(f"task {index} failed: {_short(exc)}") from exc
+                    on_failure(index, items[index], exc)
+                    continue
                 if on_result is not None:
                     on_result(results[index])  # type: ignore[arg-type]
     finally:

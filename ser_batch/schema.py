@@ -30,6 +30,7 @@ CHANNELS_IN = "channels_in"
 FEATURES = "features"
 SEGMENTS = "segments"
 SEGMENT_STARTS_S = "segment_starts_s"
+SEGMENT_SPEECH_RATIO = "segment_speech_ratio"
 ERROR = "error"
 
 #: Label columns, in table order; all nullable (a non-RAVDESS file has none).
@@ -77,7 +78,8 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
     ``features`` is a fixed-size list of float32 (193 with the default config);
     it is null, and ``error`` holds the reason, when the file could not be read.
     ``segments`` holds one such vector per sliding window (``rich`` recipe) and
-    ``segment_starts_s`` their start times in seconds; both are null for other recipes.
+    ``segment_starts_s`` their start times in seconds and ``segment_speech_ratio`` the fraction
+    of each window's frames judged speech; all three are null for other recipes.
     """
     names = feature_names(features)
     fields = [
@@ -94,6 +96,7 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
         pa.field(FEATURES, pa.list_(pa.float32(), len(names))),
         pa.field(SEGMENTS, pa.list_(pa.list_(pa.float32(), len(names)))),
         pa.field(SEGMENT_STARTS_S, pa.list_(pa.float32())),
+        pa.field(SEGMENT_SPEECH_RATIO, pa.list_(pa.float32())),
         pa.field(ERROR, pa.string()),
     ]
     metadata = {

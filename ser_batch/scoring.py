@@ -1,61 +1,233 @@
-"""Scoring audio with a model bundle: single files now, whole archives next.
+"""Scoring audio with a model bundle: the one code path of ``predict``, ``evaluate`` and ``score``.
 
-Features are computed by the same function as the extraction job
-(:func:`ser_batch.extract.file_features`), with the bundle's own audio and feature
-settings, so a file scores exactly as its extracted row would.
+A stream (a file, or one channel of it) is decoded in blocks, cut into the bundle's sliding
+windows (:mod:`ser_batch.windows`), and every window is scored by the bundle's models in one
+batched call per block. A stream's summary is the mean of the probabilities of its windows
+with speech (``speech_ratio >= score.min_speech_ratio``). ``predict`` prints that summary
+for single files, ``score`` writes the windows and summaries of whole archives, and
+``evaluate`` applies the same rule to the windows stored by ``extract``.
+
+Models are loaded once per process (:func:`cached_bundle`): a Ray worker keeps them across
+the shards it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ser_batch.bundle import Bundle, FRAMEWORKS
-from ser_batch.errors import BundleError, SerBatchError
-from ser_batch.extract import file_features
+from ser_batch.audio import AudioInfo, iter_audio_blocks, probe_audio
+from ser_batch.bundle import FRAMEWORKS, MANIFEST, Bundle, load_bundle
+from ser_batch.config import Config
+from ser_batch.errors import BundleError, FeatureError, SerBatchError
+from ser_batch.windows import WindowBatch, first_sample_needed, stream_windows
+
+#: Bundles loaded in this process, by (path, id).
+_BUNDLES: dict[tuple[str, str], Bundle] = {}
 
 
-def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "both") -> list[dict[str, Any]]:
-    """Emotion label and class probabilities for each file.
+def bundle_id(bundle: Bundle) -> str:
+    """A short id of a bundle: the sha256 of its manifest (which holds every file's sha256)."""
+    return hashlib.sha256((Path(bundle.path) / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+def cached_bundle(path: str | Path, expected_id: str | None = None) -> Bundle:
+    """The bundle at ``path`` with its models loaded, once per process.
+
+    Raises
+    ------
+    BundleError
+        If the bundle changed since the run checked it (``expected_id``).
+    """
+    key = (str(path), expected_id or "")
+    if key not in _BUNDLES:
+        bundle = load_bundle(Path(path))
+        if expected_id is not None and bundle_id(bundle) != expected_id:
+            raise BundleError(f"bundle {path} changed while the run was using it")
+        for name in bundle.frameworks:
+            bundle.model(name)
+        _BUNDLES[key] = bundle
+    return _BUNDLES[key]
+
+
+def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
+    """Refuse bundles that cannot score windows of audio, with a message that says why."""
+    from ser_batch import schema
+
+    if framework not in (*FRAMEWORKS, "both"):
+        raise BundleError(f"unknown framework {framework!r}; use keras, sklearn or both")
+    if framework != "both" and framework not in bundle.frameworks:
+        raise BundleError(f"bundle {bundle.path} has no {framework} model (it has: {', '.join(bundle.frameworks)})")
+    features = bundle.manifest["features"]
+    if features.get("schema_version") != schema.SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {bundle.path} was trained on feature schema {features.get('schema_version')}; this ser-batch "
+            f"computes schema {schema.SCHEMA_VERSION} (local window features): re-extract and retrain it")
+    if features.get("recipe") != "rich" or bundle.aggregation != "segments":
+        raise BundleError(f"bundle {bundle.path} scores whole clips ({features.get('recipe')} recipe); scoring "
+                          "audio needs a bundle trained on the rich recipe's windows")
+
+
+def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str) -> np.ndarray:
+    """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
+    in ``bundle.classes`` order; ``both`` averages the models (soft voting)."""
+    if len(vectors) == 0:
+        return np.zeros((0, len(bundle.classes)))
+    return bundle.predict_proba(vectors, framework=framework)
+
+
+@dataclass
+class StreamSummary:
+    """Running totals of one stream (or of the part of it one task scored)."""
+
+    n_windows: int = 0
+    n_speech: int = 0
+    speech_frames: int = 0
+    proba_sum: np.ndarray | None = None
+
+    def add(self, batch: WindowBatch, proba: np.ndarray, *, min_speech_ratio: float) -> np.ndarray:
+        """Count a batch in; returns its windows' speech mask."""
+        speech = batch.speech_ratio >= min_speech_ratio
+        self.n_windows += len(batch.index)
+        self.n_speech += int(speech.sum())
+        self.speech_frames += batch.speech_frames
+        total = proba[speech].sum(axis=0)
+        self.proba_sum = total if self.proba_sum is None else self.proba_sum + total
+        return speech
+
+    def merge(self, other: "StreamSummary") -> "StreamSummary":
+        both = [s for s in (self.proba_sum, other.proba_sum) if s is not None]
+        return StreamSummary(self.n_windows + other.n_windows, self.n_speech + other.n_speech,
+                             self.speech_frames + other.speech_frames, sum(both) if both else None)
+
+    def mean_proba(self) -> np.ndarray | None:
+        """Mean probabilities over the windows with speech; ``None`` without any."""
+        if not self.n_speech or self.proba_sum is None:
+            return None
+        return self.proba_sum / self.n_speech
+
+
+@dataclass
+class ScoredBatch:
+    """A batch of windows with their probabilities and speech mask."""
+
+    windows: WindowBatch
+    proba: np.ndarray
+    speech: np.ndarray
+
+
+@dataclass
+class StreamResult:
+    """Everything scoring one stream produced (windows kept only when asked for)."""
+
+    info: AudioInfo
+    channel: int | None
+    summary: StreamSummary
+    batches: list[ScoredBatch] = field(default_factory=list)
+
+
+def score_stream(path: Path, *, bundle: Bundle, config: Config, framework: str, channel: int | None = None,
+                 windows: tuple[int, int | None] = (0, None), info: AudioInfo | None = None,
+                 ) -> Iterator[ScoredBatch]:
+    """Score the windows ``windows`` of one stream of ``path`` (a channel, or all mixed down).
+
+    Uses the bundle's audio and feature settings and ``config.score`` for the speech rules.
+
+    Raises
+    ------
+    AudioError, FeatureError
+        If the file cannot be decoded or gives non-finite features.
+    """
+    settings = bundle.config
+    rate = settings.audio.sample_rate
+    first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate)
+    blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
+                                                      start_sample=first, channel=channel))
+    min_ratio = config.score.min_speech_ratio
+    for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
+                                windows=windows):
+        if not np.all(np.isfinite(batch.vectors)):
+            raise FeatureError("features are not finite")
+        proba = window_proba(bundle, batch.vectors, framework=framework)
+        yield ScoredBatch(batch, proba, batch.speech_ratio >= min_ratio)
+
+
+def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
+               windows: tuple[int, int | None] = (0, None), keep_windows: bool = True) -> list[StreamResult]:
+    """Score every stream of one file: one (``channels="mix"``) or one per channel (``split``).
+
+    Returns
+    -------
+    list of StreamResult, one per stream, with the scored windows when ``keep_windows``
+    """
+    info = probe_audio(Path(path))
+    if info.frames <= 0:
+        raise FeatureError("no audio samples")
+    settings = bundle.config
+    shortest = settings.features.n_fft / settings.audio.sample_rate
+    if info.duration_s < shortest:
+        raise FeatureError(f"too short: {info.duration_s * 1000:.0f} ms; at least {shortest * 1000:.0f} ms needed")
+    streams = [None] if channels == "mix" or info.channels == 1 else list(range(info.channels))
+    if channels == "split" and info.channels == 1:
+        streams = [0]
+    results = []
+    for channel in streams:
+        result = StreamResult(info=info, channel=channel, summary=StreamSummary())
+        for scored in score_stream(Path(path), bundle=bundle, config=config, framework=framework,
+                                   channel=channel, windows=windows, info=info):
+            result.summary.add(scored.windows, scored.proba, min_speech_ratio=config.score.min_speech_ratio)
+            if keep_windows:
+                result.batches.append(scored)
+        results.append(result)
+    return results
+
+
+def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "both",
+                  config: Config | None = None) -> list[dict[str, Any]]:
+    """Emotion label and class probabilities for each file, exactly as ``score`` summarises it.
 
     Parameters
     ----------
     paths : audio files
-    bundle : a loaded model bundle
+    bundle : a loaded model bundle (trained on the rich recipe's windows)
     framework : "keras", "sklearn" or "both" (each model, plus their averaged ensemble)
+    config : scoring settings (``score`` section); default: built-in defaults
 
     Returns
     -------
     list of dict
-        One per file: ``{"path", "duration_s", "predictions": {name: {"label", "probabilities"}},
-        "error"}``; a file that cannot be read has ``error`` set and no predictions.
+        One per file: ``{"path", "duration_s", "windows", "speech_windows", "predictions":
+        {name: {"label", "probabilities"}}, "error"}``; a file that cannot be read has ``error``
+        set and no predictions; a file without speech has no predictions either.
     """
-    if framework not in (*FRAMEWORKS, "both"):
-        raise BundleError(f"unknown framework {framework!r}; use keras, sklearn or both")
+    from ser_batch.config import Config as _Config
+
+    config = config or _Config()
+    check_scoring_bundle(bundle, framework)
     names = bundle.frameworks if framework == "both" else [framework]
-    for name in names:
-        bundle.model(name)  # fail early (missing model) before any audio is decoded
-    config = bundle.config
-    if bundle.aggregation != "segments":
-        # A whole-clip model never looks at windows: do not pool them for every file.
-        config = config.replace(features={"window_s": 0.0})
     results = []
     for path in paths:
-        entry: dict[str, Any] = {"path": str(path), "duration_s": None, "predictions": {}, "error": None}
+        entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
+                                 "predictions": {}, "error": None}
         try:
-            features, info = file_features(Path(path), config=config)
+            streams = score_file(Path(path), bundle=bundle, config=config, framework=names[0], keep_windows=True)
         except SerBatchError as exc:
             entry["error"] = str(exc)
             results.append(entry)
             continue
-        entry["duration_s"] = round(info.duration_s, 3)
-        probas = {}
-        segments = None if features.segments is None else [features.segments]
-        for name in names:
-            probas[name] = bundle.predict_rows(features.vector[None, :], segments, framework=name)[0]
-        if len(names) > 1:
+        stream = streams[0]
+        entry["duration_s"] = round(stream.info.duration_s, 3)
+        entry["windows"] = stream.summary.n_windows
+        entry["speech_windows"] = stream.summary.n_speech
+        vectors = np.concatenate([b.windows.vectors for b in stream.batches])
+        speech = np.concatenate([b.speech for b in stream.batches])
+        probas = {name: window_proba(bundle, vectors[speech], framework=name).mean(axis=0)
+                  for name in names} if speech.any() else {}
+        if len(probas) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)
         for name, proba in probas.items():
             entry["predictions"][name] = {
@@ -64,3 +236,10 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
             }
         results.append(entry)
     return results
+
+
+def summarise_rows(proba: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
+    """Mean probabilities of a clip's windows with speech (all of them when none has speech)."""
+    if speech is None or not speech.any():
+        return proba.mean(axis=0)
+    return proba[speech].mean(axis=0)

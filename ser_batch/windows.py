@@ -12,9 +12,9 @@ short window.
 
 Frames are computed block by block (:class:`WindowStream`), pooled by cumulative sums
 (one pass over the frames, whatever the number of windows), and each window also gets a
-``speech_ratio``: the fraction of its frames whose level is ``score.speech_margin_db`` above a
+``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
 noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
-frame's window hop, and above an absolute gate. That floor needs only frames near the
+frame's window hop (digital silence left out), and above an absolute gate. That floor needs only frames near the
 window, so it is also the same in any block size.
 """
 
@@ -32,8 +32,10 @@ from ser_batch.errors import FeatureError
 NOISE_CONTEXT_S = 2.5
 #: Percentile of frame levels taken as the noise floor.
 NOISE_PERCENTILE = 10.0
-#: Frames whose level (dB re full scale) is below this are never speech.
-SPEECH_GATE_DB = -55.0
+#: Frames whose level (dB re full scale) is below this are never speech, and frames below
+#: ``SILENCE_DB`` (digital silence) do not count towards the noise floor.
+SPEECH_GATE_DB = -80.0
+SILENCE_DB = -100.0
 #: Sample rate of the pitch track (yin needs only the band below ~1 kHz).
 PITCH_RATE = 4000
 #: Frames computed per block: bounds memory (~4 MB of spectrum per 1024 frames).
@@ -227,11 +229,12 @@ def speech_frames(level_db: np.ndarray, first: int, *, grid: WindowGrid, margin_
         raise FeatureError("frame levels do not cover the noise context")
     width = int((g_hi - g_lo).max())
     index = (g_lo - first)[:, None] + np.arange(width)[None, :]
-    valid = index < (g_hi - first)[:, None]
-    values = np.where(valid, level_db[np.minimum(index, len(level_db) - 1)], np.inf)
+    values = level_db[np.minimum(index, len(level_db) - 1)]
+    valid = (index < (g_hi - first)[:, None]) & (values > SILENCE_DB)
+    values = np.where(valid, values, np.inf)
     count = valid.sum(axis=1)
     ordered = np.sort(values, axis=1)
-    floor = _sorted_percentile(ordered, count, NOISE_PERCENTILE / 100.0)
+    floor = np.where(count > 0, _sorted_percentile(ordered, count, NOISE_PERCENTILE / 100.0), SILENCE_DB)
     frame_floor = np.repeat(floor, hop)[(lo - groups[0] * hop):(lo - groups[0] * hop) + (hi - lo)]
     level = level_db[lo - first : hi - first]
     return (level > frame_floor + margin_db) & (level > SPEECH_GATE_DB)
@@ -264,8 +267,7 @@ class WindowBatch:
 
 
 def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: FeatureConfig,
-                   margin_db: float = 12.0, first_sample: int = 0, windows: tuple[int, int | None] = (0, None),
-                   ) -> Iterator[WindowBatch]:
+                   first_sample: int = 0, windows: tuple[int, int | None] = (0, None)) -> Iterator[WindowBatch]:
     """Window features of a stream of consecutive mono blocks, in window order.
 
     Parameters
@@ -274,7 +276,6 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
         starting at sample ``first_sample`` of the signal, which must be
         :func:`first_sample_needed` of the first window (or earlier: the excess is skipped)
     windows : ``(first, stop)`` window numbers to produce (``stop=None``: to the end)
-    margin_db : how far above the local noise floor a speech frame's level is
 
     Yields
     ------
@@ -336,7 +337,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             at_end = n_frames is not None and stop == grid.n_windows(n_frames)
             own_hi = n_frames if at_end else stop * grid.hop  # frames [starts[0], own_hi) are this batch's
             lo, hi = int(starts[0]), int(max(ends.max(), own_hi))
-            flags = speech_frames(kept[:, level], kept_first, grid=grid, margin_db=margin_db,
+            flags = speech_frames(kept[:, level], kept_first, grid=grid, margin_db=config.speech_margin_db,
                                   n_frames=n_frames, lo=lo, hi=hi)
             csum = np.concatenate([[0], np.cumsum(flags)])
             yield WindowBatch(
@@ -353,6 +354,43 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
                 kept, kept_f0, kept_first = kept[cut:], kept_f0[cut:], kept_first + cut
         if block is None or (last is not None and next_window >= last):
             return
+
+
+def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
+                   ) -> tuple[np.ndarray, WindowBatch]:
+    """Features of a whole signal in memory: its clip vector (pooled over every frame) and its
+    windows, equal to :func:`stream_windows` over it in any blocks.
+
+    Returns
+    -------
+    clip : np.ndarray [shape=(n_features,)], float32
+    windows : WindowBatch of every window
+    """
+    from ser_batch.recipes import level_column, rich_segment_frames
+
+    n_fft, hop_length = config.n_fft, config.hop_length
+    if y.ndim != 1 or y.size < n_fft:
+        raise FeatureError(f"too short: {1000 * y.size / sample_rate:.0f} ms; at least "
+                           f"{1000 * n_fft / sample_rate:.0f} ms needed")
+    grid = WindowGrid.of(config, sample_rate)
+    signal = _Buffer(0, sample_rate)
+    half = n_fft // 2
+    signal.push(np.zeros(half, dtype=np.float32))
+    signal.push(np.asarray(y, dtype=np.float32))
+    signal.push(np.zeros(half + n_fft, dtype=np.float32), last=True)
+    n_frames = n_frames_of(y.size, hop_length)
+    frames, f0 = rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate,
+                                     config=config)
+    starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
+    flags = speech_frames(frames[:, level_column(config)], 0, grid=grid, margin_db=config.speech_margin_db,
+                          n_frames=n_frames, lo=0, hi=n_frames)
+    csum = np.concatenate([[0], np.cumsum(flags)])
+    windows = WindowBatch(index=np.arange(len(starts)), start_s=starts * grid.frame_s, end_s=ends * grid.frame_s,
+                          vectors=pool_windows(frames, f0, starts, ends, frame_s=grid.frame_s),
+                          speech_ratio=((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32),
+                          speech_frames=int(csum[-1]))
+    clip = pool_windows(frames, f0, np.array([0]), np.array([n_frames]), frame_s=grid.frame_s)[0]
+    return clip, windows
 
 
 def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:

@@ -1,0 +1,518 @@
+"""The batch scoring job: an audio archive in, windows and per-file emotions out, as Parquet.
+
+The driver lists the input, skips files already scored under the same bundle and settings,
+reads each remaining file's header, and cuts the work into shards of about
+``score.shard_s`` seconds of audio; a file longer than ``score.chunk_s`` is cut into window
+ranges that separate tasks score (windows aligned to the file's grid, so the result equals
+scoring it whole). Each Ray task streams its files block by block, scores all windows of a
+block in one batched call of each model (loaded once per worker), writes its ``segments``
+part and then its ``files`` part, and returns only counters. The driver writes the ``files``
+row of a cut file when all its ranges are done, and the run record at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from ser_batch import __version__, results, schema, storage
+from ser_batch.config import Config, config_from_dict, config_to_dict
+from ser_batch.errors import DatasetError, SerBatchError
+
+log = logging.getLogger(__name__)
+
+#: Environment variable for fault-injection tests: a worker that reaches a file whose path
+#: contains this text exits at once, as a crash in a native decoder would.
+FAULT_ENV = "SER_BATCH_TEST_CRASH_ON"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One file, or one range of windows of a long file, to score."""
+
+    path: str  # as reported in the tables
+    source: str  # absolute path to read
+    size: int | None
+    mtime: float | None
+    duration_s: float
+    windows: tuple[int, int | None] = (0, None)
+    chunk: int = -1  # -1: the whole file
+
+    def key(self, settings_key: str) -> str:
+        return storage.content_key(self.path, self.size, self.mtime, self.windows, settings_key)
+
+
+@dataclass(frozen=True)
+class Shard:
+    units: tuple[Unit, ...]
+    key: str
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring run did (also written as ``_run.json``)."""
+
+    out: Path
+    files_total: int = 0
+    files_scored: int = 0
+    files_skipped: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    task_cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        hours = self.audio_s / 3600
+        return (f"{self.files_scored} file{'s' * (self.files_scored != 1)} scored "
+                f"({self.files_skipped} already done), {len(self.errors)} error{'s' * (len(self.errors) != 1)}, "
+                f"{hours:.2f} h of audio in {self.wall_s:.1f} s ({self.realtime_factor:.0f}x realtime) -> {self.out}")
+
+
+# ------------------------------------------------------------------------ the task
+
+
+def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, config: dict[str, Any],
+                settings_key: str) -> dict[str, Any]:
+    """Score one shard and commit its parts; runs in a Ray task (no Ray in here).
+
+    A file that fails becomes a ``files`` row with its ``error``; an unexpected exception on
+    one file is logged and reported as ``internal error: ...`` so that it cannot sink the job.
+    A range of a long file writes its own ``segments`` part (named by the file and range, so a
+    later run overwrites it) and returns its partial summary: that file's row is the driver's.
+
+    Returns
+    -------
+    dict
+        Counters (files, audio seconds, CPU seconds, peak memory), the failed files, and the
+        partial summaries of long-file ranges.
+    """
+    import resource
+
+    from ser_batch.scoring import cached_bundle
+
+    cpu0 = time.process_time()
+    cfg = config_from_dict(config)
+    bundle = cached_bundle(bundle_path, bundle_id)
+    frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
+    tables = _Tables(bundle=bundle, bundle_id=bundle_id, config=config)
+    segments: list[pa.Table] = []
+    file_rows: list[dict[str, Any]] = []
+    chunks: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    audio_s = 0.0
+    for unit in shard.units:
+        crash_on = os.environ.get(FAULT_ENV)
+        if crash_on and crash_on in unit.path:
+            os._exit(70)  # fault injection: a crash no Python handler sees
+        streams, error = _score_unit(unit, bundle=bundle, config=cfg)
+        if unit.chunk >= 0:
+            part = None
+            if error is None:
+                part = results.write_part(tables.segments(unit.path, streams), Path(out), results.SEGMENTS_DIR,
+                                          unit.key(settings_key))
+                audio_s += _range_s(unit, streams, hop=bundle_hop(bundle), frame_s=frame_s)
+            chunks.append({"path": unit.path, "chunk": unit.chunk, "error": error, "part": part,
+                           "streams": [_partial(s) for s in streams]})
+            continue
+        if error is None:
+            segments.append(tables.segments(unit.path, streams))
+            audio_s += streams[0].info.duration_s
+        else:
+            errors.append((unit.path, error))
+        file_rows.extend(file_rows_of(unit, [(s.channel, s.info, s.summary) for s in streams], error,
+                                      classes=bundle.classes, bundle_id=bundle_id, frame_s=frame_s))
+    owned = []
+    if segments:
+        owned.append(results.write_part(pa.concat_tables(segments), Path(out), results.SEGMENTS_DIR, shard.key))
+    if file_rows:
+        results.write_part(tables.files(file_rows), Path(out), results.FILES_DIR, shard.key, segment_parts=owned)
+    return {
+        "files": len({r[schema.PATH] for r in file_rows}),
+        "errors": errors,
+        "chunks": chunks,
+        "audio_s": audio_s,
+        "cpu_s": time.process_time() - cpu0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def bundle_hop(bundle: Any) -> int:
+    """Frames between window starts of a bundle's windows."""
+    from ser_batch.windows import WindowGrid
+
+    return WindowGrid.of(bundle.config.features, bundle.config.audio.sample_rate).hop
+
+
+def _range_s(unit: Unit, streams: list[Any], *, hop: int, frame_s: float) -> float:
+    """Seconds of audio a range of windows owns (its windows' hops; the rest at the end)."""
+    start = unit.windows[0] * hop * frame_s
+    duration = streams[0].info.duration_s if streams else 0.0
+    stop = duration if unit.windows[1] is None else min(duration, unit.windows[1] * hop * frame_s)
+    return max(0.0, stop - start)
+
+
+def _score_unit(unit: Unit, *, bundle: Any, config: Config) -> tuple[list[Any], str | None]:
+    from ser_batch.scoring import score_file
+
+    try:
+        return score_file(Path(unit.source), bundle=bundle, config=config, framework=config.score.framework,
+                          channels=config.score.channels, windows=unit.windows), None
+    except SerBatchError as exc:
+        return [], str(exc) or type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
+        log.exception("unexpected error on %s", unit.path)
+        return [], f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _partial(stream: Any) -> dict[str, Any]:
+    s = stream.summary
+    return {"channel": stream.channel, "n_windows": s.n_windows, "n_speech": s.n_speech,
+            "speech_frames": s.speech_frames, "proba_sum": None if s.proba_sum is None else s.proba_sum.tolist(),
+            "info": stream.info}
+
+
+def file_rows_of(unit: Unit, streams: list[tuple[int | None, Any, Any]], error: str | None, *,
+                 classes: list[str], bundle_id: str, frame_s: float) -> list[dict[str, Any]]:
+    """``files`` rows of one file: one per stream ``(channel, AudioInfo, StreamSummary)``, or one
+    error row."""
+    base = {schema.PATH: unit.path, schema.SIZE_BYTES: unit.size, schema.MTIME: unit.mtime,
+            schema.BUNDLE_ID: bundle_id, schema.ERROR: error}
+    if error is not None or not streams:
+        return [dict(base, **{schema.CHANNEL: None})]
+    rows = []
+    for channel, info, summary in streams:
+        row = dict(base, **{schema.CHANNEL: channel, schema.DURATION_S: info.duration_s,
+                            schema.SAMPLE_RATE_IN: info.sample_rate, schema.CHANNELS_IN: info.channels,
+                            schema.N_SEGMENTS: summary.n_windows,
+                            schema.SPEECH_S: round(summary.speech_frames * frame_s, 3)})
+        mean = summary.mean_proba()
+        if mean is not None:
+            best = int(np.argmax(mean))
+            row.update({schema.LABEL: classes[best], schema.CONFIDENCE: float(mean[best]),
+                        **{schema.proba_column(c): float(p) for c, p in zip(classes, mean)}})
+        rows.append(row)
+    return rows
+
+
+class _Tables:
+    """Arrow tables of the score job, with the schemas of :mod:`ser_batch.schema`."""
+
+    def __init__(self, *, bundle: Any, bundle_id: str, config: dict[str, Any]) -> None:
+        self.classes = bundle.classes
+        self.segments_schema = schema.segments_schema(classes=self.classes, bundle_id=bundle_id, config=config)
+        self.files_schema = schema.files_schema(classes=self.classes, bundle_id=bundle_id, config=config)
+
+    def segments(self, path: str, streams: list[Any]) -> pa.Table:
+        """The windows of ``streams`` of one file, column by column."""
+        parts = [(s.channel, b) for s in streams for b in s.batches]
+        proba = np.concatenate([b.proba for _, b in parts]) if parts else np.zeros((0, len(self.classes)))
+        speech = np.concatenate([b.speech for _, b in parts]) if parts else np.zeros(0, dtype=bool)
+        best = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
+        channel = [c for c, b in parts for _ in range(len(b.windows.index))]
+        labels = np.asarray(self.classes, dtype=object)[best] if len(best) else np.zeros(0, dtype=object)
+        columns = {
+            schema.PATH: pa.array([path] * len(proba), pa.string()),
+            schema.CHANNEL: pa.array(channel, pa.int16()),
+            schema.START_S: np.concatenate([b.windows.start_s for _, b in parts]) if parts else np.zeros(0),
+            schema.END_S: np.concatenate([b.windows.end_s for _, b in parts]) if parts else np.zeros(0),
+            schema.SPEECH_RATIO: np.concatenate([b.windows.speech_ratio for _, b in parts]) if parts
+            else np.zeros(0, dtype=np.float32),
+            schema.LABEL: pa.array(list(labels), pa.string(), mask=~speech),
+            schema.CONFIDENCE: proba[np.arange(len(best)), best].astype(np.float32),
+        }
+        for i, c in enumerate(self.classes):
+            columns[schema.proba_column(c)] = proba[:, i].astype(np.float32)
+        arrays = [pa.array(columns[f.name], f.type) if not isinstance(columns[f.name], pa.Array)
+                  else columns[f.name] for f in self.segments_schema]
+        return pa.Table.from_arrays(arrays, schema=self.segments_schema)
+
+    def files(self, rows: list[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist(rows, schema=self.files_schema)
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+def list_input(input_path: Path, *, extensions: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """``(reported path, absolute path)`` of every file to score.
+
+    INPUT is a folder (searched recursively, as ``extract`` does) or a text file listing one
+    path per line (blank lines and ``#`` comments skipped; relative paths are relative to the
+    list's folder), as archives are often selected by a query.
+    """
+    from ser_batch.dataset import discover_audio
+
+    input_path = Path(input_path)
+    if input_path.is_dir():
+        root = input_path.resolve()
+        return [(rel, root / rel) for rel in discover_audio(input_path, extensions=extensions)]
+    if not input_path.is_file():
+        raise DatasetError(f"input not found: {input_path}")
+    try:
+        lines = input_path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read the list of files {input_path}: {exc}") from None
+    base = input_path.resolve().parent
+    entries, seen = [], set()
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith("#") or text in seen:
+            continue
+        seen.add(text)
+        entries.append((text, Path(os.path.abspath(base / text))))
+    return entries
+
+
+def _identity(path: Path) -> tuple[int | None, float | None]:
+    """(size, mtime) of a file, of the link itself when it dangles; ``(None, None)`` if gone."""
+    for stat in (os.stat, os.lstat):
+        try:
+            st = stat(path)
+            return int(st.st_size), round(st.st_mtime, 6)
+        except OSError:
+            continue
+    return None, None
+
+
+def plan_shards(units: list[Unit], *, config: Config, settings_key: str) -> list[Shard]:
+    """Pack units into shards of about ``score.shard_s`` seconds (at most ``shard_files`` files),
+    longest first so that the last tasks to start are short ones."""
+    shards, current, seconds = [], [], 0.0
+    for unit in units:
+        current.append(unit)
+        seconds += max(unit.duration_s, 1.0)
+        if seconds >= config.score.shard_s or len(current) >= config.score.shard_files or unit.chunk >= 0:
+            shards.append(current)
+            current, seconds = [], 0.0
+    if current:
+        shards.append(current)
+    planned = [Shard(tuple(s), storage.content_key([u.key(settings_key) for u in s])) for s in shards]
+    return sorted(planned, key=lambda s: -sum(u.duration_s for u in s.units))
+
+
+def cut_units(path: str, source: Path, size: int | None, mtime: float | None, duration_s: float, *,
+              config: Config, bundle_config: Config) -> list[Unit]:
+    """One unit for a file, or window ranges of about ``score.chunk_s`` for a longer one."""
+    hop_s = bundle_config.features.window_hop_s
+    if duration_s <= config.score.chunk_s:
+        return [Unit(path, str(source), size, mtime, duration_s)]
+    per_chunk = max(1, int(round(config.score.chunk_s / hop_s)))
+    n_chunks = max(1, int(round(duration_s / hop_s / per_chunk)))
+    units = []
+    for j in range(n_chunks):
+        stop = None if j == n_chunks - 1 else (j + 1) * per_chunk
+        length = (duration_s - j * per_chunk * hop_s) if stop is None else per_chunk * hop_s
+        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j))
+    return units
+
+
+def settings_of(bundle: Any, bundle_id: str, config: Config) -> dict[str, Any]:
+    """What every row of an output folder depends on, and its key."""
+    score = config_to_dict(config)["score"]
+    numbers = {k: score[k] for k in ("framework", "channels", "min_speech_ratio")}
+    key = storage.content_key(bundle_id, numbers, schema.SCHEMA_VERSION)
+    return {"key": key, "bundle_id": bundle_id, "bundle_path": str(bundle.path), **numbers,
+            "classes": bundle.classes, "schema_version": schema.SCHEMA_VERSION}
+
+
+def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
+              address: str | None = None, progress: bool = True,
+              on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
+    """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
+
+    Files already scored under the same bundle and settings (same path, size and mtime) are
+    skipped; files changed since are scored again and their old rows replaced.
+
+    Raises
+    ------
+    DatasetError
+        On a missing input, no audio, or an output folder holding other results (without ``rescore``).
+    BundleError
+        If the bundle is unreadable or cannot score windows of audio.
+    """
+    from ser_batch.audio import probe_audio
+    from ser_batch.bundle import load_bundle
+    from ser_batch.errors import AudioError
+    from ser_batch.scoring import bundle_id as id_of, check_scoring_bundle
+
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = time.perf_counter()
+    out = Path(out)
+    bundle = load_bundle(model_dir)
+    check_scoring_bundle(bundle, config.score.framework)
+    bid = id_of(bundle)
+    entries = list_input(Path(input_path), extensions=config.audio.extensions)
+    if not entries:
+        raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
+    settings = settings_of(bundle, bid, config)
+    results.check_settings(out, settings, rescore=rescore)
+    committed = results.read_committed(out)
+    results.remove_leftovers(out, committed)
+    summary = ScoreSummary(out=out, files_total=len(entries))
+    todo, changed = [], set()
+    for rel, source in entries:
+        size, mtime = _identity(source)
+        if committed.is_done(rel, size, mtime):
+            summary.files_skipped += 1
+            continue
+        if rel in committed.identities:
+            changed.add(rel)
+        try:
+            duration = probe_audio(source).duration_s
+        except (AudioError, OSError):
+            duration = 0.0  # the task makes its error row
+        todo.append(cut_units(rel, source, size, mtime, duration, config=config, bundle_config=bundle.config))
+    if changed:
+        results.drop_paths(out, committed, changed)
+    units = [u for file_units in todo for u in file_units]
+    shards = plan_shards(units, config=config, settings_key=settings["key"])
+    if shards:
+        _run_shards(shards, out=out, bundle=bundle, bundle_id=bid, config=config, settings_key=settings["key"],
+                    address=address, summary=summary, progress=progress, on_progress=on_progress)
+    summary.wall_s = time.perf_counter() - started
+    _write_run_record(out, summary, config=config, bundle=bundle, bundle_id=bid, started=started_at)
+    return summary
+
+
+def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, config: Config, settings_key: str,
+                address: str | None, summary: ScoreSummary, progress: bool,
+                on_progress: Callable[[dict[str, Any]], None] | None) -> None:
+    from ser_batch import runtime
+
+    frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
+    n_files = len({u.path for s in shards for u in s.units})
+    chunk_counts: dict[str, int] = {}
+    for shard in shards:
+        for unit in shard.units:
+            if unit.chunk >= 0:
+                chunk_counts[unit.path] = chunk_counts.get(unit.path, 0) + 1
+    chunk_results: dict[str, list[dict[str, Any]]] = {}
+    units_by_path = {u.path: u for s in shards for u in s.units}
+    bar = _progress_bar(total=n_files, enabled=progress)
+    classes = bundle.classes
+    config_dict = config_to_dict(config)
+    kwargs = {"out": str(out.resolve()), "bundle_path": str(Path(bundle.path).resolve()), "bundle_id": bundle_id,
+              "config": config_dict, "settings_key": settings_key}
+
+    def collect(result: dict[str, Any]) -> None:
+        done = result["files"]
+        summary.audio_s += result["audio_s"]
+        summary.task_cpu_s += result["cpu_s"]
+        summary.peak_rss_mb = max(summary.peak_rss_mb, result["peak_rss_mb"])
+        summary.errors.extend(result["errors"])
+        for chunk in result["chunks"]:
+            parts = chunk_results.setdefault(chunk["path"], [])
+            parts.append(chunk)
+            if len(parts) == chunk_counts[chunk["path"]]:
+                _commit_long_file(units_by_path[chunk["path"]], parts, out=out, classes=classes, bundle_id=bundle_id,
+                                  config=config_dict, frame_s=frame_s, summary=summary)
+                done += 1
+        summary.files_scored += done
+        bar.update(done)
+        bar.set_postfix_str(f"{summary.audio_s / 3600:.2f} h audio", refresh=False)
+        if on_progress:
+            on_progress(result)
+
+    failed: list[Shard] = []
+
+    def lost(index: int, shard: Shard, exc: BaseException) -> None:  # noqa: ARG001
+        failed.append(shard)
+
+    with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None):
+        runtime.map_tasks(score_shard, shards, kwargs=kwargs, max_retries=config.ray.max_retries,
+                          on_result=collect, on_failure=lost)
+        # A worker died on every try of these shards: score their files one by one, so that
+        # only the file that kills a worker is lost.
+        singles = [Shard((u,), storage.content_key(u.key(settings_key), "alone")) for s in failed for u in s.units]
+        failed.clear()
+        if singles:
+            runtime.map_tasks(score_shard, singles, kwargs=kwargs, max_retries=config.ray.max_retries,
+                              on_result=collect, on_failure=lost)
+    for shard in failed:
+        unit = shard.units[0]
+        error = f"the worker scoring this file died {config.ray.max_retries + 1} times (crash or out of memory)"
+        if unit.chunk >= 0:
+            collect({"files": 0, "errors": [], "audio_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0,
+                     "chunks": [{"path": unit.path, "chunk": unit.chunk, "error": error, "part": None, "streams": []}]})
+            continue
+        rows = file_rows_of(unit, [], error, classes=classes, bundle_id=bundle_id, frame_s=frame_s)
+        results.write_part(pa.Table.from_pylist(rows, schema=schema.files_schema(
+            classes=classes, bundle_id=bundle_id, config=config_dict)), out, results.FILES_DIR, shard.key,
+            segment_parts=[])
+        summary.errors.append((unit.path, error))
+        summary.files_scored += 1
+        bar.update(1)
+    bar.close()
+
+
+def _commit_long_file(unit: Unit, chunks: list[dict[str, Any]], *, out: Path, classes: list[str], bundle_id: str,
+                      config: dict[str, Any], frame_s: float, summary: ScoreSummary) -> None:
+    """Write the ``files`` row(s) of a file scored in ranges, from its ranges' partial sums."""
+    from ser_batch.scoring import StreamSummary
+
+    chunks = sorted(chunks, key=lambda c: c["chunk"])
+    error = next((c["error"] for c in chunks if c["error"]), None)
+    streams = []
+    if error is None:
+        by_channel: dict[Any, tuple[Any, StreamSummary]] = {}
+        for chunk in chunks:
+            for part in chunk["streams"]:
+                total = StreamSummary(part["n_windows"], part["n_speech"], part["speech_frames"],
+                                      None if part["proba_sum"] is None else np.asarray(part["proba_sum"]))
+                info, previous = by_channel.get(part["channel"], (part["info"], StreamSummary()))
+                by_channel[part["channel"]] = (info, previous.merge(total))
+        streams = [(channel, info, total) for channel, (info, total) in by_channel.items()]
+    else:
+        summary.errors.append((unit.path, error))
+        for chunk in chunks:  # the windows of a failed file are not kept
+            if chunk["part"]:
+                (Path(out) / results.SEGMENTS_DIR / chunk["part"]).unlink(missing_ok=True)
+    rows = file_rows_of(unit, streams, error, classes=classes, bundle_id=bundle_id, frame_s=frame_s)
+    table = pa.Table.from_pylist(rows, schema=schema.files_schema(classes=classes, bundle_id=bundle_id, config=config))
+    results.write_part(table, out, results.FILES_DIR, storage.content_key(unit.path, unit.size, unit.mtime, "file"),
+                       segment_parts=[c["part"] for c in chunks if c["part"]] if error is None else [])
+
+
+def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle: Any, bundle_id: str,
+                      started: str) -> None:
+    record = {
+        "job": "score",
+        "ser_batch_version": __version__,
+        "config": config_to_dict(config),
+        "bundle_id": bundle_id,
+        "bundle_path": str(Path(bundle.path).resolve()),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files_total": summary.files_total,
+        "files_scored": summary.files_scored,
+        "files_skipped": summary.files_skipped,
+        "errors": len(summary.errors),
+        "failed_files": [{"path": p, "error": e} for p, e in summary.errors[:100]],
+        "audio_s": round(summary.audio_s, 3),
+        "wall_s": round(summary.wall_s, 3),
+        "task_cpu_s": round(summary.task_cpu_s, 3),
+        "peak_rss_mb": round(summary.peak_rss_mb, 1),
+        "realtime_factor": round(summary.realtime_factor, 2),
+        "realtime_factor_per_core": round(summary.audio_s / summary.task_cpu_s, 2) if summary.task_cpu_s else 0.0,
+    }
+    storage.write_text_atomic(Path(out) / results.RUN_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def _progress_bar(*, total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="score", disable=not enabled or None, smoothing=0.1,
+                dynamic_ncols=True)
