@@ -116,7 +116,7 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     import librosa
 
     from ser_batch.features import mel_columns, power_to_db, spectral_frames
-    from ser_batch.windows import F0_MAX_HZ, F0_MIN_HZ, PITCH_RATE
+    from ser_batch.windows import F0_MAX_HZ, F0_MIN_HZ, PITCH_RATE, SPEECH_GATE_DB
 
     n_fft, hop = config.n_fft, config.hop_length
     magnitude, base = spectral_frames(segment, sample_rate, config=config, local=True)
@@ -151,6 +151,9 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     if not np.all(np.isfinite(frames)):
         raise FeatureError("features are not finite")
     factor = sample_rate // PITCH_RATE
-    f0 = librosa.yin(low, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE, frame_length=n_fft // factor,
-                     hop_length=hop // factor, center=False)
-    return frames, np.asarray(f0[:n], dtype=np.float32)
+    f0 = np.asarray(librosa.yin(low, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE, frame_length=n_fft // factor,
+                                hop_length=hop // factor, center=False)[:n], dtype=np.float32)
+    # Near-silent frames have no pitch: yin would read one into the resampler's rounding noise,
+    # whose level depends on the loudest audio near it (not local).
+    f0[frames[:, width] < SPEECH_GATE_DB] = 0.0
+    return frames, f0

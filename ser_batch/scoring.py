@@ -207,8 +207,10 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     from ser_batch.config import Config as _Config
 
     config = config or _Config()
-    check_scoring_bundle(bundle, framework)
     names = bundle.frameworks if framework == "both" else [framework]
+    if bundle.aggregation != "segments":
+        return [_predict_clip(Path(path), bundle=bundle, names=names) for path in paths]
+    check_scoring_bundle(bundle, framework)
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
@@ -229,13 +231,35 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
                   for name in names} if speech.any() else {}
         if len(probas) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)
-        for name, proba in probas.items():
-            entry["predictions"][name] = {
-                "label": bundle.classes[int(np.argmax(proba))],
-                "probabilities": {c: round(float(p), 4) for c, p in zip(bundle.classes, proba)},
-            }
+        entry["predictions"] = _predictions(bundle, probas)
         results.append(entry)
     return results
+
+
+def _predictions(bundle: Bundle, probas: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {name: {"label": bundle.classes[int(np.argmax(proba))],
+                   "probabilities": {c: round(float(p), 4) for c, p in zip(bundle.classes, proba)}}
+            for name, proba in probas.items()}
+
+
+def _predict_clip(path: Path, *, bundle: Bundle, names: list[str]) -> dict[str, Any]:
+    """A bundle of whole-clip vectors (fast, classic, or rich without windows): one vector per file."""
+    from ser_batch.recipes import file_features
+
+    entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
+                             "predictions": {}, "error": None}
+    config = bundle.config.replace(features={"window_s": 0.0})
+    try:
+        features, info = file_features(path, config=config)
+    except SerBatchError as exc:
+        entry["error"] = str(exc)
+        return entry
+    entry["duration_s"] = round(info.duration_s, 3)
+    probas = {name: bundle.predict_proba(features.vector[None, :], framework=name)[0] for name in names}
+    if len(probas) > 1:
+        probas["both"] = np.mean(list(probas.values()), axis=0)
+    entry["predictions"] = _predictions(bundle, probas)
+    return entry
 
 
 def summarise_rows(proba: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:

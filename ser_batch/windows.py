@@ -194,7 +194,8 @@ def _sorted_percentile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.n
     hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
     rows = np.arange(len(count))
     a, b = ordered[rows, lo], ordered[rows, hi]
-    value = a + (b - a) * (pos - lo)
+    with np.errstate(invalid="ignore"):  # rows without values hold inf or NaN; masked below
+        value = a + (b - a) * (pos - lo)
     return np.where(count > 0, value, 0.0)
 
 

@@ -1,0 +1,215 @@
+"""Local window features: grid arithmetic, O(frames) pooling, speech ratio, streaming = whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from ser_batch.config import FeatureConfig
+from ser_batch.errors import FeatureError
+from ser_batch.recipes import rich_names
+from ser_batch.schema import frame_column_names
+from ser_batch.windows import (
+    WindowGrid,
+    first_sample_needed,
+    n_frames_of,
+    pitch_stats,
+    pool_windows,
+    signal_windows,
+    speech_frames,
+    stream_windows,
+)
+
+RICH = FeatureConfig(recipe="rich")
+SR = 16_000
+GRID = WindowGrid.of(RICH, SR)
+#: Samples between window starts (16 frames of 512).
+WINDOW_HOP = GRID.hop * RICH.hop_length
+
+
+def _stream(y: np.ndarray, block: int, *, first_sample: int = 0, windows: tuple[int, int | None] = (0, None)):
+    blocks = [y[i : i + block] for i in range(first_sample, len(y), block)]
+    batches = list(stream_windows(blocks, sample_rate=SR, config=RICH, first_sample=first_sample, windows=windows))
+    cat = lambda name: np.concatenate([getattr(b, name) for b in batches])  # noqa: E731
+    return cat("index"), cat("vectors"), cat("speech_ratio"), cat("start_s"), cat("end_s"), \
+        sum(b.speech_frames for b in batches)
+
+
+# ------------------------------------------------------------------------ the grid
+
+
+def test_grid_of_the_default_config() -> None:
+    assert (GRID.window, GRID.hop) == (47, 16)
+    assert GRID.frame_s == pytest.approx(0.032)
+
+
+@pytest.mark.parametrize(("n_frames", "expected"), [(1, 1), (47, 1), (48, 2), (63, 2), (64, 3), (110, 5)])
+def test_windows_start_every_hop_until_one_reaches_the_end(n_frames: int, expected: int) -> None:
+    assert GRID.n_windows(n_frames) == expected
+    starts, ends = GRID.bounds(0, expected, n_frames)
+    assert ends[-1] == n_frames  # the last window reaches the last frame ...
+    assert (starts[:-1] + GRID.window < n_frames).all()  # ... and is the first to do so
+    assert (ends - starts <= GRID.window).all() and (ends > starts).all()
+    covered = np.zeros(n_frames, dtype=bool)
+    for a, b in zip(starts, ends):
+        covered[a:b] = True
+    assert covered.all()
+
+
+def test_last_partial_window_and_a_signal_shorter_than_a_window(make_signal: Callable[..., np.ndarray]) -> None:
+    y = make_signal("speech", duration_s=3.5)
+    _, windows = signal_windows(y, SR, config=RICH)
+    n = n_frames_of(y.size, RICH.hop_length)
+    assert windows.end_s[-1] == pytest.approx(n * GRID.frame_s)
+    lengths = np.round((windows.end_s - windows.start_s) / GRID.frame_s).astype(int)
+    assert (lengths[:-1] == GRID.window).all() and 0 < lengths[-1] <= GRID.window
+    short = make_signal("speech", duration_s=0.5)
+    clip, windows = signal_windows(short, SR, config=RICH)
+    assert len(windows.index) == 1 and windows.start_s[0] == 0.0
+    assert clip.shape == windows.vectors[0].shape == (len(rich_names(frame_column_names(RICH))),)
+    np.testing.assert_allclose(clip, windows.vectors[0], rtol=1e-6)
+
+
+def test_too_short_a_signal_is_a_clear_error() -> None:
+    with pytest.raises(FeatureError, match=r"too short: 1 ms; at least 128 ms needed"):
+        signal_windows(np.zeros(16, dtype=np.float32), SR, config=RICH)
+
+
+# ------------------------------------------------------------------------- pooling
+
+
+def _naive(frames: np.ndarray, a: int, b: int) -> np.ndarray:
+    window = frames[a:b].astype(np.float64)
+    delta = np.diff(window, axis=0) if b - a > 1 else np.zeros((1, window.shape[1]))
+    return np.concatenate([window.mean(0), window.std(0), np.abs(delta).mean(0), delta.std(0)])
+
+
+def test_cumulative_pooling_equals_per_window_statistics() -> None:
+    rng = np.random.default_rng(0)
+    frames = (rng.normal(size=(300, 7)) * [1, 10, 100, 1000, 0.01, 5, 2000] + [0, -40, 2000, 0, 1, 3, 8000])
+    frames = frames.astype(np.float32)
+    f0 = rng.uniform(50, 400, 300).astype(np.float32)
+    starts, ends = np.array([0, 16, 250, 299, 5]), np.array([47, 63, 300, 300, 6])
+    pooled = pool_windows(frames, f0, starts, ends, frame_s=0.032)
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        np.testing.assert_allclose(pooled[i, :28], _naive(frames, a, b), rtol=2e-5, atol=2e-4)
+        assert pooled[i, -1] == pytest.approx((b - a) * 0.032)
+    with pytest.raises(FeatureError):
+        pool_windows(frames, f0, np.array([3]), np.array([3]), frame_s=0.032)
+
+
+def test_pitch_statistics_of_voiced_frames() -> None:
+    f0 = np.array([100.0, 0.0, 200.0, 400.0, 700.0, 100.0], dtype=np.float32)  # 0 and 700 Hz: unvoiced
+    stats = pitch_stats(f0, np.array([0, 0]), np.array([6, 3]), frame_s=0.5)
+    voiced = np.log2([100.0, 200.0, 400.0, 100.0])
+    expected = [voiced.mean(), voiced.std(), *np.percentile(voiced, [10, 50, 90]),
+                np.percentile(voiced, 90) - np.percentile(voiced, 10), np.abs(np.diff(voiced)).mean(), 4 / 6, 3.0]
+    np.testing.assert_allclose(stats[0], expected, rtol=1e-9)
+    # Two voiced frames of three are too few for pitch statistics: zeros, but the fraction stays.
+    np.testing.assert_allclose(stats[1], [0, 0, 0, 0, 0, 0, 0, 2 / 3, 1.5])
+
+
+# -------------------------------------------------------------------- speech ratio
+
+
+def test_speech_frames_follow_a_local_noise_floor(make_signal: Callable[..., np.ndarray]) -> None:
+    rng = np.random.default_rng(1)
+    n = 400
+    level = rng.normal(-60.0, 0.5, n)  # line noise
+    level[100:150] = -40.0  # a loud stretch
+    level[300:320] = -200.0  # digital silence: neither speech nor part of the floor
+    flags = speech_frames(level, 0, grid=GRID, margin_db=6.0, n_frames=n, lo=0, hi=n)
+    assert flags[100:150].all()
+    assert not flags[:90].any() and not flags[160:300].any() and not flags[300:320].any()
+    # The same frames judged from a slice that holds their context: the same answer.
+    part = speech_frames(level[20:], 20, grid=GRID, margin_db=6.0, n_frames=n, lo=112, hi=200)
+    np.testing.assert_array_equal(part, flags[112:200])
+
+
+def test_quiet_windows_have_no_speech(make_signal: Callable[..., np.ndarray]) -> None:
+    y = np.concatenate([make_signal("noise", duration_s=3.0, seed=3) * 0.02,
+                        make_signal("speech", duration_s=3.0) * 2, make_signal("noise", duration_s=3.0, seed=4) * 0.02])
+    _, w = signal_windows(y.astype(np.float32), SR, config=RICH)
+    middle = (w.start_s + w.end_s) / 2
+    assert w.speech_ratio[(middle > 3.8) & (middle < 5.2)].min() > 0.5
+    assert w.speech_ratio[(middle < 2.0) | (middle > 7.0)].max() < 0.1
+
+
+# -------------------------------------------------------------- locality, streaming
+
+
+def _call(make_signal: Callable[..., np.ndarray], clip: np.ndarray, before: int, after: float) -> np.ndarray:
+    head = make_signal("noise", duration_s=before * WINDOW_HOP / SR, seed=5)
+    tail = make_signal("noise", duration_s=after, seed=6, sample_rate=SR) * 9.0
+    return np.concatenate([head, clip, tail]).astype(np.float32)
+
+
+@pytest.mark.parametrize("block_s", [0.37, 5.0, 60.0])
+def test_a_window_inside_a_long_file_equals_the_same_samples_alone(
+        make_signal: Callable[..., np.ndarray], block_s: float) -> None:
+    """With other audio before and after, in any block size, a window whose frames lie in the
+    clip has the clip's own vector (float32 tolerance); its speech ratio too, when its noise
+    context also lies in the clip."""
+    # A quiet clip with a pause of digital silence, then loud audio: any file-wide reference
+    # (a dB floor under the loudest moment, a tuning estimate) would move the clip's windows.
+    speech = make_signal("speech", duration_s=12.0, seed=2) * 0.05
+    speech[4 * SR : 6 * SR] = 0.0
+    clip = speech.astype(np.float32)
+    _, alone = signal_windows(clip, SR, config=RICH)
+    shift = 5  # the clip starts 5 window hops into the call, so the grids line up
+    call = _call(make_signal, clip, shift, 4.0)
+    index, vectors, ratio, *_ = _stream(call, int(block_s * SR))
+    n_clip_frames = n_frames_of(clip.size, RICH.hop_length)
+    compared = ratios = 0
+    for k in range(len(alone.index)):
+        first, last = k * GRID.hop, k * GRID.hop + GRID.window - 1
+        if first < 2 or last > n_clip_frames - 4:  # frames reaching past the clip's edges
+            continue
+        np.testing.assert_allclose(vectors[k + shift], alone.vectors[k], rtol=1e-4, atol=1e-3)
+        compared += 1
+        if first - GRID.context >= 2 and last + GRID.hop + GRID.context < n_clip_frames - 4:
+            assert ratio[k + shift] == alone.speech_ratio[k]
+            ratios += 1
+    assert compared >= 18 and ratios >= 8
+
+
+@pytest.mark.parametrize("block", [1000, 8192 * 3 + 5, 10**7])
+def test_streaming_in_blocks_equals_the_whole_signal(make_signal: Callable[..., np.ndarray], block: int) -> None:
+    y = np.concatenate([make_signal("speech", duration_s=7.3), make_signal("noise", duration_s=2.0) * 0.01])
+    clip, whole = signal_windows(y.astype(np.float32), SR, config=RICH)
+    index, vectors, ratio, start, end, speech = _stream(y.astype(np.float32), block)
+    np.testing.assert_array_equal(index, whole.index)
+    np.testing.assert_allclose(vectors, whole.vectors, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(ratio, whole.speech_ratio)
+    np.testing.assert_allclose(start, whole.start_s)
+    np.testing.assert_allclose(end, whole.end_s)
+    assert speech == whole.speech_frames
+
+
+def test_window_ranges_scored_apart_equal_the_whole(make_signal: Callable[..., np.ndarray]) -> None:
+    y = make_signal("speech", duration_s=11.0).astype(np.float32)
+    _, whole = signal_windows(y, SR, config=RICH)
+    parts = []
+    for first, stop in ((0, 6), (6, 13), (13, None)):
+        start = first_sample_needed(first, config=RICH, sample_rate=SR)
+        parts.append(_stream(y, 4096, first_sample=start, windows=(first, stop)))
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole.index)
+    np.testing.assert_allclose(np.concatenate([p[1] for p in parts]), whole.vectors, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), whole.speech_ratio)
+    assert sum(p[5] for p in parts) == whole.speech_frames  # each frame's speech counted once
+
+
+def test_a_stream_that_starts_too_late_is_refused(make_signal: Callable[..., np.ndarray]) -> None:
+    y = make_signal("speech", duration_s=3.0).astype(np.float32)
+    with pytest.raises(FeatureError, match="after sample"):
+        list(stream_windows([y[50_000:]], sample_rate=SR, config=RICH, first_sample=50_000, windows=(2, None)))
+
+
+def test_window_features_are_finite_on_silence_and_clipping() -> None:
+    silence = np.zeros(SR * 2, dtype=np.float32)
+    square = np.sign(np.sin(np.arange(SR * 2) * 0.05)).astype(np.float32)
+    for y in (silence, square):
+        clip, w = signal_windows(y, SR, config=RICH)
+        assert np.isfinite(clip).all() and np.isfinite(w.vectors).all()
