@@ -1,7 +1,7 @@
 """Scoring audio with a model bundle: single files now, whole archives next.
 
 Features are computed by the same function as the extraction job
-(:func:`ser_batch.extract.file_features`), with the bundle's own audio and feature
+(:func:`ser_batch.recipes.file_features`), with the bundle's own audio and feature
 settings, so a file scores exactly as its extracted row would.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from ser_batch.bundle import Bundle, FRAMEWORKS
 from ser_batch.errors import BundleError, SerBatchError
-from ser_batch.extract import file_features
+from ser_batch.recipes import file_features
 
 
 def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "both") -> list[dict[str, Any]]:
