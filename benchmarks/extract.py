@@ -147,7 +147,8 @@ def whole_job(data: Path, paths: list[str], *, serial_files: int | None) -> None
     from threadpoolctl import threadpool_limits
 
     from ser_batch.config import Config
-    from ser_batch.extract import file_features, run_extract
+    from ser_batch.extract import run_extract
+    from ser_batch.recipes import file_features
 
     total = len(paths)
     config = Config().replace(ray={"num_cpus": JOB_CPUS})

@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from ser_batch import __version__, schema, storage
-from ser_batch.audio import AudioInfo, load_audio, probe_audio
+from ser_batch.audio import AudioInfo
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
-from ser_batch.errors import AudioError, ConfigError, DatasetError, FeatureError, SerBatchError
-from ser_batch.recipes import FileFeatures, file_features as recipe_features
+from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
+from ser_batch.recipes import FileFeatures, file_features, signal_features
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +58,6 @@ class ExtractSummary:
             f"{self.files} files, {self.errors} errors, {self.parts} parts{skipped} "
             f"in {self.wall_s:.1f} s ({self.files_per_s:.1f} files/s) -> {self.out}"
         )
-
-
-def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInfo]:
-    """Decode one file and compute its features: the single code path for every job.
-
-    Returns
-    -------
-    features : FileFeatures (clip vector, and window vectors for the ``rich`` recipe)
-    info : AudioInfo of the original file
-
-    Raises
-    ------
-    AudioError, FeatureError
-        If the file cannot be decoded or yields no finite features.
-    """
-    limit = config.audio.max_file_s
-    if limit and not config.audio.max_duration_s:
-        length = probe_audio(Path(path)).duration_s
-        if length > limit:
-            raise AudioError(f"file is {length:.0f} s long, over audio.max_file_s = {limit:.0f} s "
-                             "(raise it, or set audio.max_duration_s to use the beginning)")
-    y, info = load_audio(
-        Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
-    )
-    feats = recipe_features(y, config.audio.sample_rate, config=config.features)
-    if not np.all(np.isfinite(feats.vector)) or (feats.segments is not None
-                                                 and not np.all(np.isfinite(feats.segments))):
-        raise FeatureError("features are not finite")
-    return feats, info
 
 
 def plan_shards(
@@ -258,9 +229,10 @@ def _preflight(config: Config) -> None:
     """Compute features of one second of noise, so that settings no file could satisfy
     (say, a contrast band without an STFT bin) fail once, here, not once per file."""
     rate = config.audio.sample_rate
-    noise = np.random.default_rng(0).uniform(-0.1, 0.1, rate).astype(np.float32)
+    # One second, or two analysis frames if longer: recipes refuse signals under one frame.
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, max(rate, 2 * config.features.n_fft)).astype(np.float32)
     try:
-        recipe_features(noise, rate, config=config.features)
+        signal_features(noise, rate, config=config.features)
     except FeatureError as exc:
         raise ConfigError(f"these feature settings cannot work on any file: {exc}") from None
 

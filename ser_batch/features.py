@@ -1,176 +1,56 @@
-"""The emotion feature vector: frame-level features first, pooling second.
+"""The ``fast`` recipe: frame-level features from one shared STFT first, pooling second.
 
-Two recipes give the same 193 quantities (with the default config):
+It gives the same 193 quantities as the reference ``classic`` recipe
+(:mod:`ser_batch.classic`) with the default config, ~100x faster per core:
 
-``classic``
-    Exactly the reference librosa calls per clip -- ``mfcc(n_mfcc=40)``,
-    ``chroma_stft(S=|stft|)``, ``melspectrogram``, ``spectral_contrast(S=|stft|)``,
-    ``tonnetz(y=effects.harmonic(y))`` -- each averaged over time. Kept for
-    reproducibility and as the speed baseline (about 0.15 s per 3.5 s clip).
+* one STFT per signal, shared by every feature, with the cached filterbanks of
+  :mod:`ser_batch.filterbanks`;
+* mel, MFCC, chroma and spectral contrast are the same formulas as librosa on the same
+  STFT (chroma's tuning estimate is librosa's ``piptrack`` + ``pitch_tuning``, evaluated
+  only on the 150-4000 Hz bins it looks at). The tuning estimate and the contrast follow
+  librosa's arithmetic dtype by dtype, so on the same spectrum they agree bit for bit;
+  the rest agrees to float32 rounding;
+* **approximation**: tonnetz is computed from the STFT chroma of the signal itself,
+  without the harmonic/percussive separation and the constant-Q transform of ``classic``
+  (those two cost ~95% of the classic run time). It points the same way as the exact
+  tonnetz but is shrunk (about half its length on a pure triad) and tracks it only
+  loosely on speech.
 
-``fast`` (default)
-    One STFT per signal, shared by every feature, with cached filterbanks:
+:func:`frame_features` returns a ``(frames, 193)`` matrix so that later jobs can pool any
+window of it (:func:`pool_mean`) without recomputing anything; :func:`clip_features` is
+the clip vector of the ``fast`` or ``classic`` recipe.
 
-    * mel, MFCC, chroma and spectral contrast are the same formulas as librosa on
-      the same STFT (chroma's tuning estimate is librosa's ``piptrack`` +
-      ``pitch_tuning``, evaluated only on the 150-4000 Hz bins it looks at). The tuning
-      estimate and the contrast follow librosa's arithmetic dtype by dtype, so on the
-      same spectrum they agree bit for bit; the rest agrees to float32 rounding;
-    * **approximation**: tonnetz is computed from the STFT chroma of the signal
-      itself, without the harmonic/percussive separation and the constant-Q
-      transform of ``classic`` (those two cost ~95% of the classic run time).
-
-    :func:`frame_features` returns a ``(frames, 193)`` matrix so that later jobs
-    can pool any window of it (:func:`pool_mean`) without recomputing anything.
-
-Both recipes work at low sample rates: librosa requires the lower edge of every
-spectral-contrast band (200 Hz * 2**k, up to 6.4 kHz by default) to stay under Nyquist,
-which fails below a 12.8 kHz sample rate, e.g. for 8 kHz telephony. :func:`contrast_fmin` then lowers the first band edge by whole octaves
-until it fits (100 Hz at 8 kHz), keeping seven octave bands. The classic recipe's
-constant-Q chroma likewise drops top octaves that would pass Nyquist.
+At low sample rates (below 12.8 kHz, e.g. 8 kHz telephony) librosa's default
+spectral-contrast bands would pass Nyquist; :func:`ser_batch.filterbanks.contrast_fmin`
+lowers the first band edge by whole octaves until they fit (100 Hz at 8 kHz).
 """
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import numpy as np
 
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
+from ser_batch.filterbanks import (
+    chroma_basis_t,
+    check_finite,
+    check_signal,
+    contrast_band_bins,
+    contrast_fmin,
+    dct_t,
+    mel_blocks,
+    one_frame,
+    stft_window,
+    tonnetz_basis_t,
+    tuning_bins,
+)
 
-#: piptrack's defaults, as used by librosa's chroma tuning estimate.
-_TUNING_FMIN_HZ = 150.0
-_TUNING_FMAX_HZ = 4000.0
+#: piptrack's threshold, as used by librosa's chroma tuning estimate (relative to the
+#: loudest bin of the frame).
 _TUNING_THRESHOLD = 0.1
-_CONTRAST_QUANTILE = 0.02
 _TINY32 = float(np.finfo(np.float32).tiny)
-#: Cost of one BLAS call in the blocked mel product (:func:`_mel_blocks`), in weights.
-_MEL_BLOCK_COST = 2000
-
-
-def contrast_fmin(sample_rate: int, *, fmin: float, n_bands: int) -> float:
-    """Lower edge (Hz) of the first spectral-contrast band that fits under Nyquist.
-
-    librosa requires every band's lower edge ``fmin * 2**k`` (k < n_bands) to be below
-    ``sample_rate / 2``. Rather than crash at 8 kHz, halve ``fmin`` until it holds, so the
-    bands stay octaves and the vector keeps ``n_bands + 1`` values.
-    """
-    nyquist = 0.5 * sample_rate
-    while fmin * 2.0 ** (n_bands - 1) >= nyquist:
-        fmin /= 2.0
-    return fmin
-
-
-# ---------------------------------------------------------------- cached filterbanks
-
-
-@lru_cache(maxsize=16)
-def _window(n_fft: int) -> np.ndarray:
-    import scipy.signal
-
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
-
-
-@lru_cache(maxsize=16)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """librosa's mel filterbank ``(n_mels, 1 + n_fft/2)``, float32."""
-    import librosa
-
-    with warnings.catch_warnings():
-        # librosa warns about empty filters for many mel bands at low sample rates.
-        warnings.simplefilter("ignore", UserWarning)
-        basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-    return basis.astype(np.float32)
-
-
-@lru_cache(maxsize=16)
-def _mel_blocks(sample_rate: int, n_fft: int, n_mels: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
-    """librosa's mel filterbank cut into dense blocks along its diagonal.
-
-    Each FFT bin feeds at most two neighbouring triangles, so the filterbank is a narrow
-    band: a few dense products over the bins each run of mel bands covers beat one dense
-    product (~10x the work) and a sparse one (which needs the power spectrum transposed).
-
-    Returns
-    -------
-    tuple of ``(mel_start, mel_stop, bin_start, bin_stop, weights)``
-        ``weights`` float32 ``(bin_stop - bin_start, mel_stop - mel_start)``; together they
-        hold every non-zero weight. The cut minimises the total block area plus
-        ``_MEL_BLOCK_COST`` per block (the cost of a BLAS call, in multiplications).
-    """
-    basis = _mel_basis(sample_rate, n_fft, n_mels)
-    n_bins = basis.shape[1]
-    used = basis != 0
-    nonempty = used.any(axis=1)
-    first = np.where(nonempty, used.argmax(axis=1), n_bins).tolist()
-    last = np.where(nonempty, n_bins - used[:, ::-1].argmax(axis=1), 0).tolist()
-    # best[j]: cheapest cut of mel bands [0, j) into runs; cut[j]: where its last run starts.
-    best = [0.0] + [float("inf")] * n_mels
-    cut = [0] * (n_mels + 1)
-    for stop in range(1, n_mels + 1):
-        lo, hi = n_bins, 0
-        for start in range(stop - 1, -1, -1):
-            lo, hi = min(lo, first[start]), max(hi, last[start])
-            cost = best[start] + (stop - start) * max(hi - lo, 0) + _MEL_BLOCK_COST
-            if cost < best[stop]:
-                best[stop], cut[stop] = cost, start
-    blocks = []
-    stop = n_mels
-    while stop > 0:
-        start = cut[stop]
-        lo, hi = min(first[start:stop]), max(last[start:stop])
-        if hi <= lo:
-            lo, hi = 0, 1  # only empty filters (many mel bands at a low sample rate)
-        blocks.append((start, stop, lo, hi, np.ascontiguousarray(basis[start:stop, lo:hi].T)))
-        stop = start
-    return tuple(reversed(blocks))
-
-
-@lru_cache(maxsize=256)
-def _chroma_basis_t(sample_rate: int, n_fft: int, n_chroma: int, tuning: float) -> np.ndarray:
-    """Chroma filterbank for one tuning offset, transposed to ``(1 + n_fft/2, n_chroma)``."""
-    import librosa
-
-    basis = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=tuning, n_chroma=n_chroma)
-    return np.ascontiguousarray(basis.T, dtype=np.float32)
-
-
-@lru_cache(maxsize=16)
-def _contrast_bands(
-    sample_rate: int, n_fft: int, n_bands: int, fmin: float
-) -> tuple[tuple[int, int, int], ...]:
-    """``(first_bin, stop_bin, n_quantile)`` per band, replicating librosa's band edges."""
-    freq = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    octa = np.zeros(n_bands + 2)
-    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
-    bands = []
-    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
-        idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
-        if idx.size == 0:
-            raise FeatureError(
-                f"spectral-contrast band {k} ({f_low:.0f}-{f_high:.0f} Hz) has no STFT bin; "
-                "increase features.n_fft or features.contrast_fmin"
-            )
-        start, stop = int(idx[0]), int(idx[-1]) + 1
-        if k > 0:
-            start -= 1
-        if k == n_bands:
-            stop = len(freq)
-        count = stop - start
-        if k < n_bands:
-            stop -= 1  # librosa counts the shared edge bin but does not use it
-        bands.append((start, stop, max(int(np.rint(_CONTRAST_QUANTILE * count)), 1)))
-    return tuple(bands)
-
-
-@lru_cache(maxsize=16)
-def _tuning_bins(sample_rate: int, n_fft: int) -> tuple[int, int]:
-    freq = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    idx = np.flatnonzero((freq >= _TUNING_FMIN_HZ) & (freq < min(_TUNING_FMAX_HZ, sample_rate / 2)))
-    return max(int(idx[0]), 1), min(int(idx[-1]) + 1, len(freq) - 1)
-
 
 # ------------------------------------------------------------------------ fast recipe
 
@@ -232,7 +112,7 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool =
 
     frames = _frames(y, n_fft=n_fft, hop_length=hop_length, center=center)
     n_frames = frames.shape[0]
-    window = _window(n_fft)
+    window = stft_window(n_fft)
     magnitude = np.empty((n_frames, n_fft // 2 + 1), dtype=np.float32)
     windowed = np.empty((min(_BLOCK_FRAMES, n_frames), n_fft), dtype=np.float32)
     for start in range(0, n_frames, _BLOCK_FRAMES):
@@ -265,7 +145,7 @@ def _piptrack_peaks(
     The arithmetic follows librosa's dtypes step by step, so the values are bit for bit
     those of ``piptrack``.
     """
-    lo, hi = _tuning_bins(sample_rate, n_fft)
+    lo, hi = tuning_bins(sample_rate, n_fft)
     if row_max is None:
         row_max = np.maximum.reduce(magnitude, axis=1)
     # Bins lo-1 .. hi (inclusive), so that every candidate bin has both neighbours, copied
@@ -417,25 +297,6 @@ def _contrast(
     return (power_to_db(means[n_bands:], floor_db=floor_db) - power_to_db(means[:n_bands], floor_db=floor_db)).T
 
 
-@lru_cache(maxsize=4)
-def _dct_t(n: int, k: int) -> np.ndarray:
-    """First ``k`` rows of the orthonormal DCT-II of size ``n``, transposed: float64 ``(n, k)``."""
-    import scipy.fft
-
-    return np.ascontiguousarray(scipy.fft.dct(np.eye(n), type=2, norm="ortho", axis=0)[:k].T)
-
-
-@lru_cache(maxsize=4)
-def _tonnetz_basis_t(n_chroma: int) -> np.ndarray:
-    """librosa's tonnetz projection ``phi`` transposed to ``(n_chroma, 6)``."""
-    dim_map = np.linspace(0, 12, num=n_chroma, endpoint=False)
-    scale = np.asarray([7.0 / 6, 7.0 / 6, 3.0 / 2, 3.0 / 2, 2.0 / 3, 2.0 / 3])
-    v = np.multiply.outer(scale, dim_map)
-    v[::2] -= 0.5
-    radii = np.array([1, 1, 1, 1, 0.5, 0.5])
-    return np.ascontiguousarray((radii[:, None] * np.cos(np.pi * v)).T, dtype=np.float32)
-
-
 def frame_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> np.ndarray:
     """Frame-level features of the ``fast`` recipe from one shared STFT.
 
@@ -485,11 +346,10 @@ def mel_columns(config: FeatureConfig) -> slice:
 
 def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
                  keep_magnitude: bool, local: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
-    if y.ndim != 1 or y.size == 0:
-        raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
+    check_signal(y, sample_rate, min_samples=config.n_fft, needed_for=one_frame(config.n_fft, sample_rate))
     n_fft, n_mfcc, n_chroma, n_mels = config.n_fft, config.n_mfcc, config.n_chroma, config.n_mels
     fmin = contrast_fmin(sample_rate, fmin=config.contrast_fmin, n_bands=config.contrast_bands)
-    bands = _contrast_bands(sample_rate, n_fft, config.contrast_bands, fmin)
+    bands = contrast_band_bins(sample_rate, n_fft, config.contrast_bands, fmin)
     magnitude = stft_magnitude(y, n_fft=n_fft, hop_length=config.hop_length, center=not local)
     floor_db = config.db_floor if local else None
     n_frames = magnitude.shape[0]
@@ -502,20 +362,20 @@ def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
 
     power = magnitude * magnitude
     mel = np.empty((n_frames, n_mels), dtype=np.float32)
-    for mel_start, mel_stop, lo, hi, weights in _mel_blocks(sample_rate, n_fft, n_mels):
+    for mel_start, mel_stop, lo, hi, weights in mel_blocks(sample_rate, n_fft, n_mels):
         np.matmul(power[:, lo:hi], weights, out=mel[:, mel_start:mel_stop])
     del power  # its memory, still in cache, serves what follows
     out[:, m0:k0] = mel
     # librosa's mfcc is the orthonormal DCT-II of the float32 dB mel; as a float64 product
     # it is exact to float32 rounding (within ~1e-4 of scipy's float32 DCT) and cheaper.
-    out[:, :c0] = power_to_db(mel, floor_db=floor_db).astype(np.float64) @ _dct_t(n_mels, n_mfcc)
+    out[:, :c0] = power_to_db(mel, floor_db=floor_db).astype(np.float64) @ dct_t(n_mels, n_mfcc)
 
     tuning = 0.0
     if config.estimate_tuning and not local:
         pitch, mag = _piptrack_peaks(magnitude, sample_rate=sample_rate, n_fft=n_fft)
         tuning = _tuning_from_peaks(pitch, mag, n_chroma=n_chroma)
     # Chroma runs bins x frames, so that its short per-frame reductions run along rows.
-    chroma_basis = _chroma_basis_t(sample_rate, n_fft, n_chroma, tuning).T
+    chroma_basis = chroma_basis_t(sample_rate, n_fft, n_chroma, tuning).T
     chroma = np.empty((n_chroma, n_frames), dtype=np.float32)
     for start in range(0, n_frames, _BLOCK_FRAMES):  # ~15% faster than one product
         block = slice(start, start + _BLOCK_FRAMES)
@@ -528,7 +388,7 @@ def _fast_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig,
     norm = np.add.reduce(chroma, axis=0)
     norm[norm < _TINY32] = 1.0
     chroma /= norm
-    out[:, t0:] = (_tonnetz_basis_t(n_chroma).T @ chroma).T
+    out[:, t0:] = (tonnetz_basis_t(n_chroma).T @ chroma).T
 
     # Last, as it sorts the spectrum's bands in place (unless the caller keeps the spectrum).
     out[:, k0:t0] = _contrast(magnitude, bands, overwrite=not keep_magnitude, floor_db=floor_db)
@@ -544,45 +404,26 @@ def pool_mean(frames: np.ndarray, *, start: int = 0, stop: int | None = None) ->
     return (np.add.reduce(window, axis=0, dtype=np.float64) / window.shape[0]).astype(np.float32)
 
 
-# --------------------------------------------------------------------- classic recipe
+def clip_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> np.ndarray:
+    """The clip vector of the ``fast`` recipe, or of ``classic`` when ``config.recipe`` says so.
 
-
-def classic_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> np.ndarray:
-    """The reference recipe: five librosa calls per clip, each averaged over time.
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32 mono signal at ``sample_rate`` Hz, at least
+        ``config.n_fft`` samples long
 
     Returns
     -------
-    np.ndarray [shape=(n_features,)], float32
+    np.ndarray [shape=(n_features,)], float32, finite
+
+    Raises
+    ------
+    FeatureError
+        If the signal is empty, not mono, shorter than one analysis frame or not finite,
+        or the settings cannot work (see :func:`ser_batch.filterbanks.contrast_band_bins`).
     """
-    import librosa
-
-    n_fft, hop = config.n_fft, config.hop_length
-    stft = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
-    fmin = contrast_fmin(sample_rate, fmin=config.contrast_fmin, n_bands=config.contrast_bands)
-    # chroma_cqt spans 7 octaves from C1 by default; drop the octaves above Nyquist.
-    c1 = librosa.note_to_hz("C1")
-    n_octaves = int(min(7, np.floor(np.log2(0.45 * sample_rate / c1))))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        parts = [
-            librosa.feature.mfcc(y=y, sr=sample_rate, n_mfcc=config.n_mfcc, n_fft=n_fft, hop_length=hop,
-                                 n_mels=config.n_mels),
-            librosa.feature.chroma_stft(S=stft, sr=sample_rate, n_chroma=config.n_chroma, n_fft=n_fft,
-                                        hop_length=hop),
-            librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=n_fft, hop_length=hop,
-                                           n_mels=config.n_mels),
-            librosa.feature.spectral_contrast(S=stft, sr=sample_rate, n_fft=n_fft, hop_length=hop,
-                                              n_bands=config.contrast_bands, fmin=fmin),
-            librosa.feature.tonnetz(y=librosa.effects.harmonic(y), sr=sample_rate, hop_length=hop,
-                                    n_octaves=n_octaves),
-        ]
-    return np.concatenate([p.mean(axis=1) for p in parts]).astype(np.float32)
-
-
-def clip_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> np.ndarray:
-    """The feature vector of one clip with ``config.recipe``, float32 ``(n_features,)``."""
-    if y.ndim != 1 or y.size == 0:
-        raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
     if config.recipe == "classic":
+        from ser_batch.classic import classic_features
+
         return classic_features(y, sample_rate, config=config)
-    return pool_mean(frame_features(y, sample_rate, config=config))
+    return check_finite(pool_mean(frame_features(y, sample_rate, config=config)), "fast features")

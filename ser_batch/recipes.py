@@ -1,8 +1,13 @@
 """Feature recipes: which frame-level features, pooled how, into one vector per clip or window.
 
-``classic`` and ``fast`` (:mod:`ser_batch.features`) give the 193 time-averaged values of
-the original recipe. ``rich`` keeps the frames of ``fast`` and adds what they lose when
-averaged, for better accuracy at ~3x the cost of ``fast`` (still ~10x faster than classic):
+This module is the feature layer's entry point: :func:`file_features` decodes a file and
+computes its features (the single code path of extraction and scoring), and
+:func:`signal_features` does the same for a decoded signal with any recipe.
+
+``classic`` (:mod:`ser_batch.classic`) and ``fast`` (:mod:`ser_batch.features`) give the
+193 time-averaged values of the original recipe. ``rich`` keeps the frames of ``fast`` and
+adds what they lose when averaged, for better accuracy at ~3x the cost of ``fast`` (still
+~10x faster than classic):
 
 * per frame, 199 columns: the 193 ``fast`` columns with the mel bands in dB (a mean of
   power is dominated by the loudest frames), plus RMS level (dB), zero-crossing rate,
@@ -27,11 +32,17 @@ probabilities per clip are ~8 points more accurate than models of whole-clip vec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ser_batch.config import FeatureConfig
-from ser_batch.errors import FeatureError
+from ser_batch.config import Config, FeatureConfig
+from ser_batch.errors import AudioError, FeatureError
+from ser_batch.filterbanks import check_finite
+
+if TYPE_CHECKING:
+    from ser_batch.audio import AudioInfo
 
 EXTRA_COLUMNS = ("rms_db", "zcr", "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness_log10")
 POOLED_STATS = ("mean", "std", "dabs", "dstd")
@@ -40,7 +51,7 @@ PITCH_STATS = ("f0_log2_mean", "f0_log2_std", "f0_log2_p10", "f0_log2_p50", "f0_
 
 
 def rich_frame_names(base_names: list[str]) -> list[str]:
-    """Column names of :func:`rich_frames`: the fast columns (mel in dB) and the extras."""
+    """Column names of :func:`rich_segment_frames`: the fast columns (mel in dB) and the extras."""
     return [n.replace("mel_", "mel_db_") if n.startswith("mel_") else n for n in base_names] + list(EXTRA_COLUMNS)
 
 
@@ -70,13 +81,24 @@ class FileFeatures:
     segment_speech_ratio: np.ndarray | None = None
 
 
-def file_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
-    """Features of one signal with ``config.recipe``: the clip vector, and for ``rich`` with
-    ``window_s > 0`` also one vector per sliding window (frames are computed once)."""
+def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
+    """Features of one decoded signal with ``config.recipe``: the clip vector, and for
+    ``rich`` with ``window_s > 0`` also one vector per sliding window (frames are computed once).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32 mono signal at ``sample_rate`` Hz, at least
+        ``config.n_fft`` samples (one analysis frame) long
+    sample_rate : int, Hz
+
+    Raises
+    ------
+    FeatureError
+        If the signal is empty, not mono, shorter than one analysis frame (``too short:
+        62.5 ms; at least 128 ms needed (...)``) or not finite, or the features are not.
+    """
     from ser_batch.features import clip_features
 
-    if y.ndim != 1 or y.size == 0:
-        raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
     if config.recipe != "rich":
         return FileFeatures(clip_features(y, sample_rate, config=config))
     from ser_batch.windows import signal_windows
@@ -85,6 +107,44 @@ def file_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> 
     if config.window_s <= 0:
         return FileFeatures(vector)
     return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio)
+
+
+def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInfo]:
+    """Decode one file and compute its features: the single code path of every job.
+
+    The file is decoded, downmixed and resampled to ``config.audio.sample_rate`` exactly as
+    :func:`ser_batch.audio.load_audio` does, then :func:`signal_features` runs the recipe.
+
+    Returns
+    -------
+    features : FileFeatures (clip vector, and window vectors for the ``rich`` recipe)
+    info : AudioInfo of the original file
+
+    Raises
+    ------
+    AudioError, FeatureError
+        If the file cannot be decoded, is over ``audio.max_file_s`` or yields no finite
+        features (too short, for one).
+    """
+    from ser_batch.audio import load_audio, probe_audio
+
+    limit = config.audio.max_file_s
+    if limit and not config.audio.max_duration_s:
+        length = probe_audio(Path(path)).duration_s
+        if length > limit:
+            raise AudioError(f"file is {length:.0f} s long, over audio.max_file_s = {limit:.0f} s "
+                             "(raise it, or set audio.max_duration_s to use the beginning)")
+    y, info = load_audio(
+        Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
+    )
+    feats = signal_features(y, config.audio.sample_rate, config=config.features)
+    # Every recipe already refuses non-finite values; this guards the one contract all
+    # jobs rely on (a row holds finite features or an error) against a recipe that forgets.
+    check_finite(feats.vector, "features")
+    if feats.segments is not None:
+        check_finite(feats.segments, "window features")
+    return feats, info
+
 
 
 # ------------------------------------------------------------ local frames (streamed)

@@ -21,7 +21,8 @@ from ser_batch import schema, storage
 from ser_batch.config import Config, config_to_dict, load_config
 from ser_batch.dataset import discover_audio
 from ser_batch.errors import DatasetError
-from ser_batch.extract import ExtractSummary, extract_shard, file_features, plan_shards, run_extract
+from ser_batch.extract import ExtractSummary, extract_shard, plan_shards, run_extract
+from ser_batch.recipes import file_features
 
 #: Three files per task, so the 11-file corpus makes 4 parts and 4 Ray tasks.
 CONFIG = Config().replace(extract={"shard_size": 3})

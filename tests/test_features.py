@@ -1,13 +1,15 @@
-"""Tests for :mod:`ser_batch.features` (and the feature names of :mod:`ser_batch.schema`).
+"""Tests for :mod:`ser_batch.features`, the ``fast`` recipe (and the feature names of
+:mod:`ser_batch.schema`).
 
 Signals are generated at 16 kHz and 8 kHz; the fast-vs-classic agreement over real
-speech reads RAVDESS clips from ../shared.
+speech reads RAVDESS clips from ../shared. The classic recipe itself is tested in
+test_classic.py, the shared filterbanks in test_filterbanks.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-import warnings
 from collections.abc import Callable
 
 import librosa
@@ -15,10 +17,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, needs_shared, sine, speech_like
-from ser_batch import features, schema
+from ser_batch import classic, features, schema
 from ser_batch.audio import load_audio
 from ser_batch.config import FeatureConfig
-from ser_batch.errors import FeatureError, SerBatchError
+from ser_batch.errors import FeatureError
+from test_classic import ideal_tonnetz, triad
 
 DEFAULT = FeatureConfig()
 CLASSIC = FeatureConfig(recipe="classic")
@@ -62,9 +65,25 @@ def test_feature_names_default_order() -> None:
         assert all(re.fullmatch(rf"{block}_\d+", n) for n in names[columns]), block
 
 
-def test_feature_names_are_stable_across_calls_and_recipes() -> None:
-    assert schema.feature_names(DEFAULT) == schema.feature_names(FeatureConfig())
-    assert schema.feature_names(CLASSIC) == schema.feature_names(DEFAULT)
+#: sha256 of the names joined by "\n", pinned: a trained bundle refuses features whose
+#: names differ, so any rename or reorder must be deliberate (and change these). The rich
+#: one is also that of the names in ser_batch/pretrained/manifest.json.
+NAMES_SHA256 = {
+    "fast": "ffa147e6f6289daee86dd79f8295e222d838ab8e8557c66e32490e9d2c9152c7",
+    "classic": "ffa147e6f6289daee86dd79f8295e222d838ab8e8557c66e32490e9d2c9152c7",
+    "rich": "6421bcd77dee08e46c141712f4c2a164e11ba53decc318f1d479cb12cf2d8b36",
+}
+
+
+@pytest.mark.parametrize(("recipe", "count", "first", "last"), [
+    ("fast", 193, "mfcc_00", "tonnetz_5"),
+    ("classic", 193, "mfcc_00", "tonnetz_5"),
+    ("rich", 805, "mfcc_00__mean", "duration_s"),
+])
+def test_feature_names_are_pinned(recipe: str, count: int, first: str, last: str) -> None:
+    names = schema.feature_names(FeatureConfig(recipe=recipe))
+    assert (len(names), names[0], names[-1]) == (count, first, last)
+    assert hashlib.sha256("\n".join(names).encode()).hexdigest() == NAMES_SHA256[recipe]
 
 
 def test_feature_names_follow_config() -> None:
@@ -77,14 +96,12 @@ def test_feature_names_follow_config() -> None:
 # --- shapes, dtypes, both recipes, both rates -----------------------------------
 
 
-@pytest.mark.parametrize("recipe", ["fast", "classic"])
 @pytest.mark.parametrize("sample_rate", [16_000, 8_000])
 @pytest.mark.parametrize("kind", ["speech", "noise"])
-def test_clip_features_shape_dtype_finite(
-    make_signal: Callable[..., np.ndarray], recipe: str, sample_rate: int, kind: str
-) -> None:
+def test_clip_features_shape_dtype_finite(make_signal: Callable[..., np.ndarray], sample_rate: int,
+                                          kind: str) -> None:
     y = make_signal(kind, sample_rate=sample_rate, duration_s=1.0)
-    vector = features.clip_features(y, sample_rate, config=FeatureConfig(recipe=recipe))
+    vector = features.clip_features(y, sample_rate, config=DEFAULT)
     assert vector.shape == (N_FEATURES,)
     assert vector.dtype == np.float32
     assert np.isfinite(vector).all()
@@ -98,8 +115,8 @@ def test_frame_features_shape_and_pooling(make_signal: Callable[..., np.ndarray]
     assert frames.shape == (1 + y.size // DEFAULT.hop_length, N_FEATURES)
     assert frames.dtype == np.float32 and np.isfinite(frames).all()
     clip = features.clip_features(y, sample_rate, config=DEFAULT)
-    np.testing.assert_allclose(frames.mean(axis=0, dtype=np.float64), clip, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(features.pool_mean(frames), clip)
+    # pool_mean is np.mean without its bookkeeping: the same bits, not just close.
+    np.testing.assert_array_equal(clip, frames.mean(axis=0, dtype=np.float64).astype(np.float32))
 
 
 def test_frame_features_follow_hop_length(make_signal: Callable[..., np.ndarray]) -> None:
@@ -117,27 +134,19 @@ def test_pool_mean_window(speech_16k: np.ndarray) -> None:
 
 
 def test_features_are_deterministic(speech_16k: np.ndarray) -> None:
-    first = features.clip_features(speech_16k, 16_000, config=DEFAULT)
-    np.testing.assert_array_equal(first, features.clip_features(speech_16k.copy(), 16_000, config=DEFAULT))
+    # The recipe sorts spectra in place and caches filterbanks: neither may leak into the
+    # next call or into the caller's signal.
+    y = speech_16k.copy()
+    first = features.clip_features(y, 16_000, config=DEFAULT)
+    np.testing.assert_array_equal(y, speech_16k)
+    np.testing.assert_array_equal(first, features.clip_features(y, 16_000, config=DEFAULT))
 
 
-# --- classic is the reference librosa recipe -------------------------------------
-
-
-@pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")  # CQT's decimated octaves
-def test_classic_equals_direct_librosa_calls(speech_16k: np.ndarray) -> None:
-    y, sr = speech_16k, 16_000
-    S = np.abs(librosa.stft(y))
-    reference = np.concatenate([
-        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).mean(axis=1),
-        librosa.feature.chroma_stft(S=S, sr=sr).mean(axis=1),
-        librosa.feature.melspectrogram(y=y, sr=sr).mean(axis=1),
-        librosa.feature.spectral_contrast(S=S, sr=sr).mean(axis=1),
-        librosa.feature.tonnetz(y=librosa.effects.harmonic(y), sr=sr).mean(axis=1),
-    ])
-    assert reference.shape == (N_FEATURES,)
-    classic = features.clip_features(y, sr, config=CLASSIC)
-    assert np.allclose(classic, reference, rtol=1e-5, atol=1e-5)
+def test_clip_features_runs_classic_when_asked(speech_16k: np.ndarray) -> None:
+    via_dispatch = features.clip_features(speech_16k, 16_000, config=CLASSIC)
+    np.testing.assert_array_equal(via_dispatch, classic.classic_features(speech_16k, 16_000, config=CLASSIC))
+    fast = features.clip_features(speech_16k, 16_000, config=DEFAULT)
+    assert np.abs(via_dispatch[BLOCKS["tonnetz"]] - fast[BLOCKS["tonnetz"]]).max() > 0.01
 
 
 # --- fast path pieces equal librosa ----------------------------------------------
@@ -165,7 +174,6 @@ def test_estimate_tuning_equals_librosa(
     reference = librosa.estimate_tuning(S=np.abs(librosa.stft(y)), sr=sample_rate, n_fft=2048,
                                         bins_per_octave=12)
     assert ours == pytest.approx(reference, abs=1e-9)
-    assert -0.5 <= ours < 0.5
 
 
 def test_estimate_tuning_detects_a_detuned_tone() -> None:
@@ -183,18 +191,34 @@ def test_fast_blocks_equal_classic(make_signal: Callable[..., np.ndarray], sampl
     # where two correct implementations differ by several dB.
     y = make_signal(kind, sample_rate=sample_rate, duration_s=1.0, seed=3)
     fast = features.clip_features(y, sample_rate, config=DEFAULT)
-    classic = features.clip_features(y, sample_rate, config=CLASSIC)
+    reference = classic.classic_features(y, sample_rate, config=CLASSIC)
     for block in ("mfcc", "chroma", "mel", "contrast"):
         columns = BLOCKS[block]
-        scale = np.abs(classic[columns]).max()
-        np.testing.assert_allclose(fast[columns], classic[columns], rtol=1e-4, atol=1e-5 * scale,
+        scale = np.abs(reference[columns]).max()
+        np.testing.assert_allclose(fast[columns], reference[columns], rtol=1e-4, atol=1e-5 * scale,
                                    err_msg=block)
 
 
-def test_fast_tonnetz_is_a_bounded_approximation(speech_16k: np.ndarray) -> None:
-    # Documented approximation (no HPSS, no CQT): same range, not the same values.
-    fast = features.clip_features(speech_16k, 16_000, config=DEFAULT)[BLOCKS["tonnetz"]]
-    assert np.all(np.abs(fast) <= 1.0)
+TRIADS = [(root, quality) for root in range(60, 72) for quality in ("major", "minor")]
+
+
+@pytest.mark.parametrize("sample_rate", [16_000, 8_000])
+@pytest.mark.parametrize(("root", "quality"), [(60, "major"), (62, "minor"), (66, "major"), (71, "minor")])
+def test_fast_tonnetz_of_a_triad(sample_rate: int, root: int, quality: str) -> None:
+    # The documented approximation (STFT chroma, no harmonic separation, no constant-Q)
+    # points the same way as the textbook tonnetz of the chord, but shorter: the STFT
+    # chroma of a pure tone leaks into neighbouring pitch classes. Measured at 16 and
+    # 8 kHz: cosine 0.959-0.983, length 0.50-0.62 of the ideal, next-best triad cosine <= 0.73.
+    config = FeatureConfig(n_fft=2048 * sample_rate // 16_000, hop_length=512 * sample_rate // 16_000)
+    y = triad(root, quality, sample_rate=sample_rate)
+    tonnetz = features.clip_features(y, sample_rate, config=config)[BLOCKS["tonnetz"]].astype(np.float64)
+    ideal = ideal_tonnetz(root, quality)
+    cosine = tonnetz @ ideal / np.linalg.norm(tonnetz) / np.linalg.norm(ideal)
+    assert cosine > 0.93
+    assert 0.4 < np.linalg.norm(tonnetz) / np.linalg.norm(ideal) < 0.75
+    # ... and it tells the chord from every other major and minor triad.
+    others = [ideal_tonnetz(r, q) for r, q in TRIADS if (r - root) % 12 or q != quality]
+    assert max(tonnetz @ o / np.linalg.norm(tonnetz) / np.linalg.norm(o) for o in others) < 0.8
 
 
 def test_estimate_tuning_off_uses_zero_tuning(speech_16k: np.ndarray) -> None:
@@ -209,25 +233,13 @@ def test_estimate_tuning_off_uses_zero_tuning(speech_16k: np.ndarray) -> None:
 # --- low sample rates --------------------------------------------------------------
 
 
-def test_contrast_fmin() -> None:
-    assert features.contrast_fmin(8_000, fmin=200.0, n_bands=6) == 100.0
-    assert features.contrast_fmin(16_000, fmin=200.0, n_bands=6) == 200.0
-    assert features.contrast_fmin(48_000, fmin=200.0, n_bands=6) == 200.0
-    assert features.contrast_fmin(4_000, fmin=200.0, n_bands=6) == 50.0
-    # The top band's lower edge ends up below Nyquist, and only whole octaves are dropped.
-    for rate in (4_000, 8_000, 11_025, 16_000, 22_050):
-        fmin = features.contrast_fmin(rate, fmin=200.0, n_bands=6)
-        assert fmin * 2 ** 5 < rate / 2
-        assert np.log2(200.0 / fmin) == int(np.log2(200.0 / fmin))
-
-
 def test_librosa_contrast_fails_at_8k_but_our_recipes_work(make_signal: Callable[..., np.ndarray]) -> None:
     # Why contrast_fmin exists: librosa's default bands do not fit under a 4 kHz Nyquist.
     y = make_signal("speech", sample_rate=8_000, duration_s=1.0)
     with pytest.raises(librosa.ParameterError, match="exceeds Nyquist"):
         librosa.feature.spectral_contrast(S=np.abs(librosa.stft(y)), sr=8_000)
-    for config in (DEFAULT, CLASSIC):
-        contrast = features.clip_features(y, 8_000, config=config)[BLOCKS["contrast"]]
+    for contrast in (features.clip_features(y, 8_000, config=DEFAULT)[BLOCKS["contrast"]],
+                     classic.classic_features(y, 8_000, config=CLASSIC)[BLOCKS["contrast"]]):
         assert np.isfinite(contrast).all() and contrast.shape == (7,)
     # ... and they match librosa given the lowered edge.
     S = np.abs(librosa.stft(y))
@@ -253,19 +265,30 @@ def test_multichannel_signal_raises(recipe: str) -> None:
         features.clip_features(np.zeros((2, 1600), np.float32), 16_000, config=FeatureConfig(recipe=recipe))
 
 
-@pytest.mark.parametrize("recipe", ["fast", "classic"])
-@pytest.mark.parametrize("n_samples", [1, 100, 1000])
-def test_signal_shorter_than_a_window_never_crashes(recipe: str, n_samples: int) -> None:
-    # extract.py turns a FeatureError or non-finite features into an error row; any other
-    # exception would fail the whole task, so those are the only two allowed outcomes.
+@pytest.mark.parametrize(("n_samples", "shown"), [(1, "0.0625"), (100, "6.25"), (1000, "62.5"), (2047, "127")])
+def test_signals_shorter_than_a_frame_are_refused(n_samples: int, shown: str) -> None:
+    # Below one n_fft frame the STFT holds mostly zero padding: a clear error, not a vector.
     y = np.random.default_rng(0).uniform(-0.5, 0.5, n_samples).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # librosa: n_fft too large for input
-        try:
-            vector = features.clip_features(y, 16_000, config=FeatureConfig(recipe=recipe))
-        except FeatureError:
-            return
-    assert vector.shape == (N_FEATURES,) and vector.dtype == np.float32
+    message = (f"too short: {shown} ms; at least 128 ms needed "
+               "(one analysis frame, features.n_fft = 2048 samples at 16000 Hz)")
+    with pytest.raises(FeatureError) as info:
+        features.clip_features(y, 16_000, config=DEFAULT)
+    assert str(info.value) == message
+    with pytest.raises(FeatureError, match=re.escape(message)):
+        features.frame_features(y, 16_000, config=DEFAULT)
+
+
+def test_one_frame_is_enough() -> None:
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, 2048).astype(np.float32)
+    frames = features.frame_features(y, 16_000, config=DEFAULT)
+    assert frames.shape == (5, N_FEATURES) and np.isfinite(frames).all()
+
+
+def test_non_finite_signal_is_refused(speech_16k: np.ndarray) -> None:
+    y = speech_16k.copy()
+    y[100] = np.nan
+    with pytest.raises(FeatureError, match="^signal has NaN or infinite samples$"):
+        features.clip_features(y, 16_000, config=DEFAULT)
 
 
 def test_contrast_band_without_stft_bin_raises(speech_16k: np.ndarray) -> None:
@@ -273,10 +296,6 @@ def test_contrast_band_without_stft_bin_raises(speech_16k: np.ndarray) -> None:
     config = FeatureConfig(n_fft=64, hop_length=16, n_mels=16, n_mfcc=13, contrast_fmin=25.0)
     with pytest.raises(FeatureError, match=r"spectral-contrast band 1 \(25-50 Hz\) has no STFT bin"):
         features.clip_features(speech_16k, 16_000, config=config)
-
-
-def test_feature_error_is_a_ser_batch_error() -> None:
-    assert issubclass(FeatureError, SerBatchError)
 
 
 # --- real speech ---------------------------------------------------------------------
@@ -294,12 +313,15 @@ def test_fast_tracks_classic_on_ravdess() -> None:
     files = sorted((SHARED / "Audio_Speech_Actors_01-20_16k").rglob("*.wav"))[::30]
     assert len(files) == 40
     assert len({f.parent.name for f in files}) == 20
-    fast, classic = [], []
+    fast, reference = [], []
     for path in files:
         y, _ = load_audio(path, sample_rate=16_000)
         fast.append(features.clip_features(y, 16_000, config=DEFAULT))
-        classic.append(features.clip_features(y, 16_000, config=CLASSIC))
-    r = pearson_per_column(np.array(fast, np.float64), np.array(classic, np.float64))
+        reference.append(classic.classic_features(y, 16_000, config=CLASSIC))
+    r = pearson_per_column(np.array(fast, np.float64), np.array(reference, np.float64))
     for block in ("mfcc", "mel", "chroma", "contrast"):
         worst = int(np.argmin(r[BLOCKS[block]]))
         assert r[BLOCKS[block]].min() >= 0.99, f"{block} column {worst}: r = {r[BLOCKS[block]][worst]:.4f}"
+    # The tonnetz approximation tracks the exact one only loosely on speech (measured on
+    # these clips: r = 0.22-0.64 per column), but every column in the right direction.
+    assert r[BLOCKS["tonnetz"]].min() > 0.15, np.round(r[BLOCKS["tonnetz"]], 3)

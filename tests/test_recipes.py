@@ -1,5 +1,6 @@
-"""Tests for :mod:`ser_batch.recipes` (the ``rich`` recipe and its sliding windows) and for the
-code that carries windows downstream: the ``segments`` columns of :mod:`ser_batch.schema`,
+"""Tests for :mod:`ser_batch.recipes` (the ``rich`` recipe and its sliding windows, the entry
+points ``signal_features`` and ``file_features`` of every recipe, a cold numba cache) and for
+the code that carries windows downstream: the ``segments`` columns of :mod:`ser_batch.schema`,
 ``FeatureSet.segments`` (dataset.py), ``stack_segments``/``mean_by_row`` (models.py),
 ``Bundle.predict_rows``/``check_features`` (bundle.py) and training on windows (train.py).
 
@@ -10,6 +11,10 @@ trains only the scikit-learn model (no TensorFlow).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +31,8 @@ from ser_batch import bundle as bundle_io
 from ser_batch.cli import main
 from ser_batch.config import Config, FeatureConfig, config_to_dict, load_config
 from ser_batch.dataset import load_feature_set
-from ser_batch.errors import BundleError, FeatureError
+from ser_batch.audio import AudioInfo
+from ser_batch.errors import AudioError, BundleError, FeatureError
 from ser_batch.models import mean_by_row, stack_segments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -64,10 +70,7 @@ def test_rich_names_default_config() -> None:
     assert not any(n.startswith("mel_0") or n.startswith("mel_1") for n in names)
     assert sum(n.startswith("mel_db_") for n in names) == 4 * 128
     assert "chroma_11__dstd" in names and "tonnetz_5__mean" in names and "contrast_6__std" in names
-
-    assert schema.feature_names(RICH) == names
-    for recipe in ("fast", "classic"):
-        assert len(schema.feature_names(FeatureConfig(recipe=recipe))) == 193
+    # (schema.feature_names of each recipe is pinned by a hash in test_features.py.)
 
 
 def test_rich_frame_names_match_frame_columns() -> None:
@@ -231,20 +234,19 @@ def test_window_frames() -> None:
     telephony = RICH_8K.features
     assert (telephony.n_fft, telephony.hop_length, RICH_8K.audio.sample_rate) == (1024, 256, 8000)
     window, hop = recipes.window_frames(telephony, 8000)
-    assert (window, hop) == (47, 16)
-    assert window * telephony.hop_length / 8000 == 47 * RICH.hop_length / 16_000
+    assert (window, hop) == (47, 16)  # the same 1.504 s and 0.512 s as at 16 kHz
     # Never shorter than two frames and one frame of hop.
     tiny = FeatureConfig(recipe="rich", window_s=0.001, window_hop_s=0.001)
     assert recipes.window_frames(tiny, 16_000) == (2, 1)
 
 
-# --- file_features ----------------------------------------------------------------------
+# --- signal_features ----------------------------------------------------------------------
 
 
-def test_file_features_rich_pools_clip_and_windows(make_signal: Callable[..., np.ndarray]) -> None:
+def test_signal_features_rich_pools_clip_and_windows(make_signal: Callable[..., np.ndarray]) -> None:
     sr = 16_000
     y = make_signal("speech", sample_rate=sr, duration_s=3.0)
-    result = recipes.file_features(y, sr, config=RICH)
+    result = recipes.signal_features(y, sr, config=RICH)
     frames, f0 = recipes.rich_frames(y, sr, config=RICH)
     hop_s = RICH.hop_length / sr
     np.testing.assert_array_equal(result.vector, recipes.pool_rich(frames, f0, hop_s=hop_s))
@@ -262,18 +264,18 @@ def test_file_features_rich_pools_clip_and_windows(make_signal: Callable[..., np
     # The duration value of a window is its length in seconds.
     np.testing.assert_allclose(result.segments[:, -1], 47 * hop_s, rtol=1e-6)
 
-    clip_only = recipes.file_features(y, sr, config=FeatureConfig(recipe="rich", window_s=0.0))
+    clip_only = recipes.signal_features(y, sr, config=FeatureConfig(recipe="rich", window_s=0.0))
     assert clip_only.segments is None and clip_only.segment_starts_s is None
     np.testing.assert_array_equal(clip_only.vector, result.vector)
 
-    fast = recipes.file_features(y, sr, config=FeatureConfig())
+    fast = recipes.signal_features(y, sr, config=FeatureConfig())
     assert fast.segments is None and fast.segment_starts_s is None
     np.testing.assert_array_equal(fast.vector, features.clip_features(y, sr, config=FeatureConfig()))
 
 
-def test_file_features_rich_at_8k(make_signal: Callable[..., np.ndarray]) -> None:
+def test_signal_features_rich_at_8k(make_signal: Callable[..., np.ndarray]) -> None:
     y8 = make_signal("speech", sample_rate=8000, duration_s=3.0)
-    result = recipes.file_features(y8, 8000, config=RICH_8K.features)
+    result = recipes.signal_features(y8, 8000, config=RICH_8K.features)
     assert result.vector.shape == (N_RICH,) and np.isfinite(result.vector).all()
     assert result.segments is not None and result.segments.shape == (4, N_RICH)
     assert np.isfinite(result.segments).all()
@@ -282,16 +284,129 @@ def test_file_features_rich_at_8k(make_signal: Callable[..., np.ndarray]) -> Non
     assert result.vector[-1] == pytest.approx((1 + y8.size // 256) * 256 / 8000)
 
 
-def test_file_features_refuses_short_or_bad_signals(make_signal: Callable[..., np.ndarray]) -> None:
+def test_signal_features_refuses_short_or_bad_signals(make_signal: Callable[..., np.ndarray]) -> None:
     y = make_signal("speech", sample_rate=16_000, duration_s=1.0)
-    with pytest.raises(FeatureError, match="too short"):
-        recipes.file_features(y[: RICH.n_fft - 1], 16_000, config=RICH)
-    exact = recipes.file_features(y[: RICH.n_fft], 16_000, config=RICH)
+    with pytest.raises(FeatureError, match=r"^too short: 127 ms; at least 128 ms needed"):
+        recipes.signal_features(y[: RICH.n_fft - 1], 16_000, config=RICH)
+    exact = recipes.signal_features(y[: RICH.n_fft], 16_000, config=RICH)
     assert exact.segments is not None and exact.segments.shape == (1, N_RICH)
     with pytest.raises(FeatureError, match="non-empty mono"):
-        recipes.file_features(np.zeros(0, dtype=np.float32), 16_000, config=RICH)
+        recipes.signal_features(np.zeros(0, dtype=np.float32), 16_000, config=RICH)
     with pytest.raises(FeatureError, match="non-empty mono"):
-        recipes.file_features(np.zeros((2, 4096), dtype=np.float32), 16_000, config=RICH)
+        recipes.signal_features(np.zeros((2, 4096), dtype=np.float32), 16_000, config=RICH)
+    bad = y.copy()
+    bad[2000] = np.nan
+    with pytest.raises(FeatureError, match="^signal has NaN or infinite samples$"):
+        recipes.signal_features(bad, 16_000, config=RICH)
+
+
+@pytest.mark.parametrize("recipe", ["fast", "classic", "rich"])
+@pytest.mark.parametrize(("sample_rate", "n_fft", "n_samples", "shown"),
+                         [(16_000, 2048, 16, "1"), (16_000, 2048, 1000, "62.5"), (8_000, 1024, 1023, "127")])
+def test_every_recipe_refuses_a_signal_shorter_than_a_frame(recipe: str, sample_rate: int, n_fft: int,
+                                                            n_samples: int, shown: str) -> None:
+    # The same message from every recipe; the telephony config's frame is 1024 samples at 8 kHz.
+    config = FeatureConfig(recipe=recipe, n_fft=n_fft, hop_length=n_fft // 4)
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, n_samples).astype(np.float32)
+    with pytest.raises(FeatureError) as info:
+        recipes.signal_features(y, sample_rate, config=config)
+    assert str(info.value) == (f"too short: {shown} ms; at least 128 ms needed (one analysis frame, "
+                               f"features.n_fft = {n_fft} samples at {sample_rate} Hz)")
+
+
+def test_non_finite_f0_is_a_feature_error(monkeypatch: pytest.MonkeyPatch,
+                                          make_signal: Callable[..., np.ndarray]) -> None:
+    monkeypatch.setattr(librosa, "yin", lambda y, **kw: np.full(1 + y.size // kw["hop_length"], np.nan))
+    with pytest.raises(FeatureError, match=r"^f0 values \(librosa.yin\) are not finite$"):
+        recipes.signal_features(make_signal("speech", duration_s=1.0), 16_000, config=RICH)
+
+
+# --- file_features: the path-level entry point of every job ---------------------------------
+
+
+def test_file_features_decodes_then_runs_the_recipe(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "a.wav", sample_rate=48_000, channels=2, duration_s=1.0)
+    config = Config().replace(features={"recipe": "rich"})
+    feats, info = recipes.file_features(path, config=config)
+    assert isinstance(info, AudioInfo) and (info.sample_rate, info.channels, info.duration_s) == (48_000, 2, 1.0)
+    from ser_batch.audio import load_audio
+
+    y, _ = load_audio(path, sample_rate=16_000)
+    expected = recipes.signal_features(y, 16_000, config=config.features)
+    np.testing.assert_array_equal(feats.vector, expected.vector)
+    np.testing.assert_array_equal(feats.segments, expected.segments)
+
+
+def test_file_features_errors(tmp_path: Path) -> None:
+    short = write_audio(tmp_path / "blip.wav", duration_s=0.05)
+    with pytest.raises(FeatureError, match=r"^too short: 50 ms; at least 128 ms needed"):
+        recipes.file_features(short, config=Config())
+    long = write_audio(tmp_path / "long.wav", duration_s=3.0)
+    with pytest.raises(AudioError, match="file is 3 s long, over audio.max_file_s = 2 s"):
+        recipes.file_features(long, config=Config().replace(audio={"max_file_s": 2.0}))
+    (tmp_path / "notes.wav").write_text("not audio\n" * 20)
+    with pytest.raises(AudioError, match="not an audio file"):
+        recipes.file_features(tmp_path / "notes.wav", config=Config())
+
+
+def test_file_features_refuses_non_finite_features(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Its last guard, for a recipe that would forget its own checks.
+    path = write_audio(tmp_path / "a.wav", duration_s=1.0)
+    monkeypatch.setattr(recipes, "signal_features",
+                        lambda y, sr, *, config: recipes.FileFeatures(np.full(193, np.nan, np.float32)))
+    with pytest.raises(FeatureError, match="^features are not finite$"):
+        recipes.file_features(path, config=Config())
+
+
+# --- a cold numba cache ------------------------------------------------------------------------
+
+COLD_RUN = textwrap.dedent("""
+    import json, sys, warnings
+    import numpy as np
+    from ser_batch.config import FeatureConfig
+    from ser_batch.errors import FeatureError
+    from ser_batch.recipes import signal_features
+
+    warnings.simplefilter("ignore")
+    rng = np.random.default_rng(0)
+    speech = np.load(sys.argv[1])
+    results = {}
+    for recipe in ("fast", "classic", "rich"):
+        config = FeatureConfig(recipe=recipe)
+        for name, y in (("speech", speech), ("noise_1000", rng.uniform(-0.5, 0.5, 1000).astype(np.float32)),
+                        ("noise_2048", rng.uniform(-0.5, 0.5, 2048).astype(np.float32))):
+            try:
+                feats = signal_features(y, 16000, config=config)
+                results[f"{recipe}/{name}"] = "finite" if np.isfinite(feats.vector).all() else "NOT FINITE"
+            except FeatureError as exc:
+                results[f"{recipe}/{name}"] = f"FeatureError: {exc}"
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.slow
+def test_recipes_from_a_cold_numba_cache(tmp_path: Path, make_signal: Callable[..., np.ndarray]) -> None:
+    # librosa compiles its numba kernels (piptrack, yin, localmax, overlap-add ...) on first
+    # use and caches them; CI starts from nothing. A fresh NUMBA_CACHE_DIR in a new process
+    # is that first run: short signals must still give a FeatureError, others finite values.
+    cache = tmp_path / "numba_cache"
+    cache.mkdir()
+    speech = tmp_path / "speech.npy"
+    np.save(speech, make_signal("speech", sample_rate=16_000, duration_s=1.0))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", COLD_RUN, str(speech)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    too_short = ("FeatureError: too short: 62.5 ms; at least 128 ms needed "
+                 "(one analysis frame, features.n_fft = 2048 samples at 16000 Hz)")
+    for recipe in ("fast", "classic", "rich"):
+        assert results[f"{recipe}/speech"] == "finite", results
+        assert results[f"{recipe}/noise_1000"] == too_short, results
+        assert results[f"{recipe}/noise_2048"] == "finite", results
+    # The run really compiled from scratch into the fresh folder.
+    assert any(cache.rglob("*.nbi")), "numba wrote no cache: the run was not cold"
 
 
 # --- extraction with windows ----------------------------------------------------------------
@@ -321,8 +436,6 @@ def rich_extracted(ray_session: None, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_extract_rich_writes_segments(rich_extracted: tuple[Path, Path]) -> None:
-    from ser_batch.extract import file_features
-
     root, out = rich_extracted
     table = storage.read_parts(out)
     assert table.schema.field(schema.SEGMENTS).type == pa.list_(pa.list_(pa.float32(), N_RICH))
@@ -336,7 +449,7 @@ def test_extract_rich_writes_segments(rich_extracted: tuple[Path, Path]) -> None
     for rel in GOOD_FILES:
         row = rows[rel]
         assert row[schema.ERROR] is None
-        expected, _ = file_features(root / rel, config=RICH_CONFIG)
+        expected, _ = recipes.file_features(root / rel, config=RICH_CONFIG)
         segments = np.array(row[schema.SEGMENTS], dtype=np.float32)
         starts = np.array(row[schema.SEGMENT_STARTS_S], dtype=np.float32)
         assert segments.shape == (len(starts), N_RICH) == expected.segments.shape
@@ -364,15 +477,13 @@ def test_pandas_reads_rich_features(rich_extracted: tuple[Path, Path]) -> None:
 
 
 def test_load_feature_set_aligns_segments(rich_extracted: tuple[Path, Path]) -> None:
-    from ser_batch.extract import file_features
-
     root, out = rich_extracted
     data = load_feature_set(out)
     assert data.n_errors == 2 and sorted(data.paths) == sorted(GOOD_FILES)
     assert data.X.shape == (3, N_RICH)
     assert data.segments is not None and len(data.segments) == 3
     for i, rel in enumerate(data.paths):
-        expected, _ = file_features(root / rel, config=RICH_CONFIG)
+        expected, _ = recipes.file_features(root / rel, config=RICH_CONFIG)
         assert data.segments[i].dtype == np.float32
         np.testing.assert_allclose(data.segments[i], expected.segments, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(data.X[i], expected.vector, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,241 @@
+"""What every feature recipe shares: cached analysis layouts and the checks on a signal.
+
+Filterbanks, band edges and bin ranges depend only on the sample rate and the feature
+settings, so each is built once per process (``lru_cache``) and reused for every clip.
+Names ending in ``_t`` are transposed, ``(bins, bands)``, for time-major products.
+
+A recipe analyses a signal in frames of ``features.n_fft`` samples; a signal shorter than
+one frame has no spectrum worth the name (only zero padding), so every recipe refuses it
+with :func:`check_signal` rather than return a vector of padding.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+
+import numpy as np
+
+from ser_batch.errors import FeatureError
+
+#: piptrack's defaults, as used by librosa's chroma tuning estimate.
+TUNING_FMIN_HZ = 150.0
+TUNING_FMAX_HZ = 4000.0
+_CONTRAST_QUANTILE = 0.02
+#: Cost of one BLAS call in the blocked mel product (:func:`mel_blocks`), in weights.
+_MEL_BLOCK_COST = 2000
+
+
+# ------------------------------------------------------------------------ signal checks
+
+
+def check_signal(y: np.ndarray, sample_rate: int, *, min_samples: int, needed_for: str) -> None:
+    """Refuse a signal that no recipe could analyse meaningfully.
+
+    Parameters
+    ----------
+    y : np.ndarray, expected shape ``(n,)``
+    sample_rate : int, Hz (only to state lengths in milliseconds)
+    min_samples : int
+        The shortest usable signal, in samples (one analysis frame, ``features.n_fft``,
+        or more when a recipe needs several frames).
+    needed_for : str
+        What ``min_samples`` is, for the message (e.g. ``"one analysis frame, features.n_fft
+        = 2048 samples at 16000 Hz"``).
+
+    Raises
+    ------
+    FeatureError
+        ``expected a non-empty mono signal ...``, ``too short: 62.5 ms; at least 128 ms
+        needed (...)`` or ``signal has NaN or infinite samples``.
+    """
+    if y.ndim != 1 or y.size == 0:
+        raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
+    if y.size < min_samples:
+        have = _milliseconds(y.size, sample_rate, round_up=False)
+        need = _milliseconds(min_samples, sample_rate, round_up=True)
+        raise FeatureError(f"too short: {have} ms; at least {need} ms needed ({needed_for})")
+    # ~6 us per 3.5 s clip; NaN would otherwise come out as NaN features at best.
+    if not np.isfinite(y).all():
+        raise FeatureError("signal has NaN or infinite samples")
+
+
+def one_frame(n_fft: int, sample_rate: int) -> str:
+    """How :func:`check_signal` names the one-analysis-frame minimum."""
+    return f"one analysis frame, features.n_fft = {n_fft} samples at {sample_rate} Hz"
+
+
+def check_finite(values: np.ndarray, what: str) -> np.ndarray:
+    """``values``, or a FeatureError naming ``what`` if any of them is NaN or infinite."""
+    if not np.isfinite(values).all():
+        raise FeatureError(f"{what} are not finite")
+    return values
+
+
+def _milliseconds(samples: int, sample_rate: int, *, round_up: bool) -> str:
+    """``samples`` as milliseconds with 3 significant digits, rounded towards the safe side
+    (a too-short signal never shows as long as the minimum: 2047 samples -> "127", not "128")."""
+    ms = 1000.0 * samples / sample_rate
+    decimals = max(0, 2 - math.floor(math.log10(ms)))
+    scale = 10.0**decimals
+    value = (math.ceil if round_up else math.floor)(round(ms * scale, 6)) / scale
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+# ------------------------------------------------------------------------ band layouts
+
+
+def contrast_fmin(sample_rate: int, *, fmin: float, n_bands: int) -> float:
+    """Lower edge (Hz) of the first spectral-contrast band that fits under Nyquist.
+
+    librosa requires every band's lower edge ``fmin * 2**k`` (k < n_bands) to be below
+    ``sample_rate / 2``. Rather than crash at 8 kHz, halve ``fmin`` until it holds, so the
+    bands stay octaves and the vector keeps ``n_bands + 1`` values.
+    """
+    nyquist = 0.5 * sample_rate
+    while fmin * 2.0 ** (n_bands - 1) >= nyquist:
+        fmin /= 2.0
+    return fmin
+
+
+@lru_cache(maxsize=16)
+def contrast_band_bins(
+    sample_rate: int, n_fft: int, n_bands: int, fmin: float
+) -> tuple[tuple[int, int, int], ...]:
+    """``(first_bin, stop_bin, n_quantile)`` per spectral-contrast band, as librosa cuts them.
+
+    Raises
+    ------
+    FeatureError
+        If a band holds no STFT bin (``n_fft`` too small for ``fmin``).
+    """
+    freq = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    bands = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
+        if idx.size == 0:
+            raise FeatureError(
+                f"spectral-contrast band {k} ({f_low:.0f}-{f_high:.0f} Hz) has no STFT bin; "
+                "increase features.n_fft or features.contrast_fmin"
+            )
+        start, stop = int(idx[0]), int(idx[-1]) + 1
+        if k > 0:
+            start -= 1
+        if k == n_bands:
+            stop = len(freq)
+        count = stop - start
+        if k < n_bands:
+            stop -= 1  # librosa counts the shared edge bin but does not use it
+        bands.append((start, stop, max(int(np.rint(_CONTRAST_QUANTILE * count)), 1)))
+    return tuple(bands)
+
+
+@lru_cache(maxsize=16)
+def tuning_bins(sample_rate: int, n_fft: int) -> tuple[int, int]:
+    """``(first, stop)`` STFT bins that librosa's tuning estimate looks at (150-4000 Hz),
+    kept one bin away from DC and Nyquist so that every candidate has two neighbours."""
+    freq = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    idx = np.flatnonzero((freq >= TUNING_FMIN_HZ) & (freq < min(TUNING_FMAX_HZ, sample_rate / 2)))
+    return max(int(idx[0]), 1), min(int(idx[-1]) + 1, len(freq) - 1)
+
+
+# ---------------------------------------------------------------------- filterbanks
+
+
+@lru_cache(maxsize=16)
+def stft_window(n_fft: int) -> np.ndarray:
+    """librosa.stft's default window: periodic Hann, float32 ``(n_fft,)``."""
+    import scipy.signal
+
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """librosa's mel filterbank ``(n_mels, 1 + n_fft/2)``, float32."""
+    import librosa
+
+    with warnings.catch_warnings():
+        # librosa warns about empty filters for many mel bands at low sample rates.
+        warnings.simplefilter("ignore", UserWarning)
+        basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    return basis.astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def mel_blocks(sample_rate: int, n_fft: int, n_mels: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """librosa's mel filterbank cut into dense blocks along its diagonal.
+
+    Each FFT bin feeds at most two neighbouring triangles, so the filterbank is a narrow
+    band: a few dense products over the bins each run of mel bands covers beat one dense
+    product (~10x the work) and a sparse one (which needs the power spectrum transposed).
+
+    Returns
+    -------
+    tuple of ``(mel_start, mel_stop, bin_start, bin_stop, weights)``
+        ``weights`` float32 ``(bin_stop - bin_start, mel_stop - mel_start)``; together they
+        hold every non-zero weight. The cut minimises the total block area plus
+        ``_MEL_BLOCK_COST`` per block (the cost of a BLAS call, in multiplications).
+    """
+    basis = mel_basis(sample_rate, n_fft, n_mels)
+    n_bins = basis.shape[1]
+    used = basis != 0
+    nonempty = used.any(axis=1)
+    first = np.where(nonempty, used.argmax(axis=1), n_bins).tolist()
+    last = np.where(nonempty, n_bins - used[:, ::-1].argmax(axis=1), 0).tolist()
+    # best[j]: cheapest cut of mel bands [0, j) into runs; cut[j]: where its last run starts.
+    best = [0.0] + [float("inf")] * n_mels
+    cut = [0] * (n_mels + 1)
+    for stop in range(1, n_mels + 1):
+        lo, hi = n_bins, 0
+        for start in range(stop - 1, -1, -1):
+            lo, hi = min(lo, first[start]), max(hi, last[start])
+            cost = best[start] + (stop - start) * max(hi - lo, 0) + _MEL_BLOCK_COST
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    blocks = []
+    stop = n_mels
+    while stop > 0:
+        start = cut[stop]
+        lo, hi = min(first[start:stop]), max(last[start:stop])
+        if hi <= lo:
+            lo, hi = 0, 1  # only empty filters (many mel bands at a low sample rate)
+        blocks.append((start, stop, lo, hi, np.ascontiguousarray(basis[start:stop, lo:hi].T)))
+        stop = start
+    return tuple(reversed(blocks))
+
+
+@lru_cache(maxsize=256)
+def chroma_basis_t(sample_rate: int, n_fft: int, n_chroma: int, tuning: float) -> np.ndarray:
+    """librosa's chroma filterbank for one tuning offset, transposed: ``(1 + n_fft/2, n_chroma)``."""
+    import librosa
+
+    basis = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=tuning, n_chroma=n_chroma)
+    return np.ascontiguousarray(basis.T, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def dct_t(n: int, k: int) -> np.ndarray:
+    """First ``k`` rows of the orthonormal DCT-II of size ``n``, transposed: float64 ``(n, k)``."""
+    import scipy.fft
+
+    return np.ascontiguousarray(scipy.fft.dct(np.eye(n), type=2, norm="ortho", axis=0)[:k].T)
+
+
+@lru_cache(maxsize=4)
+def tonnetz_basis_t(n_chroma: int) -> np.ndarray:
+    """librosa's tonnetz projection ``phi`` transposed to ``(n_chroma, 6)``, float32.
+
+    Rows of ``phi``: fifths (sin, cos), minor thirds (sin, cos), major thirds (sin, cos,
+    radius 0.5), each a circle over the pitch classes.
+    """
+    dim_map = np.linspace(0, 12, num=n_chroma, endpoint=False)
+    scale = np.asarray([7.0 / 6, 7.0 / 6, 3.0 / 2, 3.0 / 2, 2.0 / 3, 2.0 / 3])
+    v = np.multiply.outer(scale, dim_map)
+    v[::2] -= 0.5
+    radii = np.array([1, 1, 1, 1, 0.5, 0.5])
+    return np.ascontiguousarray((radii[:, None] * np.cos(np.pi * v)).T, dtype=np.float32)
