@@ -52,13 +52,18 @@ def check_signal(y: np.ndarray, sample_rate: int, *, min_samples: int, needed_fo
     """
     if y.ndim != 1 or y.size == 0:
         raise FeatureError(f"expected a non-empty mono signal, got shape {y.shape}")
-    if y.size < min_samples:
-        have = _milliseconds(y.size, sample_rate, round_up=False)
-        need = _milliseconds(min_samples, sample_rate, round_up=True)
-        raise FeatureError(f"too short: {have} ms; at least {need} ms needed ({needed_for})")
+    check_length(y.size, sample_rate, min_samples=min_samples, needed_for=needed_for)
     # ~6 us per 3.5 s clip; NaN would otherwise come out as NaN features at best.
     if not np.isfinite(y).all():
         raise FeatureError("signal has NaN or infinite samples")
+
+
+def check_length(n_samples: int, sample_rate: int, *, min_samples: int, needed_for: str) -> None:
+    """The ``too short`` error of :func:`check_signal`, for a length known without the samples."""
+    if n_samples < min_samples:
+        have = _milliseconds(n_samples, sample_rate, round_up=False)
+        need = _milliseconds(min_samples, sample_rate, round_up=True)
+        raise FeatureError(f"too short: {have} ms; at least {need} ms needed ({needed_for})")
 
 
 def one_frame(n_fft: int, sample_rate: int) -> str:

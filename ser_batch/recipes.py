@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ser_batch.config import Config, FeatureConfig
-from ser_batch.errors import AudioError, FeatureError
+from ser_batch.errors import AudioError
 from ser_batch.filterbanks import check_finite
 
 if TYPE_CHECKING:
@@ -208,11 +208,11 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     zcr = (crossings[starts + n_fft - 1] - crossings[starts]) / (n_fft - 1)
     frames[:, width:] = np.column_stack([10.0 * np.log10(np.maximum(rms_power, 1e-20)), zcr, centroid,
                                          bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
-    if not np.all(np.isfinite(frames)):
-        raise FeatureError("features are not finite")
+    check_finite(frames, "rich frame values")
     factor = sample_rate // PITCH_RATE
     f0 = np.asarray(librosa.yin(low, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE, frame_length=n_fft // factor,
                                 hop_length=hop // factor, center=False)[:n], dtype=np.float32)
+    check_finite(f0, "f0 values (librosa.yin)")
     # Near-silent frames have no pitch: yin would read one into the resampler's rounding noise,
     # whose level depends on the loudest audio near it (not local).
     f0[frames[:, width] < SPEECH_GATE_DB] = 0.0

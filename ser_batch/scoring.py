@@ -24,6 +24,7 @@ from ser_batch.audio import AudioInfo, iter_audio_blocks, probe_audio
 from ser_batch.bundle import FRAMEWORKS, MANIFEST, Bundle, load_bundle
 from ser_batch.config import Config
 from ser_batch.errors import BundleError, FeatureError, SerBatchError
+from ser_batch.filterbanks import check_length, one_frame
 from ser_batch.windows import WindowBatch, first_sample_needed, stream_windows
 
 #: Bundles loaded in this process, by (path, id).
@@ -168,9 +169,8 @@ def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, ch
     if info.frames <= 0:
         raise FeatureError("no audio samples")
     settings = bundle.config
-    shortest = settings.features.n_fft / settings.audio.sample_rate
-    if info.duration_s < shortest:
-        raise FeatureError(f"too short: {info.duration_s * 1000:.0f} ms; at least {shortest * 1000:.0f} ms needed")
+    n_fft, rate = settings.features.n_fft, settings.audio.sample_rate
+    check_length(int(info.duration_s * rate), rate, min_samples=n_fft, needed_for=one_frame(n_fft, rate))
     streams = [None] if channels == "mix" or info.channels == 1 else list(range(info.channels))
     if channels == "split" and info.channels == 1:
         streams = [0]

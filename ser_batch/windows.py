@@ -357,6 +357,34 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             return
 
 
+def signal_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``rich`` frames and f0 of a whole signal in memory (centred frames, zeros outside),
+    as :func:`stream_windows` computes them block by block.
+
+    Returns
+    -------
+    frames : np.ndarray [shape=(1 + n // hop_length, 199)], float32
+    f0 : np.ndarray [shape=(1 + n // hop_length,)], float32, Hz (0 in near-silent frames)
+
+    Raises
+    ------
+    FeatureError
+        If the signal is not mono, shorter than one analysis frame, or not finite.
+    """
+    from ser_batch.filterbanks import check_signal, one_frame
+    from ser_batch.recipes import rich_segment_frames
+
+    n_fft, hop_length = config.n_fft, config.hop_length
+    check_signal(y, sample_rate, min_samples=n_fft, needed_for=one_frame(n_fft, sample_rate))
+    signal = _Buffer(0, sample_rate)
+    half = n_fft // 2
+    signal.push(np.zeros(half, dtype=np.float32))
+    signal.push(np.asarray(y, dtype=np.float32))
+    signal.push(np.zeros(half + n_fft, dtype=np.float32), last=True)
+    n_frames = n_frames_of(y.size, hop_length)
+    return rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate, config=config)
+
+
 def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
                    ) -> tuple[np.ndarray, WindowBatch]:
     """Features of a whole signal in memory: its clip vector (pooled over every frame) and its
@@ -367,21 +395,11 @@ def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
     clip : np.ndarray [shape=(n_features,)], float32
     windows : WindowBatch of every window
     """
-    from ser_batch.recipes import level_column, rich_segment_frames
+    from ser_batch.recipes import level_column
 
-    n_fft, hop_length = config.n_fft, config.hop_length
-    if y.ndim != 1 or y.size < n_fft:
-        raise FeatureError(f"too short: {1000 * y.size / sample_rate:.0f} ms; at least "
-                           f"{1000 * n_fft / sample_rate:.0f} ms needed")
+    frames, f0 = signal_frames(y, sample_rate, config=config)
+    n_frames = len(frames)
     grid = WindowGrid.of(config, sample_rate)
-    signal = _Buffer(0, sample_rate)
-    half = n_fft // 2
-    signal.push(np.zeros(half, dtype=np.float32))
-    signal.push(np.asarray(y, dtype=np.float32))
-    signal.push(np.zeros(half + n_fft, dtype=np.float32), last=True)
-    n_frames = n_frames_of(y.size, hop_length)
-    frames, f0 = rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate,
-                                     config=config)
     starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
     flags = speech_frames(frames[:, level_column(config)], 0, grid=grid, margin_db=config.speech_margin_db,
                           n_frames=n_frames, lo=0, hi=n_frames)
