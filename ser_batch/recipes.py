@@ -32,6 +32,7 @@ probabilities per clip are ~8 points more accurate than models of whole-clip vec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +151,33 @@ def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInf
 # ------------------------------------------------------------ local frames (streamed)
 
 
+@lru_cache(maxsize=8)
+def _moment_basis(sample_rate: int, n_fft: int) -> np.ndarray:
+    """Columns 1, f and f^2 (Hz) over the STFT bins, float32 ``(1 + n_fft/2, 3)``."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    return np.ascontiguousarray(np.stack([np.ones_like(freqs), freqs, freqs * freqs], axis=1), dtype=np.float32)
+
+
+#: Bins summed per step of the roll-off search.
+_ROLLOFF_BLOCK = 32
+
+
+def _rolloff_bins(magnitude: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per frame, the number of bins whose cumulative magnitude stays under ``threshold``
+    (librosa's roll-off bin), found block by block instead of by a cumulative sum over every bin."""
+    n, n_bins = magnitude.shape
+    width = (n_bins // _ROLLOFF_BLOCK) * _ROLLOFF_BLOCK
+    blocks = magnitude[:, :width].reshape(n, -1, _ROLLOFF_BLOCK).sum(axis=2)
+    cum_blocks = np.cumsum(blocks, axis=1)
+    below = (cum_blocks < threshold[:, None]).sum(axis=1)  # whole blocks under the threshold
+    before = np.where(below > 0, cum_blocks[np.arange(n), np.maximum(below - 1, 0)], 0.0)
+    # The bins of the block where the threshold is crossed (the tail bins past the last block).
+    index = np.minimum(below[:, None] * _ROLLOFF_BLOCK + np.arange(_ROLLOFF_BLOCK)[None, :], n_bins - 1)
+    inside = np.cumsum(magnitude[np.arange(n)[:, None], index], axis=1) + before[:, None]
+    tail = below * _ROLLOFF_BLOCK + (inside < threshold[:, None]).sum(axis=1)
+    return np.minimum(tail, n_bins - 1)
+
+
 def level_column(config: FeatureConfig) -> int:
     """Column of :func:`rich_segment_frames` holding the frame level (``rms_db``)."""
     from ser_batch.schema import frame_column_names
@@ -157,8 +185,8 @@ def level_column(config: FeatureConfig) -> int:
     return len(frame_column_names(config))
 
 
-def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, *,
-                        config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, *, config: FeatureConfig,
+                        first_frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Local ``rich`` frames of a stretch of padded signal: frame ``t`` is
     ``segment[t * hop : t * hop + n_fft]``, with no centring and no reference outside it.
 
@@ -166,12 +194,15 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     ----------
     segment : np.ndarray [shape=((t - 1) * hop_length + n_fft,)], float32, at ``sample_rate``
     low : np.ndarray, the same stretch at :data:`ser_batch.windows.PITCH_RATE` Hz (for pitch)
+    first_frame : int, the signal's frame number of the first frame: pitch is tracked on the
+        signal's even frames only (half the cost; the odd ones hold ``-1``, "not tracked")
 
     Returns
     -------
     frames : np.ndarray [shape=(t, 199)], float32, columns :func:`rich_frame_names` (mel in dB
         with the fixed floor ``features.db_floor``)
-    f0 : np.ndarray [shape=(t,)], float32, Hz (yin on the low-rate copy)
+    f0 : np.ndarray [shape=(t,)], float32, Hz (yin on the low-rate copy; 0 in near-silent
+        frames; -1 in frames not tracked)
     """
     import librosa
 
@@ -187,20 +218,22 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     mel = mel_columns(config)
     frames[:, mel] = power_to_db(base[:, mel], floor_db=config.db_floor)
 
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)
-    power = magnitude * magnitude
+    n_bins = magnitude.shape[1]
+    # Row sums of |S|, |S| f, |S| f^2 and |S|^2 in two BLAS-speed passes over the spectrum.
+    moments = magnitude @ _moment_basis(sample_rate, n_fft)
+    total = np.maximum(moments[:, 0].astype(np.float64), 1e-12)
+    sumsq = np.einsum("ij,ij->i", magnitude, magnitude, dtype=np.float64)
     # RMS as librosa.feature.rms(S=...): one-sided spectrum, DC and Nyquist counted once.
-    rms_power = (2.0 * power.sum(axis=1, dtype=np.float64) - power[:, 0] - power[:, -1]) / n_fft**2
-    total = np.maximum(magnitude.sum(axis=1, dtype=np.float64), 1e-12)
-    centroid = (magnitude @ freqs) / total
-    spread = (magnitude @ (freqs * freqs)) / total - centroid * centroid
-    bandwidth = np.sqrt(np.maximum(spread, 0.0))
-    cumulative = np.cumsum(magnitude, axis=1)
-    rolloff = freqs[np.minimum((cumulative < 0.85 * cumulative[:, -1:]).sum(axis=1), len(freqs) - 1)]
-    # Flatness of the power spectrum floored at 1e-10 (magnitude at 1e-5), in log10.
+    rms_power = (2.0 * sumsq - magnitude[:, 0].astype(np.float64) ** 2 - magnitude[:, -1].astype(np.float64) ** 2) \
+        / n_fft**2
+    centroid = moments[:, 1] / total
+    bandwidth = np.sqrt(np.maximum(moments[:, 2] / total - centroid * centroid, 0.0))
+    rolloff = _rolloff_bins(magnitude, 0.85 * moments[:, 0]) * (sample_rate / n_fft)
+    # Flatness of the power spectrum floored at 1e-10 (magnitude at 1e-5), in log10; the floor
+    # changes the arithmetic mean by at most 1e-10 per bin, so it is taken on the mean.
     log_mag = np.log(np.maximum(magnitude, np.float32(1e-5)))
-    clipped_mean = np.maximum(power, np.float32(1e-10)).mean(axis=1, dtype=np.float64)
-    flatness = np.exp(2.0 * log_mag.mean(axis=1, dtype=np.float64)) / clipped_mean
+    mean_power = np.maximum(sumsq / n_bins, 1e-10)
+    flatness = np.exp(2.0 * log_mag.mean(axis=1, dtype=np.float64)) / mean_power
     # Zero crossings inside each frame, from one pass over the samples.
     signs = np.signbit(segment)
     crossings = np.concatenate([[0], np.cumsum(signs[1:] != signs[:-1])])
@@ -210,10 +243,13 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
                                          bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
     check_finite(frames, "rich frame values")
     factor = sample_rate // PITCH_RATE
-    f0 = np.asarray(librosa.yin(low, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE, frame_length=n_fft // factor,
-                                hop_length=hop // factor, center=False)[:n], dtype=np.float32)
-    check_finite(f0, "f0 values (librosa.yin)")
-    # Near-silent frames have no pitch: yin would read one into the resampler's rounding noise,
-    # whose level depends on the loudest audio near it (not local).
-    f0[frames[:, width] < SPEECH_GATE_DB] = 0.0
+    f0 = np.full(n, -1.0, dtype=np.float32)
+    odd = first_frame % 2  # the first frame of the segment that is even in the signal
+    if n > odd:
+        tracked = librosa.yin(low[odd * hop // factor :], fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE,
+                              frame_length=n_fft // factor, hop_length=2 * hop // factor, center=False)
+        f0[odd::2] = check_finite(tracked, "f0 values (librosa.yin)")[: len(f0[odd::2])]
+        # Near-silent frames have no pitch: yin would read one into the resampler's rounding
+        # noise, whose level depends on the loudest audio near it (not local).
+        f0[odd::2][frames[odd::2, width] < SPEECH_GATE_DB] = 0.0
     return frames, f0

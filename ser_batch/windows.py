@@ -10,7 +10,7 @@ The grid is global to a stream: window ``k`` covers frames ``[k * hop, k * hop +
 last window is cut at the end of the signal, so a signal shorter than one window gives one
 short window.
 
-Frames are computed block by block (:class:`WindowStream`), pooled by cumulative sums
+Frames are computed block by block (:func:`stream_windows`), pooled from per-hop partial sums
 (one pass over the frames, whatever the number of windows), and each window also gets a
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
 noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
@@ -91,8 +91,10 @@ def pool_windows(frames: np.ndarray, f0: np.ndarray, starts: np.ndarray, ends: n
     """Pool frame rows ``[starts[i], ends[i])`` into the ``rich`` vector of each window.
 
     Mean, standard deviation, mean absolute frame-to-frame change and standard deviation of
-    that change of every column, then 9 pitch statistics (see :func:`pitch_stats`), all from
-    cumulative sums: O(frames + windows), not O(frames x windows).
+    that change of every column, then 9 pitch statistics (see :func:`pitch_stats`). Windows of
+    a regular grid (same length, starts a fixed hop apart) are summed from per-hop partial sums:
+    O(frames + windows), not O(frames x windows), and each window's sums depend on its own frames
+    only, so they are the same whatever else is in ``frames``.
 
     Parameters
     ----------
@@ -109,33 +111,58 @@ def pool_windows(frames: np.ndarray, f0: np.ndarray, starts: np.ndarray, ends: n
     if len(starts) and (np.any(ends <= starts) or starts.min() < 0 or ends.max() > len(frames)):
         raise FeatureError("cannot pool an empty or out-of-range window of frames")
     x = frames.astype(np.float64)
-    # Shifting by one row keeps the sums of squares small (no cancellation in var = E[x²] - E[x]²).
-    x -= x[0] if len(x) else 0.0
-    cum = _cumsum0(x)
-    cum2 = _cumsum0(x * x)
     n = (ends - starts)[:, None].astype(np.float64)
-    total = cum[ends] - cum[starts]
-    mean = total / n
-    std = np.sqrt(np.maximum((cum2[ends] - cum2[starts]) / n - mean * mean, 0.0))
-    mean += frames[0].astype(np.float64) if len(frames) else 0.0
-
+    mean = _window_sums(x, starts, ends) / n
+    std = np.sqrt(np.maximum(_window_sums(x * x, starts, ends) / n - mean * mean, 0.0))
     delta = np.diff(x, axis=0)
-    cum_abs = _cumsum0(np.abs(delta))
-    cum_d2 = _cumsum0(delta * delta)
     last = ends - 1  # a window of frames a..b-1 has the changes a..b-2
     nd = (last - starts)[:, None].astype(np.float64)
     has = nd > 0
     safe = np.where(has, nd, 1.0)
-    dabs = np.where(has, (cum_abs[last] - cum_abs[starts]) / safe, 0.0)
+    if len(delta):
+        dabs = np.where(has, _window_sums(np.abs(delta), starts, last) / safe, 0.0)
+        d2 = np.where(has, _window_sums(delta * delta, starts, last) / safe, 0.0)
+    else:
+        dabs = d2 = np.zeros_like(mean)
     dmean = np.where(has, (x[last] - x[starts]) / safe, 0.0)  # the changes telescope
-    dstd = np.where(has, np.sqrt(np.maximum((cum_d2[last] - cum_d2[starts]) / safe - dmean * dmean, 0.0)), 0.0)
+    dstd = np.where(has, np.sqrt(np.maximum(d2 - dmean * dmean, 0.0)), 0.0)
     pitch = pitch_stats(f0, starts, ends, frame_s=frame_s)
     return np.concatenate([mean, std, dabs, dstd, pitch], axis=1).astype(np.float32)
 
 
-def _cumsum0(x: np.ndarray) -> np.ndarray:
-    out = np.zeros((x.shape[0] + 1,) + x.shape[1:], dtype=np.float64)
-    np.cumsum(x, axis=0, out=out[1:])
+def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Sums of rows ``[starts[i], ends[i])`` of ``values`` ``(m, c)``: ``(k, c)``, float64.
+
+    The windows of a regular grid (the common length, starts one hop apart) are sums of
+    ``q`` consecutive hop-long groups minus the few rows past their end; the others (a last,
+    shorter window; irregular windows) are summed directly."""
+    k = len(starts)
+    out = np.empty((k, values.shape[1]))
+    lengths = ends - starts
+    regular = np.zeros(k, dtype=bool)
+    if k >= 2:
+        hop, width = int(starts[1] - starts[0]), int(lengths[0])
+        regular = (lengths == width) & (starts - starts[0] == np.arange(k) * hop)
+        regular &= np.cumprod(regular).astype(bool)  # a regular run from the first window
+    count = int(regular.sum())
+    if count >= 2 and hop > 0:
+        q = -(-width // hop)
+        groups = count - 1 + q
+        first = int(starts[0])
+        span = values[first : first + groups * hop]
+        if len(span) < groups * hop:  # the last groups run past the rows: zeros add nothing
+            span = np.concatenate([span, np.zeros((groups * hop - len(span), values.shape[1]))])
+        sums = span.reshape(groups, hop, -1).sum(axis=1)
+        total = sums[:count].copy()
+        for j in range(1, q):
+            total += sums[j : j + count]
+        for j in range(width, q * hop):  # rows of the last group past the window's end
+            total -= span[np.arange(count) * hop + j]
+        out[:count] = total
+    else:
+        count = 0
+    for i in range(count, k):
+        out[i] = values[starts[i] : ends[i]].sum(axis=0)
     return out
 
 
@@ -147,7 +174,8 @@ _VOICED_LO, _VOICED_HI = 62.0, 590.0
 def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s: float) -> np.ndarray:
     """9 pitch statistics per window: of log2 f0 over its voiced frames, mean, std, 10/50/90th
     percentiles, 90-10 range and mean absolute change between successive voiced frames (all 0
-    with fewer than 3 voiced frames), then the voiced fraction and the duration in seconds.
+    with fewer than 3 voiced frames), then the voiced fraction (of the frames whose pitch was
+    tracked, ``f0 >= 0``) and the duration in seconds.
 
     Returns
     -------
@@ -162,6 +190,7 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
     index = starts[:, None] + np.arange(width)[None, :]
     inside = index < ends[:, None]
     track = np.asarray(f0, dtype=np.float64)[np.minimum(index, len(f0) - 1)]
+    tracked = (inside & (track >= 0)).sum(axis=1)  # frames whose pitch was tracked (f0 >= 0)
     voiced = inside & (track > _VOICED_LO) & (track < _VOICED_HI)
     count = voiced.sum(axis=1)
     log_f0 = np.where(voiced, np.log2(np.where(voiced, track, 1.0)), np.nan)
@@ -182,7 +211,7 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
     dabs = changes / np.maximum(count - 1, 1)
     stats = np.column_stack([mean, np.sqrt(var), p10, p50, p90, p90 - p10, dabs])
     out[:, :7] = np.where(enough[:, None], stats, 0.0)
-    out[:, 7] = count / lengths
+    out[:, 7] = count / np.maximum(tracked, 1)
     out[:, 8] = lengths * frame_s
     return out
 
@@ -319,7 +348,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             stop_frame = min(stop_frame, n_frames)
         if stop_frame > frames_done:
             seg, seg_low = signal.frame_samples(frames_done, stop_frame, hop_length, n_fft)
-            rows, f0 = rich_segment_frames(seg, seg_low, sample_rate, config=config)
+            rows, f0 = rich_segment_frames(seg, seg_low, sample_rate, config=config, first_frame=frames_done)
             kept = rows if kept is None else np.concatenate([kept, rows])
             kept_f0 = f0 if kept_f0 is None else np.concatenate([kept_f0, f0])
             frames_done = stop_frame

@@ -86,12 +86,17 @@ def _naive(frames: np.ndarray, a: int, b: int) -> np.ndarray:
     return np.concatenate([window.mean(0), window.std(0), np.abs(delta).mean(0), delta.std(0)])
 
 
-def test_cumulative_pooling_equals_per_window_statistics() -> None:
+@pytest.mark.parametrize("grid", ["irregular", "regular"])
+def test_pooling_equals_per_window_statistics(grid: str) -> None:
     rng = np.random.default_rng(0)
     frames = (rng.normal(size=(300, 7)) * [1, 10, 100, 1000, 0.01, 5, 2000] + [0, -40, 2000, 0, 1, 3, 8000])
     frames = frames.astype(np.float32)
     f0 = rng.uniform(50, 400, 300).astype(np.float32)
-    starts, ends = np.array([0, 16, 250, 299, 5]), np.array([47, 63, 300, 300, 6])
+    if grid == "irregular":
+        starts, ends = np.array([0, 16, 250, 299, 5]), np.array([47, 63, 300, 300, 6])
+    else:  # the grid of a stream: 47 frames every 16 from frame 5, the last one cut at the end
+        starts, ends = GRID.bounds(0, 17, None)
+        starts, ends = starts + 5, np.minimum(ends + 5, 300)
     pooled = pool_windows(frames, f0, starts, ends, frame_s=0.032)
     for i, (a, b) in enumerate(zip(starts, ends)):
         np.testing.assert_allclose(pooled[i, :28], _naive(frames, a, b), rtol=2e-5, atol=2e-4)
@@ -109,6 +114,10 @@ def test_pitch_statistics_of_voiced_frames() -> None:
     np.testing.assert_allclose(stats[0], expected, rtol=1e-9)
     # Two voiced frames of three are too few for pitch statistics: zeros, but the fraction stays.
     np.testing.assert_allclose(stats[1], [0, 0, 0, 0, 0, 0, 0, 2 / 3, 1.5])
+    # Frames whose pitch was not tracked (-1) count neither as voiced nor as unvoiced.
+    half = np.array([100.0, -1, 0.0, -1, 200.0, -1, 300.0], dtype=np.float32)
+    stats = pitch_stats(half, np.array([0]), np.array([7]), frame_s=0.5)
+    assert stats[0, 7] == pytest.approx(3 / 4) and stats[0, 0] == pytest.approx(np.log2([100, 200, 300]).mean())
 
 
 # -------------------------------------------------------------------- speech ratio
