@@ -411,23 +411,6 @@ def test_h5_export_matches_keras_model(trained_bundle: Path, small_features: Pat
     np.testing.assert_allclose(np.asarray(native(X)).sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_pretrained_bundle_ships_verified_and_predicts(tmp_path: Path) -> None:
-    bundle = bundle_io.load_bundle()  # verifies every checksum
-    assert bundle.path == bundle_io.default_bundle_path()
-    assert (bundle.path / "NOTICE.md").read_text().count("CC BY-NC-SA") >= 1
-    size = sum(p.stat().st_size for p in bundle.path.iterdir())
-    assert size < 5 * 2**20, f"pretrained bundle is {size / 2**20:.1f} MiB"
-    assert bundle.frameworks == ["keras", "sklearn"] and bundle.aggregation == "segments"
-    assert bundle.manifest["features"]["recipe"] == "rich"
-    assert bundle.manifest["training_data"]["actors"] == list(range(1, 21))
-    wav = write_audio(tmp_path / "speech.wav", duration_s=2.0)
-    result = CliRunner().invoke(main, ["predict", str(wav), "--framework", "sklearn", "--json"])
-    assert result.exit_code == 0, result.output
-    [entry] = json.loads(result.output)
-    probabilities = entry["predictions"]["sklearn"]["probabilities"]
-    assert list(probabilities) == bundle.classes and abs(sum(probabilities.values()) - 1) < 1e-3
-
-
 def test_train_refuses_classes_seen_only_in_test(tmp_path: Path, ray_session: None) -> None:
     from ser_batch.extract import run_extract
 
