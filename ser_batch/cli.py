@@ -220,8 +220,9 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
                               trust_pickle=trust_pickle)
     click.echo(f"rows: {results['selection']}")
+    other = results["rows_left_out"] - results["training_rows_left_out"]
     click.echo(f"{results['rows']} rows of {len(results['actors'])} actors "
-               f"({results['error_rows']} error rows dropped, {results['rows_left_out']} other rows left out)")
+               f"({results['error_rows']} error rows dropped, {other} other rows left out)")
     for warning in results["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(format_metrics(results))

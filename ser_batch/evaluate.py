@@ -160,7 +160,7 @@ def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, featu
                 f"no held-out rows: the models were trained on all {n_trained} labelled rows{which} of "
                 f"{features_dir} (from {how}). Evaluate on other speakers or another corpus, or pass --all "
                 "to score training rows anyway (the figures will flatter the models)")
-        reason = (f"{int(keep.sum())} rows the models did not train on{which}"
+        reason = (f"{int(keep.sum())} rows{which} the models did not train on"
                   + (f"; {n_trained} training rows left out (from {how}; --all includes them)" if n_trained
                      else f" (from {how})"))
     return RowSelection(keep=keep, trained=trained, reason=reason, warnings=warnings)
