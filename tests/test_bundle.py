@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import SHARED, needs_shared, write_audio
+from conftest import SHARED, write_audio
 from ser_batch import bundle as bundle_io
 from ser_batch.errors import BundleError
 
