@@ -1,15 +1,22 @@
 """Model bundles: one folder with the fitted models, their feature contract and checksums.
 
-Layout::
+Layout (bundle format 2)::
 
     manifest.json          format version, package version, classes, feature recipe,
                            sample rate, schema version, effective config, training data
                            summary, split, metrics, sha256 of every other file
-    sklearn_mlp.joblib     Pipeline(StandardScaler, MLPClassifier)
+    training_files.json    paths of the rows the models were trained on
+    sklearn_mlp.skops      Pipeline(StandardScaler, MLPClassifier), no pickle
+    sklearn_mlp.joblib     the same as a pickle, only with ``train.export_joblib``
     keras_ann.keras        Keras ANN (standardisation built in) + keras_ann.h5 export
     metrics.json, confusion_*.png, report.html
 
-:func:`load_bundle` verifies every checksum *before* anything is unpickled, and
+:func:`load_bundle` verifies every checksum before any model is read. Checksums prove
+that the files are the ones the manifest lists, not who made them (the manifest travels
+with the files), so nothing a bundle holds is unpickled unless the caller says it trusts
+the bundle: the scikit-learn model is read with skops (scikit-learn and numpy types
+only) and the Keras model in Keras' safe mode. Format-1 bundles, whose scikit-learn
+model exists only as a pickle, need ``trust_pickle=True`` (``--trust-pickle``).
 :meth:`Bundle.check_features` refuses features made with another recipe or schema.
 """
 
@@ -22,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,11 +37,27 @@ from ser_batch import __version__
 from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
 
-BUNDLE_FORMAT = 1
+#: 2: the scikit-learn model is a skops file and the training rows are listed;
+#: 1: the scikit-learn model is only a joblib pickle (read with ``trust_pickle`` only).
+BUNDLE_FORMAT = 2
 MANIFEST = "manifest.json"
-SKLEARN_FILE = "sklearn_mlp.joblib"
+SKLEARN_FILE = "sklearn_mlp.skops"
+SKLEARN_PICKLE = "sklearn_mlp.joblib"
 KERAS_FILE = "keras_ann.keras"
+TRAINING_FILES = "training_files.json"
 FRAMEWORKS = ("keras", "sklearn")
+
+
+def model_files(bundle_format: int) -> dict[str, str]:
+    """The file each framework's model is read from, in a bundle of that format."""
+    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE}
+
+
+def write_training_files(directory: Path, paths: Sequence[str]) -> dict[str, Any]:
+    """Write the training rows' paths into a bundle folder; return the manifest entry."""
+    names = sorted({str(p) for p in paths})
+    (Path(directory) / TRAINING_FILES).write_text(json.dumps(names, indent=0) + "\n", encoding="utf-8")
+    return {"list": TRAINING_FILES, "count": len(names)}
 
 
 def sha256_of(path: Path) -> str:
@@ -88,7 +111,13 @@ class Bundle:
 
     path: Path
     manifest: dict[str, Any]
+    #: Allow unpickling a format-1 bundle's joblib file (it can run any code).
+    trust_pickle: bool = False
     _models: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def format(self) -> int:
+        return int(self.manifest["bundle_format"])
 
     @property
     def classes(self) -> list[str]:
@@ -102,6 +131,20 @@ class Bundle:
     def aggregation(self) -> str:
         """``segments`` (models see window vectors; a file is their mean) or ``clip``."""
         return str(self.manifest.get("aggregation", "clip"))
+
+    def training_files(self) -> frozenset[str] | None:
+        """Paths (relative to the extracted folder) of the rows the models were trained on,
+        or ``None`` when the bundle does not list them (format 1)."""
+        entry = self.manifest.get("training_data", {}).get("files")
+        if not entry:
+            return None
+        try:
+            names = json.loads((self.path / entry["list"]).read_text(encoding="utf-8"))
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError("not a list of paths")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"bundle {self.path} has an unreadable list of training files: {exc}") from None
+        return frozenset(names)
 
     @property
     def config(self) -> Config:
@@ -149,16 +192,26 @@ class Bundle:
         if framework not in self.frameworks:
             raise BundleError(f"bundle {self.path} has no {framework} model (it has: {', '.join(self.frameworks)})")
         if framework not in self._models:
+            if framework == "sklearn" and self.format < 2 and not self.trust_pickle:
+                raise BundleError(
+                    f"bundle {self.path} is format {self.format}: its scikit-learn model exists only as a "
+                    f"pickle ({SKLEARN_PICKLE}), and unpickling a file runs whatever code it holds. If you "
+                    "trust where this bundle came from, pass --trust-pickle (trust_pickle=True); otherwise "
+                    "use --framework keras or retrain it with this ser-batch")
             try:
-                if framework == "sklearn":
+                if framework == "sklearn" and self.format >= 2:
+                    from ser_batch.models import load_sklearn
+
+                    self._models[framework] = load_sklearn(self.path / SKLEARN_FILE)
+                elif framework == "sklearn":
                     import joblib
 
-                    self._models[framework] = joblib.load(self.path / SKLEARN_FILE)
+                    self._models[framework] = joblib.load(self.path / SKLEARN_PICKLE)
                 else:
                     from ser_batch.models import KerasANN
 
                     self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
-            except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways across versions
+            except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
                 made_with = self.manifest.get("library_versions", {})
                 raise BundleError(f"cannot load the {framework} model of {self.path}: {type(exc).__name__}: "
                                   f"{exc} (bundle made with {made_with or 'unknown versions'})") from None
@@ -190,8 +243,11 @@ class Bundle:
         return proba[:, order]
 
 
-def load_bundle(path: Path | None = None, *, verify: bool = True) -> Bundle:
+def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: bool = False) -> Bundle:
     """Open a bundle (default: the pretrained one) after verifying every file's sha256.
+
+    Nothing is deserialised here; models load on first use. ``trust_pickle`` lets a
+    format-1 bundle's scikit-learn pickle be loaded: only for bundles from a trusted source.
 
     Raises
     ------
@@ -212,7 +268,9 @@ def load_bundle(path: Path | None = None, *, verify: bool = True) -> Bundle:
         raise BundleError(f"malformed {manifest_path}: {exc}") from None
     if fmt > BUNDLE_FORMAT:
         raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
-    required = {"sklearn": SKLEARN_FILE, "keras": KERAS_FILE}
+    if fmt < 1:
+        raise BundleError(f"malformed {manifest_path}: bundle_format {fmt}")
+    required = model_files(fmt)
     unlisted = [required[f] for f in manifest["models"] if f in required and required[f] not in files]
     if unlisted:
         raise BundleError(f"bundle {path} is incomplete: {', '.join(unlisted)} not in its manifest")
@@ -223,7 +281,7 @@ def load_bundle(path: Path | None = None, *, verify: bool = True) -> Bundle:
                 raise BundleError(f"bundle {path} is incomplete: {name} is missing")
             if sha256_of(file) != digest:
                 raise BundleError(f"bundle {path} is corrupt or was modified: checksum mismatch for {name}")
-    return Bundle(path=path, manifest=manifest)
+    return Bundle(path=path, manifest=manifest, trust_pickle=trust_pickle)
 
 
 def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -240,3 +298,55 @@ def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]
         "max_duration_s": config.audio.max_duration_s,
     }
 
+
+
+def upgrade_bundle(source: Path, out: Path, *, training_files: Sequence[str] | None = None,
+                   keep_pickle: bool = False, overwrite: bool = False) -> Path:
+    """Rewrite a format-1 bundle as format 2 without retraining. **Unpickles** ``source``'s
+    scikit-learn model once, so run it only on a bundle you trust.
+
+    The pipeline is stored with skops (kept as a pickle too with ``keep_pickle``), and the
+    copy must give bit-identical probabilities on random inputs or nothing is written.
+    ``training_files`` lists the paths the models were trained on, when they are known.
+    Files the manifest does not list (a licence note, say) are not copied.
+
+    Raises
+    ------
+    BundleError
+        If ``source`` is not a valid format-1 bundle, or the skops copy predicts differently.
+    """
+    import time
+    from importlib.metadata import version
+
+    from ser_batch.models import load_sklearn, save_sklearn
+
+    old = load_bundle(source, trust_pickle=True)
+    if old.format >= 2:
+        raise BundleError(f"bundle {source} is already format {old.format}")
+    staging = staging_dir(out)
+    try:
+        for name in old.manifest["files"]:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(old.path / name, staging / name)
+        manifest = {k: v for k, v in old.manifest.items() if k != "files"}
+        manifest["bundle_format"] = BUNDLE_FORMAT
+        if "sklearn" in old.frameworks:
+            pipeline = old.model("sklearn")
+            (staging / SKLEARN_PICKLE).unlink()
+            save_sklearn(pipeline, staging / SKLEARN_FILE,
+                         pickle_path=staging / SKLEARN_PICKLE if keep_pickle else None)
+            probe = np.random.default_rng(0).normal(size=(64, int(manifest["features"]["n_features"])))
+            probe = probe.astype(np.float32)
+            if not np.array_equal(load_sklearn(staging / SKLEARN_FILE).predict_proba(probe),
+                                  pipeline.predict_proba(probe)):
+                raise BundleError(f"the skops copy of {source}'s scikit-learn model predicts differently")
+            manifest["library_versions"] = dict(manifest.get("library_versions", {}), skops=version("skops"))
+        if training_files is not None:
+            manifest["training_data"] = dict(manifest.get("training_data", {}),
+                                             files=write_training_files(staging, training_files))
+        manifest["upgraded"] = {"from_format": old.format, "on": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "ser_batch_version": __version__,
+                                "note": "models not retrained; scikit-learn pipeline re-serialised with skops"}
+        return finalize_bundle(staging, out, manifest=manifest, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -185,20 +185,30 @@ def train(features_dir: Path, out: Path, models: str | None, split: str | None, 
         click.echo(line)
 
 
+_TRUST_PICKLE_HELP = ("Allow loading the scikit-learn pickle of an old (format-1) bundle. Unpickling "
+                      "runs any code the file holds: only for bundles from a source you trust.")
+
+
 @main.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--actors", default=None, metavar="IDS",
-              help="Only rows of these actors, e.g. 17,18,19,20 (the ones a speaker split held out).")
+              help="Only rows of these actors, e.g. 17,18,19,20 (still only rows the bundle did not train on).")
+@click.option("--all", "include_training", is_flag=True,
+              help="Also score rows the models were trained on (the figures then flatter them; "
+                   "the output and JSON say so).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON to this file.")
+@click.option("--trust-pickle", is_flag=True, help=_TRUST_PICKLE_HELP)
 @_handle_errors
-def evaluate(model_dir: Path, features_dir: Path, actors: str | None, out: Path | None) -> None:
+def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_training: bool, out: Path | None,
+             trust_pickle: bool) -> None:
     """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
 
-    Prints accuracy, macro-F1 and per-class F1 of each model and of their ensemble;
-    --out writes everything, including per-class precision/recall and confusion
-    matrices, as JSON.
+    Only rows the bundle did not train on are scored (it lists its training files), and
+    the output says which rows were used and why. Prints accuracy, macro-F1 and per-class
+    F1 of each model and of their ensemble; --out writes everything, including per-class
+    precision/recall, confusion matrices and the rows used, as JSON.
     """
     import json
 
@@ -207,9 +217,14 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, out: Path 
     actor_ids = _parse_test_actors(actors).get("test_actors") if actors else None
     if actors and not actor_ids:
         raise click.BadParameter("use actor numbers like 17,18,19,20", param_hint="--actors")
-    results = evaluate_bundle(model_dir, features_dir, actors=actor_ids)
-    click.echo(f"{results['rows']} labelled rows of {len(results['actors'])} actors "
-               f"({results['error_rows']} error rows dropped, {results['rows_left_out']} other rows left out)")
+    results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
+                              trust_pickle=trust_pickle)
+    click.echo(f"rows: {results['selection']}")
+    other = results["rows_left_out"] - results["training_rows_left_out"]
+    click.echo(f"{results['rows']} rows of {len(results['actors'])} actors "
+               f"({results['error_rows']} error rows dropped, {other} other rows left out)")
+    for warning in results["warnings"]:
+        click.echo(f"WARNING: {warning}")
     click.echo(format_metrics(results))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,8 +239,10 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, out: Path 
 @click.option("--framework", type=click.Choice(["keras", "sklearn", "both"]), default="both",
               help="Which model answers; both = each model plus their averaged ensemble.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file in a list).")
+@click.option("--trust-pickle", is_flag=True, help=_TRUST_PICKLE_HELP)
 @_handle_errors
-def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_json: bool) -> None:
+def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_json: bool,
+            trust_pickle: bool) -> None:
     """Predict the emotion of each audio FILE, with class probabilities.
 
     Uses the same decoding and features as `extract`, with the settings stored in the
@@ -238,7 +255,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
     from ser_batch.bundle import load_bundle
     from ser_batch.scoring import predict_files
 
-    bundle = load_bundle(model_dir)
+    bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
     results = predict_files(list(files), bundle=bundle, framework=framework)
     if as_json:
         click.echo(json.dumps(results, indent=2))

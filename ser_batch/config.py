@@ -94,6 +94,9 @@ class TrainConfig:
     #: predict a clip as the mean of its windows' probabilities.
     use_segments: bool = True
     seed: int = 42
+    #: Also write the scikit-learn model as a joblib pickle (``sklearn_mlp.joblib``) for
+    #: tools that want one; ser-batch itself reads the pickle-free skops file.
+    export_joblib: bool = False
 
 
 @dataclass(frozen=True)

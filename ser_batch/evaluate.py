@@ -1,14 +1,20 @@
-"""Honest numbers: classification metrics, and the ``evaluate`` job over a labelled feature set."""
+"""Honest numbers: classification metrics, and the ``evaluate`` job over a labelled feature set.
+
+``evaluate`` scores only rows a bundle did not train on unless asked otherwise: a bundle
+lists its training files, so the training rows can be left out of any feature set of the
+same corpus, and a figure that includes them says so.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ser_batch.bundle import load_bundle
-from ser_batch.dataset import load_feature_set
+from ser_batch.bundle import Bundle, load_bundle
+from ser_batch.dataset import FeatureSet, load_feature_set
 from ser_batch.errors import DatasetError
 
 
@@ -46,32 +52,152 @@ def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Se
     }
 
 
-def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
-                    actors: Sequence[int] | None = None) -> dict[str, Any]:
-    """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
+@dataclass(frozen=True)
+class RowSelection:
+    """Which labelled rows an evaluation scores, and why.
 
-    Rows whose label is not one of the bundle's classes are counted and left out;
-    ``actors`` keeps only those speakers' rows (e.g. the actors the bundle held out).
+    Attributes
+    ----------
+    keep : np.ndarray of bool [shape=(n_rows,)], the rows scored
+    trained : np.ndarray of bool [shape=(n_rows,)], rows the bundle trained on, or None
+        when that cannot be told (a format-1 bundle on a feature set it did not record)
+    reason : str, one sentence for people
+    warnings : list of str, things that make the figures flatter than held-out ones
+    """
+
+    keep: np.ndarray
+    trained: np.ndarray | None
+    reason: str
+    warnings: list[str]
+
+    @property
+    def training_rows_included(self) -> bool | None:
+        """True/False, or None when unknown."""
+        return None if self.trained is None else bool((self.keep & self.trained).any())
+
+
+def _actor_list(actors: Any) -> str:
+    return ",".join(str(int(a)) for a in sorted(set(actors)))
+
+
+def _is_training_set(bundle: Bundle, features: FeatureSet, features_dir: Path) -> bool:
+    """Whether a feature set is (a copy of) the one a format-1 bundle was trained on."""
+    recorded = bundle.manifest.get("training_data", {})
+    if recorded.get("features_dir") == str(Path(features_dir).resolve()):
+        return True
+    actors = sorted(int(a) for a in np.unique(features.actor[~np.isnan(features.actor)]))
+    return (recorded.get("rows") == len(features.emotion) and recorded.get("error_rows") == features.n_errors
+            and recorded.get("actors") == actors)
+
+
+def training_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet,
+                  features_dir: Path) -> tuple[np.ndarray | None, str]:
+    """Mark the rows of ``data`` (labelled rows of ``features``) that ``bundle`` trained on.
+
+    A bundle that lists its training files is matched by path (relative to the extracted
+    folder, so only a feature set of the same corpus matches). Older bundles fall back on
+    their split record, on the feature set they were trained on only.
+
+    Returns
+    -------
+    trained : np.ndarray of bool [shape=(n,)], or None when it cannot be told
+    how : str, where the answer came from
+    """
+    listed = bundle.training_files()
+    if listed is not None:
+        return (np.isin(data.paths.astype(str), list(listed)),
+                f"the bundle's list of its {len(listed)} training files")
+    split = bundle.manifest.get("split", {})
+    if not _is_training_set(bundle, features, features_dir):
+        return None, (f"bundle format {bundle.format} records no training files and this is not the "
+                      "feature set it was trained on")
+    if split.get("kind") == "speaker":
+        held = split.get("test_actors") or []
+        return (~np.isin(data.actor, held),
+                f"the bundle's speaker split, which held out actors {_actor_list(held)}")
+    if split.get("kind") == "none":
+        return np.ones(len(data.emotion), dtype=bool), "the bundle was trained on every row (--split none)"
+    return None, (f"bundle format {bundle.format} records no training files, so the test rows of its "
+                  f"{split.get('kind', 'unknown')} split cannot be identified")
+
+
+def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, features_dir: Path,
+                actors: Sequence[int] | None = None, include_training: bool = False) -> RowSelection:
+    """Choose the rows to score: by default only those the bundle did not train on.
 
     Raises
     ------
     DatasetError
-        If the feature set has no labelled row the models know.
-    BundleError
-        If the bundle is invalid or its feature contract does not match.
+        If no row is left, saying why (and suggesting ``--all`` when only training rows remain).
     """
-    bundle = load_bundle(model_dir)
-    features = load_feature_set(features_dir)
-    bundle.check_features(features.metadata)
-    data = features.labelled()
     known = np.isin(data.emotion.astype(str), bundle.classes)
     if actors:
         known &= np.isin(data.actor, list(actors))
+    which = f" of actors {_actor_list(actors)}" if actors else ""
     if not known.any():
-        which = f" of actors {', '.join(map(str, actors))}" if actors else ""
         raise DatasetError(f"{features_dir} has no rows{which} labelled with the model's classes "
                            f"({', '.join(bundle.classes)})")
-    data = data.subset(known)
+    trained, how = training_rows(bundle, features, data, features_dir)
+    warnings: list[str] = []
+    if trained is None:
+        keep = known
+        reason = f"all {int(keep.sum())} labelled rows{which}: {how}"
+        warnings.append(f"cannot tell which rows the models were trained on ({how}); these figures may "
+                        "include training rows and then flatter the models")
+    elif include_training:
+        keep = known
+        n_trained = int((keep & trained).sum())
+        reason = f"all {int(keep.sum())} labelled rows{which}, training rows included (--all)"
+        if n_trained:
+            warnings.append(f"{n_trained} of the {int(keep.sum())} rows scored were used to train these models "
+                            f"(from {how}): these figures flatter the models; without --all only held-out "
+                            "rows are scored")
+    else:
+        keep = known & ~trained
+        n_trained = int((known & trained).sum())
+        if not keep.any():
+            raise DatasetError(
+                f"no held-out rows: the models were trained on all {n_trained} labelled rows{which} of "
+                f"{features_dir} (from {how}). Evaluate on other speakers or another corpus, or pass --all "
+                "to score training rows anyway (the figures will flatter the models)")
+        reason = (f"{int(keep.sum())} rows{which} the models did not train on"
+                  + (f"; {n_trained} training rows left out (from {how}; --all includes them)" if n_trained
+                     else f" (from {how})"))
+    return RowSelection(keep=keep, trained=trained, reason=reason, warnings=warnings)
+
+
+def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
+                    actors: Sequence[int] | None = None, include_training: bool = False,
+                    trust_pickle: bool = False) -> dict[str, Any]:
+    """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
+
+    By default only rows the bundle did not train on are scored (see :func:`select_rows`);
+    ``include_training`` scores them all, with a warning in ``results["warnings"]``.
+    Rows whose label is not one of the bundle's classes are left out; ``actors`` keeps
+    only those speakers' rows.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``rows``, ``actors``, ``paths`` (the rows scored), ``selection`` (why),
+        ``training_rows_included`` (bool, or None when unknown), ``training_rows_left_out``,
+        ``rows_left_out``, ``error_rows``, ``warnings`` and ``models`` (metrics per model).
+
+    Raises
+    ------
+    DatasetError
+        If no labelled row the models know is left to score.
+    BundleError
+        If the bundle is invalid or its feature contract does not match.
+    """
+    bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
+    features = load_feature_set(features_dir)
+    bundle.check_features(features.metadata)
+    data = features.labelled()
+    selection = select_rows(bundle, features, data, features_dir=Path(features_dir), actors=actors,
+                            include_training=include_training)
+    left_out_training = 0 if selection.trained is None else int((selection.trained & ~selection.keep).sum())
+    data = data.subset(selection.keep)
     X, y = data.X, data.emotion
     frameworks = list(frameworks or bundle.frameworks)
     if len(bundle.frameworks) > 1 and "both" not in frameworks:
@@ -81,8 +207,13 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "features_dir": str(features_dir),
         "rows": int(len(y)),
         "actors": sorted(int(a) for a in np.unique(data.actor) if not np.isnan(a)),
+        "selection": selection.reason,
+        "training_rows_included": selection.training_rows_included,
+        "training_rows_left_out": left_out_training,
         "rows_left_out": int(len(features.emotion) - len(y)),
         "error_rows": features.n_errors,
+        "warnings": selection.warnings,
+        "paths": [str(p) for p in data.paths],
         "models": {},
     }
     for framework in frameworks:

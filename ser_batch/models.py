@@ -1,10 +1,12 @@
 """The two classifiers of the recipe, as scikit-learn-style estimators.
 
-* :func:`build_sklearn_mlp`: ``Pipeline(StandardScaler, MLPClassifier)``.
+* :func:`build_sklearn_mlp`: ``Pipeline(StandardScaler, MLPClassifier)``, saved and loaded
+  without pickle by :func:`save_sklearn` / :func:`load_sklearn` (skops).
 * :class:`KerasANN`: Dense layers with ReLU (300-50-20-10 by default) and a softmax
   output, Adam, categorical cross-entropy (label smoothing), dropout and L2; a fixed number
-  of epochs, or early stopping on a stratified validation part of the training rows. The scaler fitted on the training rows is baked into the network
-  as a ``Normalization`` layer, so the saved ``.keras``/``.h5`` files are self-contained.
+  of epochs, or early stopping on a stratified validation part of the training rows. The
+  scaler fitted on the training rows is baked into the network as a ``Normalization``
+  layer, so the saved ``.keras``/``.h5`` files are self-contained.
 
 No Ray here; TensorFlow is imported only when a Keras model is built or loaded.
 """
@@ -182,12 +184,14 @@ class KerasANN(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: Path, *, classes: list[str], threads: int = 1) -> "KerasANN":
-        """Load a saved ``.keras`` model; ``classes`` is its output order (from the manifest)."""
+        """Load a saved ``.keras`` model in Keras' safe mode; ``classes`` is its output order
+        (from the manifest)."""
         configure_tensorflow(threads)
         import keras
 
         model = cls(threads=threads)
-        model.model_ = keras.models.load_model(Path(path), compile=False)
+        # safe_mode refuses Lambda layers and other serialised Python code in the file.
+        model.model_ = keras.models.load_model(Path(path), compile=False, safe_mode=True)
         model.classes_ = np.asarray(classes)
         model.history_ = {}
         return model
@@ -214,16 +218,50 @@ def mean_by_row(proba: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
-def save_sklearn(pipeline: Any, path: Path) -> Path:
-    """joblib-dump a fitted pipeline without the optimiser state it only needs to keep training."""
-    import copy
+def save_sklearn(pipeline: Any, path: Path, *, pickle_path: Path | None = None) -> list[Path]:
+    """Write a fitted pipeline as a skops file, and as a joblib pickle only if ``pickle_path`` is given.
 
-    import joblib
+    The optimiser state (needed only to keep training) is left out of both. skops stores
+    the estimators as a description plus arrays, so loading it runs no code from the file.
+
+    Returns
+    -------
+    list of Path, the files written
+    """
+    import copy
+    import zipfile
+
+    import skops.io as sio
 
     pipeline = copy.deepcopy(pipeline)
     for _, step in pipeline.steps:
         for attribute in ("_optimizer", "_best_coefs", "_best_intercepts"):
             if hasattr(step, attribute):
                 delattr(step, attribute)
-    joblib.dump(pipeline, path, compress=3)
-    return Path(path)
+    sio.dump(pipeline, Path(path), compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+    written = [Path(path)]
+    if pickle_path is not None:
+        import joblib
+
+        joblib.dump(pipeline, pickle_path, compress=3)
+        written.append(Path(pickle_path))
+    return written
+
+
+def load_sklearn(path: Path) -> Any:
+    """Load a pipeline written by :func:`save_sklearn` without unpickling anything.
+
+    Only skops' default trusted types (scikit-learn estimators, numpy and builtin
+    containers) are rebuilt; any other type in the file refuses the whole file.
+
+    Raises
+    ------
+    ValueError
+        Naming the untrusted types, if the file holds any.
+    """
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=Path(path))
+    if untrusted:
+        raise ValueError(f"it holds types outside scikit-learn and numpy: {', '.join(untrusted)}")
+    return sio.load(Path(path))

@@ -120,8 +120,9 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
             # A fixed iteration budget is the tuned setting (docs/accuracy.md), not a failure.
             warnings.simplefilter("ignore", ConvergenceWarning)
             model = build_sklearn_mlp(cfg.sklearn, seed=cfg.train.seed).fit(X_train, y_train.astype(str))
-        save_sklearn(model, Path(staging) / bundle_io.SKLEARN_FILE)
-        files = [bundle_io.SKLEARN_FILE]
+        pickle_path = Path(staging) / bundle_io.SKLEARN_PICKLE if cfg.train.export_joblib else None
+        files = [p.name for p in save_sklearn(model, Path(staging) / bundle_io.SKLEARN_FILE,
+                                              pickle_path=pickle_path)]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
@@ -134,11 +135,11 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
 
 
 def runtime_versions() -> dict[str, str]:
-    """Versions of the libraries whose files a bundle holds (pickles and Keras files)."""
+    """Versions of the libraries whose files a bundle holds (skops, pickles and Keras files)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("scikit-learn", "keras", "tensorflow-cpu", "tensorflow", "numpy", "librosa"):
+    for name in ("scikit-learn", "skops", "keras", "tensorflow-cpu", "tensorflow", "numpy", "librosa"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -252,6 +253,8 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
                 "error_rows": features.n_errors,
                 "class_counts": {c: int((data.emotion.astype(str) == c).sum()) for c in classes},
                 "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),
+                # evaluate leaves exactly these rows out of any feature set of the same corpus
+                "files": bundle_io.write_training_files(staging, data.paths[split.train].tolist()),
             },
             "split": {"kind": split.kind, "description": split.description,
                       "test_actors": list(split.test_actors), "seed": config.train.seed},

@@ -103,8 +103,8 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, small_features: Pat
 
 @needs_shared
 def test_train_writes_a_complete_verified_bundle(trained_bundle: Path, small_features: Path) -> None:
-    for name in ("manifest.json", "keras_ann.keras", "keras_ann.h5", "sklearn_mlp.joblib", "metrics.json",
-                 "confusion_keras.png", "confusion_sklearn.png", "f1_per_class.png", "training_curve.png",
+    for name in ("manifest.json", "keras_ann.keras", "keras_ann.h5", "sklearn_mlp.skops", "training_files.json",
+                 "metrics.json", "confusion_keras.png", "confusion_sklearn.png", "f1_per_class.png", "training_curve.png",
                  "report.html"):
         assert (trained_bundle / name).is_file(), name
     manifest = json.loads((trained_bundle / "manifest.json").read_text())
@@ -117,6 +117,12 @@ def test_train_writes_a_complete_verified_bundle(trained_bundle: Path, small_fea
     assert manifest["config"]["audio"]["sample_rate"] == 16000
     assert manifest["split"]["kind"] == "speaker" and manifest["split"]["test_actors"] == [TEST_ACTOR]
     assert manifest["training_data"]["rows_test"] == 60 and manifest["training_data"]["rows_train"] == 180
+    # the training rows are listed by path: exactly the clips of the other actors
+    assert manifest["training_data"]["files"] == {"list": "training_files.json", "count": 180}
+    listed = json.loads((trained_bundle / "training_files.json").read_text())
+    data = load_feature_set(small_features)
+    assert listed == sorted(data.paths[data.actor != TEST_ACTOR])
+    assert not (trained_bundle / "sklearn_mlp.joblib").exists()  # train.export_joblib is off by default
     assert set(manifest["metrics"]) == {"keras", "sklearn", "both"}
     # every file but the manifest is listed with its real checksum
     listed = set(manifest["files"])
@@ -131,17 +137,17 @@ def test_train_writes_a_complete_verified_bundle(trained_bundle: Path, small_fea
 
 
 @needs_shared
-def test_tampered_bundle_is_refused_before_unpickling(trained_bundle: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tampered_bundle_is_refused_before_reading(trained_bundle: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "tampered"
     shutil.copytree(trained_bundle, copy)
-    blob = bytearray((copy / "sklearn_mlp.joblib").read_bytes())
+    blob = bytearray((copy / "sklearn_mlp.skops").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (copy / "sklearn_mlp.joblib").write_bytes(bytes(blob))
-    import joblib
+    (copy / "sklearn_mlp.skops").write_bytes(bytes(blob))
+    import skops.io
 
-    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("unpickled a tampered bundle"))
-    with pytest.raises(BundleError, match="checksum mismatch for sklearn_mlp.joblib"):
+    monkeypatch.setattr(skops.io, "load", lambda *a, **k: pytest.fail("read a tampered bundle"))
+    with pytest.raises(BundleError, match="checksum mismatch for sklearn_mlp.skops"):
         bundle_io.load_bundle(copy)
     wav = next((SHARED / "Audio_Speech_Actors_01-20_16k" / "Actor_04").glob("*.wav"))
     result = CliRunner().invoke(main, ["predict", str(wav), "--model", str(copy)])
@@ -167,29 +173,147 @@ def test_feature_schema_mismatch_is_refused(trained_bundle: Path, small_features
 
 
 @needs_shared
-def test_evaluate_cli(trained_bundle: Path, small_features: Path, tmp_path: Path) -> None:
-    out = tmp_path / "metrics.json"
-    result = CliRunner().invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--out", str(out)])
+def test_evaluate_scores_only_held_out_rows_by_default(trained_bundle: Path, small_features: Path,
+                                                       tmp_path: Path) -> None:
+    runner, out = CliRunner(), tmp_path / "metrics.json"
+    result = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "accuracy" in result.output and "per-class F1" in result.output
+    assert "rows: 60 rows the models did not train on; 180 training rows left out" in result.output
+    assert "WARNING" not in result.output and "per-class F1" in result.output
     metrics = json.loads(out.read_text())
-    assert metrics["rows"] == 240
+    assert metrics["rows"] == 60 and metrics["actors"] == [TEST_ACTOR]
+    assert metrics["training_rows_included"] is False and metrics["training_rows_left_out"] == 180
+    assert metrics["warnings"] == [] and len(metrics["paths"]) == 60
+    assert all(p.startswith(f"Actor_{TEST_ACTOR:02d}/") for p in metrics["paths"])
     for name in ("keras", "sklearn", "both"):
         m = metrics["models"][name]
-        assert 0 <= m["accuracy"] <= 1 and np.asarray(m["confusion"]).sum() == 240
+        assert 0 <= m["accuracy"] <= 1 and np.asarray(m["confusion"]).sum() == 60
         assert set(m["per_class"]) == set(m["classes"])
-
-    held_out = CliRunner().invoke(main, ["evaluate", str(trained_bundle), str(small_features),
-                                         "--actors", str(TEST_ACTOR), "--out", str(out)])
-    assert held_out.exit_code == 0, held_out.output
-    assert json.loads(out.read_text())["rows"] == 60
-    assert json.loads(out.read_text())["actors"] == [TEST_ACTOR]
-    # the held-out actor's metrics are the ones training reported
+    # the held-out rows are the ones training reported on
     manifest = json.loads((trained_bundle / "manifest.json").read_text())
-    assert json.loads(out.read_text())["models"]["sklearn"]["accuracy"] == pytest.approx(
-        manifest["metrics"]["sklearn"]["accuracy"], abs=1e-6)
-    missing = CliRunner().invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors", "19"])
+    assert metrics["models"]["sklearn"]["accuracy"] == pytest.approx(manifest["metrics"]["sklearn"]["accuracy"],
+                                                                     abs=1e-6)
+
+    everything = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--all",
+                                      "--out", str(out)])
+    assert everything.exit_code == 0, everything.output
+    assert "WARNING: 180 of the 240 rows scored were used to train these models" in everything.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows"] == 240 and metrics["training_rows_included"] is True
+    assert "flatter" in metrics["warnings"][0]
+
+    # --actors narrows the honest default; it never brings training rows back
+    held = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors",
+                                str(TEST_ACTOR), "--out", str(out)])
+    assert held.exit_code == 0 and json.loads(out.read_text())["rows"] == 60
+    trained_actor = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors", "1"])
+    assert trained_actor.exit_code == 1 and "Traceback" not in trained_actor.output
+    assert "no held-out rows: the models were trained on all 60 labelled rows of actors 1" in trained_actor.output
+    assert "--all" in trained_actor.output
+    both = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors", "1,4",
+                                "--out", str(out)])
+    assert both.exit_code == 0 and json.loads(out.read_text())["actors"] == [TEST_ACTOR]
+    missing = runner.invoke(main, ["evaluate", str(trained_bundle), str(small_features), "--actors", "19"])
     assert missing.exit_code == 1 and "no rows of actors 19" in missing.output
+
+
+@pytest.fixture(scope="session")
+def random_split_bundle(tmp_path_factory: pytest.TempPathFactory, small_features: Path) -> Path:
+    """A scikit-learn-only bundle of a random 25% split, with the optional joblib export."""
+    out = tmp_path_factory.mktemp("models") / "random"
+    result = CliRunner().invoke(main, ["train", str(small_features), "--out", str(out), "--split", "random",
+                                       "--test-size", "0.25", "--models", "sklearn", *FAST_TRAINING,
+                                       "--set", "train.export_joblib=true"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@needs_shared
+def test_evaluate_random_split_scores_its_test_rows(random_split_bundle: Path, small_features: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(main, ["evaluate", str(random_split_bundle), str(small_features),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    manifest = json.loads((random_split_bundle / "manifest.json").read_text())
+    assert metrics["rows"] == manifest["training_data"]["rows_test"] == 60
+    assert metrics["training_rows_left_out"] == 180 and metrics["training_rows_included"] is False
+    assert metrics["models"]["sklearn"]["accuracy"] == pytest.approx(manifest["metrics"]["sklearn"]["accuracy"],
+                                                                     abs=1e-6)
+    assert not set(metrics["paths"]) & set(json.loads((random_split_bundle / "training_files.json").read_text()))
+
+
+@needs_shared
+def test_joblib_export_is_optional_and_never_read(random_split_bundle: Path, small_features: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import joblib
+
+    manifest = json.loads((random_split_bundle / "manifest.json").read_text())
+    assert {"sklearn_mlp.skops", "sklearn_mlp.joblib"} <= set(manifest["files"])
+    exported = joblib.load(random_split_bundle / "sklearn_mlp.joblib")
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("ser-batch unpickled the joblib export"))
+    bundle = bundle_io.load_bundle(random_split_bundle)
+    X = load_feature_set(small_features).X[:20]
+    np.testing.assert_array_equal(bundle.model("sklearn").predict_proba(X), exported.predict_proba(X))
+
+
+def as_format_1(source: Path, out: Path) -> Path:
+    """A copy of a format-2 bundle as ser-batch wrote it before format 2: the scikit-learn
+    model only as a joblib pickle, no list of training files."""
+    import joblib
+
+    from ser_batch.models import load_sklearn
+
+    shutil.copytree(source, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if (out / "sklearn_mlp.skops").exists():
+        joblib.dump(load_sklearn(out / "sklearn_mlp.skops"), out / "sklearn_mlp.joblib")
+        (out / "sklearn_mlp.skops").unlink()
+    (out / "training_files.json").unlink()
+    del manifest["training_data"]["files"]
+    manifest["bundle_format"] = 1
+    (out / "manifest.json").unlink()
+    staging = bundle_io.staging_dir(out.with_name(out.name + "-new"))
+    for file in out.iterdir():
+        shutil.move(file, staging / file.name)
+    out.rmdir()
+    return bundle_io.finalize_bundle(staging, out, manifest={k: v for k, v in manifest.items() if k != "files"},
+                                     overwrite=False)
+
+
+@needs_shared
+def test_format_1_bundle_needs_trust_pickle_and_falls_back_on_its_split(
+        trained_bundle: Path, random_split_bundle: Path, small_features: Path, tmp_path: Path) -> None:
+    legacy = as_format_1(trained_bundle, tmp_path / "legacy")
+    runner, out = CliRunner(), tmp_path / "metrics.json"
+    refused = runner.invoke(main, ["evaluate", str(legacy), str(small_features)])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "--trust-pickle" in refused.output and "unpickling a file runs whatever code it holds" in refused.output
+    wav = SHARED / "Audio_Speech_Actors_01-20_16k" / "Actor_04" / "03-01-05-02-01-01-04.wav"
+    keras_only = runner.invoke(main, ["predict", str(wav), "--model", str(legacy), "--framework", "keras"])
+    assert keras_only.exit_code == 0, keras_only.output
+
+    trusted = runner.invoke(main, ["evaluate", str(legacy), str(small_features), "--trust-pickle",
+                                   "--out", str(out)])
+    assert trusted.exit_code == 0, trusted.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows"] == 60 and metrics["actors"] == [TEST_ACTOR]  # its speaker split's held-out actor
+    assert "speaker split, which held out actors 4" in metrics["selection"]
+    # the same feature set at another path is still recognised as the training one
+    moved = tmp_path / "moved-features"
+    shutil.copytree(small_features, moved)
+    runner.invoke(main, ["evaluate", str(legacy), str(moved), "--trust-pickle", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == 60
+
+    # a random split cannot be reconstructed: every row, and a loud warning
+    legacy_random = as_format_1(random_split_bundle, tmp_path / "legacy-random")
+    loud = runner.invoke(main, ["evaluate", str(legacy_random), str(small_features), "--trust-pickle",
+                                "--out", str(out)])
+    assert loud.exit_code == 0, loud.output
+    assert "WARNING: cannot tell which rows the models were trained on" in loud.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows"] == 240 and metrics["training_rows_included"] is None and metrics["warnings"]
 
 
 @needs_shared
@@ -287,23 +411,6 @@ def test_h5_export_matches_keras_model(trained_bundle: Path, small_features: Pat
     np.testing.assert_allclose(np.asarray(native(X)).sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_pretrained_bundle_ships_verified_and_predicts(tmp_path: Path) -> None:
-    bundle = bundle_io.load_bundle()  # verifies every checksum
-    assert bundle.path == bundle_io.default_bundle_path()
-    assert (bundle.path / "NOTICE.md").read_text().count("CC BY-NC-SA") >= 1
-    size = sum(p.stat().st_size for p in bundle.path.iterdir())
-    assert size < 5 * 2**20, f"pretrained bundle is {size / 2**20:.1f} MiB"
-    assert bundle.frameworks == ["keras", "sklearn"] and bundle.aggregation == "segments"
-    assert bundle.manifest["features"]["recipe"] == "rich"
-    assert bundle.manifest["training_data"]["actors"] == list(range(1, 21))
-    wav = write_audio(tmp_path / "speech.wav", duration_s=2.0)
-    result = CliRunner().invoke(main, ["predict", str(wav), "--framework", "sklearn", "--json"])
-    assert result.exit_code == 0, result.output
-    [entry] = json.loads(result.output)
-    probabilities = entry["predictions"]["sklearn"]["probabilities"]
-    assert list(probabilities) == bundle.classes and abs(sum(probabilities.values()) - 1) < 1e-3
-
-
 def test_train_refuses_classes_seen_only_in_test(tmp_path: Path, ray_session: None) -> None:
     from ser_batch.extract import run_extract
 
@@ -324,19 +431,19 @@ def test_bundle_must_list_its_model_files(trained_bundle: Path, tmp_path: Path) 
     copy = tmp_path / "bundle"
     shutil.copytree(trained_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["files"]["sklearn_mlp.joblib"]
+    del manifest["files"]["sklearn_mlp.skops"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="sklearn_mlp.joblib not in its manifest"):
+    with pytest.raises(BundleError, match="sklearn_mlp.skops not in its manifest"):
         bundle_io.load_bundle(copy)
 
 
 @needs_shared
 def test_bundle_records_library_versions_and_wraps_load_errors(trained_bundle: Path, tmp_path: Path) -> None:
     manifest = json.loads((trained_bundle / "manifest.json").read_text())
-    assert "scikit-learn" in manifest["library_versions"] and "keras" in manifest["library_versions"]
+    assert {"scikit-learn", "skops", "keras"} <= set(manifest["library_versions"])
     copy = tmp_path / "bundle"
     shutil.copytree(trained_bundle, copy)
-    (copy / "sklearn_mlp.joblib").write_bytes(b"not a pickle")
+    (copy / "sklearn_mlp.skops").write_bytes(b"not a skops file")
     bundle = bundle_io.load_bundle(copy, verify=False)
     with pytest.raises(BundleError, match="cannot load the sklearn model"):
         bundle.model("sklearn")

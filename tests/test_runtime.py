@@ -1,0 +1,88 @@
+"""The Ray layer (ser_batch/runtime.py): joining a runtime, fanning tasks out, retries.
+
+Task functions are defined inside the tests so that Ray ships them by value: the
+workers cannot import this test module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ser_batch import runtime
+from ser_batch.errors import ClusterError, DatasetError
+
+
+def test_resolve_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert runtime.resolve_address(None) is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert runtime.resolve_address(None) == "10.0.0.1:6379"
+    assert runtime.resolve_address("head:6379") == "head:6379"
+
+
+def test_ray_runtime_reuses_a_running_one(ray_session: None) -> None:
+    import ray
+
+    with runtime.ray_runtime(num_cpus=1) as info:
+        assert info["started"] is False and info["cpus"] == 2
+    assert ray.is_initialized()  # not shut down: this block did not start it
+    assert runtime.largest_node_cpus() == 2
+
+
+def test_map_tasks_returns_results_in_item_order(ray_session: None) -> None:
+    def square(item: int, *, offset: int) -> dict[str, int]:
+        return {"item": item, "value": item * item + offset}
+
+    seen: list[int] = []
+    results = runtime.map_tasks(square, [3, 1, 2, 0], kwargs={"offset": 10}, max_in_flight=2,
+                                on_result=lambda r: seen.append(r["item"]))
+    assert [r["value"] for r in results] == [19, 11, 14, 10]
+    assert sorted(seen) == [0, 1, 2, 3]
+
+
+def test_a_task_that_raises_fails_the_job_with_its_message(ray_session: None) -> None:
+    def fail_on_two(item: int) -> dict[str, int]:
+        if item == 2:
+            raise ValueError(f"shard {item} is unreadable")
+        return {"item": item}
+
+    with pytest.raises(ClusterError, match=r"task 2 failed: .*ValueError: shard 2 is unreadable"):
+        runtime.map_tasks(fail_on_two, [0, 1, 2, 3], max_retries=3)
+
+    def refuse(item: int) -> dict[str, int]:
+        raise DatasetError(f"bad labels in shard {item}")
+
+    # the library's own errors come through as their one-line message, not retried
+    with pytest.raises(ClusterError) as caught:
+        runtime.map_tasks(refuse, [5], max_retries=3)
+    assert str(caught.value) == "task 0 failed: bad labels in shard 5"
+
+
+def test_a_dead_worker_is_retried(ray_session: None, tmp_path: Path) -> None:
+    def die_once(item: int, *, folder: str) -> dict[str, int]:
+        import os
+
+        marker = Path(folder) / f"attempted-{item}"
+        if item == 1 and not marker.exists():
+            marker.touch()
+            os._exit(1)  # the worker process dies, as on an out-of-memory kill
+        return {"item": item}
+
+    results = runtime.map_tasks(die_once, [0, 1, 2], kwargs={"folder": str(tmp_path)}, max_retries=2)
+    assert [r["item"] for r in results] == [0, 1, 2]
+    assert (tmp_path / "attempted-1").exists()
+
+
+def test_a_worker_that_keeps_dying_fails_after_max_retries(ray_session: None, tmp_path: Path) -> None:
+    def always_die(item: int, *, folder: str) -> dict[str, int]:
+        import os
+
+        with (Path(folder) / "attempts").open("a") as log:
+            log.write("x")
+        os._exit(1)
+
+    with pytest.raises(ClusterError, match=r"task 0 failed: .*(died|crash|exit)"):
+        runtime.map_tasks(always_die, [7], kwargs={"folder": str(tmp_path)}, max_retries=1)
+    assert (tmp_path / "attempts").read_text() == "xx"  # the first run and one retry

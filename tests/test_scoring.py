@@ -1,0 +1,73 @@
+"""Scoring single files (ser_batch/scoring.py) with the shipped pretrained bundle.
+
+That predictions equal the models applied to the extracted rows is tested in
+tests/test_train.py; the pretrained bundle's exact outputs in tests/test_bundle.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_audio
+from ser_batch import bundle as bundle_io
+from ser_batch.errors import BundleError
+from ser_batch.scoring import predict_files
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> bundle_io.Bundle:
+    return bundle_io.load_bundle()
+
+
+def test_predict_files_gives_each_model_and_their_mean(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
+    wav = write_audio(tmp_path / "speech.wav", duration_s=2.5, seed=4)
+    [entry] = predict_files([wav], bundle=pretrained, framework="both")
+    assert entry["error"] is None and entry["path"] == str(wav) and entry["duration_s"] == 2.5
+    assert list(entry["predictions"]) == ["keras", "sklearn", "both"]
+    table = {name: np.array([p["probabilities"][c] for c in pretrained.classes])
+             for name, p in entry["predictions"].items()}
+    np.testing.assert_allclose(table["both"], (table["keras"] + table["sklearn"]) / 2, atol=1e-4)
+    for name, pred in entry["predictions"].items():
+        assert abs(table[name].sum() - 1) < 1e-3
+        assert pred["label"] == pretrained.classes[int(np.argmax(table[name]))]
+
+    [single] = predict_files([wav], bundle=pretrained, framework="keras")
+    assert list(single["predictions"]) == ["keras"]
+    assert single["predictions"]["keras"] == entry["predictions"]["keras"]
+
+
+def test_unreadable_files_become_error_entries(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n" * 50)
+    good = write_audio(tmp_path / "ok.flac", duration_s=1.0)
+    results = predict_files([empty, good, text], bundle=pretrained, framework="sklearn")
+    assert [r["error"] is None for r in results] == [False, True, False]
+    assert results[0]["error"] == "empty file" and results[0]["predictions"] == {}
+    assert "not an audio file" in results[2]["error"]
+    assert results[1]["predictions"]["sklearn"]["label"] in pretrained.classes
+
+
+def test_framework_errors_come_before_any_audio_is_read(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
+    missing = tmp_path / "never-read.wav"
+    with pytest.raises(BundleError, match="unknown framework 'svm'"):
+        predict_files([missing], bundle=pretrained, framework="svm")
+
+    # a bundle with only the scikit-learn model
+    copy = tmp_path / "sklearn-only"
+    shutil.copytree(pretrained.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"] = ["sklearn"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    sklearn_only = bundle_io.load_bundle(copy)
+    with pytest.raises(BundleError, match=r"has no keras model \(it has: sklearn\)"):
+        predict_files([missing], bundle=sklearn_only, framework="keras")
+    wav = write_audio(tmp_path / "speech.wav", duration_s=1.0)
+    [entry] = predict_files([wav], bundle=sklearn_only, framework="both")
+    assert list(entry["predictions"]) == ["sklearn"]  # no ensemble of one model
