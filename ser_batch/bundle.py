@@ -9,6 +9,7 @@ Layout (bundle format 2)::
     sklearn_mlp.skops      Pipeline(StandardScaler, MLPClassifier), no pickle
     sklearn_mlp.joblib     the same as a pickle, only with ``train.export_joblib``
     keras_ann.keras        Keras ANN (standardisation built in) + keras_ann.h5 export
+    keras_ann.npz          the same network's weights as arrays (scoring without TensorFlow)
     metrics.json, confusion_*.png, report.html
 
 :func:`load_bundle` verifies every checksum before any model is read. Checksums prove
@@ -58,6 +59,12 @@ def write_training_files(directory: Path, paths: Sequence[str]) -> dict[str, Any
     names = sorted({str(p) for p in paths})
     (Path(directory) / TRAINING_FILES).write_text(json.dumps(names, indent=0) + "\n", encoding="utf-8")
     return {"list": TRAINING_FILES, "count": len(names)}
+
+
+def _has_arrays(manifest: dict[str, Any]) -> bool:
+    from ser_batch.models import KERAS_ARRAYS
+
+    return KERAS_ARRAYS in manifest.get("files", {})
 
 
 def sha256_of(path: Path) -> str:
@@ -207,6 +214,12 @@ class Bundle:
                     import joblib
 
                     self._models[framework] = joblib.load(self.path / SKLEARN_PICKLE)
+                elif _has_arrays(self.manifest):
+                    # The same network as keras_ann.keras, evaluated with numpy: no TensorFlow
+                    # in the process (start-up and ~0.5 GB per scoring worker).
+                    from ser_batch.models import KERAS_ARRAYS, DenseNetwork
+
+                    self._models[framework] = DenseNetwork.load(self.path / KERAS_ARRAYS, classes=self.classes)
                 else:
                     from ser_batch.models import KerasANN
 
@@ -217,9 +230,11 @@ class Bundle:
                                   f"{exc} (bundle made with {made_with or 'unknown versions'})") from None
         return self._models[framework]
 
-    def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str) -> np.ndarray:
+    def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
+                     keep: np.ndarray | None = None) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
-        the bundle was trained on windows, else of the clip vectors ``X``."""
+        the bundle was trained on windows (only those in ``keep``, a mask over the stacked
+        windows such as the ones with speech, when a row has any), else of the clip vectors ``X``."""
         if self.aggregation != "segments":
             return self.predict_proba(X, framework=framework)
         if segments is None:
@@ -228,7 +243,7 @@ class Bundle:
         from ser_batch.models import mean_by_row, stack_segments
 
         stacked, rows = stack_segments(segments)
-        return mean_by_row(self.predict_proba(stacked, framework=framework), rows, len(segments))
+        return mean_by_row(self.predict_proba(stacked, framework=framework), rows, len(segments), keep=keep)
 
     def predict_proba(self, X: np.ndarray, *, framework: str) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order.

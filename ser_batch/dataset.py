@@ -176,6 +176,8 @@ class FeatureSet:
     paths : np.ndarray [shape=(n_rows,)], object
     metadata : dict from :func:`ser_batch.schema.read_metadata` (recipe, feature names, ...)
     n_errors : int, rows dropped because their file could not be processed
+    speech_ratio : list of np.ndarray [shape=(k_i,)] per row, the fraction of each window's frames
+        judged speech (``rich`` recipe), or None
     segments : list of np.ndarray [shape=(k_i, n_features)] per row (sliding windows of the
         ``rich`` recipe), or None when the dataset has no windows
     """
@@ -187,13 +189,25 @@ class FeatureSet:
     metadata: dict[str, Any]
     n_errors: int
     segments: list[Any] | None = None
+    speech_ratio: list[Any] | None = None
 
     def subset(self, keep: Any) -> "FeatureSet":
         """The rows selected by a boolean mask or index array."""
         index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
         segments = [self.segments[i] for i in index] if self.segments is not None else None
+        speech = [self.speech_ratio[i] for i in index] if self.speech_ratio is not None else None
         return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
-                          self.metadata, self.n_errors, segments)
+                          self.metadata, self.n_errors, segments, speech)
+
+    def speech_windows(self, rows: Any, *, min_speech_ratio: float) -> np.ndarray | None:
+        """Mask over the windows of ``rows`` (stacked in order): those with at least
+        ``min_speech_ratio`` of speech; None when the features have no windows or no ratios."""
+        if self.segments is None or self.speech_ratio is None:
+            return None
+        ratios = [self.speech_ratio[i] for i in rows]
+        if not ratios:
+            return np.zeros(0, dtype=bool)
+        return np.concatenate(ratios) >= min_speech_ratio
 
     def labelled(self) -> "FeatureSet":
         """Only the rows that have an emotion label."""
@@ -236,6 +250,12 @@ def load_feature_set(directory: Path) -> FeatureSet:
         offsets = offsets - offsets[0]  # the array may be a slice of a larger buffer
         stacked = column.flatten().flatten().to_numpy().reshape(-1, width).astype(np.float32)
         segments = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    speech = None
+    if segments is not None and table.column(schema.SEGMENT_SPEECH_RATIO).null_count == 0:
+        column = table.column(schema.SEGMENT_SPEECH_RATIO).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy()
+        speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     return FeatureSet(
         X=X,
         emotion=np.array(table.column(schema.EMOTION).to_pylist(), dtype=object),
@@ -244,4 +264,5 @@ def load_feature_set(directory: Path) -> FeatureSet:
         metadata=metadata,
         n_errors=n_errors,
         segments=segments,
+        speech_ratio=speech,
     )

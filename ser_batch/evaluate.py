@@ -216,8 +216,10 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "paths": [str(p) for p in data.paths],
         "models": {},
     }
+    # Clips are summarised as score summarises files: the mean over their windows with speech.
+    keep = data.speech_windows(np.arange(len(y)), min_speech_ratio=bundle.config.score.min_speech_ratio)
     for framework in frameworks:
-        proba = bundle.predict_rows(X, data.segments, framework=framework)
+        proba = bundle.predict_rows(X, data.segments, framework=framework, keep=keep)
         results["models"][framework] = classification_metrics(y, proba, bundle.classes)
     return results
 

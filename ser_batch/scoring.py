@@ -207,7 +207,11 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     from ser_batch.config import Config as _Config
 
     config = config or _Config()
+    if framework not in (*FRAMEWORKS, "both"):
+        raise BundleError(f"unknown framework {framework!r}; use keras, sklearn or both")
     names = bundle.frameworks if framework == "both" else [framework]
+    for name in names:
+        bundle.model(name)  # fail early (missing or untrusted model) before any audio is decoded
     if bundle.aggregation != "segments":
         return [_predict_clip(Path(path), bundle=bundle, names=names) for path in paths]
     check_scoring_bundle(bundle, framework)

@@ -90,11 +90,13 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
 
 
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-              test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int) -> dict[str, Any]:
+              test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
+              test_keep: np.ndarray | None = None) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
 
     With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
-    and a row's probabilities are the mean over its windows.
+    and a row's probabilities are the mean over its windows with speech (``test_keep``), or
+    over all of them when none has speech -- the rule ``score`` summarises files by.
 
     Returns
     -------
@@ -129,7 +131,7 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     if len(X_test):
         proba = np.asarray(model.predict_proba(X_test), dtype=np.float64)
         if test_rows is not None:
-            proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1)
+            proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1, keep=test_keep)
     return {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
             "history": history, "fit_s": fit_s, "files": files}
 
@@ -205,8 +207,10 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
         X_train, train_rows = stack_segments([data.segments[i] for i in split.train])
         y_train = labels[split.train][train_rows]
         X_test, test_rows = stack_segments([data.segments[i] for i in split.test])
+        test_keep = data.speech_windows(split.test, min_speech_ratio=config.score.min_speech_ratio)
     else:
         X_train, y_train, X_test, test_rows = data.X[split.train], labels[split.train], data.X[split.test], None
+        test_keep = None
     staging = bundle_io.staging_dir(out)
     try:
         with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
@@ -215,6 +219,7 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
             results = runtime.map_tasks(
                 fit_model, list(config.train.models),
                 kwargs={"X_train": X_train, "y_train": y_train, "X_test": X_test, "test_rows": test_rows,
+                        "test_keep": test_keep,
                         "config": config_to_dict(effective), "staging": str(staging.resolve()),
                         "threads": threads},
                 num_cpus=threads, max_retries=config.ray.max_retries,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ser_batch.config import KerasConfig, SklearnConfig
-from ser_batch.models import (KerasANN, build_sklearn_mlp, load_sklearn, mean_by_row, save_sklearn,
+from ser_batch.models import (DenseNetwork, KerasANN, build_sklearn_mlp, load_sklearn, mean_by_row, save_sklearn,
                               stack_segments)
 
 
@@ -79,9 +79,15 @@ def test_keras_ann_fits_saves_and_loads_in_safe_mode(tmp_path: Path) -> None:
     assert (model.predict(X) == y).mean() > 0.9  # separable blobs; the standardisation is inside
 
     paths = model.save(tmp_path)
-    assert [p.name for p in paths] == ["keras_ann.keras", "keras_ann.h5"]
+    assert [p.name for p in paths] == ["keras_ann.keras", "keras_ann.h5", "keras_ann.npz"]
     loaded = KerasANN.load(paths[0], classes=["angry", "happy", "sad"])
     np.testing.assert_allclose(loaded.predict_proba(X), proba, atol=1e-6)
+    # The array export is the same network without TensorFlow (dropout off at inference).
+    dropout = KerasANN.from_config(KerasConfig(hidden_layers=(16, 8), epochs=5, batch_size=16,
+                                               input_dropout=0.2, dropout=(0.5, 0.2)), seed=3).fit(X, y)
+    for fitted in (model, dropout):
+        arrays = DenseNetwork.load(fitted.save(tmp_path)[2], classes=["angry", "happy", "sad"])
+        np.testing.assert_allclose(arrays.predict_proba(X * 3.0), fitted.predict_proba(X * 3.0), atol=1e-5)
 
 
 def test_keras_load_refuses_serialised_python_code(tmp_path: Path) -> None:
@@ -101,3 +107,8 @@ def test_window_helpers() -> None:
     proba = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]])
     means = mean_by_row(proba, rows, 3)
     np.testing.assert_allclose(means, [[0.5, 0.5], [0.0, 0.0], [0.4, 0.6]])  # a row without windows: zeros
+    # Only the kept windows (those with speech) of a row count, unless the row has none kept.
+    keep = np.array([False, True, False, False, True])
+    np.testing.assert_allclose(mean_by_row(proba, rows, 3, keep=keep), [[0.0, 1.0], [0.0, 0.0], [0.6, 0.4]])
+    none_kept = np.zeros(5, dtype=bool)
+    np.testing.assert_allclose(mean_by_row(proba, rows, 3, keep=none_kept), means)
