@@ -101,23 +101,28 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     """
     import resource
 
-    from ser_batch.scoring import cached_bundle
+    from ser_batch.scoring import attach_probabilities, cached_bundle
 
     cpu0 = time.process_time()
     cfg = config_from_dict(config)
     bundle = cached_bundle(bundle_path, bundle_id)
     frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
     tables = _Tables(bundle=bundle, bundle_id=bundle_id, config=config)
+    # Features of every unit first, then all windows of the shard in one call of each model.
+    done: list[tuple[Unit, list[Any], str | None]] = []
+    for unit in shard.units:
+        crash_on = os.environ.get(FAULT_ENV)
+        if crash_on and crash_on in unit.path:
+            os._exit(70)  # fault injection: a crash no Python handler sees
+        streams, error = _unit_windows(unit, bundle=bundle, config=cfg)
+        done.append((unit, streams, error))
+    attach_probabilities(bundle, [s for _, streams, _ in done for s in streams], framework=cfg.score.framework)
     segments: list[pa.Table] = []
     file_rows: list[dict[str, Any]] = []
     chunks: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     audio_s = 0.0
-    for unit in shard.units:
-        crash_on = os.environ.get(FAULT_ENV)
-        if crash_on and crash_on in unit.path:
-            os._exit(70)  # fault injection: a crash no Python handler sees
-        streams, error = _score_unit(unit, bundle=bundle, config=cfg)
+    for unit, streams, error in done:
         if unit.chunk >= 0:
             part = None
             if error is None:
@@ -164,12 +169,12 @@ def _range_s(unit: Unit, streams: list[Any], *, hop: int, frame_s: float) -> flo
     return max(0.0, stop - start)
 
 
-def _score_unit(unit: Unit, *, bundle: Any, config: Config) -> tuple[list[Any], str | None]:
-    from ser_batch.scoring import score_file
+def _unit_windows(unit: Unit, *, bundle: Any, config: Config) -> tuple[list[Any], str | None]:
+    from ser_batch.scoring import file_windows
 
     try:
-        return score_file(Path(unit.source), bundle=bundle, config=config, framework=config.score.framework,
-                          channels=config.score.channels, windows=unit.windows), None
+        return file_windows(Path(unit.source), bundle=bundle, config=config, channels=config.score.channels,
+                            windows=unit.windows), None
     except SerBatchError as exc:
         return [], str(exc) or type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
@@ -217,26 +222,24 @@ class _Tables:
 
     def segments(self, path: str, streams: list[Any]) -> pa.Table:
         """The windows of ``streams`` of one file, column by column."""
-        parts = [(s.channel, b) for s in streams for b in s.batches]
-        proba = np.concatenate([b.proba for _, b in parts]) if parts else np.zeros((0, len(self.classes)))
-        speech = np.concatenate([b.speech for _, b in parts]) if parts else np.zeros(0, dtype=bool)
+        n_classes = len(self.classes)
+        proba = np.concatenate([s.proba for s in streams if s.proba is not None] or [np.zeros((0, n_classes))])
+        speech = np.concatenate([s.speech for s in streams] or [np.zeros(0, dtype=bool)])
         best = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
-        channel = [c for c, b in parts for _ in range(len(b.windows.index))]
-        labels = np.asarray(self.classes, dtype=object)[best] if len(best) else np.zeros(0, dtype=object)
-        columns = {
+        labels = np.asarray(self.classes, dtype=object)[best]
+        columns: dict[str, Any] = {
             schema.PATH: pa.array([path] * len(proba), pa.string()),
-            schema.CHANNEL: pa.array(channel, pa.int16()),
-            schema.START_S: np.concatenate([b.windows.start_s for _, b in parts]) if parts else np.zeros(0),
-            schema.END_S: np.concatenate([b.windows.end_s for _, b in parts]) if parts else np.zeros(0),
-            schema.SPEECH_RATIO: np.concatenate([b.windows.speech_ratio for _, b in parts]) if parts
-            else np.zeros(0, dtype=np.float32),
+            schema.CHANNEL: pa.array([s.channel for s in streams for _ in range(s.summary.n_windows)], pa.int16()),
+            schema.START_S: np.concatenate([s.column("start_s") for s in streams] or [np.zeros(0)]),
+            schema.END_S: np.concatenate([s.column("end_s") for s in streams] or [np.zeros(0)]),
+            schema.SPEECH_RATIO: np.concatenate([s.column("speech_ratio") for s in streams] or [np.zeros(0)]),
             schema.LABEL: pa.array(list(labels), pa.string(), mask=~speech),
-            schema.CONFIDENCE: proba[np.arange(len(best)), best].astype(np.float32),
+            schema.CONFIDENCE: proba[np.arange(len(best)), best],
         }
         for i, c in enumerate(self.classes):
-            columns[schema.proba_column(c)] = proba[:, i].astype(np.float32)
-        arrays = [pa.array(columns[f.name], f.type) if not isinstance(columns[f.name], pa.Array)
-                  else columns[f.name] for f in self.segments_schema]
+            columns[schema.proba_column(c)] = proba[:, i]
+        arrays = [columns[f.name] if isinstance(columns[f.name], pa.Array) else pa.array(columns[f.name], f.type)
+                  for f in self.segments_schema]
         return pa.Table.from_arrays(arrays, schema=self.segments_schema)
 
     def files(self, rows: list[dict[str, Any]]) -> pa.Table:

@@ -90,16 +90,6 @@ class StreamSummary:
     speech_frames: int = 0
     proba_sum: np.ndarray | None = None
 
-    def add(self, batch: WindowBatch, proba: np.ndarray, *, min_speech_ratio: float) -> np.ndarray:
-        """Count a batch in; returns its windows' speech mask."""
-        speech = batch.speech_ratio >= min_speech_ratio
-        self.n_windows += len(batch.index)
-        self.n_speech += int(speech.sum())
-        self.speech_frames += batch.speech_frames
-        total = proba[speech].sum(axis=0)
-        self.proba_sum = total if self.proba_sum is None else self.proba_sum + total
-        return speech
-
     def merge(self, other: "StreamSummary") -> "StreamSummary":
         both = [s for s in (self.proba_sum, other.proba_sum) if s is not None]
         return StreamSummary(self.n_windows + other.n_windows, self.n_speech + other.n_speech,
@@ -113,30 +103,34 @@ class StreamSummary:
 
 
 @dataclass
-class ScoredBatch:
-    """A batch of windows with their probabilities and speech mask."""
-
-    windows: WindowBatch
-    proba: np.ndarray
-    speech: np.ndarray
-
-
-@dataclass
 class StreamResult:
-    """Everything scoring one stream produced (windows kept only when asked for)."""
+    """The windows of one stream (a file, or one channel of it) and, once scored, their
+    probabilities and the stream's summary.
+
+    Attributes
+    ----------
+    windows : list of WindowBatch, in time order
+    speech : np.ndarray [shape=(k,)], bool, windows with ``speech_ratio >= score.min_speech_ratio``
+    proba : np.ndarray [shape=(k, n_classes)], set by :func:`attach_probabilities`
+    """
 
     info: AudioInfo
     channel: int | None
-    summary: StreamSummary
-    batches: list[ScoredBatch] = field(default_factory=list)
+    windows: list[WindowBatch] = field(default_factory=list)
+    speech: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    proba: np.ndarray | None = None
+    summary: StreamSummary = field(default_factory=StreamSummary)
+
+    def column(self, name: str) -> np.ndarray:
+        """One field of every window, concatenated (``start_s``, ``end_s``, ``speech_ratio``, ...)."""
+        parts = [getattr(w, name) for w in self.windows]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def score_stream(path: Path, *, bundle: Bundle, config: Config, framework: str, channel: int | None = None,
-                 windows: tuple[int, int | None] = (0, None), info: AudioInfo | None = None,
-                 ) -> Iterator[ScoredBatch]:
-    """Score the windows ``windows`` of one stream of ``path`` (a channel, or all mixed down).
-
-    Uses the bundle's audio and feature settings and ``config.score`` for the speech rules.
+def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: int | None = None,
+                        windows: tuple[int, int | None] = (0, None)) -> Iterator[WindowBatch]:
+    """The windows ``windows`` of one stream of ``path`` (a channel, or all mixed down), decoded
+    block by block with the bundle's audio and feature settings.
 
     Raises
     ------
@@ -148,42 +142,57 @@ def score_stream(path: Path, *, bundle: Bundle, config: Config, framework: str, 
     first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate)
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
-    min_ratio = config.score.min_speech_ratio
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
                                 windows=windows):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
-        proba = window_proba(bundle, batch.vectors, framework=framework)
-        yield ScoredBatch(batch, proba, batch.speech_ratio >= min_ratio)
+        yield batch
 
 
-def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
-               windows: tuple[int, int | None] = (0, None), keep_windows: bool = True) -> list[StreamResult]:
-    """Score every stream of one file: one (``channels="mix"``) or one per channel (``split``).
-
-    Returns
-    -------
-    list of StreamResult, one per stream, with the scored windows when ``keep_windows``
-    """
+def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
+                 windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
+    """The windows of every stream of one file: one (``channels="mix"``) or one per channel
+    (``split``), not yet scored (see :func:`attach_probabilities`)."""
     info = probe_audio(Path(path))
     if info.frames <= 0:
         raise FeatureError("no audio samples")
-    settings = bundle.config
-    n_fft, rate = settings.features.n_fft, settings.audio.sample_rate
+    n_fft, rate = bundle.config.features.n_fft, bundle.config.audio.sample_rate
     check_length(int(info.duration_s * rate), rate, min_samples=n_fft, needed_for=one_frame(n_fft, rate))
-    streams = [None] if channels == "mix" or info.channels == 1 else list(range(info.channels))
-    if channels == "split" and info.channels == 1:
-        streams = [0]
+    streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
     results = []
     for channel in streams:
-        result = StreamResult(info=info, channel=channel, summary=StreamSummary())
-        for scored in score_stream(Path(path), bundle=bundle, config=config, framework=framework,
-                                   channel=channel, windows=windows, info=info):
-            result.summary.add(scored.windows, scored.proba, min_speech_ratio=config.score.min_speech_ratio)
-            if keep_windows:
-                result.batches.append(scored)
+        result = StreamResult(info=info, channel=channel)
+        for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
+            result.windows.append(batch)
+            result.summary.n_windows += len(batch.index)
+            result.summary.speech_frames += batch.speech_frames
+        result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
         results.append(result)
     return results
+
+
+def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str) -> None:
+    """Score the windows of all ``streams`` in one batched call of each model, and summarise
+    every stream (the mean of its windows with speech)."""
+    vectors = [w.vectors for s in streams for w in s.windows]
+    if not vectors:
+        return
+    proba = window_proba(bundle, np.concatenate(vectors), framework=framework)
+    at = 0
+    for stream in streams:
+        n = stream.summary.n_windows
+        stream.proba = proba[at : at + n]
+        at += n
+        stream.summary.n_speech = int(stream.speech.sum())
+        stream.summary.proba_sum = stream.proba[stream.speech].sum(axis=0)
+
+
+def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
+               windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
+    """:func:`file_windows` and :func:`attach_probabilities` for one file."""
+    streams = file_windows(path, bundle=bundle, config=config, channels=channels, windows=windows)
+    attach_probabilities(bundle, streams, framework=framework)
+    return streams
 
 
 def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "both",
@@ -193,7 +202,7 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     Parameters
     ----------
     paths : audio files
-    bundle : a loaded model bundle (trained on the rich recipe's windows)
+    bundle : a loaded model bundle
     framework : "keras", "sklearn" or "both" (each model, plus their averaged ensemble)
     config : scoring settings (``score`` section); default: built-in defaults
 
@@ -219,24 +228,23 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
                                  "predictions": {}, "error": None}
+        results.append(entry)
         try:
-            streams = score_file(Path(path), bundle=bundle, config=config, framework=names[0], keep_windows=True)
+            stream = file_windows(Path(path), bundle=bundle, config=config)[0]
         except SerBatchError as exc:
             entry["error"] = str(exc)
-            results.append(entry)
             continue
-        stream = streams[0]
         entry["duration_s"] = round(stream.info.duration_s, 3)
         entry["windows"] = stream.summary.n_windows
-        entry["speech_windows"] = stream.summary.n_speech
-        vectors = np.concatenate([b.windows.vectors for b in stream.batches])
-        speech = np.concatenate([b.speech for b in stream.batches])
-        probas = {name: window_proba(bundle, vectors[speech], framework=name).mean(axis=0)
-                  for name in names} if speech.any() else {}
+        entry["speech_windows"] = int(stream.speech.sum())
+        probas = {}
+        for name in names:
+            attach_probabilities(bundle, [stream], framework=name)
+            if stream.summary.mean_proba() is not None:
+                probas[name] = stream.summary.mean_proba()
         if len(probas) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)
         entry["predictions"] = _predictions(bundle, probas)
-        results.append(entry)
     return results
 
 
@@ -264,10 +272,3 @@ def _predict_clip(path: Path, *, bundle: Bundle, names: list[str]) -> dict[str, 
         probas["both"] = np.mean(list(probas.values()), axis=0)
     entry["predictions"] = _predictions(bundle, probas)
     return entry
-
-
-def summarise_rows(proba: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
-    """Mean probabilities of a clip's windows with speech (all of them when none has speech)."""
-    if speech is None or not speech.any():
-        return proba.mean(axis=0)
-    return proba[speech].mean(axis=0)
