@@ -16,7 +16,9 @@ from typing import Any, Callable
 import click
 
 from ser_batch import __version__
+from ser_batch.config import AudioConfig
 from ser_batch.errors import SerBatchError
+from ser_batch.failures import counted
 
 #: Exit code when the job ran but some files failed and ``--fail-on-error`` was given.
 EXIT_FILE_ERRORS = 3
@@ -72,7 +74,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-@main.command()
+@main.command(epilog="Audio file endings (audio.extensions): " + " ".join(AudioConfig().extensions))
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder for the Parquet parts  [default: extract.out of the config, "
@@ -102,9 +104,10 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
             overrides: tuple[str, ...]) -> None:
     """Extract emotion features of every audio file below INPUT_DIR into Parquet.
 
-    Files are found recursively (wav, flac, ogg, mp3, ...), decoded to mono at
-    audio.sample_rate, and processed in parallel Ray tasks, one Parquet part per shard.
-    A file that cannot be read becomes a row with its `error` set; the job goes on.
+    Files are found recursively (following symlinked folders; audio.extensions, listed
+    below), decoded to mono at audio.sample_rate, and processed in parallel Ray tasks,
+    one Parquet part per shard. A file that cannot be read becomes a row with its
+    `error` set; the job goes on, and the first few failed files are named on stderr.
 
     Example: ser-batch extract ../shared/data/ravdess/Audio_Speech_Actors_01-20_16k
     --out output/features
@@ -119,8 +122,11 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
                           overwrite=overwrite, resume=resume, labels_csv=labels_csv,
                           address=address or config.ray.address or None, progress=not no_progress)
     click.echo(summary.line())
+    report = summary.failure_report()
+    if report:
+        click.echo(report, err=True)
     if fail_on_error and summary.errors:
-        click.echo(f"error: {summary.errors} file(s) failed; see the `error` column", err=True)
+        click.echo(f"error: {counted(summary.errors, 'file')} failed (--fail-on-error)", err=True)
         sys.exit(EXIT_FILE_ERRORS)
 
 

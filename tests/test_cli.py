@@ -85,6 +85,21 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
     assert result.stdout.startswith(f"{N_FILES} files, 3 errors, 3 parts in ")
     assert result.stdout.strip().endswith(f"-> {out}")
     assert storage.read_parts(out).num_rows == N_FILES
+    # Which files failed, and why, on stderr (the issue: "3 files, 1 errors" and nothing more).
+    assert result.stderr.splitlines() == [
+        f"3 of {N_FILES} files failed:",
+        *(f"  {path}: {reason}" for path, reason in sorted({
+            "broken/empty.wav": "empty file",
+            "broken/notes.wav": "not an audio file (unrecognised format)",
+            "broken/random_bytes.wav": "not an audio file (unrecognised format)"}.items())),
+    ]
+
+
+def test_extract_help_lists_the_configured_extensions() -> None:
+    from ser_batch.config import Config
+
+    result = invoke("extract", "--help")
+    assert " ".join(Config().audio.extensions) in " ".join(result.output.split())
 
 
 def test_missing_input_folder_is_a_usage_error(tmp_path: Path) -> None:
@@ -109,14 +124,16 @@ def test_existing_output_needs_overwrite(ray_session: None, clean_corpus: Path, 
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--overwrite")
     assert result.exit_code == 0, result.output
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--resume")
-    assert result.exit_code == 0 and "1 parts kept from before" in result.stdout
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("nothing left to do: 1 part of a finished run") and not result.stderr
 
 
 def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress", "--fail-on-error")
     assert result.exit_code == EXIT_FILE_ERRORS == 3
     assert f"{N_FILES} files, 3 errors" in result.stdout  # the job still ran to the end
-    assert "error: 3 file(s) failed" in result.stderr
+    assert result.stderr.startswith(f"3 of {N_FILES} files failed:")
+    assert result.stderr.splitlines()[-1] == "error: 3 files failed (--fail-on-error)"
     assert storage.read_manifest(tmp_path / "features") is not None
 
 
