@@ -5,6 +5,7 @@ The commands run in-process with click's CliRunner, so they reuse the session's 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,23 @@ def test_jobs_entrypoint_help() -> None:
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Extract emotion features" in result.stdout and "--resume" in result.stdout
+
+
+def test_embedded_ray_keeps_token_auth_without_its_notice(clean_corpus: Path, tmp_path: Path) -> None:
+    # A real process (not CliRunner): Ray's notice goes to the process's stderr at start-up.
+    script = ("import os, sys\n"
+              "from ser_batch.cli import main\n"
+              "main(sys.argv[1:], standalone_mode=False)\n"
+              "print('auth mode:', os.environ.get('RAY_AUTH_MODE'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script, "extract", str(clean_corpus), "--out",
+                             str(tmp_path / "out"), "--no-progress", "--num-cpus", "1"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("3 files, 0 errors, 1 part in ")
+    assert "auth mode: token" in result.stdout  # Ray's default, token authentication, is still on
+    assert "Token authentication" not in result.stderr, result.stderr
 
 
 # --- extract ---------------------------------------------------------------------------
