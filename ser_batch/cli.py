@@ -261,5 +261,38 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
         sys.exit(1)
 
 
+@main.command()
+@click.option("--corpus", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Labelled corpus used when it exists (`make demo` passes the RAVDESS copy in ../shared).")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("input"),
+              help="Audio folder used when --corpus is not given or absent.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+              help="Results folder; its features/ and model/ are replaced.")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs of the embedded local Ray  [default: all]")
+@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster to run on instead of an embedded local Ray.")
+@_config_options
+@_handle_errors
+def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, address: str | None,
+         config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run the whole pipeline on a corpus or on your audio: what `make demo` runs.
+
+    On labelled audio (RAVDESS names or a labels.csv, two emotions or more): extract rich
+    features, train both models with held-out actors (or files), evaluate them on the
+    held-out part and predict a few held-out clips. On unlabelled audio: extract, then
+    predict with the pretrained bundle. Unreadable files are named on stderr and the demo
+    goes on (exit 0); a folder without audio gets a message saying what to do.
+
+    Example: ser-batch demo --corpus ../shared/data/ravdess/Audio_Speech_Actors_01-20_16k
+    """
+    from ser_batch.demo import run_demo
+
+    config = _load_config(config_path, overrides, ray={"num_cpus": num_cpus})
+    run_demo(corpus=corpus, input_dir=input_dir, out=out, config=config,
+             address=address or config.ray.address or None,
+             say=click.echo, warn=lambda text: click.echo(text, err=True))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
