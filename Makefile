@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# librosa compiles its numba functions on first use (~20 s on 2 cores) and caches them:
+	@# pay that here, once, instead of in the first extract or demo (yin: rich; tonnetz: classic).
+	$(PY) -W ignore -c "import numpy as np, librosa; y = np.random.default_rng(0).uniform(-0.1, 0.1, 16000).astype(np.float32); \
+	librosa.yin(y, fmin=60, fmax=600, sr=16000); librosa.feature.tonnetz(y=librosa.effects.harmonic(y), sr=16000)"
 	touch $@
 
 install: $(VENV)/.installed
