@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -240,33 +239,28 @@ def run_extract(
         errors, failures = _failures_in(out, {s.name for s in shards})
         return ExtractSummary(out, len(paths), errors, len(shards), len(shards),
                               time.perf_counter() - started, tuple(failures))
-    # The feature check imports librosa and loads its compiled numba functions (~1.5 s
-    # warm, ~15 s on the first run after install): do it while Ray starts, but before the
-    # output folder is touched.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        checked = pool.submit(_preflight, config)
-        with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
-            checked.result()
-            done = storage.prepare_output(out, overwrite=overwrite, resume=resume,
-                                          planned=[s.name for s in shards])
-            todo = [s for s in shards if s.name not in done]
-            log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(done))
-            storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
-            bar = _progress_bar(total=sum(len(s.paths) for s in todo), enabled=progress)
+    _preflight(config)
+    done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
+    todo = [s for s in shards if s.name not in done]
+    log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
+    storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
 
-            def advance(result: dict[str, Any]) -> None:
-                bar.update(result["files"])
-                if on_progress:
-                    on_progress(result["files"])
+    bar = _progress_bar(total=sum(len(s.paths) for s in todo), enabled=progress)
 
-            results = runtime.map_tasks(
-                extract_shard,
-                todo,
-                kwargs={"root": str(input_dir.resolve()), "out": str(out.resolve()),
-                        "config": config_to_dict(config), "labels": labels},
-                max_retries=config.ray.max_retries,
-                on_result=advance,
-            )
+    def advance(result: dict[str, Any]) -> None:
+        bar.update(result["files"])
+        if on_progress:
+            on_progress(result["files"])
+
+    with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
+        results = runtime.map_tasks(
+            extract_shard,
+            todo,
+            kwargs={"root": str(input_dir.resolve()), "out": str(out.resolve()),
+                    "config": config_to_dict(config), "labels": labels},
+            max_retries=config.ray.max_retries,
+            on_result=advance,
+        )
     bar.close()
     errors, failures = _failures_in(out, done)
     errors += sum(r["errors"] for r in results)
