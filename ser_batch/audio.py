@@ -1,7 +1,9 @@
 """Decode audio files into mono float32 signals at a chosen sample rate.
 
 Every failure raises :class:`~ser_batch.errors.AudioError` with a short reason
-("file not found", "empty file", ...); the caller adds the path.
+("file not found", "broken link", "no read permission", "empty file", ...); the caller
+adds the path. Which file endings count as audio is ``audio.extensions`` of the config
+(:class:`ser_batch.config.AudioConfig`), the one list of them.
 
 Truncation, as libsndfile 1.2 (soundfile 0.14) reports it:
 
@@ -15,6 +17,9 @@ Truncation, as libsndfile 1.2 (soundfile 0.14) reports it:
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +30,6 @@ import soundfile as sf
 import soxr
 
 from ser_batch.errors import AudioError
-
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (
-    ".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"
-)
 
 _RESAMPLE_QUALITY = "HQ"
 _STREAM_READ_FRAMES = 65_536  # native frames per read; bounds memory, not output blocks
@@ -276,15 +277,39 @@ def _check_rate(sample_rate: int) -> None:
 
 
 def _check_file(path: Path) -> None:
-    # libsndfile reports a missing file as a bare "System error" and an empty
-    # one as "Format not recognised", so we name those cases ourselves first.
+    # libsndfile reports a missing or unreadable file as a bare "System error" and an
+    # empty one as "Format not recognised", so we name those cases ourselves first.
     path = Path(path)
-    if not path.exists():
-        raise AudioError("file not found")
-    if not path.is_file():
-        raise AudioError("not a regular file")
-    if path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise AudioError(_os_error_reason(exc, link=path.is_symlink())) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError("not a regular file")  # checked before opening: a pipe would block
+    if info.st_size == 0:
         raise AudioError("empty file")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        raise AudioError(_os_error_reason(exc)) from None
+
+
+def _os_error_reason(exc: OSError, *, link: bool = False) -> str:
+    """The short reason of an error row for an operating-system error on a file.
+
+    ``link`` says the path is a symbolic link, whose target is then what is missing.
+    """
+    if link and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        return "broken link"
+    if exc.errno == errno.ELOOP:
+        return "broken link (symlink loop)"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "file not found"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "no read permission"
+    if exc.errno == errno.EISDIR:
+        return "not a regular file"
+    return f"cannot read file ({exc.strerror or exc})"
 
 
 def _info_of(sound: sf.SoundFile) -> AudioInfo:

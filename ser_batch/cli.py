@@ -16,7 +16,9 @@ from typing import Any, Callable
 import click
 
 from ser_batch import __version__
+from ser_batch.config import AudioConfig
 from ser_batch.errors import SerBatchError
+from ser_batch.failures import counted
 
 #: Exit code when the job ran but some files failed and ``--fail-on-error`` was given.
 EXIT_FILE_ERRORS = 3
@@ -72,7 +74,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-@main.command()
+@main.command(epilog="Audio file endings (audio.extensions): " + " ".join(AudioConfig().extensions))
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder for the Parquet parts  [default: extract.out of the config, "
@@ -102,9 +104,10 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
             overrides: tuple[str, ...]) -> None:
     """Extract emotion features of every audio file below INPUT_DIR into Parquet.
 
-    Files are found recursively (wav, flac, ogg, mp3, ...), decoded to mono at
-    audio.sample_rate, and processed in parallel Ray tasks, one Parquet part per shard.
-    A file that cannot be read becomes a row with its `error` set; the job goes on.
+    Files are found recursively (following symlinked folders; audio.extensions, listed
+    below), decoded to mono at audio.sample_rate, and processed in parallel Ray tasks,
+    one Parquet part per shard. A file that cannot be read becomes a row with its
+    `error` set; the job goes on, and the first few failed files are named on stderr.
 
     Example: ser-batch extract ../shared/data/ravdess/Audio_Speech_Actors_01-20_16k
     --out output/features
@@ -119,8 +122,11 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
                           overwrite=overwrite, resume=resume, labels_csv=labels_csv,
                           address=address or config.ray.address or None, progress=not no_progress)
     click.echo(summary.line())
+    report = summary.failure_report()
+    if report:
+        click.echo(report, err=True)
     if fail_on_error and summary.errors:
-        click.echo(f"error: {summary.errors} file(s) failed; see the `error` column", err=True)
+        click.echo(f"error: {counted(summary.errors, 'file')} failed (--fail-on-error)", err=True)
         sys.exit(EXIT_FILE_ERRORS)
 
 
@@ -270,6 +276,39 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
                            + "  ".join(f"{c} {p:.2f}" for c, p in top))
     if any(entry["error"] for entry in results):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--corpus", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Labelled corpus used when it exists (`make demo` passes the RAVDESS copy in ../shared).")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("input"),
+              help="Audio folder used when --corpus is not given or absent.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+              help="Results folder; its features/ and model/ are replaced.")
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
+              help="CPUs of the embedded local Ray  [default: all]")
+@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster to run on instead of an embedded local Ray.")
+@_config_options
+@_handle_errors
+def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, address: str | None,
+         config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run the whole pipeline on a corpus or on your audio: what `make demo` runs.
+
+    On labelled audio (RAVDESS names or a labels.csv, two emotions or more): extract rich
+    features, train both models with held-out actors (or files), evaluate them on the
+    held-out part and predict a few held-out clips. On unlabelled audio: extract, then
+    predict with the pretrained bundle. Unreadable files are named on stderr and the demo
+    goes on (exit 0); a folder without audio gets a message saying what to do.
+
+    Example: ser-batch demo --corpus ../shared/data/ravdess/Audio_Speech_Actors_01-20_16k
+    """
+    from ser_batch.demo import run_demo
+
+    config = _load_config(config_path, overrides, ray={"num_cpus": num_cpus})
+    run_demo(corpus=corpus, input_dir=input_dir, out=out, config=config,
+             address=address or config.ray.address or None,
+             say=click.echo, warn=lambda text: click.echo(text, err=True))
 
 
 @main.command()

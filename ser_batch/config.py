@@ -26,7 +26,8 @@ class AudioConfig:
 
     #: Every file is resampled to this rate (Hz) before feature extraction.
     sample_rate: int = 16000
-    #: File name endings (lower case) that discovery treats as audio.
+    #: File name endings (lower case) that discovery treats as audio. The one list of them:
+    #: ``extract --help`` prints it, configs/default.toml and the README refer to it.
     extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
     #: Longest stretch decoded per file, seconds; 0 means the whole file.
     max_duration_s: float = 0.0

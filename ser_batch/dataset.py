@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import csv
+import logging
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -20,6 +22,8 @@ import pyarrow as pa
 
 from ser_batch import schema
 from ser_batch.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _INTENSITIES = {1: "normal", 2: "strong"}
@@ -90,7 +94,21 @@ def parse_ravdess_name(name: str) -> Labels | None:
 def discover_audio(root: Path, *, extensions: Iterable[str]) -> list[str]:
     """Audio files below ``root``, recursively, as sorted POSIX paths relative to it.
 
-    Hidden files and folders (names starting with ``.``) are skipped.
+    Symlinked folders are followed (an input folder may hold links to actor folders kept
+    elsewhere), each real folder once, so a link back up the tree cannot loop. Hidden
+    files and folders (names starting with ``.``, e.g. ``.git``, ``.cache``) are skipped.
+    Every non-folder entry with an audio extension is listed, including a link whose
+    target is missing: reading it fails, so it becomes an error row ("broken link")
+    instead of a file that vanishes silently.
+    A sub-folder that cannot be listed is logged as a warning and skipped.
+
+    Parameters
+    ----------
+    root : Path
+        The input folder.
+    extensions : iterable of str
+        File name endings such as ``".wav"`` (compared case-insensitively), normally
+        ``config.audio.extensions``.
 
     Raises
     ------
@@ -101,14 +119,41 @@ def discover_audio(root: Path, *, extensions: Iterable[str]) -> list[str]:
     if not root.is_dir():
         raise DatasetError(f"input folder not found: {root}")
     wanted = {e.lower() for e in extensions}
-    found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every folder walked: the cycle guard
+    pending = [(root, PurePosixPath())]
+    while pending:
+        folder, rel = pending.pop()
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                log.debug("%s: already walked through another link, skipped", folder)
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list folder %s (%s); its files are left out", folder, exc.strerror or exc)
             continue
-        if path.suffix.lower() in wanted and path.is_file():
-            found.append(rel.as_posix())
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if _is_dir(entry):
+                subfolders.append((Path(entry.path), rel / entry.name))
+            elif Path(entry.name).suffix.lower() in wanted:
+                # Not only regular files: a dangling link or a pipe named *.wav becomes an
+                # error row saying so, rather than a file that silently is not there.
+                found.append((rel / entry.name).as_posix())
+        pending.extend(reversed(subfolders))
     return sorted(found)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks
+    except OSError:  # a link loop, for instance: left to the file checks
+        return False
 
 
 def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels]:

@@ -22,6 +22,7 @@ from ser_batch.audio import AudioInfo
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
+from ser_batch.failures import SHOWN, counted, format_failures
 from ser_batch.recipes import FileFeatures, file_features, signal_features
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ class Shard:
 
 @dataclass(frozen=True)
 class ExtractSummary:
-    """What an extraction run did."""
+    """What an extraction run did.
+
+    ``failures`` holds the first few failed files as (path, reason), in path order (at
+    most :data:`ser_batch.failures.SHOWN`); ``errors`` counts them all.
+    """
 
     out: Path
     files: int
@@ -46,18 +51,33 @@ class ExtractSummary:
     parts: int
     skipped_parts: int
     wall_s: float
+    failures: tuple[tuple[str, str], ...] = ()
 
     @property
     def files_per_s(self) -> float:
         return self.files / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when every part was already there from a finished run (``--resume``)."""
+        return self.parts > 0 and self.skipped_parts == self.parts
+
     def line(self) -> str:
         """One-line summary for the CLI."""
-        skipped = f", {self.skipped_parts} parts kept from before" if self.skipped_parts else ""
+        counts = f"{counted(self.files, 'file')}, {counted(self.errors, 'error')}"
+        if self.nothing_to_do:
+            return (f"nothing left to do: {counted(self.parts, 'part')} of a finished run are in "
+                    f"{self.out} ({counts})")
+        skipped = f", {self.skipped_parts} kept from before" if self.skipped_parts else ""
         return (
-            f"{self.files} files, {self.errors} errors, {self.parts} parts{skipped} "
+            f"{counts}, {counted(self.parts, 'part')}{skipped} "
             f"in {self.wall_s:.1f} s ({self.files_per_s:.1f} files/s) -> {self.out}"
         )
+
+    def failure_report(self) -> str:
+        """The failed files (the first few, with reasons) and where the rest are; ``""`` if none."""
+        return format_failures(self.failures, total=self.files, failed=self.errors,
+                               where=f"the `error` column of {self.out}")
 
 
 def plan_shards(
@@ -93,12 +113,13 @@ def extract_shard(
     Returns
     -------
     dict
-        ``{"part": name, "files": n, "errors": m}``.
+        ``{"part": name, "files": n, "errors": m, "failures": [(path, reason), ...]}`` with
+        the shard's first :data:`~ser_batch.failures.SHOWN` failed files.
     """
     cfg = config_from_dict(config)
     names = schema.feature_names(cfg.features)
     rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(features=cfg.features, config={})}
-    errors = 0
+    failures: list[tuple[str, str]] = []
     for rel in shard.paths:
         feats: FileFeatures | None = None
         info: AudioInfo | None = None
@@ -107,11 +128,11 @@ def extract_shard(
             feats, info = file_features(Path(root) / rel, config=cfg)
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None
-            errors += 1
         except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
             log.exception("unexpected error on %s", rel)
             error, feats = f"internal error: {type(exc).__name__}: {exc}", None
-            errors += 1
+        if error is not None:
+            failures.append((rel, error))
         for key, value in labels_for(rel, labels=labels).as_row().items():
             rows[key].append(value)
         rows[schema.PATH].append(rel)
@@ -134,7 +155,8 @@ def extract_shard(
             arrays.append(pa.array(rows[field.name], field.type))
     table = pa.Table.from_arrays(arrays, schema=table_schema)
     storage.write_table_atomic(table, Path(out) / shard.name)
-    return {"part": shard.name, "files": len(shard.paths), "errors": errors}
+    # Only the first few failures travel back: the summary names no more than that.
+    return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "failures": failures[:SHOWN]}
 
 
 def run_extract(
@@ -182,8 +204,14 @@ def run_extract(
     if labels_csv is None and (input_dir / LABELS_CSV).is_file():
         labels_csv = input_dir / LABELS_CSV
     labels = load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
-    _preflight(config)
     shards = plan_shards(paths, config=config, labels=labels)
+    if resume and not overwrite and _finished(out, shards):
+        # Nothing to compute: no Ray, and the manifest (with the timings of the run that
+        # did the work) stays as it is.
+        errors, failures = _failures_in(out, {s.name for s in shards})
+        return ExtractSummary(out, len(paths), errors, len(shards), len(shards),
+                              time.perf_counter() - started, tuple(failures))
+    _preflight(config)
     done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
     todo = [s for s in shards if s.name not in done]
     log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
@@ -206,8 +234,11 @@ def run_extract(
             on_result=advance,
         )
     bar.close()
-    errors = sum(r["errors"] for r in results) + _errors_in(out, done)
-    summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started)
+    errors, failures = _failures_in(out, done)
+    errors += sum(r["errors"] for r in results)
+    failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
+    summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
+                             tuple(failures))
     manifest = {
         "job": "extract",
         "ser_batch_version": __version__,
@@ -237,13 +268,29 @@ def _preflight(config: Config) -> None:
         raise ConfigError(f"these feature settings cannot work on any file: {exc}") from None
 
 
-def _errors_in(out: Path, names: set[str]) -> int:
-    """Error rows in parts kept from an earlier run (``--resume``)."""
+def _finished(out: Path, shards: list[Shard]) -> bool:
+    """Whether ``out`` holds a completed run (manifest written) of exactly these shards."""
+    try:
+        manifest = storage.read_manifest(out)
+    except DatasetError:  # an unreadable manifest: redo the run's end
+        return False
+    names = sorted(s.name for s in shards)
+    return bool(manifest) and manifest.get("parts") == names and all((out / n).is_file() for n in names)
+
+
+def _failures_in(out: Path, names: set[str]) -> tuple[int, list[tuple[str, str]]]:
+    """Error rows in parts kept from an earlier run (``--resume``): their number, and the
+    first :data:`~ser_batch.failures.SHOWN` of them as (path, reason) in path order."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    return sum(int(pc.sum(pc.is_valid(pq.read_table(out / n, columns=[schema.ERROR])[schema.ERROR])).as_py() or 0)
-               for n in names)
+    count, failures = 0, []
+    for name in sorted(names):
+        table = pq.read_table(out / name, columns=[schema.PATH, schema.ERROR])
+        failed = table.filter(pc.is_valid(table[schema.ERROR]))
+        count += failed.num_rows
+        failures += zip(failed[schema.PATH].to_pylist()[:SHOWN], failed[schema.ERROR].to_pylist()[:SHOWN])
+    return count, sorted(failures)[:SHOWN]
 
 
 def _progress_bar(*, total: int, enabled: bool) -> Any:

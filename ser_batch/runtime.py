@@ -44,7 +44,8 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
             if target:
                 ray.init(address=target, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=num_cpus or None, **kwargs)
+                with _quiet_token_notice():
+                    ray.init(num_cpus=num_cpus or None, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"the Ray cluster at {target}" if target else "an embedded Ray runtime"
             raise ClusterError(f"cannot start or reach {where}: {exc}") from None
@@ -58,6 +59,34 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
     finally:
         if started:
             ray.shutdown()
+
+
+#: Logger and opening words of Ray's notice, on every new local cluster (Ray >= 2.52), that it
+#: enabled token authentication by default.
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TOKEN_NOTICE)
+
+
+@contextmanager
+def _quiet_token_notice() -> Iterator[None]:
+    """Hide Ray's "token authentication is enabled" notice while we start our own runtime.
+
+    Token authentication stays on (Ray's default); only that one line, which users of the
+    embedded runtime cannot act on, is dropped. Other messages of the same logger (a
+    missing token, authentication disabled) still show.
+    """
+    logger = logging.getLogger(_TOKEN_NOTICE_LOGGER)
+    notice_filter = _DropTokenNotice()
+    logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice_filter)
 
 
 def largest_node_cpus() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from ser_batch.audio import (
-    SUPPORTED_EXTENSIONS,
+    _os_error_reason,
     AudioInfo,
     iter_audio_blocks,
     load_audio,
@@ -82,11 +84,6 @@ def test_lossy_formats_decode(tmp_path: Path, ext: str, fmt: str, subtype: str) 
     assert (info.format, info.subtype) == (fmt, subtype)
     assert y.dtype == np.float32 and abs(y.size - x.size) <= 1
     assert abs(peak_hz(y, 16_000) - 440) < 5
-
-
-def test_supported_extensions_are_lower_case_with_dot() -> None:
-    assert all(e.startswith(".") and e == e.lower() for e in SUPPORTED_EXTENSIONS)
-    assert {".wav", ".flac", ".ogg", ".mp3"} <= set(SUPPORTED_EXTENSIONS)
 
 
 # --- downmix and resampling ------------------------------------------------
@@ -170,6 +167,73 @@ def test_empty_file(tmp_path: Path) -> None:
     (tmp_path / "e.wav").touch()
     with pytest.raises(AudioError, match="^empty file$"):
         load_audio(tmp_path / "e.wav", sample_rate=16_000)
+
+
+def test_dangling_symlink_is_a_broken_link(tmp_path: Path) -> None:
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "moved-away.wav")
+    for read in (probe_audio, lambda p: load_audio(p, sample_rate=16_000),
+                 lambda p: list(iter_audio_blocks(p, sample_rate=16_000, block_s=1.0))):
+        with pytest.raises(AudioError, match="^broken link$"):
+            read(tmp_path / "gone.wav")
+
+
+def test_symlink_loop_is_a_broken_link(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(AudioError, match="^broken link$"):
+        load_audio(tmp_path / "a.wav", sample_rate=16_000)
+
+
+def test_symlink_to_a_good_file_loads(tmp_path: Path) -> None:
+    path = write(tmp_path / "real.wav", sine(440, sample_rate=16_000, duration_s=0.2), 16_000)
+    (tmp_path / "link.wav").symlink_to(path)
+    assert load_audio(tmp_path / "link.wav", sample_rate=16_000)[0].size == 3200
+
+
+def test_folder_and_pipe_are_not_regular_files(tmp_path: Path) -> None:
+    (tmp_path / "folder.wav").mkdir()
+    os.mkfifo(tmp_path / "pipe.wav")
+    for name in ("folder.wav", "pipe.wav"):  # the pipe must be refused before it is opened (would block)
+        with pytest.raises(AudioError, match="^not a regular file$"):
+            load_audio(tmp_path / name, sample_rate=16_000)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission; "
+                    "test_unreadable_file_as_the_os_reports_it covers the message")
+def test_file_without_read_permission(tmp_path: Path) -> None:
+    path = write(tmp_path / "locked.wav", sine(440, sample_rate=16_000, duration_s=0.2), 16_000)
+    path.chmod(0)
+    with pytest.raises(AudioError, match="^no read permission$"):
+        load_audio(path, sample_rate=16_000)
+
+
+def test_unreadable_file_as_the_os_reports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As root, chmod 000 does not stop reads, so the refusal the OS gives everyone else is simulated.
+    path = write(tmp_path / "locked.wav", sine(440, sample_rate=16_000, duration_s=0.2), 16_000)
+    real_open = os.open
+
+    def refuse(target: object, flags: int, *args: object, **kwargs: object) -> int:
+        if Path(target) == path:  # type: ignore[arg-type]
+            raise PermissionError(errno.EACCES, "Permission denied", str(target))
+        return real_open(target, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refuse)
+    for read in (probe_audio, lambda p: load_audio(p, sample_rate=16_000)):
+        with pytest.raises(AudioError, match="^no read permission$"):
+            read(path)
+
+
+@pytest.mark.parametrize(("code", "link", "reason"), [
+    (errno.EACCES, False, "no read permission"),
+    (errno.EPERM, False, "no read permission"),
+    (errno.ENOENT, False, "file not found"),
+    (errno.ENOENT, True, "broken link"),
+    (errno.ELOOP, False, "broken link (symlink loop)"),
+    (errno.EISDIR, False, "not a regular file"),
+    (errno.EIO, False, "cannot read file (Input/output error)"),
+])
+def test_os_error_reasons(code: int, link: bool, reason: str) -> None:
+    assert _os_error_reason(OSError(code, os.strerror(code)), link=link) == reason
 
 
 def test_text_renamed_to_wav(tmp_path: Path) -> None:

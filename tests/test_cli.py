@@ -5,6 +5,7 @@ The commands run in-process with click's CliRunner, so they reuse the session's 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,23 @@ def test_jobs_entrypoint_help() -> None:
     assert "Extract emotion features" in result.stdout and "--resume" in result.stdout
 
 
+def test_embedded_ray_keeps_token_auth_without_its_notice(clean_corpus: Path, tmp_path: Path) -> None:
+    # A real process (not CliRunner): Ray's notice goes to the process's stderr at start-up.
+    script = ("import os, sys\n"
+              "from ser_batch.cli import main\n"
+              "main(sys.argv[1:], standalone_mode=False)\n"
+              "print('auth mode:', os.environ.get('RAY_AUTH_MODE'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script, "extract", str(clean_corpus), "--out",
+                             str(tmp_path / "out"), "--no-progress", "--num-cpus", "1"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("3 files, 0 errors, 1 part in ")
+    assert "auth mode: token" in result.stdout  # Ray's default, token authentication, is still on
+    assert "Token authentication" not in result.stderr, result.stderr
+
+
 # --- extract ---------------------------------------------------------------------------
 
 
@@ -85,6 +103,21 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
     assert result.stdout.startswith(f"{N_FILES} files, 3 errors, 3 parts in ")
     assert result.stdout.strip().endswith(f"-> {out}")
     assert storage.read_parts(out).num_rows == N_FILES
+    # Which files failed, and why, on stderr (the issue: "3 files, 1 errors" and nothing more).
+    assert result.stderr.splitlines() == [
+        f"3 of {N_FILES} files failed:",
+        *(f"  {path}: {reason}" for path, reason in sorted({
+            "broken/empty.wav": "empty file",
+            "broken/notes.wav": "not an audio file (unrecognised format)",
+            "broken/random_bytes.wav": "not an audio file (unrecognised format)"}.items())),
+    ]
+
+
+def test_extract_help_lists_the_configured_extensions() -> None:
+    from ser_batch.config import Config
+
+    result = invoke("extract", "--help")
+    assert " ".join(Config().audio.extensions) in " ".join(result.output.split())
 
 
 def test_missing_input_folder_is_a_usage_error(tmp_path: Path) -> None:
@@ -109,14 +142,16 @@ def test_existing_output_needs_overwrite(ray_session: None, clean_corpus: Path, 
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--overwrite")
     assert result.exit_code == 0, result.output
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--resume")
-    assert result.exit_code == 0 and "1 parts kept from before" in result.stdout
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("nothing left to do: 1 part of a finished run") and not result.stderr
 
 
 def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress", "--fail-on-error")
     assert result.exit_code == EXIT_FILE_ERRORS == 3
     assert f"{N_FILES} files, 3 errors" in result.stdout  # the job still ran to the end
-    assert "error: 3 file(s) failed" in result.stderr
+    assert result.stderr.startswith(f"3 of {N_FILES} files failed:")
+    assert result.stderr.splitlines()[-1] == "error: 3 files failed (--fail-on-error)"
     assert storage.read_manifest(tmp_path / "features") is not None
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ser_batch import schema
-from ser_batch.config import Config
+from ser_batch.config import Config, load_config
 from ser_batch.dataset import (
     Labels,
     discover_audio,
@@ -176,6 +177,86 @@ def test_discover_missing_folder(tmp_path: Path) -> None:
     touch(tmp_path, "file.wav")
     with pytest.raises(DatasetError, match="input folder not found"):
         discover_audio(tmp_path / "file.wav", extensions=EXTENSIONS)
+
+
+def test_discover_follows_symlinked_folders(tmp_path: Path) -> None:
+    # An input folder of links to actor folders kept elsewhere (the issue's `extract DIR`).
+    store = tmp_path / "store"
+    touch(store, "Actor_01/a.wav", "Actor_02/b.wav", "Actor_02/deeper/c.flac")
+    root = tmp_path / "input"
+    root.mkdir()
+    for actor in ("Actor_01", "Actor_02"):
+        (root / actor).symlink_to(store / actor, target_is_directory=True)
+    assert discover_audio(root, extensions=EXTENSIONS) == [
+        "Actor_01/a.wav", "Actor_02/b.wav", "Actor_02/deeper/c.flac",
+    ]
+
+
+def test_discover_guards_against_symlink_cycles(tmp_path: Path) -> None:
+    touch(tmp_path, "a/x.wav", "b/y.wav")
+    (tmp_path / "a/up").symlink_to(tmp_path, target_is_directory=True)  # back to the root
+    (tmp_path / "b/self").symlink_to(tmp_path / "b", target_is_directory=True)
+    (tmp_path / "b/to_a").symlink_to(tmp_path / "a", target_is_directory=True)  # a second way to a/
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["a/x.wav", "b/y.wav"]
+
+
+def test_discover_skips_hidden_linked_folders(tmp_path: Path) -> None:
+    touch(tmp_path, "elsewhere/z.wav", "root/keep.wav")
+    (tmp_path / "root/.cache").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert discover_audio(tmp_path / "root", extensions=EXTENSIONS) == ["keep.wav"]
+
+
+def test_discover_lists_dangling_links_and_odd_files(tmp_path: Path) -> None:
+    # They must reach the audio checks and become error rows, not vanish.
+    touch(tmp_path, "ok.wav")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "gone_folder").symlink_to(tmp_path / "missing_folder")  # no audio extension: ignored
+    os.mkfifo(tmp_path / "pipe.wav")
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["gone.wav", "loop.wav", "ok.wav", "pipe.wav"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders without permission")
+def test_discover_warns_about_an_unreadable_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    touch(tmp_path, "ok.wav", "locked/x.wav")
+    (tmp_path / "locked").chmod(0)
+    try:
+        assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["ok.wav"]
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert "cannot list folder" in caplog.text and "locked" in caplog.text
+
+
+def test_discover_warns_about_a_folder_it_cannot_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # As root no permission bit stops a listing: simulate the refusal everyone else gets.
+    touch(tmp_path, "ok.wav", "locked/x.wav")
+    real_scandir = os.scandir
+
+    def refuse(path: object) -> object:
+        if Path(path).name == "locked":  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert discover_audio(tmp_path, extensions=EXTENSIONS) == ["ok.wav"]
+    assert "cannot list folder" in caplog.text and "Permission denied" in caplog.text
+
+
+@pytest.mark.parametrize("extensions", [(".wav",), (".flac", ".ogg"), (".au",)])
+def test_discover_honours_configured_extensions(tmp_path: Path, extensions: tuple[str, ...]) -> None:
+    # audio.extensions is the one list of audio endings: discovery must follow it, not a copy.
+    names = ["a.wav", "b.flac", "c.ogg", "d.au", "e.mp3"]
+    touch(tmp_path, *names)
+    config = load_config(overrides=[f"audio.extensions={list(extensions)!r}".replace("'", '"')])
+    assert discover_audio(tmp_path, extensions=config.audio.extensions) == [
+        n for n in names if Path(n).suffix in extensions]
+
+
+def test_discover_with_default_config_finds_every_format_ser_batch_decodes(tmp_path: Path) -> None:
+    names = [f"x{ext}" for ext in (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")]
+    touch(tmp_path, *names, "notes.txt", "clip.m4a")
+    assert discover_audio(tmp_path, extensions=load_config().audio.extensions) == sorted(names)
 
 
 # --- label CSV -------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
-from ser_batch import schema, storage
+from ser_batch import runtime, schema, storage
 from ser_batch.config import Config, config_to_dict, load_config
 from ser_batch.dataset import discover_audio
 from ser_batch.errors import DatasetError
@@ -66,6 +66,22 @@ def test_summary(extracted: tuple[ExtractSummary, Path]) -> None:
     assert summary.out == out and summary.wall_s > 0
     line = summary.line()
     assert line.startswith(f"{N_FILES} files, 3 errors, {N_PARTS} parts in ") and line.endswith(f"-> {out}")
+    # The failed files by name, in path order, with the reasons of their rows.
+    assert summary.failures == tuple(sorted((p, r) for p, r in {
+        "broken/empty.wav": "empty file", "broken/notes.wav": "not an audio file (unrecognised format)",
+        "broken/random_bytes.wav": "not an audio file (unrecognised format)"}.items()))
+    report = summary.failure_report().splitlines()
+    assert report[0] == f"3 of {N_FILES} files failed:"
+    assert report[1:] == [f"  {p}: {r}" for p, r in summary.failures]
+
+
+@pytest.mark.parametrize(("files", "errors", "parts", "skipped", "expected"), [
+    (1, 0, 1, 0, "1 file, 0 errors, 1 part in 2.0 s (0.5 files/s) -> out"),
+    (3, 1, 2, 1, "3 files, 1 error, 2 parts, 1 kept from before in 2.0 s (1.5 files/s) -> out"),
+    (3, 1, 2, 2, "nothing left to do: 2 parts of a finished run are in out (3 files, 1 error)"),
+])
+def test_summary_line_counts_in_words(files: int, errors: int, parts: int, skipped: int, expected: str) -> None:
+    assert ExtractSummary(Path("out"), files, errors, parts, skipped, 2.0).line() == expected
 
 
 def test_output_folder_layout(extracted: tuple[ExtractSummary, Path], corpus: Path) -> None:
@@ -195,16 +211,22 @@ def test_overwrite(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     assert load_config(out / storage.CONFIG).extract.shard_size == 4
 
 
-def test_resume_of_a_finished_run_keeps_everything(ray_session: None, corpus: Path, tmp_path: Path) -> None:
+def test_resume_of_a_finished_run_keeps_everything(ray_session: None, corpus: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "features"
-    run_extract(corpus, out, config=CONFIG, progress=False)
-    before = {p: (out / p).stat().st_mtime_ns for p in part_files(out)}
+    first = run_extract(corpus, out, config=CONFIG, progress=False)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+
+    def no_ray(**kwargs: object) -> None:
+        raise AssertionError("a finished run must not start or join Ray")
+
+    monkeypatch.setattr(runtime, "ray_runtime", no_ray)
     summary = run_extract(corpus, out, config=CONFIG, resume=True, progress=False)
-    assert summary.skipped_parts == summary.parts == N_PARTS
-    assert summary.errors == 3  # counted from the kept parts
-    assert {p: (out / p).stat().st_mtime_ns for p in part_files(out)} == before  # not rewritten
-    assert storage.read_parts(out).num_rows == N_FILES
-    assert storage.read_manifest(out)["files"] == N_FILES  # type: ignore[index]
+    assert summary.nothing_to_do and summary.skipped_parts == summary.parts == N_PARTS
+    assert summary.line().startswith(f"nothing left to do: {N_PARTS} parts of a finished run are in {out}")
+    assert summary.errors == 3 and summary.failures == first.failures  # read from the kept parts
+    # Nothing rewritten: parts, config, and the manifest with the first run's timings.
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
 
 
 def test_resume_of_an_interrupted_run(ray_session: None, corpus: Path, tmp_path: Path) -> None:
@@ -219,6 +241,7 @@ def test_resume_of_an_interrupted_run(ray_session: None, corpus: Path, tmp_path:
     shutil.copy(out / parts[0], out / storage.part_name(7, "0123456789ab"))
     summary = run_extract(corpus, out, config=CONFIG, resume=True, progress=False)
     assert (summary.parts, summary.skipped_parts, summary.errors) == (N_PARTS, N_PARTS - 1, 3)
+    assert not summary.nothing_to_do and len(summary.failures) == 3  # from kept and new parts alike
     assert part_files(out) == parts
     assert sorted(p.name for p in out.iterdir()) == sorted([*parts, storage.MANIFEST, storage.CONFIG])
     paths = storage.read_parts(out).column(schema.PATH).to_pylist()
@@ -245,7 +268,7 @@ def test_extract_shard_twice_leaves_one_file(corpus: Path, tmp_path: Path) -> No
     kwargs = {"root": str(corpus), "out": str(tmp_path), "config": config_to_dict(CONFIG), "labels": None}
     first = extract_shard(shard, **kwargs)
     second = extract_shard(shard, **kwargs)
-    assert first == second == {"part": shard.name, "files": 3, "errors": 0}
+    assert first == second == {"part": shard.name, "files": 3, "errors": 0, "failures": []}
     assert [p.name for p in tmp_path.iterdir()] == [shard.name]
     assert pq.read_table(tmp_path / shard.name).column(schema.PATH).to_pylist() == list(shard.paths)
 
@@ -319,6 +342,33 @@ def test_no_audio_files(tmp_path: Path) -> None:
 def test_missing_input_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="input folder not found"):
         run_extract(tmp_path / "nope", tmp_path / "out", config=CONFIG, progress=False)
+
+
+def test_links_and_many_failures(ray_session: None, tmp_path: Path) -> None:
+    # The input: links to actor folders kept elsewhere, a dangling link, and more
+    # failed files (over several shards) than the summary names.
+    store = tmp_path / "store"
+    write_audio(store / "Actor_01/03-01-05-01-01-01-01.wav", duration_s=0.5)
+    write_audio(store / "Actor_02/03-01-02-01-01-01-02.wav", duration_s=0.5, seed=1)
+    root = tmp_path / "in"
+    (root / "empty").mkdir(parents=True)
+    for actor in ("Actor_01", "Actor_02"):
+        (root / actor).symlink_to(store / actor, target_is_directory=True)
+    (root / "Actor_02_old").symlink_to(store / "Actor_02", target_is_directory=True)  # same folder twice
+    (root / "gone.wav").symlink_to(store / "moved.wav")
+    for i in range(6):
+        (root / "empty" / f"{i}.wav").write_bytes(b"")
+    summary = run_extract(root, tmp_path / "out", config=CONFIG.replace(extract={"shard_size": 2}),
+                          progress=False)
+    assert (summary.files, summary.errors) == (9, 7)
+    rows = {r[schema.PATH]: r for r in storage.read_parts(tmp_path / "out").to_pylist()}
+    assert rows["Actor_01/03-01-05-01-01-01-01.wav"][schema.ERROR] is None
+    assert rows["Actor_01/03-01-05-01-01-01-01.wav"][schema.EMOTION] == "angry"
+    assert rows["gone.wav"][schema.ERROR] == "broken link"
+    assert summary.failures == (*((f"empty/{i}.wav", "empty file") for i in range(5)),)
+    report = summary.failure_report().splitlines()
+    assert report[0] == "7 of 9 files failed; the first 5:"
+    assert report[-1] == f"  ... and 2 more: every failed file and its reason is in the `error` column of {summary.out}"
 
 
 def test_progress_callback_and_max_duration(ray_session: None, tmp_path: Path) -> None:

@@ -1,0 +1,215 @@
+"""Tests for :mod:`ser_batch.demo` and the ``demo`` command that ``make demo`` runs.
+
+The plans are checked as pure functions; two end-to-end runs on generated audio (one
+labelled with RAVDESS names, one unlabelled) go through the CLI as ``make demo`` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import write_audio
+from ser_batch import runtime
+from ser_batch.cli import main
+from ser_batch.demo import DemoRun, TrainingPlan, choose_examples, plan_stages, plan_training, run_demo
+from ser_batch.config import Config
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+# --- which training ---------------------------------------------------------------------
+
+
+def test_no_labels_no_training() -> None:
+    plan, reason = plan_training([None, None, None], [None, None, None])
+    assert plan is None and "no emotion labels" in reason and "labels.csv" in reason
+
+
+def test_one_emotion_no_training() -> None:
+    plan, reason = plan_training(["sad"] * 4, [1, 2, 3, 4])
+    assert plan is None and "only one emotion (sad)" in reason
+
+
+def test_a_class_with_one_file_no_training() -> None:
+    plan, reason = plan_training(["sad", "sad", "calm"], [None] * 3)
+    assert plan is None and "calm: only one file" in reason
+
+
+def test_ravdess_holds_out_actors_17_to_20() -> None:
+    emotions = [e for _ in range(20) for e in ("angry", "calm", "sad")]
+    actors = [a for a in range(1, 21) for _ in range(3)]
+    plan, _ = plan_training(emotions, actors)
+    assert plan == TrainingPlan("speaker", (17, 18, 19, 20), "speaker split, actors 17,18,19,20 held out")
+
+
+def test_few_actors_hold_out_one() -> None:
+    plan, _ = plan_training(["angry", "sad"] * 3, [1, 1, 2, 2, 3, 3])
+    assert plan is not None and (plan.split, plan.test_actors) == ("speaker", (3,))
+    assert plan.description == "speaker split, actor 3 held out"
+
+
+@pytest.mark.parametrize(("actors", "why"), [
+    ([None] * 8, "actors unknown"),
+    ([1, 1, 1, 1, 2, 2, 2, 2], "only 2 actors"),
+    ([1, 2, 3, 3, 1, 2, 3, 3], None),  # actor 3 holds the only "calm" clips
+])
+def test_random_split_when_actors_do_not_allow_a_speaker_split(actors: list, why: str | None) -> None:
+    emotions = ["angry", "sad", "calm", "calm", "angry", "sad", "calm", "calm"]
+    if why is None:
+        emotions = ["angry", "sad", "calm", "calm", "angry", "sad", "sad", "calm"]
+    plan, _ = plan_training(emotions, actors)
+    assert plan is not None and plan.split == "random" and plan.test_actors == ()
+    assert (why or "held-out actors would miss") in plan.description
+
+
+def test_too_few_files_for_a_random_test_part() -> None:
+    plan, reason = plan_training(["a", "a", "b", "b", "c", "c"], [None] * 6)
+    assert plan is None and "stratified" in reason
+
+
+def test_unlabelled_files_among_labelled_ones_are_ignored() -> None:
+    plan, _ = plan_training(["angry", None, "sad", "angry", None, "sad"] * 2, [1, 9, 1, 2, 9, 2] * 2)
+    assert plan is not None and plan.split == "random"
+
+
+# --- which examples -------------------------------------------------------------------------
+
+
+def test_examples_come_from_held_out_actors_with_different_emotions_and_voices() -> None:
+    paths = [f"{a}/{e}{i}.wav" for a in (1, 2, 3) for e in ("x", "y") for i in (0, 1)]
+    emotions = [p.split("/")[1][0] for p in paths]
+    actors = [int(p[0]) for p in paths]
+    assert choose_examples(paths, emotions, actors, held_out=(2, 3), count=3) == ["2/x0.wav", "3/y0.wav", "2/x1.wav"]
+    # One held-out voice: different emotions first, then any file.
+    assert choose_examples(paths, emotions, actors, held_out=(3,), count=3) == ["3/x0.wav", "3/y0.wav", "3/x1.wav"]
+
+
+def test_examples_without_labels_are_the_first_files() -> None:
+    paths = ["a.wav", "b.wav", "c.wav"]
+    assert choose_examples(paths, [None] * 3, [None] * 3, count=5) == paths
+    assert choose_examples(paths, [None] * 3, [None] * 3, count=2) == paths[:2]
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+
+def make_run(plan: TrainingPlan | None) -> DemoRun:
+    return DemoRun(data=Path("in"), out=Path("out"), config=Config(), say=print, warn=print, plan=plan)
+
+
+def test_stage_lists() -> None:
+    assert [s.name for s in plan_stages(make_run(None))] == ["extract", "predict"]
+    run = make_run(TrainingPlan("speaker", (17, 18), "speaker split, actors 17,18 held out"))
+    stages = plan_stages(run)
+    assert [s.name for s in stages] == ["extract", "train", "evaluate", "predict"]
+    assert [s.title(run) for s in stages] == [
+        "extract (fast features): in -> out/features",
+        "train: speaker split, actors 17,18 held out -> out/model",
+        "evaluate on the held-out actors (17,18)",
+        "predict 3 held-out clips with out/model",
+    ]
+
+
+def test_no_audio_is_a_message_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ray(**kwargs: object) -> None:
+        raise AssertionError("nothing to do: Ray must not start")
+
+    monkeypatch.setattr(runtime, "ray_runtime", no_ray)
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "README.md").write_text("put audio here")
+    said: list[str] = []
+    summary = run_demo(corpus=tmp_path / "absent", input_dir=tmp_path / "input", out=tmp_path / "out",
+                       say=said.append, warn=said.append)
+    assert summary.data is None and summary.stages == ()
+    assert len(said) == 1 and said[0].startswith(f"No audio found in {tmp_path / 'input'}/: put audio files (.wav")
+    assert f"or place the RAVDESS copy at {tmp_path / 'absent'}" in said[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_without_audio_exits_zero(tmp_path: Path) -> None:
+    result = invoke("demo", "--input", tmp_path / "missing", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("No audio found in") and not result.stderr
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def stage_headers(result: Result) -> list[str]:
+    return [line.split(" ", 2)[1] + " " + line.split(" ", 2)[2].split(" ")[0].rstrip(":")
+            for line in result.stdout.splitlines() if line.startswith("== ")]
+
+
+def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_path: Path) -> None:
+    # RAVDESS names in input/, reached through a symlinked folder, plus one unreadable file:
+    # the shell demo said "input/ has no labels to train on" and failed with make's Error 123.
+    store = tmp_path / "store"
+    for actor in (1, 2, 3):
+        for emotion in (1, 4, 5):
+            for repetition in (1, 2):
+                name = f"Actor_{actor:02d}/03-01-{emotion:02d}-01-01-{repetition:02d}-{actor:02d}.wav"
+                write_audio(store / name, duration_s=1.6, seed=actor * 10 + emotion + repetition)
+    data = tmp_path / "input"
+    data.mkdir()
+    for actor in (1, 2, 3):
+        (data / f"Actor_{actor:02d}").symlink_to(store / f"Actor_{actor:02d}", target_is_directory=True)
+    (data / "broken.wav").write_text("not audio")
+    out = tmp_path / "output"
+    result = invoke("demo", "--corpus", tmp_path / "absent", "--input", data, "--out", out,
+                    "--set", "keras.epochs=3", "--set", "sklearn.max_iter=20")
+    assert result.exit_code == 0, result.output
+    assert stage_headers(result) == ["1/4 extract", "2/4 train", "3/4 evaluate", "4/4 predict"]
+    assert "== 2/4 train: speaker split, actor 3 held out" in result.stdout
+    assert "19 files, 1 error, 1 part in" in result.stdout
+    assert result.stderr.splitlines()[:2] == ["1 of 19 files failed:",
+                                             "  broken.wav: not an audio file (unrecognised format)"]
+    assert "6 clips of voices never heard in training:" in result.stdout
+    predicted = [line for line in result.stdout.splitlines() if line.startswith("Actor_")]
+    assert [line.split(" ")[0] for line in predicted] == [
+        "Actor_03/03-01-01-01-01-01-03.wav", "Actor_03/03-01-04-01-01-01-03.wav",
+        "Actor_03/03-01-05-01-01-01-03.wav"]
+    assert all("both" in line for line in predicted)
+    assert (out / "model" / "manifest.json").is_file() and result.stdout.rstrip().endswith(f"results in {out}/")
+
+
+def test_unlabelled_input_predicts_with_the_pretrained_bundle(ray_session: None, tmp_path: Path) -> None:
+    data = tmp_path / "input"
+    write_audio(data / "calls" / "a.wav", duration_s=2.0)
+    write_audio(data / "calls" / "b.flac", duration_s=1.5, seed=1)
+    (data / "calls" / "empty.wav").write_bytes(b"")
+    said: list[str] = []
+    warned: list[str] = []
+    summary = run_demo(corpus=None, input_dir=data, out=tmp_path / "output", say=said.append, warn=warned.append)
+    assert summary.stages == ("extract", "predict") and summary.file_errors == 1
+    assert said[0].endswith("no training: the files carry no emotion labels (RAVDESS names or labels.csv); "
+                            "at least two emotions are needed to train")
+    assert [s for s in said if s.startswith("== ")] == [
+        f"== 1/2 extract (rich features): {data} -> {tmp_path / 'output' / 'features'}",
+        "== 2/2 predict up to 5 files with the pretrained bundle"]
+    assert warned == ["1 of 3 files failed:\n  calls/empty.wav: empty file"]
+    predictions = [s for s in said if s.startswith("calls/")]
+    assert [p.split(":")[0] for p in predictions] == ["calls/a.wav", "calls/b.flac"]
+    assert all(" both " in p for p in predictions)
+    assert not (tmp_path / "output" / "model").exists()
+
+
+def test_random_split_is_evaluated_on_the_training_runs_held_out_files() -> None:
+    # evaluate cannot pick the random split's test files out of the features: the demo shows
+    # the metrics the training run computed on them instead of scoring training files.
+    import numpy as np
+
+    from ser_batch.demo import _evaluate
+    from ser_batch.evaluate import classification_metrics
+
+    said: list[str] = []
+    run = DemoRun(data=Path("in"), out=Path("out"), config=Config(), say=said.append, warn=said.append,
+                  plan=TrainingPlan("random", (), "random"), model=Path("out/model"),
+                  train_metrics={"sklearn": classification_metrics(["a", "b", "b"], np.eye(2)[[0, 1, 0]], ["a", "b"])})
+    _evaluate(run)
+    assert said[0] == "the random split's held-out files (scored by the training run):"
+    assert said[1].splitlines()[1].split() == ["sklearn", "0.667", "0.667", "3"]
