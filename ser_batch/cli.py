@@ -356,11 +356,9 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
                           ray={"num_cpus": num_cpus})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
                         rescore=rescore, address=address or config.ray.address or None, progress=not no_progress)
-    for path, error in summary.errors[:5]:
-        click.echo(f"failed: {path}: {error}", err=True)
-    if len(summary.errors) > 5:
-        click.echo(f"... and {len(summary.errors) - 5} more: see the error column of {summary.out / 'files'}",
-                   err=True)
+    report = summary.failure_report()
+    if report:
+        click.echo(report, err=True)
     click.echo(summary.line())
     if fail_on_error and summary.errors:
         click.echo(f"error: {len(summary.errors)} file(s) could not be scored", err=True)

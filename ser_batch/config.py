@@ -94,9 +94,6 @@ class TrainConfig:
     #: Train on the sliding-window vectors when the features have them (``rich``) and
     #: predict a clip as the mean of its windows' probabilities.
     use_segments: bool = True
-    #: With windows: train only on windows with speech (``score.min_speech_ratio``), the
-    #: ones a file's summary is made of; clips without any keep all their windows.
-    speech_windows_only: bool = False
     seed: int = 42
     #: Also write the scikit-learn model as a joblib pickle (``sklearn_mlp.joblib``) for
     #: tools that want one; ser-batch itself reads the pickle-free skops file.

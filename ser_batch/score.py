@@ -26,6 +26,7 @@ import pyarrow as pa
 from ser_batch import __version__, results, schema, storage
 from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.errors import DatasetError, SerBatchError
+from ser_batch.failures import counted, format_failures
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,15 @@ class ScoreSummary:
         return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
 
     def line(self) -> str:
-        hours = self.audio_s / 3600
-        return (f"{self.files_scored} file{'s' * (self.files_scored != 1)} scored "
-                f"({self.files_skipped} already done), {len(self.errors)} error{'s' * (len(self.errors) != 1)}, "
-                f"{hours:.2f} h of audio in {self.wall_s:.1f} s ({self.realtime_factor:.0f}x realtime) -> {self.out}")
+        """One-line summary for the CLI."""
+        return (f"{counted(self.files_scored, 'file')} scored ({self.files_skipped} already done), "
+                f"{counted(len(self.errors), 'error')}, {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
+                f"({self.realtime_factor:.0f}x realtime) -> {self.out}")
+
+    def failure_report(self) -> str:
+        """The first failed files of this run with their reasons, and where the rest are."""
+        return format_failures(sorted(self.errors), total=self.files_scored, failed=len(self.errors),
+                               where=f"the `error` column of {self.out / results.FILES_DIR}")
 
 
 # ------------------------------------------------------------------------ the task

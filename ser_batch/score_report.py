@@ -110,7 +110,10 @@ td,th{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}img{{max-width:1
 last run {html.escape(str(run.get('finished', '?')))}: {run.get('files_scored', '?')} files scored in
 {run.get('wall_s', '?')} s ({run.get('realtime_factor', '?')}x realtime).</p>
 <h2>Emotions over files and hours</h2>{distribution}
-<h2>Timeline</h2>{timeline_png}
+<h2>Timeline of <code>{html.escape(file_path)}</code></h2>
+<p>Probabilities of each 1.5 s window (stacked); grey ticks mark windows without speech
+(no label). Another file: <code>ser-batch report {html.escape(str(out))} --file PATH</code>.</p>
+{timeline_png}
 <h2>Errors</h2>
 {f'<table><tr><th>path</th><th>error</th></tr>{error_rows}</table>' if len(failed) else '<p>None.</p>'}
 {f'<p>First {MAX_ERRORS} of {len(failed)} shown; all are in the error column of files/.</p>'

@@ -206,11 +206,6 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
         # Train on every window with its clip's label; score a clip by its windows' mean.
         X_train, train_rows = stack_segments([data.segments[i] for i in split.train])
         y_train = labels[split.train][train_rows]
-        if config.train.speech_windows_only:
-            keep = data.speech_windows(split.train, min_speech_ratio=config.score.min_speech_ratio)
-            if keep is not None:
-                keep |= np.bincount(train_rows[keep], minlength=len(split.train))[train_rows] == 0
-                X_train, y_train = X_train[keep], y_train[keep]
         X_test, test_rows = stack_segments([data.segments[i] for i in split.test])
         test_keep = data.speech_windows(split.test, min_speech_ratio=config.score.min_speech_ratio)
     else:

@@ -97,7 +97,7 @@ def test_tables_rows_and_run_record(scored: tuple[Path, Path]) -> None:
 def test_duckdb_reads_the_tables(scored: tuple[Path, Path]) -> None:
     duckdb = pytest.importorskip("duckdb")
     _, out = scored
-    count = duckdb.sql(f"select count(*) from read_parquet('{out}/files/*.parquet')").fetchone()[0]
+    count = duckdb.sql(f"select count(*) from read_parquet('{out}/files/*.parquet')").fetchall()[0][0]
     assert count == 8
 
 
@@ -228,7 +228,8 @@ def test_cli_exit_codes_and_messages(scored: tuple[Path, Path], tmp_path: Path) 
     failing = runner.invoke(main, ["score", str(archive), "--out", str(tmp_path / "o2"), "--fail-on-error",
                                    "--no-progress"])
     assert failing.exit_code == 3
-    assert "failed: bad/" in failing.output and "5 errors" in failing.output
+    assert "5 of 8 files failed" in failing.output and "  bad/dangling.wav: broken link" in failing.output
+    assert "5 errors" in failing.output
     report = runner.invoke(main, ["report", str(tmp_path / "o2")])
     assert report.exit_code == 0
     page = (tmp_path / "o2" / "report.html").read_text()
@@ -255,22 +256,23 @@ def test_a_worker_that_dies_on_a_file_fails_that_file_only(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_a_killed_driver_completes_when_run_again(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
-    for i in range(12):
-        write_audio(archive / f"f{i:02d}.wav", duration_s=3.0, seed=i)
+    n_files = 24
+    for i in range(n_files):  # a minute each, one task per file: the run lasts long enough to be killed
+        write_audio(archive / f"f{i:02d}.wav", duration_s=60.0, seed=i)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ser_batch.cli", "score", str(archive), "--out", str(out), "--num-cpus", "1",
-               "--no-progress", "--set", "score.shard_s=3.0"]
+               "--no-progress", "--set", "score.shard_s=30"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "files").glob("part-*")):
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done_before = len(pd.read_parquet(out / "files")) if list((out / "files").glob("part-*")) else 0
-    assert 0 < done_before < 12
+    assert 0 < done_before < n_files
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     files, segments = pd.read_parquet(out / "files"), pd.read_parquet(out / "segments")
-    assert len(files) == 12 and not files.path.duplicated().any()
+    assert len(files) == n_files and not files.path.duplicated().any()
     assert not segments.duplicated(["path", "start_s"]).any()
     assert f"({done_before} already done)" in result.stdout
