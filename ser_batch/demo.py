@@ -6,7 +6,10 @@ It runs the same library functions as the CLI commands, as a list of stages:
   extract (``rich``) -> train (speaker split when actors are known and there are enough
   of them, else a random split) -> evaluate on the held-out part -> predict a few
   held-out clips; on the RAVDESS copy in ``../shared`` that is actors 17-20 held out;
-* on unlabelled audio: extract -> predict with the pretrained bundle.
+* on unlabelled audio: extract -> predict with the pretrained bundle;
+* then score: calls made of held-out clips (joined by short gaps of noise) are scored as an
+  archive with the trained model, the report is written and the windows over each clip are
+  checked against its label; without a trained model the audio folder itself is scored.
 
 Files that cannot be read are named and the demo goes on; a folder without audio gets
 a message saying what to do. Stages are plain functions over a shared
@@ -219,6 +222,63 @@ def _predict(run: DemoRun) -> None:
         run.say(f"{rel}{known}: {votes}")
 
 
+#: Calls built from held-out clips for the scoring stage, and clips per call.
+N_CALLS, CLIPS_PER_CALL = 4, 12
+
+
+def _score(run: DemoRun) -> None:
+    """Score calls made of held-out clips (or, without a trained model, the audio folder
+    itself), write the report, and check the windows against the clips' labels."""
+    import pandas as pd
+
+    from ser_batch.bundle import load_bundle
+    from ser_batch.calls import build_call, clip_predictions, write_truth
+    from ser_batch.failures import counted
+    from ser_batch.score import run_score
+    from ser_batch.score_report import write_score_report
+
+    if not run.usable:
+        run.say("skipped: no file could be read")
+        return
+    truth = []
+    target = run.data
+    if run.model is not None and run.plan is not None:
+        held = set(run.plan.test_actors)
+        pool = [(p, e, a) for p, e, a in zip(run.usable["paths"], run.usable["emotions"], run.usable["actors"])
+                if e is not None and (not held or a in held)]
+        target = run.out / "calls"
+        by_actor: dict[Any, list[tuple[Path, str]]] = {}
+        for path, emotion, actor in pool:
+            by_actor.setdefault(actor, []).append((run.data / path, emotion))
+        for number, (actor, clips) in enumerate(sorted(by_actor.items(), key=lambda kv: str(kv[0]))[:N_CALLS]):
+            name = f"call_{number + 1:02d}" + (f"_actor{actor:02d}" if actor is not None else "") + ".flac"
+            truth += build_call(clips[:CLIPS_PER_CALL], target / name, seed=number)
+        write_truth(truth, target / "truth.csv")
+        calls = len({row.call for row in truth})
+        run.say(f"{len(truth)} held-out clips joined into {counted(calls, 'call')} with noise between them "
+                f"-> {target}")
+    out = run.out / "scores"
+    summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address,
+                        progress=False)
+    run.say(summary.line())
+    report = summary.failure_report()
+    if report:
+        run.warn(report)
+    run.say(f"report: {write_score_report(out)}")
+    if truth:
+        segments = pd.read_parquet(out / "segments")
+        predicted = clip_predictions(segments, truth, load_bundle(run.model).classes)
+        right = sum(label == row.emotion for row, label in predicted)
+        run.say(f"inside the calls, {right} of {len(truth)} clips ({right / len(truth):.0%}) get their emotion "
+                "from the windows over them")
+
+
+def _title_score(run: DemoRun) -> str:
+    if run.plan is None:
+        return f"score {run.data} with the pretrained bundle -> {run.out / 'scores'}"
+    return f"score calls made of held-out clips -> {run.out / 'scores'} (and report.html)"
+
+
 def _title_train(run: DemoRun) -> str:
     return f"train: {run.plan.description} -> {run.out / 'model'}" if run.plan else "train"
 
@@ -246,6 +306,7 @@ def plan_stages(run: DemoRun) -> list[Stage]:
             Stage("evaluate", _title_evaluate, _evaluate),
         ]
     stages.append(Stage("predict", _title_predict, _predict))
+    stages.append(Stage("score", _title_score, _score))
     return stages
 
 

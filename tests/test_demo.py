@@ -103,15 +103,16 @@ def make_run(plan: TrainingPlan | None) -> DemoRun:
 
 
 def test_stage_lists() -> None:
-    assert [s.name for s in plan_stages(make_run(None))] == ["extract", "predict"]
+    assert [s.name for s in plan_stages(make_run(None))] == ["extract", "predict", "score"]
     run = make_run(TrainingPlan("speaker", (17, 18), "speaker split, actors 17,18 held out"))
     stages = plan_stages(run)
-    assert [s.name for s in stages] == ["extract", "train", "evaluate", "predict"]
+    assert [s.name for s in stages] == ["extract", "train", "evaluate", "predict", "score"]
     assert [s.title(run) for s in stages] == [
         "extract (fast features): in -> out/features",
         "train: speaker split, actors 17,18 held out -> out/model",
         "evaluate on the held-out actors (17,18)",
         "predict 3 held-out clips with out/model",
+        "score calls made of held-out clips -> out/scores (and report.html)",
     ]
 
 
@@ -163,8 +164,8 @@ def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_pat
     result = invoke("demo", "--corpus", tmp_path / "absent", "--input", data, "--out", out,
                     "--set", "keras.epochs=3", "--set", "sklearn.max_iter=20")
     assert result.exit_code == 0, result.output
-    assert stage_headers(result) == ["1/4 extract", "2/4 train", "3/4 evaluate", "4/4 predict"]
-    assert "== 2/4 train: speaker split, actor 3 held out" in result.stdout
+    assert stage_headers(result) == ["1/5 extract", "2/5 train", "3/5 evaluate", "4/5 predict", "5/5 score"]
+    assert "== 2/5 train: speaker split, actor 3 held out" in result.stdout
     assert "19 files, 1 error, 1 part in" in result.stdout
     assert result.stderr.splitlines()[:2] == ["1 of 19 files failed:",
                                              "  broken.wav: not an audio file (unrecognised format)"]
@@ -175,6 +176,11 @@ def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_pat
         "Actor_03/03-01-05-01-01-01-03.wav"]
     assert all("both" in line for line in predicted)
     assert (out / "model" / "manifest.json").is_file() and result.stdout.rstrip().endswith(f"results in {out}/")
+    # The held-out clips, joined into a call, scored as an archive with the trained model.
+    assert "6 held-out clips joined into 1 call with noise between them" in result.stdout
+    assert (out / "scores" / "report.html").is_file() and (out / "calls" / "truth.csv").is_file()
+    assert "1 file scored (0 already done), 0 errors" in result.stdout
+    assert " of 6 clips (" in result.stdout and "get their emotion from the windows over them" in result.stdout
 
 
 def test_unlabelled_input_predicts_with_the_pretrained_bundle(ray_session: None, tmp_path: Path) -> None:
@@ -185,13 +191,15 @@ def test_unlabelled_input_predicts_with_the_pretrained_bundle(ray_session: None,
     said: list[str] = []
     warned: list[str] = []
     summary = run_demo(corpus=None, input_dir=data, out=tmp_path / "output", say=said.append, warn=warned.append)
-    assert summary.stages == ("extract", "predict") and summary.file_errors == 1
+    assert summary.stages == ("extract", "predict", "score") and summary.file_errors == 1
     assert said[0].endswith("no training: the files carry no emotion labels (RAVDESS names or labels.csv); "
                             "at least two emotions are needed to train")
     assert [s for s in said if s.startswith("== ")] == [
-        f"== 1/2 extract (rich features): {data} -> {tmp_path / 'output' / 'features'}",
-        "== 2/2 predict up to 5 files with the pretrained bundle"]
-    assert warned == ["1 of 3 files failed:\n  calls/empty.wav: empty file"]
+        f"== 1/3 extract (rich features): {data} -> {tmp_path / 'output' / 'features'}",
+        "== 2/3 predict up to 5 files with the pretrained bundle",
+        f"== 3/3 score {data} with the pretrained bundle -> {tmp_path / 'output' / 'scores'}"]
+    assert warned == ["1 of 3 files failed:\n  calls/empty.wav: empty file"] * 2
+    assert (tmp_path / "output" / "scores" / "report.html").is_file()
     predictions = [s for s in said if s.startswith("calls/")]
     assert [p.split(":")[0] for p in predictions] == ["calls/a.wav", "calls/b.flac"]
     assert all(" both " in p for p in predictions)
