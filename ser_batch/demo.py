@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ser_batch.config import Config, load_config
 from ser_batch.dataset import LABELS_CSV, discover_audio, labels_for, load_labels_csv
+
+if TYPE_CHECKING:
+    from ser_batch.extract import ExtractSummary
 
 #: A labelled corpus needs this many actors before whole actors are held out.
 MIN_ACTORS_FOR_SPEAKER_SPLIT = 3
@@ -118,7 +121,7 @@ class DemoRun:
     plan: TrainingPlan | None = None
     plan_reason: str = ""
     address: str | None = None
-    extract: Any = None  # ExtractSummary
+    extract: ExtractSummary | None = None
     usable: dict[str, Any] = field(default_factory=dict)  # paths/emotions/actors of readable files
     model: Path | None = None  # None: the pretrained bundle
     train_metrics: dict[str, Any] = field(default_factory=dict)
@@ -147,8 +150,8 @@ def _extract(run: DemoRun) -> None:
     if report:
         run.warn(report)
     if summary.errors < summary.files:
-        from ser_batch.storage import read_parts
         from ser_batch import schema
+        from ser_batch.storage import read_parts
 
         table = read_parts(run.features).select([schema.PATH, schema.EMOTION, schema.ACTOR, schema.ERROR])
         rows = [r for r in table.to_pylist() if r[schema.ERROR] is None]
