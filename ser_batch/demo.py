@@ -235,8 +235,9 @@ def _title_evaluate(run: DemoRun) -> str:
 def _title_predict(run: DemoRun) -> str:
     if run.plan is None:
         return f"predict up to {N_PREDICT_PRETRAINED} files with the pretrained bundle"
-    which = "held-out clips" if run.plan.split == "speaker" else "clips"
-    return f"predict {N_PREDICT_TRAINED} {which} with {run.out / 'model'}"
+    if run.plan.split == "speaker":
+        return f"predict {N_PREDICT_TRAINED} held-out clips with {run.out / 'model'}"
+    return f"predict {N_PREDICT_TRAINED} clips with {run.out / 'model'} (a random split may have trained on them)"
 
 
 def plan_stages(run: DemoRun) -> list[Stage]:
