@@ -21,10 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ser_batch.config import Config, load_config
 from ser_batch.dataset import LABELS_CSV, discover_audio, labels_for, load_labels_csv
+
+if TYPE_CHECKING:
+    from ser_batch.extract import ExtractSummary
 
 #: A labelled corpus needs this many actors before whole actors are held out.
 MIN_ACTORS_FOR_SPEAKER_SPLIT = 3
@@ -121,7 +124,7 @@ class DemoRun:
     plan: TrainingPlan | None = None
     plan_reason: str = ""
     address: str | None = None
-    extract: Any = None  # ExtractSummary
+    extract: ExtractSummary | None = None
     usable: dict[str, Any] = field(default_factory=dict)  # paths/emotions/actors of readable files
     model: Path | None = None  # None: the pretrained bundle
     train_metrics: dict[str, Any] = field(default_factory=dict)
@@ -150,8 +153,8 @@ def _extract(run: DemoRun) -> None:
     if report:
         run.warn(report)
     if summary.errors < summary.files:
-        from ser_batch.storage import read_parts
         from ser_batch import schema
+        from ser_batch.storage import read_parts
 
         table = read_parts(run.features).select([schema.PATH, schema.EMOTION, schema.ACTOR, schema.ERROR])
         rows = [r for r in table.to_pylist() if r[schema.ERROR] is None]
@@ -292,8 +295,9 @@ def _title_evaluate(run: DemoRun) -> str:
 def _title_predict(run: DemoRun) -> str:
     if run.plan is None:
         return f"predict up to {N_PREDICT_PRETRAINED} files with the pretrained bundle"
-    which = "held-out clips" if run.plan.split == "speaker" else "clips"
-    return f"predict {N_PREDICT_TRAINED} {which} with {run.out / 'model'}"
+    if run.plan.split == "speaker":
+        return f"predict {N_PREDICT_TRAINED} held-out clips with {run.out / 'model'}"
+    return f"predict {N_PREDICT_TRAINED} clips with {run.out / 'model'} (a random split may have trained on them)"
 
 
 def plan_stages(run: DemoRun) -> list[Stage]:

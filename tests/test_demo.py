@@ -114,6 +114,9 @@ def test_stage_lists() -> None:
         "predict 3 held-out clips with out/model",
         "score calls made of held-out clips -> out/scores (and report.html)",
     ]
+    run = make_run(TrainingPlan("random", (), "random stratified split"))
+    assert plan_stages(run)[-1].title(run) == "predict 3 clips with out/model (a random split may have trained on them)"
+    assert plan_stages(run)[2].title(run) == "evaluate on the held-out files"
 
 
 def test_no_audio_is_a_message_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
