@@ -258,8 +258,8 @@ def _score(run: DemoRun) -> None:
             truth += build_call(clips[:CLIPS_PER_CALL], target / name, seed=number)
         write_truth(truth, target / "truth.csv")
         calls = len({row.call for row in truth})
-        run.say(f"{len(truth)} held-out clips joined into {counted(calls, 'call')} with noise between them "
-                f"-> {target}")
+        which = "held-out clips" if held else "clips"
+        run.say(f"{len(truth)} {which} joined into {counted(calls, 'call')} with noise between them -> {target}")
     out = run.out / "scores"
     summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address,
                         progress=False)
@@ -279,7 +279,10 @@ def _score(run: DemoRun) -> None:
 def _title_score(run: DemoRun) -> str:
     if run.plan is None:
         return f"score {run.data} with the pretrained bundle -> {run.out / 'scores'}"
-    return f"score calls made of held-out clips -> {run.out / 'scores'} (and report.html)"
+    if run.plan.split == "speaker":
+        return f"score calls made of held-out clips -> {run.out / 'scores'} (and report.html)"
+    return (f"score calls made of clips -> {run.out / 'scores'} (and report.html; a random split may have "
+            "trained on them)")
 
 
 def _title_train(run: DemoRun) -> str:

@@ -115,7 +115,9 @@ def test_stage_lists() -> None:
         "score calls made of held-out clips -> out/scores (and report.html)",
     ]
     run = make_run(TrainingPlan("random", (), "random stratified split"))
-    assert plan_stages(run)[-1].title(run) == "predict 3 clips with out/model (a random split may have trained on them)"
+    assert plan_stages(run)[-2].title(run) == "predict 3 clips with out/model (a random split may have trained on them)"
+    assert plan_stages(run)[-1].title(run) == ("score calls made of clips -> out/scores (and report.html; a random "
+                                               "split may have trained on them)")
     assert plan_stages(run)[2].title(run) == "evaluate on the held-out files"
 
 
