@@ -239,7 +239,7 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
 @click.option("--framework", type=click.Choice(["keras", "sklearn", "both"]), default="both",
@@ -251,12 +251,19 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
             trust_pickle: bool) -> None:
     """Predict the emotion of each audio FILE, with class probabilities.
 
-    Uses the same decoding and features as `extract`, with the settings stored in the
-    model bundle. Exits with 1 if any file could not be read.
+    A file's emotion is the mean over its 1.5 s windows with speech, exactly as `score`
+    summarises files, with the settings stored in the model bundle. Exits with 1 if any
+    file could not be read. For folders and archives, use `score`.
 
     Example: ser-batch predict call.wav --framework keras
     """
     import json
+
+    folders = [f for f in files if f.is_dir()]
+    if folders:
+        raise click.BadParameter(f"{folders[0]} is a folder; predict takes audio files. To score every file of a "
+                                 f"folder, use: ser-batch score {folders[0]} --out output/scores",
+                                 param_hint="FILES")
 
     from ser_batch.bundle import load_bundle
     from ser_batch.scoring import predict_files

@@ -276,3 +276,11 @@ def test_a_killed_driver_completes_when_run_again(tmp_path: Path) -> None:
     assert len(files) == n_files and not files.path.duplicated().any()
     assert not segments.duplicated(["path", "start_s"]).any()
     assert f"({done_before} already done)" in result.stdout
+
+
+def test_predict_on_a_folder_points_to_score(tmp_path: Path) -> None:
+    write_audio(tmp_path / "calls/a.wav", duration_s=1.0)
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "calls")])
+    assert result.exit_code == 2
+    assert "is a folder; predict takes audio files" in result.output
+    assert f"ser-batch score {tmp_path / 'calls'} --out output/scores" in result.output
