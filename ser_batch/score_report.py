@@ -1,6 +1,7 @@
 """``ser-batch report OUT``: one self-contained HTML page of a scoring run's results.
 
-The page holds the emotion distribution over files and over hours of speech, a timeline of
+The page holds the emotion distribution over files (their dominant emotion) and over hours
+of speech (the windows' labels, each window standing for one window hop), a timeline of
 one file's windows with their class probabilities (default: the longest file) and the table
 of files that could not be scored. Pictures are PNGs embedded as data URIs, so the page can
 be mailed or archived alone.
@@ -60,12 +61,17 @@ def write_score_report(out: Path, *, file_path: str | None = None) -> Path:
 
     labelled = ok[ok[schema.LABEL].notna()]
     by_files = labelled[schema.LABEL].value_counts().reindex(classes, fill_value=0)
-    by_hours = labelled.groupby(schema.LABEL)[schema.SPEECH_S].sum().reindex(classes, fill_value=0.0) / 3600
+    # Windows overlap; each one stands for one window hop of audio (0.5 s by default).
+    starts = np.sort(timeline[schema.START_S].to_numpy())
+    hop_s = float(np.median(np.diff(starts))) if len(starts) > 1 else 0.5
+    counts = segments.group_by(schema.LABEL).aggregate([(schema.START_S, "count")]).to_pandas()
+    counts = counts[counts[schema.LABEL].notna()].set_index(schema.LABEL)[f"{schema.START_S}_count"]
+    by_hours = counts.reindex(classes, fill_value=0) * hop_s / 3600
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=100)
     axes[0].bar(classes, by_files.values, color="#4c72b0")
     axes[0].set_title("files by dominant emotion")
     axes[1].bar(classes, by_hours.values, color="#dd8452")
-    axes[1].set_title("hours of speech by the file's emotion")
+    axes[1].set_title("hours of speech by window emotion")
     for ax in axes:
         ax.tick_params(axis="x", rotation=40)
     fig.tight_layout()
