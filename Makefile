@@ -8,7 +8,7 @@ SER := $(VENV)/bin/ser-batch
 SHARED_DATA ?= ../shared/data/ravdess/Audio_Speech_Actors_01-20_16k
 OUT ?= output
 
-.PHONY: install test demo pretrained bench accuracy clean
+.PHONY: install test demo pretrained bench bench-score accuracy clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ pretrained: install
 
 bench: install
 	$(PY) benchmarks/extract.py
+
+bench-score: install
+	$(PY) benchmarks/score.py
 
 accuracy: install
 	$(PY) benchmarks/accuracy.py
