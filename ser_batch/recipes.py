@@ -178,6 +178,27 @@ def _rolloff_bins(magnitude: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     return np.minimum(tail, n_bins - 1)
 
 
+def _zero_crossing_rate(segment: np.ndarray, n: int, *, n_fft: int, hop: int) -> np.ndarray:
+    """Sign changes between the ``n_fft - 1`` sample pairs of each frame, as a rate.
+
+    Counted once per hop of samples and summed over the hops a frame spans (a frame of
+    ``n_fft`` samples starting every ``hop`` spans ``n_fft / hop`` of them), instead of a
+    cumulative sum over every sample."""
+    signs = np.signbit(segment)
+    changes = np.zeros(len(segment), dtype=bool)  # pair (i, i + 1) at index i; none after the end
+    np.not_equal(signs[1:], signs[:-1], out=changes[:-1])
+    if n_fft % hop:
+        starts = np.arange(n) * hop
+        cumulative = np.concatenate([[0], np.cumsum(changes)])
+        return (cumulative[starts + n_fft - 1] - cumulative[starts]) / (n_fft - 1)
+    span = n_fft // hop
+    per_hop = changes[: (n + span - 1) * hop].reshape(-1, hop).sum(axis=1, dtype=np.int64)
+    counts = sum(per_hop[j : j + n] for j in range(span))
+    # A frame's pairs stop one short of its last sample: leave out the pair starting there.
+    counts -= changes[np.arange(n) * hop + n_fft - 1]
+    return counts / (n_fft - 1)
+
+
 def level_column(config: FeatureConfig) -> int:
     """Column of :func:`rich_segment_frames` holding the frame level (``rms_db``)."""
     from ser_batch.schema import frame_column_names
@@ -234,11 +255,7 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     log_mag = np.log(np.maximum(magnitude, np.float32(1e-5)))
     mean_power = np.maximum(sumsq / n_bins, 1e-10)
     flatness = np.exp(2.0 * log_mag.mean(axis=1, dtype=np.float64)) / mean_power
-    # Zero crossings inside each frame, from one pass over the samples.
-    signs = np.signbit(segment)
-    crossings = np.concatenate([[0], np.cumsum(signs[1:] != signs[:-1])])
-    starts = np.arange(n) * hop
-    zcr = (crossings[starts + n_fft - 1] - crossings[starts]) / (n_fft - 1)
+    zcr = _zero_crossing_rate(segment, n, n_fft=n_fft, hop=hop)
     frames[:, width:] = np.column_stack([10.0 * np.log10(np.maximum(rms_power, 1e-20)), zcr, centroid,
                                          bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
     check_finite(frames, "rich frame values")

@@ -114,7 +114,8 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     bundle = cached_bundle(bundle_path, bundle_id)
     frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
     tables = _Tables(bundle=bundle, bundle_id=bundle_id, config=config)
-    # Features of every unit first, then all windows of the shard in one call of each model.
+    # Features of every unit first, then all windows of the shard in one call of each model
+    # (long units are scored block by block as they stream).
     done: list[tuple[Unit, list[Any], str | None]] = []
     for unit in shard.units:
         crash_on = os.environ.get(FAULT_ENV)
@@ -175,12 +176,18 @@ def _range_s(unit: Unit, streams: list[Any], *, hop: int, frame_s: float) -> flo
     return max(0.0, stop - start)
 
 
+#: Units of more audio than this (seconds) are scored block by block as they stream, so a
+#: worker's memory does not grow with their length; shorter ones wait for the shard's batch.
+STREAM_SCORING_S = 120.0
+
+
 def _unit_windows(unit: Unit, *, bundle: Any, config: Config) -> tuple[list[Any], str | None]:
     from ser_batch.scoring import file_windows
 
+    framework = config.score.framework if unit.duration_s > STREAM_SCORING_S else None
     try:
         return file_windows(Path(unit.source), bundle=bundle, config=config, channels=config.score.channels,
-                            windows=unit.windows), None
+                            windows=unit.windows, framework=framework), None
     except SerBatchError as exc:
         return [], str(exc) or type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job

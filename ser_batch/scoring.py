@@ -13,6 +13,7 @@ the shards it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,9 +151,13 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
 
 
 def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
-                 windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
+                 windows: tuple[int, int | None] = (0, None), framework: str | None = None) -> list[StreamResult]:
     """The windows of every stream of one file: one (``channels="mix"``) or one per channel
-    (``split``), not yet scored (see :func:`attach_probabilities`)."""
+    (``split``), not yet scored (see :func:`attach_probabilities`).
+
+    With ``framework``, each block's windows are scored as they come and their feature
+    vectors dropped, so that memory does not grow with the file's length (long files);
+    the streams are then summarised already."""
     info = probe_audio(Path(path))
     if info.frames <= 0:
         raise FeatureError("no audio samples")
@@ -162,29 +167,40 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
     results = []
     for channel in streams:
         result = StreamResult(info=info, channel=channel)
+        probas = []
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
+            if framework is not None:
+                probas.append(window_proba(bundle, batch.vectors, framework=framework))
+                batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
             result.summary.speech_frames += batch.speech_frames
         result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
+        if framework is not None:
+            _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(bundle.classes))))
         results.append(result)
     return results
 
 
+def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
+    stream.proba = proba
+    stream.summary.n_speech = int(stream.speech.sum())
+    stream.summary.proba_sum = proba[stream.speech].sum(axis=0)
+
+
 def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str) -> None:
-    """Score the windows of all ``streams`` in one batched call of each model, and summarise
-    every stream (the mean of its windows with speech)."""
-    vectors = [w.vectors for s in streams for w in s.windows]
+    """Score the windows of all ``streams`` not scored yet in one batched call of each model,
+    and summarise every stream (the mean of its windows with speech)."""
+    pending = [s for s in streams if s.proba is None]
+    vectors = [w.vectors for s in pending for w in s.windows]
     if not vectors:
         return
     proba = window_proba(bundle, np.concatenate(vectors), framework=framework)
     at = 0
-    for stream in streams:
+    for stream in pending:
         n = stream.summary.n_windows
-        stream.proba = proba[at : at + n]
+        _summarise(stream, proba[at : at + n])
         at += n
-        stream.summary.n_speech = int(stream.speech.sum())
-        stream.summary.proba_sum = stream.proba[stream.speech].sum(axis=0)
 
 
 def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
@@ -237,11 +253,9 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
         entry["duration_s"] = round(stream.info.duration_s, 3)
         entry["windows"] = stream.summary.n_windows
         entry["speech_windows"] = int(stream.speech.sum())
-        probas = {}
-        for name in names:
-            attach_probabilities(bundle, [stream], framework=name)
-            if stream.summary.mean_proba() is not None:
-                probas[name] = stream.summary.mean_proba()
+        vectors = np.concatenate([w.vectors for w in stream.windows])
+        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name).mean(axis=0)
+                  for name in names} if stream.speech.any() else {}
         if len(probas) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)
         entry["predictions"] = _predictions(bundle, probas)

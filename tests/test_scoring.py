@@ -39,6 +39,9 @@ def test_predict_files_gives_each_model_and_their_mean(pretrained: bundle_io.Bun
     [single] = predict_files([wav], bundle=pretrained, framework="keras")
     assert list(single["predictions"]) == ["keras"]
     assert single["predictions"]["keras"] == entry["predictions"]["keras"]
+    [other] = predict_files([wav], bundle=pretrained, framework="sklearn")
+    assert other["predictions"]["sklearn"] == entry["predictions"]["sklearn"]
+    assert not np.allclose(table["keras"], table["sklearn"], atol=1e-3)  # two models, two answers
 
 
 def test_unreadable_files_become_error_entries(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
