@@ -35,7 +35,7 @@ demo: install
 # Regenerate the pretrained bundle shipped in ser_batch/pretrained/ (all 20 actors).
 pretrained: install
 	$(SER) extract $(SHARED_DATA) --out $(OUT)/features-pretrained --recipe rich --overwrite
-	$(SER) train $(OUT)/features-pretrained --out $(OUT)/pretrained --split none --overwrite
+	$(SER) train $(OUT)/features-pretrained --out $(OUT)/pretrained --split none --overwrite --set train.export_h5=false
 	rm -rf ser_batch/pretrained
 	cp -r $(OUT)/pretrained ser_batch/pretrained
 	cp docs/pretrained-NOTICE.md ser_batch/pretrained/NOTICE.md

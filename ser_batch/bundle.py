@@ -9,7 +9,7 @@ Layout (bundle format 2)::
     sklearn_mlp.skops      Pipeline(StandardScaler, MLPClassifier), no pickle
     sklearn_mlp.joblib     the same as a pickle, only with ``train.export_joblib``
     keras_ann.keras        Keras ANN (standardisation built in) + keras_ann.h5 export
-    keras_ann.npz          the same network's weights as arrays (scoring without TensorFlow)
+    keras_ann.npz, sklearn_mlp.npz   both networks as arrays (what ser-batch evaluates: numpy only)
     metrics.json, confusion_*.png, report.html
 
 :func:`load_bundle` verifies every checksum before any model is read. Checksums prove
@@ -59,12 +59,6 @@ def write_training_files(directory: Path, paths: Sequence[str]) -> dict[str, Any
     names = sorted({str(p) for p in paths})
     (Path(directory) / TRAINING_FILES).write_text(json.dumps(names, indent=0) + "\n", encoding="utf-8")
     return {"list": TRAINING_FILES, "count": len(names)}
-
-
-def _has_arrays(manifest: dict[str, Any]) -> bool:
-    from ser_batch.models import KERAS_ARRAYS
-
-    return KERAS_ARRAYS in manifest.get("files", {})
 
 
 def sha256_of(path: Path) -> str:
@@ -206,7 +200,13 @@ class Bundle:
                     "trust where this bundle came from, pass --trust-pickle (trust_pickle=True); otherwise "
                     "use --framework keras or retrain it with this ser-batch")
             try:
-                if framework == "sklearn" and self.format >= 2:
+                from ser_batch.networks import ARRAYS, DenseNetwork
+
+                if ARRAYS[framework] in self.manifest.get("files", {}):
+                    # The same network as the framework's own file, evaluated with numpy: no
+                    # TensorFlow or scikit-learn in the process, nothing unpickled.
+                    self._models[framework] = DenseNetwork.load(self.path / ARRAYS[framework], classes=self.classes)
+                elif framework == "sklearn" and self.format >= 2:
                     from ser_batch.models import load_sklearn
 
                     self._models[framework] = load_sklearn(self.path / SKLEARN_FILE)
@@ -214,12 +214,6 @@ class Bundle:
                     import joblib
 
                     self._models[framework] = joblib.load(self.path / SKLEARN_PICKLE)
-                elif _has_arrays(self.manifest):
-                    # The same network as keras_ann.keras, evaluated with numpy: no TensorFlow
-                    # in the process (start-up and ~0.5 GB per scoring worker).
-                    from ser_batch.models import KERAS_ARRAYS, DenseNetwork
-
-                    self._models[framework] = DenseNetwork.load(self.path / KERAS_ARRAYS, classes=self.classes)
                 else:
                     from ser_batch.models import KerasANN
 

@@ -98,6 +98,8 @@ class TrainConfig:
     #: Also write the scikit-learn model as a joblib pickle (``sklearn_mlp.joblib``) for
     #: tools that want one; ser-batch itself reads the pickle-free skops file.
     export_joblib: bool = False
+    #: Also write the Keras ANN as HDF5 (``keras_ann.h5``) for tools that read only that format.
+    export_h5: bool = True
 
 
 @dataclass(frozen=True)

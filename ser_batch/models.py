@@ -162,25 +162,30 @@ class KerasANN(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def save(self, directory: Path) -> list[Path]:
-        """Write ``keras_ann.keras`` and an ``keras_ann.h5`` export; return their paths."""
+    def save(self, directory: Path, *, h5: bool = True) -> list[Path]:
+        """Write ``keras_ann.keras``, its arrays ``keras_ann.npz`` (what ser-batch evaluates, see
+        :mod:`ser_batch.networks`) and, with ``h5``, an HDF5 export for other tools; return their paths."""
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         import keras
 
-        paths = [directory / "keras_ann.keras", directory / "keras_ann.h5", directory / KERAS_ARRAYS]
+        from ser_batch.networks import KERAS_ARRAYS, export_keras
+
         # An uncompiled copy: the Adam moments would triple the file size and are not
         # needed to predict.
         model = keras.Model.from_config(self.model_.get_config())
         model.set_weights(self.model_.get_weights())
+        paths = [directory / "keras_ann.keras", export_keras(self.model_, directory / KERAS_ARRAYS)]
         model.save(paths[0])
-        absl_logger = logging.getLogger("absl")
-        level = absl_logger.level
-        absl_logger.setLevel(logging.ERROR)  # the .h5 export is asked for; skip the "legacy" nag
-        try:
-            model.save(paths[1])
-        finally:
-            absl_logger.setLevel(level)
-        export_arrays(self.model_, paths[2])
+        if h5:
+            paths.append(directory / "keras_ann.h5")
+            absl_logger = logging.getLogger("absl")
+            level = absl_logger.level
+            absl_logger.setLevel(logging.ERROR)  # the .h5 export is asked for; skip the "legacy" nag
+            try:
+                model.save(paths[-1])
+            finally:
+                absl_logger.setLevel(level)
         return paths
 
     @classmethod
@@ -228,7 +233,8 @@ def mean_by_row(proba: np.ndarray, rows: np.ndarray, n_rows: int, *, keep: np.nd
 
 
 def save_sklearn(pipeline: Any, path: Path, *, pickle_path: Path | None = None) -> list[Path]:
-    """Write a fitted pipeline as a skops file, and as a joblib pickle only if ``pickle_path`` is given.
+    """Write a fitted pipeline as a skops file and as arrays (``sklearn_mlp.npz``, see
+    :mod:`ser_batch.networks`), and as a joblib pickle only if ``pickle_path`` is given.
 
     The optimiser state (needed only to keep training) is left out of both. skops stores
     the estimators as a description plus arrays, so loading it runs no code from the file.
@@ -249,6 +255,10 @@ def save_sklearn(pipeline: Any, path: Path, *, pickle_path: Path | None = None) 
                 delattr(step, attribute)
     sio.dump(pipeline, Path(path), compression=zipfile.ZIP_DEFLATED, compresslevel=6)
     written = [Path(path)]
+    from ser_batch.networks import SKLEARN_ARRAYS, export_sklearn
+
+    # The same network as arrays: what scoring evaluates (no scikit-learn import in workers).
+    written.append(export_sklearn(pipeline, Path(path).with_name(SKLEARN_ARRAYS)))
     if pickle_path is not None:
         import joblib
 
@@ -274,69 +284,3 @@ def load_sklearn(path: Path) -> Any:
     if untrusted:
         raise ValueError(f"it holds types outside scikit-learn and numpy: {', '.join(untrusted)}")
     return sio.load(Path(path))
-
-
-#: The Keras ANN's weights as plain arrays, for inference without TensorFlow.
-KERAS_ARRAYS = "keras_ann.npz"
-
-
-def export_arrays(model: Any, path: Path) -> Path:
-    """Write a Keras ANN's inference weights to ``path`` (``.npz``, no pickle).
-
-    The network is Normalization -> (Dense + ReLU) x k -> Dense + softmax; dropout does
-    nothing at inference. Any other layer is refused, so the export is exact or absent.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    dense = 0
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind in ("InputLayer", "Dropout"):
-            continue
-        if kind == "Normalization":
-            arrays["mean"] = np.asarray(layer.mean, dtype=np.float32).reshape(-1)
-            arrays["variance"] = np.asarray(layer.variance, dtype=np.float32).reshape(-1)
-        elif kind == "Dense" and layer.activation.__name__ in ("relu", "softmax"):
-            kernel, bias = (np.asarray(w, dtype=np.float32) for w in layer.get_weights())
-            arrays[f"kernel_{dense}"], arrays[f"bias_{dense}"] = kernel, bias
-            arrays[f"activation_{dense}"] = np.array(layer.activation.__name__)
-            dense += 1
-        else:
-            raise ValueError(f"cannot export layer {layer.name} ({kind}) as arrays")
-    np.savez(path, **arrays)
-    return Path(path)
-
-
-class DenseNetwork:
-    """The exported Keras ANN, evaluated with numpy: the same probabilities as Keras (float32
-    rounding), without importing TensorFlow (seconds of start-up and ~0.5 GB per process).
-
-    Attributes
-    ----------
-    classes_ : np.ndarray of str, output order of the softmax
-    """
-
-    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str]) -> None:
-        # Keras' Normalization: (x - mean) / max(sqrt(variance), epsilon).
-        self.mean = arrays["mean"]
-        self.scale = np.maximum(np.sqrt(arrays["variance"]), np.float32(1e-7))
-        count = sum(1 for k in arrays if k.startswith("kernel_"))
-        self.layers = [(arrays[f"kernel_{i}"], arrays[f"bias_{i}"], str(arrays[f"activation_{i}"]))
-                       for i in range(count)]
-        self.classes_ = np.asarray(classes)
-
-    @classmethod
-    def load(cls, path: Path, *, classes: list[str]) -> "DenseNetwork":
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls({k: data[k] for k in data.files}, classes)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities [shape=(n, n_classes)] in ``classes_`` order."""
-        x = (np.asarray(X, dtype=np.float32) - self.mean) / self.scale
-        for kernel, bias, activation in self.layers:
-            x = x @ kernel + bias
-            if activation == "relu":
-                np.maximum(x, 0.0, out=x)
-        x = x.astype(np.float64)
-        x -= x.max(axis=1, keepdims=True)
-        np.exp(x, out=x)
-        return x / x.sum(axis=1, keepdims=True)

@@ -109,7 +109,7 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         from ser_batch.models import KerasANN
 
         model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train)
-        files = [p.name for p in model.save(Path(staging))]
+        files = [p.name for p in model.save(Path(staging), h5=cfg.train.export_h5)]
         history = model.history_
     else:
         from ser_batch.models import build_sklearn_mlp, save_sklearn

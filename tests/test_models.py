@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ser_batch.config import KerasConfig, SklearnConfig
-from ser_batch.models import (DenseNetwork, KerasANN, build_sklearn_mlp, load_sklearn, mean_by_row, save_sklearn,
+from ser_batch.networks import DenseNetwork
+from ser_batch.models import (KerasANN, build_sklearn_mlp, load_sklearn, mean_by_row, save_sklearn,
                               stack_segments)
 
 
@@ -36,11 +37,14 @@ def _fitted_pipeline() -> object:
 def test_sklearn_pipeline_round_trips_through_skops_exactly(tmp_path: Path) -> None:
     pipeline = _fitted_pipeline()
     assert pipeline[-1].hidden_layer_sizes == (16,) and pipeline[-1].random_state == 1
-    [written] = save_sklearn(pipeline, tmp_path / "m.skops")
-    assert not list(tmp_path.glob("*.joblib"))
+    written, arrays = save_sklearn(pipeline, tmp_path / "m.skops")
+    assert not list(tmp_path.glob("*.joblib")) and arrays.name == "sklearn_mlp.npz"
     loaded = load_sklearn(written)
     X, _ = _blobs(seed=5)
     np.testing.assert_array_equal(loaded.predict_proba(X), pipeline.predict_proba(X))
+    # The array export is the same network evaluated with numpy (what scoring uses).
+    network = DenseNetwork.load(arrays, classes=["angry", "happy", "sad"])
+    np.testing.assert_allclose(network.predict_proba(X * 2.0), pipeline.predict_proba(X * 2.0), atol=1e-5)
     assert list(loaded.classes_) == ["angry", "happy", "sad"]
     # the optimiser state is only needed to keep training; the saved copy drops it,
     # the caller's pipeline keeps it
@@ -52,7 +56,7 @@ def test_joblib_export_is_written_only_when_asked(tmp_path: Path) -> None:
 
     pipeline = _fitted_pipeline()
     written = save_sklearn(pipeline, tmp_path / "m.skops", pickle_path=tmp_path / "m.joblib")
-    assert [p.name for p in written] == ["m.skops", "m.joblib"]
+    assert [p.name for p in written] == ["m.skops", "sklearn_mlp.npz", "m.joblib"]
     X, _ = _blobs(seed=6)
     np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict_proba(X), pipeline.predict_proba(X))
 
@@ -79,14 +83,15 @@ def test_keras_ann_fits_saves_and_loads_in_safe_mode(tmp_path: Path) -> None:
     assert (model.predict(X) == y).mean() > 0.9  # separable blobs; the standardisation is inside
 
     paths = model.save(tmp_path)
-    assert [p.name for p in paths] == ["keras_ann.keras", "keras_ann.h5", "keras_ann.npz"]
+    assert [p.name for p in paths] == ["keras_ann.keras", "keras_ann.npz", "keras_ann.h5"]
+    assert [p.name for p in model.save(tmp_path / "x", h5=False)] == ["keras_ann.keras", "keras_ann.npz"]
     loaded = KerasANN.load(paths[0], classes=["angry", "happy", "sad"])
     np.testing.assert_allclose(loaded.predict_proba(X), proba, atol=1e-6)
     # The array export is the same network without TensorFlow (dropout off at inference).
     dropout = KerasANN.from_config(KerasConfig(hidden_layers=(16, 8), epochs=5, batch_size=16,
                                                input_dropout=0.2, dropout=(0.5, 0.2)), seed=3).fit(X, y)
     for fitted in (model, dropout):
-        arrays = DenseNetwork.load(fitted.save(tmp_path)[2], classes=["angry", "happy", "sad"])
+        arrays = DenseNetwork.load(fitted.save(tmp_path)[1], classes=["angry", "happy", "sad"])
         np.testing.assert_allclose(arrays.predict_proba(X * 3.0), fitted.predict_proba(X * 3.0), atol=1e-5)
 
 
