@@ -228,7 +228,7 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     import librosa
 
     from ser_batch.features import mel_columns, power_to_db, spectral_frames
-    from ser_batch.windows import F0_MAX_HZ, F0_MIN_HZ, PITCH_RATE, SPEECH_GATE_DB
+    from ser_batch.windows import F0_MAX_HZ, F0_MIN_HZ, PITCH_GATE_DB, PITCH_RATE
 
     n_fft, hop = config.n_fft, config.hop_length
     magnitude, base = spectral_frames(segment, sample_rate, config=config, local=True)
@@ -268,5 +268,5 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
         f0[odd::2] = check_finite(tracked, "f0 values (librosa.yin)")[: len(f0[odd::2])]
         # Near-silent frames have no pitch: yin would read one into the resampler's rounding
         # noise, whose level depends on the loudest audio near it (not local).
-        f0[odd::2][frames[odd::2, width] < SPEECH_GATE_DB] = 0.0
+        f0[odd::2][frames[odd::2, width] < PITCH_GATE_DB] = 0.0
     return frames, f0

@@ -13,8 +13,8 @@ short window.
 Frames are computed block by block (:func:`stream_windows`), pooled from per-hop partial sums
 (one pass over the frames, whatever the number of windows), and each window also gets a
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
-noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
-frame's window hop (digital silence left out), and above an absolute gate. That floor needs only frames near the
+noise floor, the 25th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
+frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
 window, so it is also the same in any block size.
 """
 
@@ -30,12 +30,14 @@ from ser_batch.errors import FeatureError
 
 #: Seconds of frame levels each side of a window hop used to estimate its noise floor.
 NOISE_CONTEXT_S = 2.5
-#: Percentile of frame levels taken as the noise floor.
-NOISE_PERCENTILE = 10.0
-#: Frames whose level (dB re full scale) is below this are never speech, and frames below
-#: ``SILENCE_DB`` (digital silence) do not count towards the noise floor.
-SPEECH_GATE_DB = -80.0
-SILENCE_DB = -100.0
+#: Percentile of frame levels taken as the noise floor (a quarter of a stretch of speech is
+#: at least as quiet as its pauses).
+NOISE_PERCENTILE = 25.0
+#: Frames below this level (dB re full scale) are silence: never speech, and left out of the
+#: noise floor (a clip's faded edges would otherwise pull the floor under the line noise).
+SILENCE_DB = -70.0
+#: Frames below this level get no pitch (yin would find one in rounding noise).
+PITCH_GATE_DB = -80.0
 #: Sample rate of the pitch track (yin needs only the band below ~1 kHz).
 PITCH_RATE = 4000
 #: Frames computed per block: bounds memory (~4 MB of spectrum per 1024 frames).
@@ -267,7 +269,7 @@ def speech_frames(level_db: np.ndarray, first: int, *, grid: WindowGrid, margin_
     floor = np.where(count > 0, _sorted_percentile(ordered, count, NOISE_PERCENTILE / 100.0), SILENCE_DB)
     frame_floor = np.repeat(floor, hop)[(lo - groups[0] * hop):(lo - groups[0] * hop) + (hi - lo)]
     level = level_db[lo - first : hi - first]
-    return (level > frame_floor + margin_db) & (level > SPEECH_GATE_DB)
+    return (level > frame_floor + margin_db) & (level > SILENCE_DB)
 
 
 # ------------------------------------------------------------------------- streaming

@@ -576,7 +576,10 @@ def test_rich_predict_and_evaluate_match_the_bundle(window_bundle: Path, rich_ra
     [entry] = json.loads(result.output)
     assert entry["error"] is None
     got = np.array([entry["predictions"]["sklearn"]["probabilities"][c] for c in bundle.classes])
-    expected = bundle.predict_rows(data.X[i : i + 1], [data.segments[i]], framework="sklearn")[0]
+    # The same rule as score: the mean over the clip's windows with speech.
+    keep = data.speech_windows([i], min_speech_ratio=bundle.config.score.min_speech_ratio)
+    assert keep is not None and 0 < keep.sum()
+    expected = bundle.predict_rows(data.X[i : i + 1], [data.segments[i]], framework="sklearn", keep=keep)[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert entry["predictions"]["sklearn"]["label"] == bundle.classes[int(np.argmax(expected))]
 
