@@ -70,6 +70,8 @@ class ScoreSummary:
     wall_s: float = 0.0
     task_cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+    #: Wall time from the first task submitted to the last one done (no runtime start-up).
+    tasks_wall_s: float = 0.0
 
     @property
     def realtime_factor(self) -> float:
@@ -448,6 +450,7 @@ def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, 
         failed.append(shard)
 
     with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None):
+        tasks_started = time.perf_counter()
         runtime.map_tasks(score_shard, shards, kwargs=kwargs, max_retries=config.ray.max_retries,
                           on_result=collect, on_failure=lost)
         # A worker died on every try of these shards: score their files one by one, so that
@@ -457,6 +460,7 @@ def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, 
         if singles:
             runtime.map_tasks(score_shard, singles, kwargs=kwargs, max_retries=config.ray.max_retries,
                               on_result=collect, on_failure=lost)
+        summary.tasks_wall_s = time.perf_counter() - tasks_started
     for shard in failed:
         unit = shard.units[0]
         error = f"the worker scoring this file died {config.ray.max_retries + 1} times (crash or out of memory)"
@@ -521,6 +525,7 @@ def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundl
         "wall_s": round(summary.wall_s, 3),
         "task_cpu_s": round(summary.task_cpu_s, 3),
         "peak_rss_mb": round(summary.peak_rss_mb, 1),
+        "tasks_wall_s": round(summary.tasks_wall_s, 3),
         "realtime_factor": round(summary.realtime_factor, 2),
         "realtime_factor_per_core": round(summary.audio_s / summary.task_cpu_s, 2) if summary.task_cpu_s else 0.0,
     }
