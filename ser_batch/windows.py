@@ -13,7 +13,7 @@ short window.
 Frames are computed block by block (:func:`stream_windows`), pooled from per-hop partial sums
 (one pass over the frames, whatever the number of windows), and each window also gets a
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
-noise floor, the 25th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
+noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
 frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
 window, so it is also the same in any block size.
 """
@@ -30,12 +30,11 @@ from ser_batch.errors import FeatureError
 
 #: Seconds of frame levels each side of a window hop used to estimate its noise floor.
 NOISE_CONTEXT_S = 2.5
-#: Percentile of frame levels taken as the noise floor (a quarter of a stretch of speech is
-#: at least as quiet as its pauses).
-NOISE_PERCENTILE = 25.0
+#: Percentile of frame levels taken as the noise floor.
+NOISE_PERCENTILE = 10.0
 #: Frames below this level (dB re full scale) are silence: never speech, and left out of the
 #: noise floor (a clip's faded edges would otherwise pull the floor under the line noise).
-SILENCE_DB = -70.0
+SILENCE_DB = -75.0
 #: Frames below this level get no pitch (yin would find one in rounding noise).
 PITCH_GATE_DB = -80.0
 #: Sample rate of the pitch track (yin needs only the band below ~1 kHz).
