@@ -214,14 +214,17 @@ def cluster_start(num_cpus: int | None, workers: int, port: int | None, dashboar
 @cluster.command("status")
 @_handle_errors
 def cluster_status() -> None:
-    """Addresses and `ray status` of the local cluster; exit status 1 when none runs."""
-    from ser_batch.cluster import cluster_pids, load_state, ray_status
+    """Addresses, nodes and `ray status` of the local cluster; exit status 1 when none runs.
+
+    (`ray status` is the autoscaler's view: a node that just joined may show a few seconds late.)
+    """
+    from ser_batch.cluster import cluster_pids, load_state, node_lines, ray_status
 
     state = load_state()
     if state is None or not cluster_pids(state.temp_dir):
         click.echo("no local cluster is running (`ser-batch cluster start`)", err=True)
         sys.exit(1)
-    for line in state.lines():
+    for line in [*state.lines(), *node_lines(state)]:
         click.echo(line)
     click.echo(ray_status(state))
 

@@ -248,6 +248,19 @@ def stop_cluster() -> int:
     return count
 
 
+def node_lines(cluster: LocalCluster) -> list[str]:
+    """One line per recorded node: its role, ports and whether its raylet runs."""
+    table = _processes()
+    lines = []
+    for index, ports in enumerate(cluster.nodes):
+        port = ports["node-manager-port"]
+        up = any(f"--node_manager_port={port}" in cmd and "raylet" in cmd and state != "Z"
+                 for _, cmd, state in table.values())
+        role = "head node" if index == 0 else f"worker node {index}"
+        lines.append(f"  {role:14s} raylet on port {port}: {'up' if up else 'DOWN'}")
+    return lines
+
+
 def stop_node(cluster: LocalCluster, index: int, *, sig: int = signal.SIGKILL) -> int:
     """End worker node ``index`` (1 = the first worker) at once, as a machine failure would:
     its raylet and every process under it (agents, workers). Returns how many were ended."""

@@ -16,6 +16,7 @@ address argument when ``RAY_ADDRESS`` or ``RAY_API_SERVER_ADDRESS`` is set
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 from contextlib import contextmanager
@@ -74,6 +75,8 @@ def client(address: str | None) -> Any:
     runtime.enable_token_auth()
     from ray.job_submission import JobSubmissionClient
 
+    _quiet_ray_chatter()
+
     try:
         with _without("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
             return JobSubmissionClient(url)
@@ -82,6 +85,17 @@ def client(address: str | None) -> Any:
                            "(`ser-batch cluster start` for a local one)") from None
     except Exception as exc:  # noqa: BLE001 - Ray raises bare RuntimeError/AuthenticationError here
         raise ClusterError(f"the Jobs API at {url} refused the connection: {_first_line(exc)}") from None
+
+
+def _quiet_ray_chatter() -> None:
+    """Keep Ray's INFO lines about packaging and uploading the working_dir (and its note that
+    ``.git`` is skipped) out of the command's output, unless ``-v`` asked for details."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return
+    # Ray sets INFO on the SDK modules' own loggers, so the parents' level would not reach them.
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray._private.runtime_env").setLevel(logging.ERROR)
 
 
 def _first_line(exc: BaseException) -> str:

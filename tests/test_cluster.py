@@ -165,7 +165,8 @@ def test_start_prints_addresses_binds_localhost_and_refuses_a_second(local_clust
     assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening
     status = ser("cluster", "status", env=local_cluster.env)
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count(" node_") >= 2  # `ray status`: head and worker node active
+    assert re.search(r"head node +raylet on port \d+: up\n +worker node 1 +raylet on port \d+: up", status.stdout)
+    assert "Autoscaler status" in status.stdout  # and Ray's own view, with the token sent
     again = ser("cluster", "start", env=local_cluster.env)
     assert again.returncode == 1 and "already running" in again.stderr
 
@@ -265,6 +266,7 @@ def test_a_lost_worker_node_mid_job(local_cluster: Cluster, long_archive: Path, 
         wait_for(lambda: worker_running(local_cluster.info.temp_dir, "score_shard", raylet_port=port), 180,
                  "a task on the new node")
         assert local.stop_node(local_cluster.info, index) >= 2  # raylet, agents, workers
+        wait_for(lambda: local.node_lines(local_cluster.info)[index].endswith(": DOWN"), 10, "the node to be down")
         assert process.poll() is None
         stdout, stderr = process.communicate(timeout=300)
     finally:
