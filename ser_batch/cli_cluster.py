@@ -221,7 +221,7 @@ def cluster_status() -> None:
     from ser_batch.cluster import cluster_pids, load_state, node_lines, ray_status
 
     state = load_state()
-    if state is None or not cluster_pids(state.temp_dir):
+    if state is None or not cluster_pids(state.temp_dir, state.gcs_address):
         click.echo("no local cluster is running (`ser-batch cluster start`)", err=True)
         sys.exit(1)
     for line in [*state.lines(), *node_lines(state)]:

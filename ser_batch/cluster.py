@@ -163,7 +163,7 @@ def start_cluster(*, num_cpus: int | None = None, workers: int = 0, port: int | 
         the new cluster is left running).
     """
     current = load_state()
-    if current is not None and cluster_pids(current.temp_dir):
+    if current is not None and cluster_pids(current.temp_dir, current.gcs_address):
         raise ClusterError(f"a local cluster is already running at {current.gcs_address} "
                            f"({current.jobs_address}); `ser-batch cluster stop` first")
     if current is not None:
@@ -189,7 +189,8 @@ def start_cluster(*, num_cpus: int | None = None, workers: int = 0, port: int | 
                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _wait_for_jobs_api(cluster.jobs_address, timeout_s=ready_timeout_s)
     except (ClusterError, OSError, subprocess.TimeoutExpired) as exc:
-        _terminate(cluster_pids(temp_dir))
+        address_file = Path(temp_dir) / "ray_current_cluster"
+        _terminate(cluster_pids(temp_dir, address_file.read_text().strip() if address_file.is_file() else ""))
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise exc if isinstance(exc, ClusterError) else ClusterError(f"cannot start a local cluster: {exc}") from None
     _save(cluster)
@@ -209,7 +210,7 @@ def _start_worker(gcs_address: str, cpus: int, temp_dir: str, env: dict[str, str
 def add_node(*, num_cpus: int | None = None) -> int:
     """Add a worker node to the running local cluster; returns its index (for :func:`stop_node`)."""
     cluster = load_state()
-    if cluster is None or not cluster_pids(cluster.temp_dir):
+    if cluster is None or not cluster_pids(cluster.temp_dir, cluster.gcs_address):
         raise ClusterError("no local cluster is running (`ser-batch cluster start`)")
     cluster.nodes.append(_start_worker(cluster.gcs_address, num_cpus or cluster.num_cpus, cluster.temp_dir,
                                        _environment()))
@@ -242,7 +243,7 @@ def stop_cluster() -> int:
     cluster = load_state()
     if cluster is None:
         return 0
-    count = _terminate(cluster_pids(cluster.temp_dir))
+    count = _terminate(cluster_pids(cluster.temp_dir, cluster.gcs_address))
     shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     (state_dir() / STATE_FILE).unlink(missing_ok=True)
     return count
@@ -305,12 +306,15 @@ def _with_children(roots: set[int]) -> set[int]:
     return {pid for pid in found if pid in table and table[pid][2] != "Z"}
 
 
-def cluster_pids(temp_dir: str) -> set[int]:
-    """Live processes of the cluster using ``temp_dir``: those naming it, and their children."""
+def cluster_pids(temp_dir: str, gcs_address: str = "") -> set[int]:
+    """Live processes of the cluster using ``temp_dir``: those naming it or its GCS address
+    (the Ray Client server names only the latter), and their children."""
     if not temp_dir or Path(temp_dir) in (Path("/"), Path("/tmp")):
         return set()  # a damaged record must not make every process "ours"
     me = os.getpid()
-    roots = {pid for pid, (_, cmd, state) in _processes().items() if temp_dir in cmd and pid != me and state != "Z"}
+    marks = [temp_dir] + ([f"={gcs_address} "] if gcs_address else [])
+    roots = {pid for pid, (_, cmd, state) in _processes().items()
+             if pid != me and state != "Z" and any(mark in cmd + " " for mark in marks)}
     return _with_children(roots) - {me}
 
 

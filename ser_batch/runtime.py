@@ -93,9 +93,12 @@ def enable_token_auth() -> bool:
 
 
 def _inside_ray_job() -> bool:
-    """Whether this process is the driver of a Ray Job (its runtime env is the job's)."""
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
-
+    """Whether this process is the driver of a Ray Job (its runtime env is the job's: the
+    project uploaded by ``ser-batch submit``, which a ``py_modules`` of ours would override)."""
+    try:
+        from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    except ImportError:  # the variable's name, should Ray move the constant
+        RAY_JOB_CONFIG_JSON_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
     return RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ
 
 
@@ -122,14 +125,12 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
     import ray
 
     started = False
-    local = True
     if not ray.is_initialized():
         target = resolve_address(address)
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": True}
         try:
             if target:
-                local = False
                 check_reachable(target)
                 enable_token_auth()
                 join: dict[str, Any] = {"address": target, "logging_level": logging.WARNING}
@@ -144,9 +145,8 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
             where = f"the Ray cluster at {target}" if target else "an embedded Ray runtime"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None
         started = True
-    else:
-        # A runtime joined earlier (a test fixture, a Ray Job's driver in a later stage).
-        local = _single_local_node()
+    # Embedded, or a cluster whose only node is this machine: tasks see the driver's files.
+    local = _single_local_node()
     try:
         yield {
             "address": ray.get_runtime_context().gcs_address,

@@ -81,14 +81,14 @@ class Cluster:
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("cluster-state")
     env = client_env(state, **FAST_NODE_DEATH)
-    temp_dir = None
+    temp_dir, gcs = None, ""
     try:
         started = time.perf_counter()
         result = ser("cluster", "start", "--num-cpus", "1", "--workers", "1", env=env, timeout=240)
         assert result.returncode == 0, result.stderr
         print(f"\ncluster start took {time.perf_counter() - started:.1f} s")
         here = Cluster(state, result.stdout)
-        temp_dir = here.info.temp_dir
+        temp_dir, gcs = here.info.temp_dir, here.info.gcs_address
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(local.STATE_ENV, str(state))  # for local.add_node / stop_node in this process
             yield here
@@ -97,8 +97,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         if temp_dir is None:
             temp_dir = next(iter(re.findall(r"/tmp/serb-\w+", stopped.stdout)), None)
         if temp_dir:
-            local._terminate(local.cluster_pids(temp_dir), grace_s=1.0)  # whatever `stop` missed
-            assert not local.cluster_pids(temp_dir)
+            leftovers = local.cluster_pids(temp_dir, gcs)
+            local._terminate(leftovers, grace_s=1.0)  # whatever `stop` missed, then fail
+            assert not leftovers and not local.cluster_pids(temp_dir, gcs)
             assert not Path(temp_dir).exists()
 
 
@@ -183,6 +184,22 @@ def test_extract_with_an_explicit_address_and_relative_paths(local_cluster: Clus
     manifest = json.loads((tmp_path / "feat" / "_manifest.json").read_text())
     assert manifest["input_dir"] == str(tmp_path / "in") and manifest["ray"]["nodes"] == 2
     assert not (tmp_path / "feat" / ".lock").exists()
+
+
+def test_extract_then_train_as_a_job(local_cluster: Cluster, tmp_path: Path) -> None:
+    """train on the cluster too: features extracted with --address, models fitted in a Ray job."""
+    for i in range(8):  # RAVDESS names: emotion 01 or 05, repetition 1 or 2, actor 01 or 02
+        write_audio(tmp_path / "in" / f"03-01-0{1 + 4 * (i % 2)}-01-01-0{1 + (i // 2) % 2}-0{1 + i // 4}.wav",
+                    duration_s=1.0, seed=i, kind="speech" if i % 2 else "noise")
+    extracted = ser("extract", tmp_path / "in", "--out", tmp_path / "feat", "--address", local_cluster.gcs,
+                    "--no-progress", env=local_cluster.env)
+    assert extracted.returncode == 0, extracted.stderr
+    trained = ser("submit", "train", tmp_path / "feat", "--out", tmp_path / "model", "--models", "sklearn",
+                  "--split", "random", "--test-size", "0.5", "--wait", env=local_cluster.env)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "python jobs/train.py" in trained.stdout and "SUCCEEDED" in trained.stdout
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["models"] == ["sklearn"] and manifest["training_data"]["rows_labelled"] == 8
 
 
 def test_submit_score_wait_and_the_jobs_commands(local_cluster: Cluster, tmp_path: Path) -> None:
