@@ -115,7 +115,9 @@ def _follow(jobs_address: str | None, job_id: str) -> None:
     info = submission.follow(jobs_address, job_id, lambda text: click.echo(text, nl=False))
     status = submission.status_name(info.status)
     code = submission.exit_code(info)
-    message = f": {info.message}" if info.message and code else ""
+    # Ray's message of a failed job repeats the end of the log just printed: keep its first clause.
+    first = (info.message or "").strip().splitlines()[0].split(", last available logs")[0] if info.message else ""
+    message = f": {first}" if first and code else ""
     click.echo(f"job {job_id} {status}{message}", err=bool(code))
     if code:
         sys.exit(code)
@@ -151,7 +153,7 @@ def jobs_status(job_id: str, jobs_address: str | None) -> None:
     info = submission.job_info(jobs_address, job_id)
     click.echo(submission.describe(info))
     if info.message:
-        click.echo(info.message)
+        click.echo(info.message.strip().splitlines()[0])
     status = submission.status_name(info.status)
     if status in ("FAILED", "STOPPED"):
         sys.exit(submission.exit_code(info))

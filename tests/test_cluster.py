@@ -227,6 +227,11 @@ def test_submit_score_wait_and_the_jobs_commands(local_cluster: Cluster, tmp_pat
     assert (out / "_run.json").stat().st_mtime_ns == record
     missing = ser("jobs", "status", "no-such-job", env=env)
     assert missing.returncode == 1 and "no job no-such-job" in missing.stderr
+    # a job that fails: --wait exits with its driver's status (3: --fail-on-error with a bad file)
+    (tmp_path / "archive" / "broken.wav").write_text("not audio")
+    failed = ser("submit", "score", "archive", "--out", "bad", "--fail-on-error", "--wait", env=env, cwd=tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert failed.stderr.strip().endswith("FAILED: Job entrypoint command failed with exit code 3")
 
 
 def test_jobs_stop_ends_the_job_and_frees_its_output(local_cluster: Cluster, long_archive: Path,
