@@ -1,8 +1,9 @@
 """Ray Job entrypoint for feature extraction.
 
-Runs the same code as `ser-batch extract`, so it can be submitted to a cluster:
+Runs the same code as `ser-batch extract`, as the entrypoint of a Ray job; `ser-batch submit extract ARGS`
+submits it (absolute paths, the project as working_dir), and so does Ray's own CLI:
 
-    ray job submit --working-dir . -- python jobs/extract.py INPUT_DIR --out OUT
+    ray job submit --working-dir . -- python jobs/extract.py ARGS
 
 Inside a Ray Job, RAY_ADDRESS is set and the job joins that cluster.
 """

@@ -1,8 +1,9 @@
 """Ray Job entrypoint for training.
 
-Runs the same code as `ser-batch train`, so it can be submitted to a cluster:
+Runs the same code as `ser-batch train`, as the entrypoint of a Ray job; `ser-batch submit train ARGS`
+submits it (absolute paths, the project as working_dir), and so does Ray's own CLI:
 
-    ray job submit --working-dir . -- python jobs/train.py FEATURES_DIR --out MODEL_DIR
+    ray job submit --working-dir . -- python jobs/train.py ARGS
 """
 
 import sys

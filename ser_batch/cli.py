@@ -22,6 +22,10 @@ from ser_batch.failures import counted
 
 #: Exit code when the job ran but some files failed and ``--fail-on-error`` was given.
 EXIT_FILE_ERRORS = 3
+_ADDRESS_HELP = ("Ray cluster to run on instead of an embedded local Ray: its GCS address HOST:PORT (or auto), "
+                 "as printed by `ser-batch cluster start` or `ray start`; not the dashboard's http:// address, "
+                 "which `ser-batch submit --jobs-address` takes. INPUT and --out must then be on storage every "
+                 "node shares.")
 
 
 def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,7 +93,7 @@ def main(verbose: int) -> None:
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster to run on instead of an embedded local Ray.")
+              metavar="HOST:PORT", help=_ADDRESS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--resume", is_flag=True,
               help="Keep parts of an interrupted run with the same files and settings; do the rest.")
@@ -163,7 +167,7 @@ def _parse_test_actors(text: str | None) -> dict[str, Any]:
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster to run on instead of an embedded local Ray.")
+              metavar="HOST:PORT", help=_ADDRESS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @_config_options
 @_handle_errors
@@ -185,7 +189,9 @@ def train(features_dir: Path, out: Path, models: str | None, split: str | None, 
     if models is not None:
         train_section["models"] = [m.strip() for m in models.split(",") if m.strip()]
     config = _load_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
-    summary = run_train(features_dir, out, config=config, overwrite=overwrite,
+    from ser_batch.launch import absolute
+
+    summary = run_train(absolute(features_dir), absolute(out), config=config, overwrite=overwrite,
                         address=address or config.ray.address or None)
     for line in summary.lines():
         click.echo(line)
@@ -295,7 +301,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster to run on instead of an embedded local Ray.")
+              metavar="HOST:PORT", help=_ADDRESS_HELP)
 @_config_options
 @_handle_errors
 def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, address: str | None,
@@ -336,7 +342,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              help="Ray cluster to run on instead of an embedded local Ray.")
+              metavar="HOST:PORT", help=_ADDRESS_HELP)
 @click.option("--fail-on-error", is_flag=True,
               help=f"Exit with code {EXIT_FILE_ERRORS} if any file could not be scored.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -389,5 +395,12 @@ def report(out: Path, file_path: str | None) -> None:
     click.echo(f"report written to {path}")
 
 
+# The cluster commands (submit, jobs, cluster) live in their own module and register on `main`.
+from ser_batch import cli_cluster  # noqa: E402,F401  (imported last: it uses the helpers above)
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m ser_batch.cli` runs this file as __main__; the commands are registered on the
+    # `main` of the module ser_batch.cli, so run that one.
+    from ser_batch.cli import main as _main
+
+    _main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from ser_batch.failures import SHOWN, counted, format_failures
 from ser_batch.recipes import FileFeatures, file_features, signal_features
 
 log = logging.getLogger(__name__)
+
+#: Environment variable for fault-injection tests: a worker that reaches a file whose path
+#: contains this text exits at once, as a crash in a native decoder would (as in ``score``).
+FAULT_ENV = "SER_BATCH_TEST_CRASH_ON"
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,16 @@ def plan_shards(
 
 
 def extract_shard(
-    shard: Shard, *, root: str, out: str, config: dict[str, Any], labels: Mapping[str, Labels] | None
+    shard: Shard, *, root: str, out: str, config: dict[str, Any], labels: Mapping[str, Labels] | None,
+    lost: str | None = None,
 ) -> dict[str, Any]:
     """Process one shard and write its part; runs inside a Ray task (no Ray in here).
 
     Errors of single files become rows with ``error`` set and the task goes on; that
     includes unexpected exceptions (logged with their traceback, reported as "internal
-    error: ..."), so one odd file in an archive cannot sink the whole job.
+    error: ..."), so one odd file in an archive cannot sink the whole job. With ``lost``
+    (the driver, for files whose worker died on every try) no file is read: each becomes
+    an error row with that reason.
 
     Returns
     -------
@@ -120,12 +128,16 @@ def extract_shard(
     names = schema.feature_names(cfg.features)
     rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(features=cfg.features, config={})}
     failures: list[tuple[str, str]] = []
+    crash_on = os.environ.get(FAULT_ENV)
     for rel in shard.paths:
+        if crash_on and lost is None and crash_on in rel:
+            os._exit(70)  # fault injection: a crash no Python handler sees
         feats: FileFeatures | None = None
         info: AudioInfo | None = None
-        error = None
+        error = lost
         try:
-            feats, info = file_features(Path(root) / rel, config=cfg)
+            if lost is None:
+                feats, info = file_features(Path(root) / rel, config=cfg)
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None
         except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
@@ -190,10 +202,11 @@ def run_extract(
     DatasetError
         If no audio file is found or the output folder would be overwritten silently.
     """
-    from ser_batch import runtime
+    from ser_batch import launch
 
     started = time.perf_counter()
-    input_dir, out = Path(input_dir), Path(out)
+    # Absolute before anything runs elsewhere: tasks do not share the driver's working directory.
+    input_dir, out = launch.absolute(input_dir), launch.absolute(out)
     paths = discover_audio(input_dir, extensions=config.audio.extensions)
     if not paths:
         raise DatasetError(
@@ -212,48 +225,86 @@ def run_extract(
         return ExtractSummary(out, len(paths), errors, len(shards), len(shards),
                               time.perf_counter() - started, tuple(failures))
     _preflight(config)
-    done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
-    todo = [s for s in shards if s.name not in done]
-    log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
-    storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
+    if not (overwrite or resume) and _holds_results(out):
+        storage.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
+    kwargs = {"root": str(input_dir), "out": str(out), "config": config_to_dict(config), "labels": labels}
+    # Nothing is written before the runtime is up and OUT is ours: a failed start leaves no trace.
+    with launch.job_output(out, job="extract", inputs=[input_dir], address=address,
+                           num_cpus=config.ray.num_cpus or None) as ray_info:
+        done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
+        todo = [s for s in shards if s.name not in done]
+        log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
+        storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
 
-    bar = _progress_bar(total=sum(len(s.paths) for s in todo), enabled=progress)
+        bar = _progress_bar(total=sum(len(s.paths) for s in todo), enabled=progress)
 
-    def advance(result: dict[str, Any]) -> None:
-        bar.update(result["files"])
-        if on_progress:
-            on_progress(result["files"])
+        def advance(result: dict[str, Any]) -> None:
+            bar.update(result["files"])
+            if on_progress:
+                on_progress(result["files"])
 
-    with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
-        results = runtime.map_tasks(
-            extract_shard,
-            todo,
-            kwargs={"root": str(input_dir.resolve()), "out": str(out.resolve()),
-                    "config": config_to_dict(config), "labels": labels},
-            max_retries=config.ray.max_retries,
-            on_result=advance,
-        )
-    bar.close()
-    errors, failures = _failures_in(out, done)
-    errors += sum(r["errors"] for r in results)
-    failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
-    summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
-                             tuple(failures))
-    manifest = {
-        "job": "extract",
-        "ser_batch_version": __version__,
-        "schema_version": schema.SCHEMA_VERSION,
-        "input_dir": str(input_dir.resolve()),
-        "recipe": config.features.recipe,
-        "files": summary.files,
-        "errors": summary.errors,
-        "parts": sorted(s.name for s in shards),
-        "wall_s": round(summary.wall_s, 3),
-        "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"]},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    storage.write_text_atomic(out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        results = _run_shards(todo, kwargs=kwargs, max_retries=config.ray.max_retries, on_result=advance)
+        bar.close()
+        # Tasks wrote their parts themselves: make sure this machine sees every one of them.
+        launch.check_visible(out, [r["part"] for r in results])
+        errors, failures = _failures_in(out, done)
+        errors += sum(r["errors"] for r in results)
+        failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
+        summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
+                                 tuple(failures))
+        manifest = {
+            "job": "extract",
+            "ser_batch_version": __version__,
+            "schema_version": schema.SCHEMA_VERSION,
+            "input_dir": str(input_dir),
+            "recipe": config.features.recipe,
+            "files": summary.files,
+            "errors": summary.errors,
+            "parts": sorted({*done, *(r["part"] for r in results)}),
+            "wall_s": round(summary.wall_s, 3),
+            "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        storage.write_text_atomic(out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return summary
+
+
+def _run_shards(todo: list[Shard], *, kwargs: dict[str, Any], max_retries: int,
+                on_result: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Run the shards as Ray tasks; a shard whose worker died on every try does not stop the job.
+
+    Its files are run again one per task, so that only a file that kills its worker (a crash
+    in a native decoder, memory) is lost; such a file, or every file of a node lost on each
+    try, becomes an error row written here, by the driver, in a part of its own.
+    """
+    from ser_batch import runtime
+
+    failed: list[Shard] = []
+    results = runtime.map_tasks(extract_shard, todo, kwargs=kwargs, max_retries=max_retries, on_result=on_result,
+                                on_failure=lambda index, shard, exc: failed.append(shard))
+    done = [r for r in results if r is not None]
+    singles = [Shard(s.index, (path,), storage.part_name(s.index, storage.content_key(s.name, path)))
+               for s in failed for path in s.paths]
+    lost: list[Shard] = []
+    if singles:
+        log.warning("%d shard(s) lost their worker %d times; running their %d files one by one",
+                    len(failed), max_retries + 1, len(singles))
+        again = runtime.map_tasks(extract_shard, singles, kwargs=kwargs, max_retries=max_retries,
+                                  on_result=on_result, on_failure=lambda index, shard, exc: lost.append(shard))
+        done += [r for r in again if r is not None]
+    reason = (f"the worker extracting this file died {counted(max_retries + 1, 'time')} (a crash, out of memory "
+              "or a lost node)")
+    for shard in lost:
+        result = extract_shard(shard, **kwargs, lost=reason)
+        on_result(result)
+        done.append(result)
+    return done
+
+
+def _holds_results(out: Path) -> bool:
+    """Whether ``out`` already holds ser-batch results (read only, before the runtime starts)."""
+    return out.is_dir() and bool(storage.existing_parts(out) or (out / storage.MANIFEST).exists()
+                                 or (out / storage.CONFIG).exists())
 
 
 def _preflight(config: Config) -> None:

@@ -346,9 +346,44 @@ def settings_of(bundle: Any, bundle_id: str, config: Config) -> dict[str, Any]:
             "classes": bundle.classes, "schema_version": schema.SCHEMA_VERSION}
 
 
+# --- running on any cluster (issue #9): absolute paths, runtime before any write, OUT locked ---
+
+
 def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
               address: str | None = None, progress: bool = True,
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
+    """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
+
+    Paths are made absolute first; the Ray runtime is started (or the cluster at ``address``
+    joined) and ``OUT/.lock`` taken before anything is written; on a cluster every node must
+    see INPUT and OUT (:mod:`ser_batch.launch`), and afterwards this machine must see every
+    row the tasks committed. The work itself is :func:`_score_into`.
+    """
+    from ser_batch import launch
+    from ser_batch.errors import ClusterError
+
+    input_path, out = launch.absolute(input_path), launch.absolute(out)
+    if not input_path.exists() and not input_path.is_symlink():
+        raise DatasetError(f"input not found: {input_path}")
+    with launch.job_output(out, job="score", inputs=[input_path], address=address,
+                           num_cpus=config.ray.num_cpus or None):
+        before = set() if rescore else set(results.read_committed(out).identities.items())
+        summary = _score_into(input_path, out, config=config, model_dir=model_dir, rescore=rescore, address=address,
+                              progress=progress, on_progress=on_progress)
+        seen = set(results.read_committed(out).identities.items()) - before
+        if len(seen) < summary.files_scored:
+            raise ClusterError(f"{summary.files_scored - len(seen)} of {summary.files_scored} files the tasks scored "
+                               f"have no row visible in {out} from this machine; --out must be on storage every "
+                               "node shares")
+    return summary
+
+
+# --- end of the cluster part ---
+
+
+def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
+                address: str | None = None, progress: bool = True,
+                on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are

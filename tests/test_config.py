@@ -67,7 +67,7 @@ def test_telephony_toml() -> None:
 def test_cluster_toml() -> None:
     config = load_config(CONFIGS / "cluster.toml")
     assert config.extract.shard_size == 128
-    assert config.ray.address == "auto" and config.ray.max_retries == 5
+    assert config.ray.address == "" and config.ray.max_retries == 5  # the cluster: --address or RAY_ADDRESS
     assert config.features == Config().features  # untouched sections keep their defaults
 
 

@@ -86,3 +86,62 @@ def test_a_worker_that_keeps_dying_fails_after_max_retries(ray_session: None, tm
     with pytest.raises(ClusterError, match=r"task 0 failed: .*(died|crash|exit)"):
         runtime.map_tasks(always_die, [7], kwargs={"folder": str(tmp_path)}, max_retries=1)
     assert (tmp_path / "attempts").read_text() == "xx"  # the first run and one retry
+
+
+# --- joining a cluster ------------------------------------------------------------------
+
+
+def test_an_http_address_is_the_jobs_api_not_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    with pytest.raises(ClusterError, match=r"dashboard / Jobs API address.*--jobs-address http://127\.0\.0\.1:8265"):
+        runtime.resolve_address(None)
+
+
+def test_a_dead_address_fails_at_once() -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again before the check
+    started = time.perf_counter()
+    with pytest.raises(ClusterError, match=rf"no Ray cluster answers at 127\.0\.0\.1:{port} \(Connection refused\)"):
+        runtime.check_reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - started < 2
+    with pytest.raises(ClusterError, match="is not HOST:PORT"):
+        runtime.check_reachable("head-node")
+    runtime.check_reachable("auto")  # left to Ray
+
+
+@pytest.mark.parametrize(("mode", "token", "expected"), [
+    (None, False, "False None"),           # no token anywhere: Ray's default stays
+    (None, True, "True token"),            # a token file: sent, as Ray does only for address "auto"
+    ("disabled", True, "False disabled"),  # an explicit mode is respected
+])
+def test_token_auth_is_switched_on_when_a_token_exists(tmp_path: Path, mode: str | None, token: bool,
+                                                        expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    if mode:
+        env["RAY_AUTH_MODE"] = mode
+    if token:
+        (tmp_path / "token").write_text("0123456789abcdef" * 4)
+        env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "token")
+    script = "import os; from ser_batch import runtime; print(runtime.enable_token_auth(), os.environ.get('RAY_AUTH_MODE'))"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == expected, result.stderr
+
+
+def test_run_on_each_node(ray_session: None) -> None:
+    def where() -> int:
+        import os
+
+        return os.getpid()
+
+    answers = runtime.run_on_each_node(where)
+    assert len(answers) == 1 and answers[0][1] > 0  # the session runtime has one node

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from conftest import speech_like, write_audio
 from ser_batch import results, schema
-from ser_batch.bundle import default_bundle_path, load_bundle
+from ser_batch.bundle import load_bundle
 from ser_batch.cli import main
 from ser_batch.config import load_config
 from ser_batch.errors import DatasetError
@@ -251,6 +251,19 @@ def test_a_worker_that_dies_on_a_file_fails_that_file_only(tmp_path: Path) -> No
     assert files.drop(index="poison.wav").error.isna().all()
 
 
+def _session_pids(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (a driver started with ``start_new_session``)."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
 @pytest.mark.slow
 def test_a_killed_driver_completes_when_run_again(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
@@ -266,7 +279,10 @@ def test_a_killed_driver_completes_when_run_again(tmp_path: Path) -> None:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    time.sleep(3)  # a task already running may still commit its part before its worker goes
+    # Ray's workers run in process groups of their own: end them too, or one commits a part
+    # after `done_before` is counted.
+    for pid in _session_pids(process.pid):
+        os.kill(pid, signal.SIGKILL)
     done_before = len(pd.read_parquet(out / "files")) if list((out / "files").glob("part-*")) else 0
     assert 0 < done_before < n_files
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

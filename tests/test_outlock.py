@@ -1,0 +1,112 @@
+"""One run per output folder (ser_batch/outlock.py): live, stale and foreign locks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_audio
+from ser_batch import outlock
+from ser_batch.cli import main
+from ser_batch.errors import DatasetError
+
+
+def write_lock(out: Path, **fields: object) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"host": socket.gethostname(), "pid": 1, "started": "2026-01-01T01:30:00+0000", "job": "score",
+            "token": "other", "proc_start": None, **fields}
+    (out / outlock.LOCK_NAME).write_text(json.dumps(info))
+
+
+def finished_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_hold_writes_who_and_releases(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with outlock.hold(out, job="extract") as lock:
+        info = outlock.read_lock(out)
+        assert info is not None and info.token == lock.info.token
+        assert (info.host, info.job) == (socket.gethostname(), "extract") and info.pid > 0
+    assert not (out / outlock.LOCK_NAME).exists()
+
+
+def test_a_live_lock_is_refused_naming_host_and_pid(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(tmp_path, pid=sleeper.pid)
+        with pytest.raises(DatasetError, match=rf"in use by another score run, pid {sleeper.pid} on "
+                                               rf"{socket.gethostname()}, since 2026-01-01"):
+            outlock.OutputLock(tmp_path, job="score").acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert json.loads((tmp_path / outlock.LOCK_NAME).read_text())["token"] == "other"  # left alone
+
+
+def test_a_second_run_of_this_process_is_refused(tmp_path: Path) -> None:
+    with outlock.hold(tmp_path, job="score"):
+        with pytest.raises(DatasetError, match="in use by another score run"):
+            outlock.OutputLock(tmp_path, job="score").acquire()
+
+
+def test_a_stale_lock_is_taken_over(tmp_path: Path) -> None:
+    write_lock(tmp_path, pid=finished_pid())
+    with outlock.hold(tmp_path, job="score") as lock:
+        assert outlock.read_lock(tmp_path).token == lock.info.token
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no leftovers of the takeover either
+
+
+def test_a_reused_pid_is_stale(tmp_path: Path) -> None:
+    # Our own pid, but a process that started at another time: the lock's process is gone.
+    import os
+
+    write_lock(tmp_path, pid=os.getpid(), proc_start=1)
+    with outlock.hold(tmp_path, job="score"):
+        pass
+
+
+def test_a_lock_of_another_host_says_how_to_remove_it(tmp_path: Path) -> None:
+    write_lock(tmp_path, host="node-7", pid=4242)
+    with pytest.raises(DatasetError, match=rf"pid 4242 on node-7.*delete {tmp_path / '.lock'}"):
+        outlock.OutputLock(tmp_path, job="score").acquire()
+
+
+def test_release_removes_only_folders_it_created_and_left_empty(tmp_path: Path) -> None:
+    with outlock.hold(tmp_path / "a" / "b", job="score"):
+        pass
+    assert not (tmp_path / "a").exists()
+    with outlock.hold(tmp_path / "c" / "d", job="score"):
+        (tmp_path / "c" / "d" / "part.parquet").write_text("x")
+    assert (tmp_path / "c" / "d" / "part.parquet").exists()
+
+
+def test_a_file_in_place_of_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        outlock.OutputLock(tmp_path / "out", job="score").acquire()
+
+
+def test_extract_refuses_a_locked_output_and_takes_over_a_stale_one(ray_session: None, tmp_path: Path) -> None:
+    write_audio(tmp_path / "in" / "a.wav", duration_s=0.5)
+    out = tmp_path / "out"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(out, pid=sleeper.pid, job="extract")
+        refused = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
+        assert refused.exit_code == 1 and f"in use by another extract run, pid {sleeper.pid}" in refused.output
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    done = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert not (out / ".lock").exists() and (out / "_manifest.json").exists()
