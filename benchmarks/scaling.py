@@ -16,7 +16,10 @@ listing and header probing (serial work, as a user sees it):
    then the same cluster with a second node of 1 CPU added.
 
 It prints the times and the speed-ups (target: >= 1.8x from 1 to 2 CPUs on a 2-core
-machine). It is a script, not a test: it exits 0 whatever the ratios are; 1 if a run fails.
+machine), the share of the CPUs the tasks kept busy, and first the parallelism the machine
+offers at that moment (2 pure-Python processes against 1): on a shared machine other
+people's work caps every speed-up below. It is a script, not a test: it exits 0 whatever
+the ratios are; 1 if a run fails.
 """
 
 from __future__ import annotations
