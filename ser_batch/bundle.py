@@ -23,6 +23,7 @@ model exists only as a pickle, need ``trust_pickle=True`` (``--trust-pickle``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -147,9 +148,10 @@ class Bundle:
             raise BundleError(f"bundle {self.path} has an unreadable list of training files: {exc}") from None
         return frozenset(names)
 
-    @property
+    @functools.cached_property
     def config(self) -> Config:
-        """Audio and feature settings the models were trained with."""
+        """Audio and feature settings the models were trained with (parsed once: every file
+        scored asks for them)."""
         try:
             return config_from_dict(self.manifest["config"])
         except ConfigError as exc:

@@ -20,7 +20,8 @@ KERAS_ARRAYS = "keras_ann.npz"
 SKLEARN_ARRAYS = "sklearn_mlp.npz"
 ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS}
 
-_ACTIVATIONS = ("relu", "softmax")
+#: Hidden layers are ReLU; the output is softmax, or logistic for a two-class MLP (one unit).
+_ACTIVATIONS = ("relu", "softmax", "logistic")
 
 
 def _save(path: Path, mean: np.ndarray, scale: np.ndarray, layers: list[tuple[Any, Any, str]]) -> Path:
@@ -62,10 +63,11 @@ def export_keras(model: Any, path: Path) -> Path:
 def export_sklearn(pipeline: Any, path: Path) -> Path:
     """Write ``Pipeline(StandardScaler, MLPClassifier)`` as arrays (ReLU hidden layers, softmax out)."""
     scaler, mlp = pipeline[0], pipeline[-1]
-    if mlp.activation != "relu" or mlp.out_activation_ != "softmax" or len(pipeline) != 2:
-        raise ValueError("only Pipeline(StandardScaler, MLPClassifier(activation='relu')) of 3+ classes is exported")
+    if mlp.activation != "relu" or mlp.out_activation_ not in ("softmax", "logistic") or len(pipeline) != 2:
+        raise ValueError("only Pipeline(StandardScaler, MLPClassifier(activation='relu')) is exported")
     n = len(mlp.coefs_)
-    layers = [(w, b, "relu" if i < n - 1 else "softmax") for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_))]
+    layers = [(w, b, "relu" if i < n - 1 else mlp.out_activation_)
+              for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_))]
     mean = scaler.mean_ if scaler.with_mean else np.zeros(scaler.n_features_in_)
     scale = scaler.scale_ if scaler.with_std else np.ones(scaler.n_features_in_)
     return _save(path, mean, scale, layers)
@@ -102,6 +104,9 @@ class DenseNetwork:
             if activation == "relu":
                 np.maximum(x, 0.0, out=x)
         x = x.astype(np.float64)
+        if self.layers[-1][2] == "logistic":  # two classes, one unit: P(second class)
+            p = 1.0 / (1.0 + np.exp(-x[:, 0]))
+            return np.column_stack([1.0 - p, p])
         x -= x.max(axis=1, keepdims=True)
         np.exp(x, out=x)
         return x / x.sum(axis=1, keepdims=True)

@@ -51,6 +51,16 @@ def test_sklearn_pipeline_round_trips_through_skops_exactly(tmp_path: Path) -> N
     assert not hasattr(loaded[-1], "_optimizer") and hasattr(pipeline[-1], "_optimizer")
 
 
+def test_two_class_mlp_exports_its_logistic_output(tmp_path: Path) -> None:
+    X, y = _blobs(seed=7)
+    keep = y != "sad"
+    pipeline = build_sklearn_mlp(SklearnConfig(hidden_layer_sizes=(8,), max_iter=50), seed=1).fit(X[keep], y[keep])
+    assert pipeline[-1].out_activation_ == "logistic"
+    _, arrays = save_sklearn(pipeline, tmp_path / "m.skops")
+    network = DenseNetwork.load(arrays, classes=["angry", "happy"])
+    np.testing.assert_allclose(network.predict_proba(X), pipeline.predict_proba(X), atol=1e-6)
+
+
 def test_joblib_export_is_written_only_when_asked(tmp_path: Path) -> None:
     import joblib
 
