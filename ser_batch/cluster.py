@@ -173,13 +173,21 @@ def start_cluster(*, num_cpus: int | None = None, workers: int = 0, port: int | 
     env = _environment()
     _ensure_token(env)
     temp_dir = tempfile.mkdtemp(prefix="serb-", dir="/tmp")  # short: socket paths are limited to 107 bytes
-    head_port, dash_port, client_port = free_ports(3)
-    head_port, dash_port = port or head_port, dashboard_port or dash_port
     try:
-        ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
-        _ray_start(["--head", f"--port={head_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dash_port}", f"--ray-client-server-port={client_port}",
-                    *_node_args(cpus, temp_dir, ports)], env)
+        for attempt in range(_PORT_ATTEMPTS):
+            # All ports from one call, so that no two components get the same one.
+            head_port, dash_port, client_port, *node_ports = free_ports(3 + len(NODE_PORTS))
+            head_port, dash_port = port or head_port, dashboard_port or dash_port
+            ports = dict(zip(NODE_PORTS, node_ports))
+            try:
+                _ray_start(["--head", f"--port={head_port}", "--include-dashboard=true",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+                            f"--ray-client-server-port={client_port}", *_node_args(cpus, temp_dir, ports)], env)
+                break
+            except ClusterError as exc:
+                # A port free a moment ago may have been taken by another process since.
+                if "port" not in str(exc).lower() or attempt == _PORT_ATTEMPTS - 1:
+                    raise
         gcs_address = (Path(temp_dir) / "ray_current_cluster").read_text().strip()
         nodes = [ports]
         for _ in range(workers):
@@ -202,9 +210,19 @@ def _node_args(cpus: int, temp_dir: str, ports: dict[str, int]) -> list[str]:
 
 
 def _start_worker(gcs_address: str, cpus: int, temp_dir: str, env: dict[str, str]) -> dict[str, int]:
-    ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
-    _ray_start([f"--address={gcs_address}", *_node_args(cpus, temp_dir, ports)], env)
-    return ports
+    for attempt in range(_PORT_ATTEMPTS):
+        ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
+        try:
+            _ray_start([f"--address={gcs_address}", *_node_args(cpus, temp_dir, ports)], env)
+            return ports
+        except ClusterError as exc:
+            if "port" not in str(exc).lower() or attempt == _PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+#: Tries of `ray start` when a port chosen free was taken in the meantime.
+_PORT_ATTEMPTS = 3
 
 
 def add_node(*, num_cpus: int | None = None) -> int:
