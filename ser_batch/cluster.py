@@ -359,10 +359,21 @@ def _terminate(pids: set[int], *, grace_s: float = 3.0) -> int:
     return len(pids)
 
 
+#: Seconds ``ray status`` is asked again while a cluster that just started has no report yet.
+STATUS_WAIT_S = 20.0
+
+
 def ray_status(cluster: LocalCluster) -> str:
-    """``ray status`` of the cluster (nodes, resources, usage), with the token sent."""
-    result = subprocess.run([_ray_executable(), "status", f"--address={cluster.gcs_address}"], env=_environment(),
-                            capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise ClusterError(f"`ray status` failed: {_tail(result)}")
-    return result.stdout.rstrip()
+    """``ray status`` of the cluster (nodes, resources, usage), with the token sent.
+
+    Right after a start, Ray's autoscaler has no report for a few seconds ("No cluster
+    status"): ask again until it has one, for up to :data:`STATUS_WAIT_S`."""
+    deadline = time.monotonic() + STATUS_WAIT_S
+    while True:
+        result = subprocess.run([_ray_executable(), "status", f"--address={cluster.gcs_address}"],
+                                env=_environment(), capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise ClusterError(f"`ray status` failed: {_tail(result)}")
+        if "No cluster status" not in result.stdout or time.monotonic() > deadline:
+            return result.stdout.rstrip()
+        time.sleep(1.0)
