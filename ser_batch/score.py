@@ -367,9 +367,10 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         raise DatasetError(f"input not found: {input_path}")
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.num_cpus or None):
-        before = set() if rescore else set(results.read_committed(out).identities.items())
+        committed = None if rescore else results.read_committed(out)
+        before = set(committed.identities.items()) if committed is not None else set()
         summary = _score_into(input_path, out, config=config, model_dir=model_dir, rescore=rescore, address=address,
-                              progress=progress, on_progress=on_progress)
+                              progress=progress, on_progress=on_progress, committed=committed)
         seen = set(results.read_committed(out).identities.items()) - before
         if len(seen) < summary.files_scored:
             raise ClusterError(f"{summary.files_scored - len(seen)} of {summary.files_scored} files the tasks scored "
@@ -383,8 +384,12 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
 
 def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
                 address: str | None = None, progress: bool = True,
-                on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                committed: results.Committed | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
+
+    ``committed``: what :func:`ser_batch.results.read_committed` found in ``out`` before the
+    run, when the caller has read it already (it is read here otherwise).
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced.
@@ -412,7 +417,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
         raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
     settings = settings_of(bundle, bid, config)
     results.check_settings(out, settings, rescore=rescore)
-    committed = results.read_committed(out)
+    if committed is None or rescore:
+        committed = results.read_committed(out)
     results.remove_leftovers(out, committed)
     summary = ScoreSummary(out=out, files_total=len(entries))
     todo, changed = [], set()
