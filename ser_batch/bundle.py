@@ -11,6 +11,9 @@ Layout (bundle format 2)::
     keras_ann.keras        Keras ANN (standardisation built in) + keras_ann.h5 export
     keras_ann.npz, sklearn_mlp.npz   both networks as arrays (what ser-batch evaluates: numpy only)
     metrics.json, confusion_*.png, report.html
+    <set>/keras_ann.npz, <set>/sklearn_mlp.npz   optional extra model sets (manifest key
+                           ``model_sets``: narrow band, per-speaker normalised; see
+                           :mod:`ser_batch.model_sets`), arrays only
 
 :func:`load_bundle` verifies every checksum before any model is read. Checksums prove
 that the files are the ones the manifest lists, not who made them (the manifest travels
@@ -38,6 +41,7 @@ import numpy as np
 from ser_batch import __version__
 from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
+from ser_batch.model_sets import GLOBAL, ModelSet, choose_set, no_normalized_sets_message, parse_model_sets
 
 #: 2: the scikit-learn model is a skops file and the training rows are listed;
 #: 1: the scikit-learn model is only a joblib pickle (read with ``trust_pickle`` only).
@@ -134,6 +138,28 @@ class Bundle:
         """``segments`` (models see window vectors; a file is their mean) or ``clip``."""
         return str(self.manifest.get("aggregation", "clip"))
 
+    @functools.cached_property
+    def model_sets(self) -> dict[str, ModelSet]:
+        """The bundle's model sets by name; ``global`` (the root's models) always among them."""
+        return parse_model_sets(self.manifest, where=str(self.path))
+
+    @property
+    def has_normalized(self) -> bool:
+        """Whether some set was trained on per-speaker normalised features."""
+        return any(s.normalized for s in self.model_sets.values())
+
+    def require_normalized(self) -> None:
+        """Refuse, with a message that says what to do, when the bundle has no normalised set."""
+        if not self.has_normalized:
+            raise BundleError(no_normalized_sets_message(str(self.path)))
+
+    def choose_set(self, sample_rate_in: int | None = None, normalize: bool = False, *,
+                   band: str | None = None) -> str:
+        """The set that scores an input: its band's (narrow for <= 8000 Hz) when the bundle has
+        one, else the wideband set; the normalised variant when ``normalize``."""
+        return choose_set(self.model_sets, sample_rate_in=sample_rate_in, band=band, normalize=normalize,
+                          where=str(self.path))
+
     def training_files(self) -> frozenset[str] | None:
         """Paths (relative to the extracted folder) of the rows the models were trained on,
         or ``None`` when the bundle does not list them (format 1)."""
@@ -190,8 +216,10 @@ class Bundle:
                   f"{want['sample_rate']} Hz)."
             )
 
-    def model(self, framework: str) -> Any:
-        """The fitted estimator of ``framework`` ("keras" or "sklearn")."""
+    def model(self, framework: str, model_set: str = GLOBAL) -> Any:
+        """The fitted estimator of ``framework`` ("keras" or "sklearn") in set ``model_set``."""
+        if model_set != GLOBAL:
+            return self._set_model(framework, model_set)
         if framework not in self.frameworks:
             raise BundleError(f"bundle {self.path} has no {framework} model (it has: {', '.join(self.frameworks)})")
         if framework not in self._models:
@@ -226,29 +254,55 @@ class Bundle:
                                   f"{exc} (bundle made with {made_with or 'unknown versions'})") from None
         return self._models[framework]
 
+    def _set_model(self, framework: str, model_set: str) -> Any:
+        """An extra set's network: its array export, evaluated with numpy."""
+        from ser_batch.networks import ARRAYS, DenseNetwork
+
+        entry = self.model_sets.get(model_set)
+        if entry is None:
+            raise BundleError(f"bundle {self.path} has no model set {model_set!r} "
+                              f"(it has: {', '.join(self.model_sets)})")
+        if framework not in entry.models:
+            raise BundleError(f"model set {model_set!r} of {self.path} has no {framework} model "
+                              f"(it has: {', '.join(entry.models)})")
+        key = f"{model_set}/{framework}"
+        if key not in self._models:
+            try:
+                self._models[key] = DenseNetwork.load(self.path / entry.dir / ARRAYS[framework], classes=self.classes)
+            except (OSError, ValueError, KeyError) as exc:
+                raise BundleError(f"cannot load the {framework} model of set {model_set!r} of {self.path}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        return self._models[key]
+
+    def set_frameworks(self, model_set: str = GLOBAL) -> list[str]:
+        """The frameworks of one set."""
+        return list(self.model_sets[model_set].models) if model_set != GLOBAL else self.frameworks
+
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
-                     keep: np.ndarray | None = None) -> np.ndarray:
+                     keep: np.ndarray | None = None, model_set: str = GLOBAL) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
         the bundle was trained on windows (only those in ``keep``, a mask over the stacked
         windows such as the ones with speech, when a row has any), else of the clip vectors ``X``."""
         if self.aggregation != "segments":
-            return self.predict_proba(X, framework=framework)
+            return self.predict_proba(X, framework=framework, model_set=model_set)
         if segments is None:
             raise BundleError(f"bundle {self.path} scores sliding windows but the features have none; "
                               "extract with the bundle's recipe and window settings")
         from ser_batch.models import mean_by_row, stack_segments
 
         stacked, rows = stack_segments(segments)
-        return mean_by_row(self.predict_proba(stacked, framework=framework), rows, len(segments), keep=keep)
+        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set), rows,
+                           len(segments), keep=keep)
 
-    def predict_proba(self, X: np.ndarray, *, framework: str) -> np.ndarray:
-        """Probabilities [shape=(n, n_classes)] in :attr:`classes` order.
+    def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
+        """Probabilities [shape=(n, n_classes)] in :attr:`classes` order, by the models of ``model_set``.
 
         ``framework="both"`` averages the models' probabilities (a soft-voting ensemble).
         """
         if framework == "both":
-            return np.mean([self.predict_proba(X, framework=f) for f in self.frameworks], axis=0)
-        model = self.model(framework)
+            return np.mean([self.predict_proba(X, framework=f, model_set=model_set)
+                            for f in self.set_frameworks(model_set)], axis=0)
+        model = self.model(framework, model_set)
         proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
         order = [list(model.classes_).index(c) for c in self.classes]
         return proba[:, order]
@@ -292,7 +346,9 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
                 raise BundleError(f"bundle {path} is incomplete: {name} is missing")
             if sha256_of(file) != digest:
                 raise BundleError(f"bundle {path} is corrupt or was modified: checksum mismatch for {name}")
-    return Bundle(path=path, manifest=manifest, trust_pickle=trust_pickle)
+    bundle = Bundle(path=path, manifest=manifest, trust_pickle=trust_pickle)
+    bundle.model_sets  # noqa: B018 - a malformed model_sets entry is refused on opening
+    return bundle
 
 
 def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]:

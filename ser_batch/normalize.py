@@ -1,0 +1,114 @@
+"""Per-group normalisation of window features: the one implementation train, evaluate and score use.
+
+Most of what separates two speakers' feature vectors is the speaker, not the emotion. Z-scoring
+each group's vectors (a speaker's in training and ``evaluate``, a stream's -- a file or one
+channel -- in ``score``) by that group's own statistics removes that offset and scale. The
+statistics are taken over the group's *speech* windows only (silence and line noise say nothing
+about the voice), and every standard deviation is floored so that a feature that hardly varies
+within a group is not blown up into noise.
+
+Pure numpy: no Ray, no models. STYLE.md rule 13: this is an explicit, named, optional file-level
+step; window features themselves stay local.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from ser_batch.errors import DatasetError
+
+#: Smallest standard deviation a feature is divided by (feature units). Features near-constant
+#: inside one group (a band a telephone line removed, a pitch statistic of a monotone speaker)
+#: would otherwise be divided by almost nothing.
+STD_FLOOR = 1e-2
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Mean and floored standard deviation of one group's vectors.
+
+    Attributes
+    ----------
+    mean : np.ndarray [shape=(n_features,)], float64
+    std : np.ndarray [shape=(n_features,)], float64, >= the floor
+    n : int, vectors the statistics were taken over
+    speech_only : bool, whether they were the group's speech windows (False: it had none, so all)
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    n: int
+    speech_only: bool
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """``(vectors - mean) / std`` as float32 ``[shape=(k, n_features)]``."""
+        return ((np.asarray(vectors, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def fit_stats(vectors: np.ndarray, speech: np.ndarray | None = None, *, std_floor: float = STD_FLOOR) -> GroupStats:
+    """Statistics of one group.
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(k, n_features)], the group's window (or clip) vectors
+    speech : np.ndarray of bool [shape=(k,)], the windows with speech; None = all. A group
+        without any speech window falls back on all its windows.
+    std_floor : smallest standard deviation kept (see :data:`STD_FLOOR`)
+
+    Raises
+    ------
+    DatasetError
+        If the group has no vector.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise DatasetError("cannot take normalisation statistics of a group without vectors")
+    speech_only = speech is not None and bool(np.any(speech))
+    used = vectors[np.asarray(speech, dtype=bool)] if speech_only else vectors
+    return GroupStats(mean=used.mean(axis=0), std=np.maximum(used.std(axis=0), std_floor), n=int(len(used)),
+                      speech_only=speech_only)
+
+
+def fit_group_stats(vectors: np.ndarray, groups: Sequence[Hashable] | np.ndarray, speech: np.ndarray | None = None,
+                    *, std_floor: float = STD_FLOOR) -> dict[Any, GroupStats]:
+    """Statistics of every group, each from its own vectors only.
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(k, n_features)]
+    groups : [shape=(k,)], the group of each vector (an actor, ``(actor, band)``, a stream id)
+    speech : np.ndarray of bool [shape=(k,)] or None, see :func:`fit_stats`
+    """
+    keys = _keys(groups, len(vectors))
+    stats = {}
+    for key in dict.fromkeys(keys):
+        mine = np.fromiter((k == key for k in keys), dtype=bool, count=len(keys))
+        stats[key] = fit_stats(np.asarray(vectors)[mine], None if speech is None else np.asarray(speech)[mine],
+                               std_floor=std_floor)
+    return stats
+
+
+def normalize_groups(vectors: np.ndarray, groups: Sequence[Hashable] | np.ndarray, speech: np.ndarray | None = None,
+                     *, std_floor: float = STD_FLOOR) -> np.ndarray:
+    """Z-score every vector by the statistics of its own group: float32 ``[shape=(k, n_features)]``.
+
+    Groups never share statistics: callers that split data (training and test parts) call
+    this on each part separately, so no statistic crosses the split.
+    """
+    keys = _keys(groups, len(vectors))
+    stats = fit_group_stats(vectors, keys, speech, std_floor=std_floor)
+    out = np.empty(np.shape(vectors), dtype=np.float32)
+    for key, group in stats.items():
+        mine = np.fromiter((k == key for k in keys), dtype=bool, count=len(keys))
+        out[mine] = group.apply(np.asarray(vectors)[mine])
+    return out
+
+
+def _keys(groups: Sequence[Hashable] | np.ndarray, n: int) -> list[Hashable]:
+    keys = [tuple(g) if isinstance(g, (list, np.ndarray)) else g for g in groups]
+    if len(keys) != n:
+        raise ValueError(f"{len(keys)} group keys for {n} vectors")
+    return keys
