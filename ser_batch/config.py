@@ -18,6 +18,12 @@ from ser_batch.errors import ConfigError
 RECIPES = ("fast", "classic", "rich")
 MODELS = ("keras", "sklearn")
 SPLITS = ("speaker", "random", "none")
+#: ``train.normalize``: also fit sets on features z-scored per speaker (the ``actor`` column).
+TRAIN_NORMALIZE = ("none", "speaker")
+#: ``train.narrowband``: telephone-band rows get their own sets, or join the wideband ones.
+NARROWBAND = ("separate", "mixed")
+#: ``score.normalize``: z-score each stream by its own speech windows' statistics.
+SCORE_NORMALIZE = ("none", "file")
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,13 @@ class TrainConfig:
     export_joblib: bool = False
     #: Also write the Keras ANN as HDF5 (``keras_ann.h5``) for tools that read only that format.
     export_h5: bool = True
+    #: "speaker": besides the global models, fit sets on window features z-scored by each
+    #: actor's own statistics (per band, never pooled across the split); "none": global only.
+    normalize: str = "none"
+    #: How telephone-band rows (8 kHz inputs, telephone copies) are used: "separate" fits
+    #: "narrow" sets on them and the wideband sets on the rest; "mixed" fits one wideband set
+    #: on all rows and no narrow set.
+    narrowband: str = "separate"
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,12 @@ class ScoreConfig:
     block_s: float = 60.0
     #: Windows with a smaller fraction of speech frames get no label and stay out of summaries.
     min_speech_ratio: float = 0.3
+    #: "file": z-score each stream (file, or channel with channels = "split") by the statistics
+    #: of its own speech windows and score it with the bundle's normalised models; "none": as extracted.
+    normalize: str = "none"
+    #: Streams with less speech than this (seconds) are scored by the global models instead
+    #: (too few windows for trustworthy statistics); the files table says which was used.
+    min_normalize_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +292,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")
     if train.split not in SPLITS:
         raise ConfigError(f"train.split must be one of {', '.join(SPLITS)}, got {train.split!r}")
+    if train.normalize not in TRAIN_NORMALIZE:
+        raise ConfigError(f"train.normalize must be one of {', '.join(TRAIN_NORMALIZE)}, got {train.normalize!r}")
+    if train.narrowband not in NARROWBAND:
+        raise ConfigError(f"train.narrowband must be one of {', '.join(NARROWBAND)}, got {train.narrowband!r}")
     if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:
         raise ConfigError("train.test_size and train.test_actor_fraction must be in (0, 1)")
     for name, value in (("keras.validation_fraction", keras.validation_fraction),
@@ -297,6 +320,10 @@ def validate(config: Config) -> None:
         raise ConfigError("score.chunk_s, score.shard_s and score.block_s must be > 0 s, score.shard_files >= 1")
     if not 0 <= score.min_speech_ratio <= 1:
         raise ConfigError("score.min_speech_ratio must be in [0, 1]")
+    if score.normalize not in SCORE_NORMALIZE:
+        raise ConfigError(f"score.normalize must be one of {', '.join(SCORE_NORMALIZE)}, got {score.normalize!r}")
+    if score.min_normalize_s < 0:
+        raise ConfigError("score.min_normalize_s must be >= 0 s")
     if ray.num_cpus < 0 or ray.max_retries < 0:
         raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
 

@@ -163,6 +163,8 @@ MTIME = "mtime"
 N_SEGMENTS = "n_segments"
 SPEECH_S = "speech_s"
 BUNDLE_ID = "bundle_id"
+NORMALIZED = "normalized"
+MODEL_SET = "model_set"
 
 META_BUNDLE_ID = b"ser_batch.bundle_id"
 META_CLASSES = b"ser_batch.classes"
@@ -211,6 +213,11 @@ def files_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any
     ``label``/``confidence``/``p_<class>`` summarise the windows with speech (mean
     probabilities; null when no window has speech or the file failed); ``error`` is null when
     the file was scored; ``size_bytes`` and ``mtime`` identify the version of the file scored.
+    ``model_set`` names the bundle's model set that scored the stream (``global``, ``narrow``
+    for inputs at 8 kHz or below when the bundle has one, ``speaker``/``narrow-speaker`` when
+    normalised); ``normalized`` is true when the stream's windows were z-scored by its own
+    speech statistics (``score.normalize = "file"`` and at least ``score.min_normalize_s`` of
+    speech). Both are null on error rows.
     """
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
@@ -225,6 +232,8 @@ def files_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any
         pa.field(LABEL, pa.string()),
         pa.field(CONFIDENCE, pa.float32()),
         *[pa.field(proba_column(c), pa.float32()) for c in classes],
+        pa.field(NORMALIZED, pa.bool_()),
+        pa.field(MODEL_SET, pa.string()),
         pa.field(ERROR, pa.string()),
         pa.field(BUNDLE_ID, pa.string(), nullable=False),
     ]

@@ -2,9 +2,10 @@
 
 The driver lists the input, skips files already scored under the same bundle and settings,
 reads each remaining file's header, and cuts the work into shards of about
-``score.shard_s`` seconds of audio; a file longer than ``score.chunk_s`` is cut into window
-ranges that separate tasks score (windows aligned to the file's grid, so the result equals
-scoring it whole). Each Ray task streams its files block by block, scores all windows of a
+``score.shard_s`` seconds of audio (:mod:`ser_batch.score_plan`); a file longer than
+``score.chunk_s`` is cut into window ranges that separate tasks score (windows aligned to the
+file's grid, so the result equals scoring it whole), unless ``score.normalize = "file"``,
+which needs each stream whole. Each Ray task streams its files block by block, scores all windows of a
 block in one batched call of each model (loaded once per worker), writes its ``segments``
 part and then its ``files`` part, and returns only counters. The driver writes the ``files``
 row of a cut file when all its ranges are done, and the run record at the end.
@@ -27,34 +28,14 @@ from ser_batch import __version__, results, schema, storage
 from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.errors import DatasetError, SerBatchError
 from ser_batch.failures import counted, format_failures
+from ser_batch.score_plan import Shard, Unit, cut_units, identity_of, list_input, plan_shards, settings_of
+from ser_batch.score_tables import ScoreTables, file_rows_of
 
 log = logging.getLogger(__name__)
 
 #: Environment variable for fault-injection tests: a worker that reaches a file whose path
 #: contains this text exits at once, as a crash in a native decoder would.
 FAULT_ENV = "SER_BATCH_TEST_CRASH_ON"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One file, or one range of windows of a long file, to score."""
-
-    path: str  # as reported in the tables
-    source: str  # absolute path to read
-    size: int | None
-    mtime: float | None
-    duration_s: float
-    windows: tuple[int, int | None] = (0, None)
-    chunk: int = -1  # -1: the whole file
-
-    def key(self, settings_key: str) -> str:
-        return storage.content_key(self.path, self.size, self.mtime, self.windows, settings_key)
-
-
-@dataclass(frozen=True)
-class Shard:
-    units: tuple[Unit, ...]
-    key: str
 
 
 @dataclass
@@ -115,7 +96,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     cfg = config_from_dict(config)
     bundle = cached_bundle(bundle_path, bundle_id)
     frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
-    tables = _Tables(bundle=bundle, bundle_id=bundle_id, config=config)
+    tables = ScoreTables(bundle=bundle, bundle_id=bundle_id, config=config)
     # Features of every unit first, then all windows of the shard in one call of each model
     # (long units are scored block by block as they stream).
     done: list[tuple[Unit, list[Any], str | None]] = []
@@ -125,7 +106,8 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
             os._exit(70)  # fault injection: a crash no Python handler sees
         streams, error = _unit_windows(unit, bundle=bundle, config=cfg)
         done.append((unit, streams, error))
-    attach_probabilities(bundle, [s for _, streams, _ in done for s in streams], framework=cfg.score.framework)
+    attach_probabilities(bundle, [s for _, streams, _ in done for s in streams], framework=cfg.score.framework,
+                         score=cfg.score)
     segments: list[pa.Table] = []
     file_rows: list[dict[str, Any]] = []
     chunks: list[dict[str, Any]] = []
@@ -201,149 +183,10 @@ def _partial(stream: Any) -> dict[str, Any]:
     s = stream.summary
     return {"channel": stream.channel, "n_windows": s.n_windows, "n_speech": s.n_speech,
             "speech_frames": s.speech_frames, "proba_sum": None if s.proba_sum is None else s.proba_sum.tolist(),
-            "info": stream.info}
-
-
-def file_rows_of(unit: Unit, streams: list[tuple[int | None, Any, Any]], error: str | None, *,
-                 classes: list[str], bundle_id: str, frame_s: float) -> list[dict[str, Any]]:
-    """``files`` rows of one file: one per stream ``(channel, AudioInfo, StreamSummary)``, or one
-    error row."""
-    base = {schema.PATH: unit.path, schema.SIZE_BYTES: unit.size, schema.MTIME: unit.mtime,
-            schema.BUNDLE_ID: bundle_id, schema.ERROR: error}
-    if error is not None or not streams:
-        return [dict(base, **{schema.CHANNEL: None})]
-    rows = []
-    for channel, info, summary in streams:
-        row = dict(base, **{schema.CHANNEL: channel, schema.DURATION_S: info.duration_s,
-                            schema.SAMPLE_RATE_IN: info.sample_rate, schema.CHANNELS_IN: info.channels,
-                            schema.N_SEGMENTS: summary.n_windows,
-                            schema.SPEECH_S: round(summary.speech_frames * frame_s, 3)})
-        mean = summary.mean_proba()
-        if mean is not None:
-            best = int(np.argmax(mean))
-            row.update({schema.LABEL: classes[best], schema.CONFIDENCE: float(mean[best]),
-                        **{schema.proba_column(c): float(p) for c, p in zip(classes, mean)}})
-        rows.append(row)
-    return rows
-
-
-class _Tables:
-    """Arrow tables of the score job, with the schemas of :mod:`ser_batch.schema`."""
-
-    def __init__(self, *, bundle: Any, bundle_id: str, config: dict[str, Any]) -> None:
-        self.classes = bundle.classes
-        self.segments_schema = schema.segments_schema(classes=self.classes, bundle_id=bundle_id, config=config)
-        self.files_schema = schema.files_schema(classes=self.classes, bundle_id=bundle_id, config=config)
-
-    def segments(self, path: str, streams: list[Any]) -> pa.Table:
-        """The windows of ``streams`` of one file, column by column."""
-        n_classes = len(self.classes)
-        proba = np.concatenate([s.proba for s in streams if s.proba is not None] or [np.zeros((0, n_classes))])
-        speech = np.concatenate([s.speech for s in streams] or [np.zeros(0, dtype=bool)])
-        best = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
-        labels = np.asarray(self.classes, dtype=object)[best]
-        columns: dict[str, Any] = {
-            schema.PATH: pa.array([path] * len(proba), pa.string()),
-            schema.CHANNEL: pa.array([s.channel for s in streams for _ in range(s.summary.n_windows)], pa.int16()),
-            schema.START_S: np.concatenate([s.column("start_s") for s in streams] or [np.zeros(0)]),
-            schema.END_S: np.concatenate([s.column("end_s") for s in streams] or [np.zeros(0)]),
-            schema.SPEECH_RATIO: np.concatenate([s.column("speech_ratio") for s in streams] or [np.zeros(0)]),
-            schema.LABEL: pa.array(list(labels), pa.string(), mask=~speech),
-            schema.CONFIDENCE: proba[np.arange(len(best)), best],
-        }
-        for i, c in enumerate(self.classes):
-            columns[schema.proba_column(c)] = proba[:, i]
-        arrays = [columns[f.name] if isinstance(columns[f.name], pa.Array) else pa.array(columns[f.name], f.type)
-                  for f in self.segments_schema]
-        return pa.Table.from_arrays(arrays, schema=self.segments_schema)
-
-    def files(self, rows: list[dict[str, Any]]) -> pa.Table:
-        return pa.Table.from_pylist(rows, schema=self.files_schema)
+            "model_set": s.model_set, "normalized": s.normalized, "info": stream.info}
 
 
 # ---------------------------------------------------------------------- the driver
-
-
-def list_input(input_path: Path, *, extensions: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """``(reported path, absolute path)`` of every file to score.
-
-    INPUT is a folder (searched recursively, as ``extract`` does) or a text file listing one
-    path per line (blank lines and ``#`` comments skipped; relative paths are relative to the
-    list's folder), as archives are often selected by a query.
-    """
-    from ser_batch.dataset import discover_audio
-
-    input_path = Path(input_path)
-    if input_path.is_dir():
-        root = input_path.resolve()
-        return [(rel, root / rel) for rel in discover_audio(input_path, extensions=extensions)]
-    if not input_path.is_file():
-        raise DatasetError(f"input not found: {input_path}")
-    try:
-        lines = input_path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read the list of files {input_path}: {exc}") from None
-    base = input_path.resolve().parent
-    entries, seen = [], set()
-    for line in lines:
-        text = line.strip()
-        if not text or text.startswith("#") or text in seen:
-            continue
-        seen.add(text)
-        entries.append((text, Path(os.path.abspath(base / text))))
-    return entries
-
-
-def _identity(path: Path) -> tuple[int | None, float | None]:
-    """(size, mtime) of a file, of the link itself when it dangles; ``(None, None)`` if gone."""
-    for stat in (os.stat, os.lstat):
-        try:
-            st = stat(path)
-            return int(st.st_size), round(st.st_mtime, 6)
-        except OSError:
-            continue
-    return None, None
-
-
-def plan_shards(units: list[Unit], *, config: Config, settings_key: str) -> list[Shard]:
-    """Pack units into shards of about ``score.shard_s`` seconds (at most ``shard_files`` files),
-    longest first so that the last tasks to start are short ones."""
-    shards, current, seconds = [], [], 0.0
-    for unit in units:
-        current.append(unit)
-        seconds += max(unit.duration_s, 1.0)
-        if seconds >= config.score.shard_s or len(current) >= config.score.shard_files or unit.chunk >= 0:
-            shards.append(current)
-            current, seconds = [], 0.0
-    if current:
-        shards.append(current)
-    planned = [Shard(tuple(s), storage.content_key([u.key(settings_key) for u in s])) for s in shards]
-    return sorted(planned, key=lambda s: -sum(u.duration_s for u in s.units))
-
-
-def cut_units(path: str, source: Path, size: int | None, mtime: float | None, duration_s: float, *,
-              config: Config, bundle_config: Config) -> list[Unit]:
-    """One unit for a file, or window ranges of about ``score.chunk_s`` for a longer one."""
-    hop_s = bundle_config.features.window_hop_s
-    if duration_s <= config.score.chunk_s:
-        return [Unit(path, str(source), size, mtime, duration_s)]
-    per_chunk = max(1, int(round(config.score.chunk_s / hop_s)))
-    n_chunks = max(1, int(round(duration_s / hop_s / per_chunk)))
-    units = []
-    for j in range(n_chunks):
-        stop = None if j == n_chunks - 1 else (j + 1) * per_chunk
-        length = (duration_s - j * per_chunk * hop_s) if stop is None else per_chunk * hop_s
-        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j))
-    return units
-
-
-def settings_of(bundle: Any, bundle_id: str, config: Config) -> dict[str, Any]:
-    """What every row of an output folder depends on, and its key."""
-    score = config_to_dict(config)["score"]
-    numbers = {k: score[k] for k in ("framework", "channels", "min_speech_ratio")}
-    key = storage.content_key(bundle_id, numbers, schema.SCHEMA_VERSION)
-    return {"key": key, "bundle_id": bundle_id, "bundle_path": str(bundle.path), **numbers,
-            "classes": bundle.classes, "schema_version": schema.SCHEMA_VERSION}
 
 
 # --- running on any cluster (issue #9): absolute paths, runtime before any write, OUT locked ---
@@ -404,13 +247,14 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     from ser_batch.audio import probe_audio
     from ser_batch.bundle import load_bundle
     from ser_batch.errors import AudioError
-    from ser_batch.scoring import bundle_id as id_of, check_scoring_bundle
+    from ser_batch.scoring import bundle_id as id_of, check_normalize, check_scoring_bundle
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     started = time.perf_counter()
     out = Path(out)
     bundle = load_bundle(model_dir)
     check_scoring_bundle(bundle, config.score.framework)
+    check_normalize(bundle, config.score)
     bid = id_of(bundle)
     entries = list_input(Path(input_path), extensions=config.audio.extensions)
     if not entries:
@@ -423,7 +267,7 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     summary = ScoreSummary(out=out, files_total=len(entries))
     todo, changed = [], set()
     for rel, source in entries:
-        size, mtime = _identity(source)
+        size, mtime = identity_of(source)
         if committed.is_done(rel, size, mtime):
             summary.files_skipped += 1
             continue
@@ -532,7 +376,8 @@ def _commit_long_file(unit: Unit, chunks: list[dict[str, Any]], *, out: Path, cl
         for chunk in chunks:
             for part in chunk["streams"]:
                 total = StreamSummary(part["n_windows"], part["n_speech"], part["speech_frames"],
-                                      None if part["proba_sum"] is None else np.asarray(part["proba_sum"]))
+                                      None if part["proba_sum"] is None else np.asarray(part["proba_sum"]),
+                                      part["model_set"], part["normalized"])
                 info, previous = by_channel.get(part["channel"], (part["info"], StreamSummary()))
                 by_channel[part["channel"]] = (info, previous.merge(total))
         streams = [(channel, info, total) for channel, (info, total) in by_channel.items()]

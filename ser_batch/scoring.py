@@ -7,6 +7,12 @@ with speech (``speech_ratio >= score.min_speech_ratio``). ``predict`` prints tha
 for single files, ``score`` writes the windows and summaries of whole archives, and
 ``evaluate`` applies the same rule to the windows stored by ``extract``.
 
+Which of the bundle's model sets scores a stream is decided here, once for all three
+(:func:`stream_inputs`): the narrow-band set for inputs at 8 kHz or below when the bundle has
+one, and with ``score.normalize = "file"`` the normalised set on the stream's windows z-scored
+by the statistics of its own speech windows (:mod:`ser_batch.normalize`), unless the stream
+has less than ``score.min_normalize_s`` of speech.
+
 Models are loaded once per process (:func:`cached_bundle`): a Ray worker keeps them across
 the shards it runs.
 """
@@ -23,9 +29,11 @@ import numpy as np
 
 from ser_batch.audio import AudioInfo, iter_audio_blocks, probe_audio
 from ser_batch.bundle import FRAMEWORKS, MANIFEST, Bundle, load_bundle
-from ser_batch.config import Config
+from ser_batch.config import Config, ScoreConfig
 from ser_batch.errors import BundleError, FeatureError, SerBatchError
 from ser_batch.filterbanks import check_length, one_frame
+from ser_batch.model_sets import GLOBAL
+from ser_batch.normalize import fit_stats
 from ser_batch.windows import WindowBatch, first_sample_needed, stream_windows
 
 #: Bundles loaded in this process, by (path, id).
@@ -74,12 +82,20 @@ def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
                           "audio needs a bundle trained on the rich recipe's windows")
 
 
-def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str) -> np.ndarray:
+def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
+    """Refuse ``score.normalize = "file"`` with a bundle that has no normalised models (before any
+    audio is decoded)."""
+    if score.normalize == "file":
+        bundle.require_normalized()
+
+
+def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
-    in ``bundle.classes`` order; ``both`` averages the models (soft voting)."""
+    in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
+    (soft voting)."""
     if len(vectors) == 0:
         return np.zeros((0, len(bundle.classes)))
-    return bundle.predict_proba(vectors, framework=framework)
+    return bundle.predict_proba(vectors, framework=framework, model_set=model_set)
 
 
 @dataclass
@@ -90,11 +106,17 @@ class StreamSummary:
     n_speech: int = 0
     speech_frames: int = 0
     proba_sum: np.ndarray | None = None
+    #: The bundle's model set that scored the stream, and whether its windows were z-scored.
+    model_set: str | None = None
+    normalized: bool = False
 
     def merge(self, other: "StreamSummary") -> "StreamSummary":
         both = [s for s in (self.proba_sum, other.proba_sum) if s is not None]
+        # Ranges of one file are never normalised (a normalised stream is scored whole) and
+        # share its band, so they share a model set.
         return StreamSummary(self.n_windows + other.n_windows, self.n_speech + other.n_speech,
-                             self.speech_frames + other.speech_frames, sum(both) if both else None)
+                             self.speech_frames + other.speech_frames, sum(both) if both else None,
+                             self.model_set or other.model_set, self.normalized or other.normalized)
 
     def mean_proba(self) -> np.ndarray | None:
         """Mean probabilities over the windows with speech; ``None`` without any."""
@@ -157,29 +179,58 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
 
     With ``framework``, each block's windows are scored as they come and their feature
     vectors dropped, so that memory does not grow with the file's length (long files);
-    the streams are then summarised already."""
+    the streams are then summarised already. With ``score.normalize = "file"`` a stream needs
+    all its windows before any can be scored: its vectors are kept (about 3 KB per window, 0.5 s
+    of audio) and it is scored at its end."""
     info = probe_audio(Path(path))
     if info.frames <= 0:
         raise FeatureError("no audio samples")
     n_fft, rate = bundle.config.features.n_fft, bundle.config.audio.sample_rate
     check_length(int(info.duration_s * rate), rate, min_samples=n_fft, needed_for=one_frame(n_fft, rate))
     streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
+    as_they_come = framework is not None and config.score.normalize != "file"
+    plain_set = bundle.choose_set(info.sample_rate, False)
     results = []
     for channel in streams:
         result = StreamResult(info=info, channel=channel)
         probas = []
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
-            if framework is not None:
-                probas.append(window_proba(bundle, batch.vectors, framework=framework))
+            if as_they_come:
+                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set))
                 batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
             result.summary.speech_frames += batch.speech_frames
         result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
-        if framework is not None:
+        if as_they_come:
+            result.summary.model_set = plain_set
             _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(bundle.classes))))
+        elif framework is not None:
+            attach_probabilities(bundle, [result], framework=framework, score=config.score)
+            result.windows = [dataclasses.replace(w, vectors=w.vectors[:, :0]) for w in result.windows]
         results.append(result)
     return results
+
+
+def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig) -> tuple[np.ndarray, str]:
+    """The window vectors ``[shape=(k, n_features)]`` a stream is scored on and the model set
+    that scores them; records both choices in ``stream.summary``.
+
+    The set of the stream's band (:meth:`Bundle.choose_set`). With ``score.normalize = "file"``
+    and at least ``score.min_normalize_s`` seconds of speech, the vectors are z-scored by the
+    statistics of the stream's own speech windows and the normalised set scores them; a stream
+    with less speech keeps the plain set (``summary.normalized`` False).
+    """
+    vectors = np.concatenate([w.vectors for w in stream.windows]) if stream.windows else \
+        np.zeros((0, len(bundle.manifest["features"]["names"])), dtype=np.float32)
+    settings = bundle.config
+    speech_s = stream.summary.speech_frames * settings.features.hop_length / settings.audio.sample_rate
+    normalize = score.normalize == "file" and speech_s >= score.min_normalize_s and bool(stream.speech.any())
+    if normalize:
+        vectors = fit_stats(vectors, stream.speech).apply(vectors)
+    stream.summary.model_set = bundle.choose_set(stream.info.sample_rate, normalize)
+    stream.summary.normalized = normalize
+    return vectors, stream.summary.model_set
 
 
 def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
@@ -188,26 +239,30 @@ def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
     stream.summary.proba_sum = proba[stream.speech].sum(axis=0)
 
 
-def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str) -> None:
-    """Score the windows of all ``streams`` not scored yet in one batched call of each model,
-    and summarise every stream (the mean of its windows with speech)."""
-    pending = [s for s in streams if s.proba is None]
-    vectors = [w.vectors for s in pending for w in s.windows]
-    if not vectors:
-        return
-    proba = window_proba(bundle, np.concatenate(vectors), framework=framework)
-    at = 0
-    for stream in pending:
-        n = stream.summary.n_windows
-        _summarise(stream, proba[at : at + n])
-        at += n
+def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str,
+                         score: ScoreConfig | None = None) -> None:
+    """Score the windows of all ``streams`` not scored yet, one batched call of each model per
+    model set (:func:`stream_inputs` picks each stream's), and summarise every stream (the mean
+    of its windows with speech). ``score``: the scoring settings (default: built-in defaults)."""
+    score = score or ScoreConfig()
+    by_set: dict[str, list[tuple[StreamResult, np.ndarray]]] = {}
+    for stream in streams:
+        if stream.proba is None:
+            vectors, name = stream_inputs(bundle, stream, score=score)
+            by_set.setdefault(name, []).append((stream, vectors))
+    for name, pending in by_set.items():
+        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name)
+        at = 0
+        for stream, vectors in pending:
+            _summarise(stream, proba[at : at + len(vectors)])
+            at += len(vectors)
 
 
 def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
                windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
     """:func:`file_windows` and :func:`attach_probabilities` for one file."""
     streams = file_windows(path, bundle=bundle, config=config, channels=channels, windows=windows)
-    attach_probabilities(bundle, streams, framework=framework)
+    attach_probabilities(bundle, streams, framework=framework, score=config.score)
     return streams
 
 
@@ -225,9 +280,10 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     Returns
     -------
     list of dict
-        One per file: ``{"path", "duration_s", "windows", "speech_windows", "predictions":
-        {name: {"label", "probabilities"}}, "error"}``; a file that cannot be read has ``error``
-        set and no predictions; a file without speech has no predictions either.
+        One per file: ``{"path", "duration_s", "windows", "speech_windows", "model_set",
+        "normalized", "predictions": {name: {"label", "probabilities"}}, "error"}``; a file that
+        cannot be read has ``error`` set and no predictions; a file without speech has no
+        predictions either.
     """
     from ser_batch.config import Config as _Config
 
@@ -240,10 +296,11 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
     if bundle.aggregation != "segments":
         return [_predict_clip(Path(path), bundle=bundle, names=names) for path in paths]
     check_scoring_bundle(bundle, framework)
+    check_normalize(bundle, config.score)
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
-                                 "predictions": {}, "error": None}
+                                 "model_set": None, "normalized": False, "predictions": {}, "error": None}
         results.append(entry)
         try:
             stream = file_windows(Path(path), bundle=bundle, config=config)[0]
@@ -253,8 +310,9 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = "bo
         entry["duration_s"] = round(stream.info.duration_s, 3)
         entry["windows"] = stream.summary.n_windows
         entry["speech_windows"] = int(stream.speech.sum())
-        vectors = np.concatenate([w.vectors for w in stream.windows])
-        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name).mean(axis=0)
+        vectors, model_set = stream_inputs(bundle, stream, score=config.score)
+        entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
+        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name, model_set=model_set).mean(axis=0)
                   for name in names} if stream.speech.any() else {}
         if len(probas) > 1:
             probas["both"] = np.mean(list(probas.values()), axis=0)

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from ser_batch.config import Config, config_from_dict, config_to_dict
 from ser_batch.dataset import FeatureSet, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
 from ser_batch.evaluate import classification_metrics
-from ser_batch.models import mean_by_row, stack_segments
+from ser_batch.model_sets import GLOBAL
+from ser_batch.models import mean_by_row
+from ser_batch.train_sets import SetData, plan_sets
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,22 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     if train_cfg.split == "random":
         from sklearn.model_selection import train_test_split
 
+        # Files, not rows, are drawn: augmented copies share their original's path and must
+        # fall on its side (a test file's copies are never trained on).
+        paths = data.paths.astype(str)
+        first = dict.fromkeys(paths)
+        index_of = {p: i for i, p in enumerate(first)}
+        file_of_row = np.array([index_of[p] for p in paths], dtype=np.int64)
+        file_label = np.empty(len(first), dtype=object)
+        file_label[file_of_row[::-1]] = data.emotion.astype(str)[::-1]  # each file's first row's label
         try:
-            train, test = train_test_split(np.arange(n), test_size=train_cfg.test_size,
-                                           stratify=data.emotion.astype(str), random_state=train_cfg.seed)
+            _, test_files = train_test_split(np.arange(len(first)), test_size=train_cfg.test_size,
+                                             stratify=file_label.astype(str), random_state=train_cfg.seed)
         except ValueError as exc:
             raise DatasetError(f"cannot make a stratified {train_cfg.test_size:.0%} split: {exc}") from None
-        return Split(np.sort(train), np.sort(test), "random",
-                     f"stratified, {train_cfg.test_size:.0%} of rows held out, seed {train_cfg.seed}")
+        is_test = np.isin(file_of_row, test_files)
+        return Split(np.flatnonzero(~is_test), np.flatnonzero(is_test), "random",
+                     f"stratified, {train_cfg.test_size:.0%} of files held out, seed {train_cfg.seed}")
     known = ~np.isnan(data.actor)
     if not known.all():
         raise DatasetError(
@@ -89,14 +100,28 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     return Split(np.flatnonzero(~is_test), np.flatnonzero(is_test), "speaker", how, held)
 
 
+def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], config: dict[str, Any], staging: str,
+                  threads: int) -> dict[str, Any]:
+    """Fit model ``kind`` of set ``name`` (``item = (name, kind)``) on that set's data from
+    ``sets`` (:meth:`ser_batch.train_sets.SetData.arrays`); runs in a Ray task. Sets other
+    than the root's keep only the array export of their models."""
+    name, kind = item
+    data = dict(sets[name])
+    directory = data.pop("dir")
+    result = fit_model(kind, **data, config=config, staging=str(Path(staging) / directory), threads=threads,
+                       arrays_only=bool(directory))
+    return dict(result, set=name, files=[f"{directory}/{f}" if directory else f for f in result["files"]])
+
+
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
               test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
-              test_keep: np.ndarray | None = None) -> dict[str, Any]:
+              test_keep: np.ndarray | None = None, arrays_only: bool = False) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
 
     With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
     and a row's probabilities are the mean over its windows with speech (``test_keep``), or
     over all of them when none has speech -- the rule ``score`` summarises files by.
+    ``arrays_only`` keeps only the array export (``*.npz``, what scoring evaluates).
 
     Returns
     -------
@@ -105,6 +130,7 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     """
     cfg = config_from_dict(config)
     started = time.perf_counter()
+    Path(staging).mkdir(parents=True, exist_ok=True)
     if kind == "keras":
         from ser_batch.models import KerasANN
 
@@ -126,6 +152,12 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         files = [p.name for p in save_sklearn(model, Path(staging) / bundle_io.SKLEARN_FILE,
                                               pickle_path=pickle_path)]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
+    if arrays_only:
+        from ser_batch.networks import ARRAYS
+
+        for name in [f for f in files if f != ARRAYS[kind]]:
+            (Path(staging) / name).unlink()
+        files = [ARRAYS[kind]]
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
     if len(X_test):
@@ -157,11 +189,15 @@ class TrainSummary:
     rows_test: int
     error_rows: int
     wall_s: float
+    #: Test metrics of the other model sets (``speaker``, ``narrow``, ...), by set and model.
+    set_metrics: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f"{self.rows_train} training rows, {self.rows_test} test rows, {self.error_rows} error rows dropped"]
         out += [f"{name:8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}"
                 for name, m in self.metrics.items()]
+        out += [f"{name:8s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  (model set {set_name})"
+                for set_name, models in self.set_metrics.items() for name, m in models.items()]
         out.append(f"bundle written to {self.out} in {self.wall_s:.1f} s (report: {self.out / 'report.html'})")
         return out
 
@@ -202,51 +238,36 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
              len(split.test), split.description)
 
     use_segments = config.train.use_segments and data.segments is not None
-    if use_segments:
-        # Train on every window with its clip's label; score a clip by its windows' mean.
-        X_train, train_rows = stack_segments([data.segments[i] for i in split.train])
-        y_train = labels[split.train][train_rows]
-        X_test, test_rows = stack_segments([data.segments[i] for i in split.test])
-        test_keep = data.speech_windows(split.test, min_speech_ratio=config.score.min_speech_ratio)
-    else:
-        X_train, y_train, X_test, test_rows = data.X[split.train], labels[split.train], data.X[split.test], None
-        test_keep = None
+    # Train on every window with its clip's label; score a clip by its windows' mean.
+    sets = plan_sets(data, split.train, split.test, config=effective, use_segments=use_segments)
     staging = bundle_io.staging_dir(out)
     try:
+        items = [(s.name, kind) for s in sets for kind in config.train.models]
         with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None) as ray_info:
-            threads = max(1, ray_info["cpus"] // len(config.train.models))
+            threads = max(1, ray_info["cpus"] // len(items))
             threads = min(threads, runtime.largest_node_cpus())
             results = runtime.map_tasks(
-                fit_model, list(config.train.models),
-                kwargs={"X_train": X_train, "y_train": y_train, "X_test": X_test, "test_rows": test_rows,
-                        "test_keep": test_keep,
-                        "config": config_to_dict(effective), "staging": str(staging.resolve()),
-                        "threads": threads},
+                fit_set_model, items,
+                kwargs={"sets": {s.name: s.arrays() for s in sets}, "config": config_to_dict(effective),
+                        "staging": str(staging.resolve()), "threads": threads},
                 num_cpus=threads, max_retries=config.ray.max_retries,
             )
         missing = [f for r in results for f in r["files"] if not (staging / f).is_file()]
         if missing:
             raise BundleError(f"model files {', '.join(missing)} were written where the driver cannot see "
                               f"them; on a cluster, --out must be on a filesystem shared by all nodes")
-        y_test = labels[split.test]
-        metrics: dict[str, dict[str, Any]] = {}
-        probas = []
-        for result in results if len(split.test) else []:
-            order = [result["classes"].index(c) for c in classes]
-            proba = result["proba"][:, order]
-            probas.append(proba)
-            metrics[result["model"]] = classification_metrics(y_test, proba, classes)
-            metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
-        if len(probas) > 1 and len(split.test):
-            metrics["both"] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
-        history = next((r["history"] for r in results if r["model"] == "keras"), None)
+        set_metrics = {s.name: set_test_metrics(s, [r for r in results if r["set"] == s.name], labels, classes)
+                       for s in sets}
+        metrics = set_metrics[GLOBAL]
+        history = next((r["history"] for r in results if r["model"] == "keras" and r["set"] == GLOBAL), None)
+        X_train = sets[0].X_train
         manifest = {
             "bundle_format": bundle_io.BUNDLE_FORMAT,
             "ser_batch_version": __version__,
             "library_versions": runtime_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "classes": classes,
-            "models": [r["model"] for r in results],
+            "models": [r["model"] for r in results if r["set"] == GLOBAL],
             "aggregation": "segments" if use_segments else "clip",
             "features": bundle_io.feature_contract(effective, features.metadata),
             "config": config_to_dict(effective),
@@ -264,6 +285,10 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
             "split": {"kind": split.kind, "description": split.description,
                       "test_actors": list(split.test_actors), "seed": config.train.seed},
             "metrics": {name: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for name, m in metrics.items()},
+            "model_sets": {s.name: dict(s.entry(), models=list(config.train.models),
+                                        metrics={name: {k: m[k] for k in ("accuracy", "macro_f1", "n")}
+                                                 for name, m in set_metrics[s.name].items()})
+                           for s in sets},
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         report.write_report(staging, manifest=manifest, metrics=metrics, history=history)
@@ -271,4 +296,23 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return TrainSummary(out, metrics, len(split.train), len(split.test), features.n_errors,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started,
+                        {name: m for name, m in set_metrics.items() if name != GLOBAL})
+
+
+def set_test_metrics(model_set: SetData, results: list[dict[str, Any]], labels: np.ndarray,
+                     classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Test metrics of each model of one set, and of their average (``both``); empty without test rows."""
+    if not len(model_set.test_index):
+        return {}
+    y_test = labels[model_set.test_index]
+    metrics: dict[str, dict[str, Any]] = {}
+    probas = []
+    for result in results:
+        proba = result["proba"][:, [result["classes"].index(c) for c in classes]]
+        probas.append(proba)
+        metrics[result["model"]] = classification_metrics(y_test, proba, classes)
+        metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
+    if len(probas) > 1:
+        metrics["both"] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
+    return metrics
