@@ -159,11 +159,20 @@ def _parse_test_actors(text: str | None) -> dict[str, Any]:
                    "recipe, optimistic); none: train on everything, no test metrics  "
                    "[default: train.split, speaker]")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Fraction of rows held out by --split random  [default: 0.3]")
+              help="Fraction of files held out by --split random (with their augmented copies)  [default: 0.3]")
 @click.option("--test-actors", default=None, metavar="IDS|FRACTION",
               help="Actors held out by --split speaker: 17,18,19,20 or a fraction such as 0.2 "
                    "[default: 17,18,19,20]")
 @click.option("--seed", type=int, default=None, help="Random seed of split and models  [default: 42]")
+@click.option("--normalize", type=click.Choice(["none", "speaker"]), default=None,
+              help="speaker: besides the global models, fit models on window features z-scored by each "
+                   "actor's own statistics (needs the actor column), stored in the bundle as its "
+                   "'speaker' set(s) for `score --normalize file` and `evaluate --normalize speaker`  "
+                   "[default: train.normalize, none]")
+@click.option("--narrowband", type=click.Choice(["separate", "mixed"]), default=None,
+              help="Telephone-band rows (8 kHz inputs, telephone copies): separate = their own 'narrow' "
+                   "set(s), chosen for inputs at 8 kHz or below; mixed = trained into the global models  "
+                   "[default: train.narrowband, separate]")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
@@ -172,7 +181,8 @@ def _parse_test_actors(text: str | None) -> dict[str, Any]:
 @_config_options
 @_handle_errors
 def train(features_dir: Path, out: Path, models: str | None, split: str | None, test_size: float | None,
-          test_actors: str | None, seed: int | None, num_cpus: int | None, address: str | None,
+          test_actors: str | None, seed: int | None, normalize: str | None, narrowband: str | None,
+          num_cpus: int | None, address: str | None,
           overwrite: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Fit the Keras ANN and the scikit-learn MLP on an `extract` output, in parallel.
 
@@ -184,8 +194,8 @@ def train(features_dir: Path, out: Path, models: str | None, split: str | None, 
     """
     from ser_batch.train import run_train
 
-    train_section: dict[str, Any] = {"split": split, "test_size": test_size, "seed": seed,
-                                     **_parse_test_actors(test_actors)}
+    train_section: dict[str, Any] = {"split": split, "test_size": test_size, "seed": seed, "normalize": normalize,
+                                     "narrowband": narrowband, **_parse_test_actors(test_actors)}
     if models is not None:
         train_section["models"] = [m.strip() for m in models.split(",") if m.strip()]
     config = _load_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
@@ -211,10 +221,14 @@ _TRUST_PICKLE_HELP = ("Allow loading the scikit-learn pickle of an old (format-1
                    "the output and JSON say so).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON to this file.")
+@click.option("--normalize", type=click.Choice(["none", "speaker"]), default="none",
+              help="speaker: z-score each actor's windows by that actor's own statistics and score them with "
+                   "the bundle's normalised models (a bundle trained with --normalize speaker; needs the "
+                   "actor column).")
 @click.option("--trust-pickle", is_flag=True, help=_TRUST_PICKLE_HELP)
 @_handle_errors
 def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_training: bool, out: Path | None,
-             trust_pickle: bool) -> None:
+             normalize: str, trust_pickle: bool) -> None:
     """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
 
     Only rows the bundle did not train on are scored (it lists its training files), and
@@ -230,8 +244,9 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     if actors and not actor_ids:
         raise click.BadParameter("use actor numbers like 17,18,19,20", param_hint="--actors")
     results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
-                              trust_pickle=trust_pickle)
+                              trust_pickle=trust_pickle, normalize=normalize)
     click.echo(f"rows: {results['selection']}")
+    click.echo("model sets: " + ", ".join(f"{band}band rows -> {name}" for band, name in results["model_sets"].items()))
     other = results["rows_left_out"] - results["training_rows_left_out"]
     click.echo(f"{results['rows']} rows of {len(results['actors'])} actors "
                f"({results['error_rows']} error rows dropped, {other} other rows left out)")
@@ -336,6 +351,12 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @click.option("--channels", type=click.Choice(["mix", "split"]), default=None,
               help="mix: average the channels into one stream (channel is null); split: score each "
                    "channel as its own stream, e.g. agent and customer  [default: score.channels, mix]")
+@click.option("--normalize", type=click.Choice(["none", "file"]), default=None,
+              help="file: z-score each stream (file, or channel with --channels split) by the statistics of "
+                   "its own speech windows and score it with the bundle's normalised models. For one voice per "
+                   "stream with at least score.min_normalize_s (20 s) of speech; a stream with less falls back "
+                   "to the global models (files.normalized says which). Not for mono recordings that mix "
+                   "speakers  [default: score.normalize, none]")
 @click.option("--rescore", is_flag=True,
               help="Score everything again, replacing earlier results in --out (also needed to reuse an "
                    "--out made with another bundle or other settings).")
@@ -349,7 +370,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @_config_options
 @_handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
-          rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool, no_progress: bool,
+          normalize: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool, no_progress: bool,
           config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
@@ -359,13 +380,15 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
     ratio (windows without speech get no label), each file the mean over its speech
     windows. Runs are incremental: files already scored (same path, size and mtime) are
     skipped, so the same command every night scores only what is new. A file that cannot
-    be read becomes a row with its `error`; the job goes on.
+    be read becomes a row with its `error`; the job goes on. Inputs at 8 kHz or below are
+    scored by the bundle's narrow-band models when it has them (files.model_set says which).
 
-    Example: ser-batch score /archive/calls --out output/scores --channels split
+    Example: ser-batch score /archive/calls --out output/scores --channels split --normalize file
     """
     from ser_batch.score import run_score
 
-    config = _load_config(config_path, overrides, score={"framework": framework, "channels": channels},
+    config = _load_config(config_path, overrides,
+                          score={"framework": framework, "channels": channels, "normalize": normalize},
                           ray={"num_cpus": num_cpus})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
                         rescore=rescore, address=address or config.ray.address or None, progress=not no_progress)

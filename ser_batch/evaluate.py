@@ -168,13 +168,16 @@ def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, featu
 
 def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
                     actors: Sequence[int] | None = None, include_training: bool = False,
-                    trust_pickle: bool = False) -> dict[str, Any]:
+                    trust_pickle: bool = False, normalize: str = "none") -> dict[str, Any]:
     """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
 
     By default only rows the bundle did not train on are scored (see :func:`select_rows`);
     ``include_training`` scores them all, with a warning in ``results["warnings"]``.
     Rows whose label is not one of the bundle's classes are left out; ``actors`` keeps
-    only those speakers' rows.
+    only those speakers' rows. Telephone-band rows are scored by the bundle's narrow set when
+    it has one. ``normalize="speaker"`` z-scores every row's windows by the statistics of its
+    actor's speech windows among the rows scored (per band) and scores them with the
+    bundle's normalised set(s), as ``train --normalize speaker`` measured them.
 
     Returns
     -------
@@ -186,11 +189,17 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     Raises
     ------
     DatasetError
-        If no labelled row the models know is left to score.
+        If no labelled row the models know is left to score, or ``normalize="speaker"`` and a
+        row has no actor.
     BundleError
-        If the bundle is invalid or its feature contract does not match.
+        If the bundle is invalid or its feature contract does not match, or ``normalize`` is
+        asked of a bundle without normalised models.
     """
+    if normalize not in ("none", "speaker"):
+        raise DatasetError(f"evaluate normalises per speaker or not at all (normalize none|speaker), not {normalize!r}")
     bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
+    if normalize == "speaker":
+        bundle.require_normalized()
     features = load_feature_set(features_dir)
     bundle.check_features(features.metadata)
     data = features.labelled()
@@ -216,12 +225,47 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "paths": [str(p) for p in data.paths],
         "models": {},
     }
-    # Clips are summarised as score summarises files: the mean over their windows with speech.
-    keep = data.speech_windows(np.arange(len(y)), min_speech_ratio=bundle.config.score.min_speech_ratio)
+    groups = band_groups(bundle, data, normalize=normalize == "speaker")
+    results["normalize"] = normalize
+    results["model_sets"] = {band: name for band, (name, _, _, _) in groups.items()}
     for framework in frameworks:
-        proba = bundle.predict_rows(X, data.segments, framework=framework, keep=keep)
+        proba = np.zeros((len(y), len(bundle.classes)))
+        for name, rows, (X_band, segments), keep in groups.values():
+            proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name)
         results["models"][framework] = classification_metrics(y, proba, bundle.classes)
     return results
+
+
+def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool) -> dict[str, tuple[str, np.ndarray, Any, Any]]:
+    """The rows of each band with the model set that scores them and their inputs:
+    ``{band: (model_set, rows, (X, segments), speech mask over the rows' stacked windows)}``.
+
+    With ``normalize``, clip vectors and windows are z-scored per (actor, band), each actor by
+    the speech windows of its own rows here (:mod:`ser_batch.normalize`)."""
+    from ser_batch.models import stack_segments
+    from ser_batch.normalize import normalize_groups
+    from ser_batch.train_sets import row_bands
+
+    if normalize and np.isnan(data.actor).any():
+        raise DatasetError(f"--normalize speaker needs the actor of every row; {int(np.isnan(data.actor).sum())} "
+                           "rows have none (add actor to labels.csv, or evaluate without --normalize)")
+    bands = row_bands(data)
+    groups = {}
+    for band in sorted(set(bands)):
+        rows = np.flatnonzero(bands == band)
+        # Clips are summarised as score summarises files: the mean over their windows with speech.
+        keep = data.speech_windows(rows, min_speech_ratio=bundle.config.score.min_speech_ratio)
+        X = data.X[rows]
+        segments = [data.segments[i] for i in rows] if data.segments is not None else None
+        if normalize:
+            X = normalize_groups(X, data.actor[rows])
+            if segments is not None:
+                stacked, owner = stack_segments(segments)
+                stacked = normalize_groups(stacked, data.actor[rows][owner], keep)
+                bounds = np.cumsum([0] + [len(s) for s in segments])
+                segments = [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        groups[band] = (bundle.choose_set(band=band, normalize=normalize), rows, (X, segments), keep)
+    return groups
 
 
 def format_metrics(results: dict[str, Any]) -> str:
