@@ -246,7 +246,8 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
                               trust_pickle=trust_pickle, normalize=normalize)
     click.echo(f"rows: {results['selection']}")
-    click.echo("model sets: " + ", ".join(f"{band}band rows -> {name}" for band, name in results["model_sets"].items()))
+    click.echo("model sets: " + ", ".join(f"{band}band rows -> {name}"
+                                          for band, name in results["model_sets"].items()))
     other = results["rows_left_out"] - results["training_rows_left_out"]
     click.echo(f"{results['rows']} rows of {len(results['actors'])} actors "
                f"({results['error_rows']} error rows dropped, {other} other rows left out)")
