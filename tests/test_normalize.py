@@ -1,0 +1,335 @@
+"""Per-speaker / per-file normalisation and model sets (ser_batch/normalize.py, model_sets.py,
+train_sets.py, and their use in bundle.py, train.py, evaluate.py, scoring.py and score.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_audio
+from ser_batch import bundle as bundle_io, schema, storage
+from ser_batch.cli import main
+from ser_batch.config import Config, config_to_dict, load_config
+from ser_batch.dataset import FeatureSet
+from ser_batch.errors import BundleError, DatasetError
+from ser_batch.networks import ARRAYS, DenseNetwork
+from ser_batch.normalize import STD_FLOOR, fit_group_stats, fit_stats, normalize_groups
+from ser_batch.train import split_rows
+from ser_batch.train_sets import plan_sets
+
+# ------------------------------------------------------------------ the statistics
+
+
+def test_stats_come_from_speech_windows_with_a_floored_std() -> None:
+    rng = np.random.default_rng(0)
+    speech = rng.normal(5.0, 2.0, size=(200, 3))
+    silence = np.full((50, 3), -80.0)
+    vectors = np.concatenate([speech, silence])
+    mask = np.r_[np.ones(200, bool), np.zeros(50, bool)]
+    stats = fit_stats(vectors, mask)
+    assert stats.speech_only and stats.n == 200
+    np.testing.assert_allclose(stats.mean, speech.mean(axis=0))
+    z = stats.apply(speech)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-5)
+    # a group without speech falls back on all its windows; a constant feature is not blown up
+    constant = fit_stats(np.ones((10, 2)), np.zeros(10, bool))
+    assert not constant.speech_only and np.all(constant.std == STD_FLOOR)
+    with pytest.raises(DatasetError):
+        fit_stats(np.zeros((0, 3)))
+
+
+def test_each_group_is_normalised_by_its_own_statistics_only() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, (40, 2)), rng.normal(100, 10, (60, 2))
+    vectors, groups = np.concatenate([a, b]), ["a"] * 40 + ["b"] * 60
+    z = normalize_groups(vectors, groups)
+    np.testing.assert_allclose(z[:40], fit_stats(a).apply(a), rtol=1e-5)
+    np.testing.assert_allclose(z[40:], fit_stats(b).apply(b), rtol=1e-5)
+    assert set(fit_group_stats(vectors, groups)) == {"a", "b"}
+
+
+# ------------------------------------------------------------- training sets, splits
+
+
+def _windows_set(actors: list[int], labels: list[str], *, paths: list[str] | None = None,
+                 bands: list[str] | None = None, augment: list[str | None] | None = None) -> FeatureSet:
+    """Rows of 4 windows each; actor ``a``'s windows sit around ``10 * a`` (a speaker offset)."""
+    rng = np.random.default_rng(0)
+    n = len(actors)
+    segments = [rng.normal(10.0 * a, 1.0 + a, size=(4, 3)).astype(np.float32) for a in actors]
+    data = FeatureSet(X=np.stack([s.mean(axis=0) for s in segments]), emotion=np.array(labels, dtype=object),
+                      actor=np.array(actors, dtype=float),
+                      paths=np.array(paths or [f"f{i}.wav" for i in range(n)], dtype=object), metadata={},
+                      n_errors=0, segments=segments, speech_ratio=[np.ones(4, dtype=np.float32)] * n)
+    # The columns the augmentation branch adds (absent: all wide originals).
+    if bands is not None:
+        object.__setattr__(data, "band", np.array(bands, dtype=object))
+    if augment is not None:
+        object.__setattr__(data, "augment", np.array(augment, dtype=object))
+    return data
+
+
+def test_speaker_sets_use_per_actor_stats_never_pooled_across_the_split() -> None:
+    actors = [a for a in (1, 2, 3) for _ in range(6)]
+    data = _windows_set(actors, ["happy", "sad"] * 9)
+    config = load_config(overrides=['train.split="random"', "train.test_size=0.34", 'train.normalize="speaker"'])
+    split = split_rows(data, config=config)
+    # the random split puts actors on both sides: their two parts must get separate statistics
+    assert set(data.actor[split.train]) & set(data.actor[split.test])
+    sets = {s.name: s for s in plan_sets(data, split.train, split.test, config=config, use_segments=True)}
+    assert list(sets) == ["global", "speaker"]
+    speaker = sets["speaker"]
+    train_actor = np.repeat(data.actor[split.train], 4)
+    for actor in set(train_actor):
+        part = speaker.X_train[train_actor == actor]
+        np.testing.assert_allclose(part.mean(axis=0), 0, atol=1e-4)
+        np.testing.assert_allclose(part.std(axis=0), 1, atol=1e-3)
+    # the test windows are exactly those of the test rows normalised on their own, per actor
+    test_windows = np.concatenate([data.segments[i] for i in split.test])
+    expected = normalize_groups(test_windows, list(zip(np.repeat(data.actor[split.test], 4), ["wide"] * len(test_windows))))
+    np.testing.assert_allclose(speaker.X_test, expected, rtol=1e-5)
+    # changing training rows changes nothing in the test part
+    moved = _windows_set(actors, ["happy", "sad"] * 9)
+    for i in split.train:
+        moved.segments[i][:] += 1000.0
+    again = {s.name: s for s in plan_sets(moved, split.train, split.test, config=config, use_segments=True)}
+    np.testing.assert_array_equal(again["speaker"].X_test, speaker.X_test)
+    # the global set is untouched
+    np.testing.assert_array_equal(sets["global"].X_test, test_windows)
+
+
+def test_speaker_normalisation_needs_actors() -> None:
+    data = _windows_set([1, 1, 2, 2], ["happy", "sad"] * 2)
+    data.actor[0] = np.nan
+    config = load_config(overrides=['train.normalize="speaker"'])
+    with pytest.raises(DatasetError, match="actor column"):
+        plan_sets(data, np.arange(2), np.arange(2, 4), config=config, use_segments=True)
+
+
+def test_narrow_rows_get_their_own_sets_unless_mixed() -> None:
+    actors = [a for a in (1, 2) for _ in range(8)]
+    labels = [("happy", "sad")[(i // 2) % 2] for i in range(16)]
+    paths = [f"f{i // 2}.wav" for i in range(16)]  # every file once as is and once as a telephone copy
+    bands = ["wide", "narrow"] * 8
+    augment = [None, "telephone-ulaw"] * 8
+    data = _windows_set(actors, labels, paths=paths, bands=bands, augment=augment)
+    train, test = np.flatnonzero(data.actor == 1), np.flatnonzero(data.actor == 2)
+    config = load_config(overrides=['train.normalize="speaker"'])
+    sets = {s.name: s for s in plan_sets(data, train, test, config=config, use_segments=True)}
+    assert list(sets) == ["global", "speaker", "narrow", "narrow-speaker"]
+    assert len(sets["global"].X_train) == len(sets["narrow"].X_train) == 4 * 4
+    # wide metrics on the original test rows only; narrow ones on the telephone copies of test files
+    assert all(augment[i] is None for i in sets["global"].test_index)
+    assert all(bands[i] == "narrow" for i in sets["narrow"].test_index)
+    assert "telephone" in sets["narrow"].test_on
+    mixed = plan_sets(data, train, test, config=config.replace(train={"narrowband": "mixed"}), use_segments=True)
+    assert [s.name for s in mixed] == ["global", "speaker"]
+    assert len(mixed[0].X_train) == 8 * 4 and len(mixed[0].test_index) == 4
+
+
+def test_random_split_keeps_every_copy_of_a_file_on_one_side() -> None:
+    paths = [f"f{i // 3}.wav" for i in range(60)]
+    labels = [("happy", "sad")[(i // 3) % 2] for i in range(60)]
+    data = _windows_set([1] * 60, labels, paths=paths, augment=[None, "noise-20db", "telephone-ulaw"] * 20)
+    split = split_rows(data, config=load_config(overrides=['train.split="random"']))
+    assert not set(data.paths[split.train]) & set(data.paths[split.test])
+    assert len(split.test) == 3 * 6
+
+
+# ------------------------------------------------------------------- bundle model sets
+
+
+def make_set_bundle(out: Path, *, sets: dict[str, dict[str, str]]) -> Path:
+    """The pretrained bundle plus extra model sets (arrays only). A set with normalize "speaker"
+    gets the global networks without their standardisation (inputs arrive z-scored already)."""
+    source = bundle_io.default_bundle_path()
+    staging = bundle_io.staging_dir(out)
+    manifest = json.loads((source / bundle_io.MANIFEST).read_text())
+    for name in manifest["files"]:
+        shutil.copy2(source / name, staging / name)
+    entries = {"global": {"dir": "", "band": "wide", "normalize": "none", "models": manifest["models"]}}
+    for name, entry in sets.items():
+        (staging / name).mkdir()
+        for framework in manifest["models"]:
+            with np.load(source / ARRAYS[framework]) as arrays:
+                saved = {k: arrays[k] for k in arrays.files}
+            if entry["normalize"] == "speaker":
+                saved["mean"], saved["scale"] = np.zeros_like(saved["mean"]), np.ones_like(saved["scale"])
+            np.savez_compressed(staging / name / ARRAYS[framework], **saved)
+        entries[name] = dict(entry, dir=name, models=manifest["models"])
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    manifest["model_sets"] = entries
+    return bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=False)
+
+
+ALL_SETS = {"speaker": {"band": "wide", "normalize": "speaker"}, "narrow": {"band": "narrow", "normalize": "none"},
+            "narrow-speaker": {"band": "narrow", "normalize": "speaker"}}
+
+
+@pytest.fixture(scope="module")
+def set_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_set_bundle(tmp_path_factory.mktemp("sets") / "bundle", sets=ALL_SETS)
+
+
+def test_bundle_round_trip_of_model_sets(set_bundle: Path, tmp_path: Path) -> None:
+    bundle = bundle_io.load_bundle(set_bundle)
+    assert set(bundle.model_sets) == {"global", *ALL_SETS} and bundle.has_normalized
+    assert bundle.choose_set(16000) == "global" and bundle.choose_set(8000) == "narrow"
+    assert bundle.choose_set(44100, True) == "speaker" and bundle.choose_set(8000, True) == "narrow-speaker"
+    X = np.random.default_rng(0).normal(size=(5, bundle.manifest["features"]["n_features"])).astype(np.float32)
+    direct = DenseNetwork.load(set_bundle / "speaker" / ARRAYS["keras"], classes=bundle.classes).predict_proba(X)
+    np.testing.assert_allclose(bundle.predict_proba(X, framework="keras", model_set="speaker"), direct, rtol=1e-6)
+    assert not np.allclose(bundle.predict_proba(X, framework="keras"), direct)
+    with pytest.raises(BundleError, match="no model set 'nope'"):
+        bundle.predict_proba(X, framework="keras", model_set="nope")
+    # a wideband-only bundle scores 8 kHz inputs with its global models; normalised wide serves narrow
+    only_speaker = bundle_io.load_bundle(make_set_bundle(tmp_path / "b", sets={"speaker": ALL_SETS["speaker"]}))
+    assert only_speaker.choose_set(8000) == "global" and only_speaker.choose_set(8000, True) == "speaker"
+    # without sets (the pretrained bundle, format 2 without the key): global only, normalising refused
+    plain = bundle_io.load_bundle()
+    assert list(plain.model_sets) == ["global"] and plain.choose_set(8000) == "global"
+    with pytest.raises(BundleError, match="no normalised models"):
+        plain.choose_set(16000, True)
+    # a set's files are checksummed like the rest
+    copy = tmp_path / "tampered"
+    shutil.copytree(set_bundle, copy)
+    (copy / "narrow" / ARRAYS["sklearn"]).write_bytes(b"x")
+    with pytest.raises(BundleError, match="narrow/sklearn_mlp.npz"):
+        bundle_io.load_bundle(copy)
+
+
+# ----------------------------------------------------------------- scoring (Ray)
+
+
+def _expected_stream_proba(bundle: bundle_io.Bundle, path: Path, *, normalize: bool, model_set: str) -> np.ndarray:
+    from ser_batch.scoring import file_windows
+
+    stream = file_windows(path, bundle=bundle, config=Config())[0]
+    vectors = np.concatenate([w.vectors for w in stream.windows])
+    if normalize:
+        vectors = fit_stats(vectors, stream.speech).apply(vectors)
+    return bundle.predict_proba(vectors, framework="both", model_set=model_set)
+
+
+def test_score_normalize_file_with_enough_and_too_little_speech(set_bundle: Path, tmp_path: Path,
+                                                                 ray_session: None) -> None:
+    archive = tmp_path / "calls"
+    long = write_audio(archive / "long.wav", duration_s=12.0, seed=1)
+    short = write_audio(archive / "short.wav", duration_s=2.0, seed=2)
+    phone = write_audio(archive / "phone.wav", duration_s=12.0, sample_rate=8000, subtype="ULAW", seed=3)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(set_bundle),
+                                       "--normalize", "file", "--set", "score.min_normalize_s=4.0",
+                                       "--set", "score.chunk_s=3.0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files.loc["long.wav", schema.SPEECH_S] >= 4.0 > files.loc["short.wav", schema.SPEECH_S]
+    assert files.loc["long.wav", schema.NORMALIZED] and files.loc["long.wav", schema.MODEL_SET] == "speaker"
+    assert not files.loc["short.wav", schema.NORMALIZED] and files.loc["short.wav", schema.MODEL_SET] == "global"
+    assert files.loc["phone.wav", schema.MODEL_SET] == "narrow-speaker" and files.loc["phone.wav", schema.NORMALIZED]
+    # the whole stream was scored at once (not cut by chunk_s) on its own z-scored windows
+    bundle = bundle_io.load_bundle(set_bundle)
+    segments = pd.read_parquet(out / "segments")
+    columns = [schema.proba_column(c) for c in bundle.classes]
+    for path, normalize, model_set in ((long, True, "speaker"), (short, False, "global")):
+        got = segments[segments[schema.PATH] == path.name].sort_values(schema.START_S)[columns].to_numpy()
+        np.testing.assert_allclose(got, _expected_stream_proba(bundle, path, normalize=normalize,
+                                                               model_set=model_set), atol=1e-5)
+    # normalising is part of the folder's settings: a plain run into it is refused
+    again = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(set_bundle),
+                                      "--no-progress"])
+    assert again.exit_code == 1 and "normalize 'file' -> 'none'" in again.output
+
+
+def test_telephony_input_picks_the_narrow_set_without_normalising(set_bundle: Path, tmp_path: Path,
+                                                                   ray_session: None) -> None:
+    from ser_batch.score import run_score
+
+    write_audio(tmp_path / "in" / "phone.wav", duration_s=3.0, sample_rate=8000, subtype="ULAW", seed=3)
+    write_audio(tmp_path / "in" / "wide.flac", duration_s=3.0, seed=4)
+    run_score(tmp_path / "in", tmp_path / "out", config=Config(), model_dir=set_bundle, progress=False)
+    files = pd.read_parquet(tmp_path / "out" / "files").set_index("path")
+    assert files.loc["phone.wav", schema.MODEL_SET] == "narrow" and files.loc["wide.flac", schema.MODEL_SET] == "global"
+    assert not files[schema.NORMALIZED].any()
+
+
+def test_normalize_file_is_refused_without_normalised_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ser_batch.audio as audio
+
+    write_audio(tmp_path / "in" / "a.wav", duration_s=1.0)
+    monkeypatch.setattr(audio, "iter_audio_blocks", lambda *a, **k: pytest.fail("decoded audio"))
+    monkeypatch.setattr(audio, "probe_audio", lambda *a, **k: pytest.fail("read a header"))
+    result = CliRunner().invoke(main, ["score", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                       "--normalize", "file", "--no-progress"])
+    assert result.exit_code == 1
+    assert "has no normalised models" in result.output and "--normalize speaker" in result.output
+    assert not (tmp_path / "out" / "files").exists()
+    from ser_batch.scoring import predict_files
+
+    with pytest.raises(BundleError, match="no normalised models"):
+        predict_files([tmp_path / "in" / "a.wav"], bundle=bundle_io.load_bundle(),
+                      config=load_config(overrides=['score.normalize="file"']))
+
+
+# ------------------------------------------------------- train and evaluate (Ray, tiny)
+
+
+def _write_features(out: Path, data_rows: int = 48) -> Path:
+    """A synthetic rich feature set: 4 actors, 2 emotions, 4 windows per clip, each actor offset."""
+    cfg = load_config(overrides=['features.recipe="rich"'])
+    names = schema.feature_names(cfg.features)
+    table_schema = schema.features_schema(features=cfg.features, config=config_to_dict(cfg))
+    rng = np.random.default_rng(0)
+    rows: dict[str, list] = {f.name: [] for f in table_schema}
+    for i in range(data_rows):
+        actor, emotion = 1 + i % 4, ("happy", "sad")[(i // 4) % 2]
+        windows = rng.normal(5.0 * actor + (2.0 if emotion == "happy" else 0.0), 1.0, (4, len(names)))
+        values = {schema.PATH: f"Actor_{actor:02d}/clip_{i}.wav", schema.EMOTION: emotion, schema.ACTOR: actor,
+                  schema.DURATION_S: 3.0, schema.SAMPLE_RATE_IN: 16000, schema.CHANNELS_IN: 1,
+                  schema.FEATURES: windows.mean(axis=0).tolist(), schema.SEGMENTS: windows.tolist(),
+                  schema.SEGMENT_STARTS_S: [0.0, 0.5, 1.0, 1.5], schema.SEGMENT_SPEECH_RATIO: [1.0] * 4}
+        for name in rows:
+            rows[name].append(values.get(name))
+    out.mkdir(parents=True)
+    storage.write_table_atomic(pa.Table.from_pydict(rows, schema=table_schema), out / storage.part_name(0, "0" * 12))
+    return out
+
+
+def test_train_and_evaluate_normalize_speaker(tmp_path: Path, ray_session: None) -> None:
+    features = _write_features(tmp_path / "features")
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["train", str(features), "--out", str(out), "--models", "sklearn",
+                                       "--normalize", "speaker", "--test-actors", "4",
+                                       "--set", "sklearn.max_iter=30", "--set", "sklearn.hidden_layer_sizes=[8]"])
+    assert result.exit_code == 0, result.output
+    assert "(model set speaker)" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["model_sets"]) == {"global", "speaker"}
+    assert manifest["model_sets"]["speaker"]["normalize"] == "speaker"
+    assert manifest["model_sets"]["speaker"]["metrics"]["sklearn"]["n"] == 12
+    # the extra set keeps only its array export
+    assert sorted(p.name for p in (out / "speaker").iterdir()) == ["sklearn_mlp.npz"]
+    bundle = bundle_io.load_bundle(out)
+    assert bundle.choose_set(16000, True) == "speaker"
+
+    from ser_batch.evaluate import evaluate_bundle
+
+    plain = evaluate_bundle(out, features)
+    normalised = evaluate_bundle(out, features, normalize="speaker")
+    assert plain["model_sets"] == {"wide": "global"} and normalised["model_sets"] == {"wide": "speaker"}
+    # evaluate reproduces the figure training measured for the set
+    assert normalised["models"]["sklearn"]["accuracy"] == pytest.approx(
+        manifest["model_sets"]["speaker"]["metrics"]["sklearn"]["accuracy"])
+    # the actor offset dominates the raw features; per-actor z-scoring removes it
+    assert normalised["models"]["sklearn"]["accuracy"] > plain["models"]["sklearn"]["accuracy"]
+    refused = CliRunner().invoke(main, ["evaluate", str(bundle_io.default_bundle_path()), str(features),
+                                        "--normalize", "speaker"])
+    assert refused.exit_code == 1 and "no normalised models" in refused.output
