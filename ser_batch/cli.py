@@ -371,8 +371,8 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @_config_options
 @_handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
-          normalize: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool, no_progress: bool,
-          config_path: Path | None, overrides: tuple[str, ...]) -> None:
+          normalize: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool,
+          no_progress: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
     INPUT is a folder (searched recursively, symlinked folders followed) or a text file

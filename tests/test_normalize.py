@@ -94,7 +94,8 @@ def test_speaker_sets_use_per_actor_stats_never_pooled_across_the_split() -> Non
         np.testing.assert_allclose(part.std(axis=0), 1, atol=1e-3)
     # the test windows are exactly those of the test rows normalised on their own, per actor
     test_windows = np.concatenate([data.segments[i] for i in split.test])
-    expected = normalize_groups(test_windows, list(zip(np.repeat(data.actor[split.test], 4), ["wide"] * len(test_windows))))
+    groups = list(zip(np.repeat(data.actor[split.test], 4), ["wide"] * len(test_windows)))
+    expected = normalize_groups(test_windows, groups)
     np.testing.assert_allclose(speaker.X_test, expected, rtol=1e-5)
     # changing training rows changes nothing in the test part
     moved = _windows_set(actors, ["happy", "sad"] * 9)
