@@ -74,6 +74,10 @@ class ExtractConfig:
     out: str = "output/features"
     #: Optional ``path,label`` CSV for corpora whose names carry no label.
     labels_csv: str = ""
+    #: Augmented copies written besides each file's own row (``ser_batch.telephony``):
+    #: telephone-pcm, telephone-ulaw, telephone-alaw, noise-<snr>db, pink-<snr>db,
+    #: gain-<db>db, tempo-<factor>. Empty: the original audio only.
+    augment: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,15 @@ def validate(config: Config) -> None:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
     if extract.shard_size < 1:
         raise ConfigError("extract.shard_size must be >= 1")
+    if extract.augment:
+        from ser_batch.telephony import parse_augmentation
+
+        if not all(isinstance(name, str) for name in extract.augment):
+            raise ConfigError(f"extract.augment must be a list of names, got {list(extract.augment)}")
+        if len(set(extract.augment)) != len(extract.augment):
+            raise ConfigError(f"extract.augment names an augmentation twice: {', '.join(extract.augment)}")
+        for name in extract.augment:
+            parse_augmentation(name)
     train, keras, sk = config.train, config.keras, config.sklearn
     if not train.models or not set(train.models) <= set(MODELS) or len(set(train.models)) != len(train.models):
         raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")
