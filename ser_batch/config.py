@@ -18,6 +18,10 @@ from ser_batch.errors import ConfigError
 RECIPES = ("fast", "classic", "rich")
 MODELS = ("keras", "sklearn")
 SPLITS = ("speaker", "random", "none")
+#: Forms of the names in ``extract.augment`` (parsed by ``ser_batch.telephony``); kept here so
+#: that ``extract --help`` lists them without importing the audio code.
+AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "noise-<snr>db", "pink-<snr>db",
+                 "gain-<db>db", "tempo-<factor>")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ser_batch.config import AUGMENT_FORMS
 from ser_batch.errors import ConfigError
 
 #: Sample rate of telephone audio, Hz.
@@ -312,9 +313,6 @@ _PATTERNS = (
     (re.compile(r"^tempo-(\d+(?:\.\d+)?)$"), "tempo", float),
 )
 
-#: The forms of augmentation names, for help texts and errors.
-AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "noise-<snr>db", "pink-<snr>db",
-                 "gain-<db>db", "tempo-<factor>")
 
 
 def parse_augmentation(name: str) -> Augmentation:
