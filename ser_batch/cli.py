@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from ser_batch import __version__
-from ser_batch.config import AudioConfig
+from ser_batch.config import AUGMENT_FORMS, AudioConfig
 from ser_batch.errors import SerBatchError
 from ser_batch.failures import counted
 
@@ -90,6 +90,14 @@ def main(verbose: int) -> None:
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with path,label[,actor][,gender] for files whose names carry no "
                    "RAVDESS labels  [default: INPUT_DIR/labels.csv if present]")
+@click.option("--augment", default=None, metavar="NAME[,NAME...]",
+              help="Also write one row per file and augmentation, computed from the same decoded "
+                   "audio (column `augment`; the file's own row has it null). Names: "
+                   + ", ".join(AUGMENT_FORMS) + " (telephone: 8 kHz, 300-3400 Hz band, 16-bit PCM or "
+                   "G.711 mu-law/A-law, back to audio.sample_rate; noise: white (pink: 1/f) noise at "
+                   "that SNR below the speech level; tempo: speed and pitch times the factor, "
+                   "0.8-1.25), e.g. --augment telephone-pcm,telephone-ulaw,noise-20db. Seeded by "
+                   "file and name: a rerun gives the same rows  [default: extract.augment, none]")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
@@ -103,7 +111,7 @@ def main(verbose: int) -> None:
 @_config_options
 @_handle_errors
 def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: Path | None,
-            num_cpus: int | None, address: str | None, overwrite: bool, resume: bool,
+            augment: str | None, num_cpus: int | None, address: str | None, overwrite: bool, resume: bool,
             fail_on_error: bool, no_progress: bool, config_path: Path | None,
             overrides: tuple[str, ...]) -> None:
     """Extract emotion features of every audio file below INPUT_DIR into Parquet.
@@ -120,8 +128,9 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
+    names = None if augment is None else [n.strip() for n in augment.split(",") if n.strip()]
     config = _load_config(config_path, overrides, features={"recipe": recipe},
-                          ray={"num_cpus": num_cpus})
+                          ray={"num_cpus": num_cpus}, extract={"augment": names})
     summary = run_extract(input_dir, out or Path(config.extract.out), config=config,
                           overwrite=overwrite, resume=resume, labels_csv=labels_csv,
                           address=address or config.ray.address or None, progress=not no_progress)

@@ -24,6 +24,10 @@ TRAIN_NORMALIZE = ("none", "speaker")
 NARROWBAND = ("separate", "mixed")
 #: ``score.normalize``: z-score each stream by its own speech windows' statistics.
 SCORE_NORMALIZE = ("none", "file")
+#: Forms of the names in ``extract.augment`` (parsed by ``ser_batch.telephony``); kept here so
+#: that ``extract --help`` lists them without importing the audio code.
+AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "noise-<snr>db", "pink-<snr>db",
+                 "gain-<db>db", "tempo-<factor>")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class ExtractConfig:
     out: str = "output/features"
     #: Optional ``path,label`` CSV for corpora whose names carry no label.
     labels_csv: str = ""
+    #: Augmented copies written besides each file's own row (``ser_batch.telephony``):
+    #: telephone-pcm, telephone-ulaw, telephone-alaw, noise-<snr>db, pink-<snr>db,
+    #: gain-<db>db, tempo-<factor>. Empty: the original audio only.
+    augment: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,15 @@ def validate(config: Config) -> None:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
     if extract.shard_size < 1:
         raise ConfigError("extract.shard_size must be >= 1")
+    if extract.augment:
+        from ser_batch.telephony import parse_augmentation
+
+        if not all(isinstance(name, str) for name in extract.augment):
+            raise ConfigError(f"extract.augment must be a list of names, got {list(extract.augment)}")
+        if len(set(extract.augment)) != len(extract.augment):
+            raise ConfigError(f"extract.augment names an augmentation twice: {', '.join(extract.augment)}")
+        for name in extract.augment:
+            parse_augmentation(name)
     train, keras, sk = config.train, config.keras, config.sklearn
     if not train.models or not set(train.models) <= set(MODELS) or len(set(train.models)) != len(train.models):
         raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")

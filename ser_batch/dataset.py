@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ser_batch import schema
 from ser_batch.errors import DatasetError
+from ser_batch.telephony import WIDE
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,13 @@ class FeatureSet:
         judged speech (``rich`` recipe), or None
     segments : list of np.ndarray [shape=(k_i, n_features)] per row (sliding windows of the
         ``rich`` recipe), or None when the dataset has no windows
+    augment : np.ndarray [shape=(n_rows,)], object: the augmentation of an augmented copy
+        (``telephone-ulaw``, ``noise-20db``, ...), None on rows of a file's own audio
+    band : np.ndarray [shape=(n_rows,)], str: ``wide`` or ``narrow`` (telephone copies and
+        files of at most 8 kHz)
+
+    Left out (tables written before ``extract --augment``), ``augment`` is all None and
+    ``band`` all ``wide``. With augmentations ``paths`` repeats: a file's copies share its path.
     """
 
     X: Any
@@ -235,6 +243,15 @@ class FeatureSet:
     n_errors: int
     segments: list[Any] | None = None
     speech_ratio: list[Any] | None = None
+    augment: Any = None
+    band: Any = None
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if self.augment is None:
+            object.__setattr__(self, "augment", np.full(n, None, dtype=object))
+        if self.band is None:
+            object.__setattr__(self, "band", np.full(n, WIDE, dtype="<U6"))
 
     def subset(self, keep: Any) -> "FeatureSet":
         """The rows selected by a boolean mask or index array."""
@@ -242,7 +259,11 @@ class FeatureSet:
         segments = [self.segments[i] for i in index] if self.segments is not None else None
         speech = [self.speech_ratio[i] for i in index] if self.speech_ratio is not None else None
         return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
-                          self.metadata, self.n_errors, segments, speech)
+                          self.metadata, self.n_errors, segments, speech, self.augment[index], self.band[index])
+
+    def originals(self) -> "FeatureSet":
+        """Only the rows of the files' own audio (no augmented copies)."""
+        return self.subset(np.array([a is None for a in self.augment], dtype=bool))
 
     def speech_windows(self, rows: Any, *, min_speech_ratio: float) -> np.ndarray | None:
         """Mask over the windows of ``rows`` (stacked in order): those with at least
@@ -301,6 +322,11 @@ def load_feature_set(directory: Path) -> FeatureSet:
         offsets = column.offsets.to_numpy()
         values = column.values.to_numpy()
         speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    augment = band = None
+    if schema.AUGMENT in table.column_names:
+        augment = np.array(table.column(schema.AUGMENT).to_pylist(), dtype=object)
+    if schema.BAND in table.column_names:
+        band = np.array([b or WIDE for b in table.column(schema.BAND).to_pylist()], dtype="<U6")
     return FeatureSet(
         X=X,
         emotion=np.array(table.column(schema.EMOTION).to_pylist(), dtype=object),
@@ -310,4 +336,6 @@ def load_feature_set(directory: Path) -> FeatureSet:
         n_errors=n_errors,
         segments=segments,
         speech_ratio=speech,
+        augment=augment,
+        band=band,
     )

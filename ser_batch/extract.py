@@ -24,7 +24,7 @@ from ser_batch.config import Config, config_from_dict, config_to_dict, config_to
 from ser_batch.dataset import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.failures import SHOWN, counted, format_failures
-from ser_batch.recipes import FileFeatures, file_features, signal_features
+from ser_batch.recipes import FileFeatures, checked_features, decode_for_features, signal_features
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ class ExtractSummary:
     """What an extraction run did.
 
     ``failures`` holds the first few failed files as (path, reason), in path order (at
-    most :data:`ser_batch.failures.SHOWN`); ``errors`` counts them all.
+    most :data:`ser_batch.failures.SHOWN`); ``errors`` counts them all. ``augmented``
+    counts the rows of augmented copies (``extract.augment``, named in ``augment``), kept
+    parts included.
     """
 
     out: Path
@@ -57,6 +59,8 @@ class ExtractSummary:
     skipped_parts: int
     wall_s: float
     failures: tuple[tuple[str, str], ...] = ()
+    augmented: int = 0
+    augment: tuple[str, ...] = ()
 
     @property
     def files_per_s(self) -> float:
@@ -70,6 +74,8 @@ class ExtractSummary:
     def line(self) -> str:
         """One-line summary for the CLI."""
         counts = f"{counted(self.files, 'file')}, {counted(self.errors, 'error')}"
+        if self.augment:
+            counts += f", {counted(self.augmented, 'augmented row')} ({', '.join(self.augment)})"
         if self.nothing_to_do:
             return (f"nothing left to do: {counted(self.parts, 'part')} of a finished run are in "
                     f"{self.out} ({counts})")
@@ -91,11 +97,13 @@ def plan_shards(
     """Cut the sorted file list into shards.
 
     A part's name hashes everything its rows depend on (files, their labels, the audio and
-    feature settings), so ``--resume`` only keeps parts that would be written identically.
+    feature settings, the augmentations), so ``--resume`` only keeps parts that would be
+    written identically.
     """
     size = config.extract.shard_size
     settings = config_to_dict(config)
     settings = {k: settings[k] for k in ("audio", "features")}
+    settings["augment"] = list(config.extract.augment)
     shards = []
     for index, start in enumerate(range(0, len(paths), size)):
         chunk = tuple(paths[start : start + size])
@@ -112,32 +120,39 @@ def extract_shard(
 ) -> dict[str, Any]:
     """Process one shard and write its part; runs inside a Ray task (no Ray in here).
 
-    Errors of single files become rows with ``error`` set and the task goes on; that
+    Each file gives one row of its own audio and, with ``extract.augment``, one row per
+    augmentation computed from the same decoded signal (seeded from the file's path and the
+    augmentation's name, so a retried task writes the same numbers). Errors of single files
+    become one row with ``error`` set and no augmented rows, and the task goes on; that
     includes unexpected exceptions (logged with their traceback, reported as "internal
-    error: ..."), so one odd file in an archive cannot sink the whole job. With ``lost``
-    (the driver, for files whose worker died on every try) no file is read: each becomes
-    an error row with that reason.
+    error: ..."), so one odd file in an archive cannot sink the whole job. An augmented copy
+    whose features fail (a ``tempo`` copy shorter than one frame, say) is left out and logged.
+    With ``lost`` (the driver, for files whose worker died on every try) no file is read:
+    each becomes an error row with that reason.
 
     Returns
     -------
     dict
-        ``{"part": name, "files": n, "errors": m, "failures": [(path, reason), ...]}`` with
-        the shard's first :data:`~ser_batch.failures.SHOWN` failed files.
+        ``{"part": name, "files": n, "errors": m, "augmented": k, "failures": [(path, reason), ...]}``
+        with the shard's first :data:`~ser_batch.failures.SHOWN` failed files.
     """
     cfg = config_from_dict(config)
     names = schema.feature_names(cfg.features)
     rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(features=cfg.features, config={})}
     failures: list[tuple[str, str]] = []
+    augmented = 0
     crash_on = os.environ.get(FAULT_ENV)
     for rel in shard.paths:
         if crash_on and lost is None and crash_on in rel:
             os._exit(70)  # fault injection: a crash no Python handler sees
         feats: FileFeatures | None = None
         info: AudioInfo | None = None
+        y: np.ndarray | None = None
         error = lost
         try:
             if lost is None:
-                feats, info = file_features(Path(root) / rel, config=cfg)
+                y, info = decode_for_features(Path(root) / rel, config=cfg)
+                feats = checked_features(y, config=cfg)
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None
         except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
@@ -145,17 +160,15 @@ def extract_shard(
             error, feats = f"internal error: {type(exc).__name__}: {exc}", None
         if error is not None:
             failures.append((rel, error))
-        for key, value in labels_for(rel, labels=labels).as_row().items():
-            rows[key].append(value)
-        rows[schema.PATH].append(rel)
-        rows[schema.DURATION_S].append(info.duration_s if info else None)
-        rows[schema.SAMPLE_RATE_IN].append(info.sample_rate if info else None)
-        rows[schema.CHANNELS_IN].append(info.channels if info else None)
-        rows[schema.FEATURES].append(feats.vector if feats else None)
-        rows[schema.SEGMENTS].append(feats.segments if feats else None)
-        rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
-        rows[schema.SEGMENT_SPEECH_RATIO].append(feats.segment_speech_ratio if feats else None)
-        rows[schema.ERROR].append(error)
+        label_row = labels_for(rel, labels=labels).as_row()
+        _append_row(rows, rel, label_row, info, None, feats, error)
+        if feats is None or y is None:
+            continue
+        for name in cfg.extract.augment:
+            copy = _augmented_features(rel, y, name, config=cfg)
+            if copy is not None:
+                _append_row(rows, rel, label_row, info, name, copy, None)
+                augmented += 1
     table_schema = schema.features_schema(features=cfg.features, config=config)
     arrays = []
     for field in table_schema:
@@ -168,7 +181,42 @@ def extract_shard(
     table = pa.Table.from_arrays(arrays, schema=table_schema)
     storage.write_table_atomic(table, Path(out) / shard.name)
     # Only the first few failures travel back: the summary names no more than that.
-    return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "failures": failures[:SHOWN]}
+    return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "augmented": augmented,
+            "failures": failures[:SHOWN]}
+
+
+def _augmented_features(rel: str, y: np.ndarray, name: str, *, config: Config) -> FileFeatures | None:
+    """Features of the augmentation ``name`` of the decoded file ``rel``; None (logged) if they fail."""
+    from ser_batch.telephony import augment_signal, augmentation_rng
+
+    try:
+        copy = augment_signal(y, config.audio.sample_rate, name, rng=augmentation_rng(rel, name))
+        return checked_features(copy, config=config)
+    except SerBatchError as exc:
+        log.warning("%s: augmented copy %s left out: %s", rel, name, exc)
+    except Exception:  # noqa: BLE001 - as for the file itself: log, go on
+        log.exception("%s: augmented copy %s left out after an unexpected error", rel, name)
+    return None
+
+
+def _append_row(rows: dict[str, list[Any]], rel: str, label_row: Mapping[str, Any], info: AudioInfo | None,
+                augment: str | None, feats: FileFeatures | None, error: str | None) -> None:
+    """Append one row (a file's own audio when ``augment`` is None) to the column lists."""
+    from ser_batch.telephony import band_of
+
+    for key, value in label_row.items():
+        rows[key].append(value)
+    rows[schema.PATH].append(rel)
+    rows[schema.DURATION_S].append(info.duration_s if info else None)
+    rows[schema.SAMPLE_RATE_IN].append(info.sample_rate if info else None)
+    rows[schema.CHANNELS_IN].append(info.channels if info else None)
+    rows[schema.AUGMENT].append(augment)
+    rows[schema.BAND].append(band_of(info.sample_rate if info else None, augment))
+    rows[schema.FEATURES].append(feats.vector if feats else None)
+    rows[schema.SEGMENTS].append(feats.segments if feats else None)
+    rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
+    rows[schema.SEGMENT_SPEECH_RATIO].append(feats.segment_speech_ratio if feats else None)
+    rows[schema.ERROR].append(error)
 
 
 def run_extract(
@@ -221,9 +269,9 @@ def run_extract(
     if resume and not overwrite and _finished(out, shards):
         # Nothing to compute: no Ray, and the manifest (with the timings of the run that
         # did the work) stays as it is.
-        errors, failures = _failures_in(out, {s.name for s in shards})
+        errors, failures, augmented = _kept_counts(out, {s.name for s in shards})
         return ExtractSummary(out, len(paths), errors, len(shards), len(shards),
-                              time.perf_counter() - started, tuple(failures))
+                              time.perf_counter() - started, tuple(failures), augmented, config.extract.augment)
     _preflight(config)
     if not (overwrite or resume) and _holds_results(out):
         storage.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
@@ -247,11 +295,12 @@ def run_extract(
         bar.close()
         # Tasks wrote their parts themselves: make sure this machine sees every one of them.
         launch.check_visible(out, [r["part"] for r in results])
-        errors, failures = _failures_in(out, done)
+        errors, failures, augmented = _kept_counts(out, done)
         errors += sum(r["errors"] for r in results)
+        augmented += sum(r.get("augmented", 0) for r in results)
         failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
         summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
-                                 tuple(failures))
+                                 tuple(failures), augmented, config.extract.augment)
         manifest = {
             "job": "extract",
             "ser_batch_version": __version__,
@@ -260,6 +309,8 @@ def run_extract(
             "recipe": config.features.recipe,
             "files": summary.files,
             "errors": summary.errors,
+            "augment": list(config.extract.augment),
+            "augmented_rows": summary.augmented,
             "parts": sorted({*done, *(r["part"] for r in results)}),
             "wall_s": round(summary.wall_s, 3),
             "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
@@ -329,19 +380,21 @@ def _finished(out: Path, shards: list[Shard]) -> bool:
     return bool(manifest) and manifest.get("parts") == names and all((out / n).is_file() for n in names)
 
 
-def _failures_in(out: Path, names: set[str]) -> tuple[int, list[tuple[str, str]]]:
-    """Error rows in parts kept from an earlier run (``--resume``): their number, and the
-    first :data:`~ser_batch.failures.SHOWN` of them as (path, reason) in path order."""
+def _kept_counts(out: Path, names: set[str]) -> tuple[int, list[tuple[str, str]], int]:
+    """Error rows in parts kept from an earlier run (``--resume``): their number, the first
+    :data:`~ser_batch.failures.SHOWN` of them as (path, reason) in path order, and the number
+    of augmented rows."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    count, failures = 0, []
+    count, failures, augmented = 0, [], 0
     for name in sorted(names):
-        table = pq.read_table(out / name, columns=[schema.PATH, schema.ERROR])
+        table = pq.read_table(out / name, columns=[schema.PATH, schema.ERROR, schema.AUGMENT])
         failed = table.filter(pc.is_valid(table[schema.ERROR]))
         count += failed.num_rows
         failures += zip(failed[schema.PATH].to_pylist()[:SHOWN], failed[schema.ERROR].to_pylist()[:SHOWN])
-    return count, sorted(failures)[:SHOWN]
+        augmented += table.num_rows - table[schema.AUGMENT].null_count
+    return count, sorted(failures)[:SHOWN], augmented
 
 
 def _progress_bar(*, total: int, enabled: bool) -> Any:

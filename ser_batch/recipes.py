@@ -110,6 +110,50 @@ def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -
     return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio)
 
 
+def decode_for_features(path: Path, *, config: Config) -> tuple[np.ndarray, AudioInfo]:
+    """Decode one file as every job feeds it to a recipe: mono at ``config.audio.sample_rate``
+    (:func:`ser_batch.audio.load_audio`), refusing files over ``audio.max_file_s``.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(n,)], float32 at ``config.audio.sample_rate`` Hz
+    info : AudioInfo of the original file
+
+    Raises
+    ------
+    AudioError
+        If the file cannot be decoded or is over ``audio.max_file_s``.
+    """
+    from ser_batch.audio import load_audio, probe_audio
+
+    limit = config.audio.max_file_s
+    if limit and not config.audio.max_duration_s:
+        length = probe_audio(Path(path)).duration_s
+        if length > limit:
+            raise AudioError(f"file is {length:.0f} s long, over audio.max_file_s = {limit:.0f} s "
+                             "(raise it, or set audio.max_duration_s to use the beginning)")
+    return load_audio(
+        Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
+    )
+
+
+def checked_features(y: np.ndarray, *, config: Config) -> FileFeatures:
+    """:func:`signal_features` of a signal decoded by :func:`decode_for_features`, checked finite.
+
+    Raises
+    ------
+    FeatureError
+        If the signal yields no finite features (too short, for one).
+    """
+    feats = signal_features(y, config.audio.sample_rate, config=config.features)
+    # Every recipe already refuses non-finite values; this guards the one contract all
+    # jobs rely on (a row holds finite features or an error) against a recipe that forgets.
+    check_finite(feats.vector, "features")
+    if feats.segments is not None:
+        check_finite(feats.segments, "window features")
+    return feats
+
+
 def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInfo]:
     """Decode one file and compute its features: the single code path of every job.
 
@@ -127,25 +171,8 @@ def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInf
         If the file cannot be decoded, is over ``audio.max_file_s`` or yields no finite
         features (too short, for one).
     """
-    from ser_batch.audio import load_audio, probe_audio
-
-    limit = config.audio.max_file_s
-    if limit and not config.audio.max_duration_s:
-        length = probe_audio(Path(path)).duration_s
-        if length > limit:
-            raise AudioError(f"file is {length:.0f} s long, over audio.max_file_s = {limit:.0f} s "
-                             "(raise it, or set audio.max_duration_s to use the beginning)")
-    y, info = load_audio(
-        Path(path), sample_rate=config.audio.sample_rate, max_duration_s=config.audio.max_duration_s or None
-    )
-    feats = signal_features(y, config.audio.sample_rate, config=config.features)
-    # Every recipe already refuses non-finite values; this guards the one contract all
-    # jobs rely on (a row holds finite features or an error) against a recipe that forgets.
-    check_finite(feats.vector, "features")
-    if feats.segments is not None:
-        check_finite(feats.segments, "window features")
-    return feats, info
-
+    y, info = decode_for_features(path, config=config)
+    return checked_features(y, config=config), info
 
 
 # ------------------------------------------------------------ local frames (streamed)

@@ -13,8 +13,10 @@ import pyarrow as pa
 from ser_batch.config import FeatureConfig
 
 #: Bumped whenever a column is added, removed or changes meaning. Version 2: window
-#: features are local (fixed dB floor, no tuning estimate, global window grid).
-SCHEMA_VERSION = 2
+#: features are local (fixed dB floor, no tuning estimate, global window grid). Version 3:
+#: the features table gains ``augment`` and ``band`` (``extract --augment`` writes several
+#: rows per file, so ``path`` is no longer a unique key of it; issue 10).
+SCHEMA_VERSION = 3
 
 # Columns of the features table.
 PATH = "path"
@@ -27,6 +29,8 @@ GENDER = "gender"
 DURATION_S = "duration_s"
 SAMPLE_RATE_IN = "sample_rate_in"
 CHANNELS_IN = "channels_in"
+AUGMENT = "augment"
+BAND = "band"
 FEATURES = "features"
 SEGMENTS = "segments"
 SEGMENT_STARTS_S = "segment_starts_s"
@@ -80,6 +84,10 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
     ``segments`` holds one such vector per sliding window (``rich`` recipe) and
     ``segment_starts_s`` their start times in seconds and ``segment_speech_ratio`` the fraction
     of each window's frames judged speech; all three are null for other recipes.
+    ``augment`` names the augmentation of an augmented copy (``telephone-ulaw``,
+    ``noise-20db``, ...; see :mod:`ser_batch.telephony`) and is null on the row of the file's
+    own audio; ``band`` is ``narrow`` for telephone copies and files of at most 8 kHz, else
+    ``wide`` (null when the file could not be read).
     """
     names = feature_names(features)
     fields = [
@@ -93,6 +101,8 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
         pa.field(DURATION_S, pa.float64()),
         pa.field(SAMPLE_RATE_IN, pa.int32()),
         pa.field(CHANNELS_IN, pa.int16()),
+        pa.field(AUGMENT, pa.string()),
+        pa.field(BAND, pa.string()),
         pa.field(FEATURES, pa.list_(pa.float32(), len(names))),
         pa.field(SEGMENTS, pa.list_(pa.list_(pa.float32(), len(names)))),
         pa.field(SEGMENT_STARTS_S, pa.list_(pa.float32())),

@@ -58,8 +58,8 @@ def test_group_help() -> None:
 def test_extract_help() -> None:
     result = invoke("extract", "--help")
     assert result.exit_code == 0
-    for option in ("--out", "--recipe", "--labels", "--overwrite", "--resume", "--fail-on-error", "--set",
-                   "--config", "--no-progress"):
+    for option in ("--out", "--recipe", "--labels", "--augment", "--overwrite", "--resume", "--fail-on-error",
+                   "--set", "--config", "--no-progress"):
         assert option in result.output
 
 
@@ -111,6 +111,36 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
             "broken/notes.wav": "not an audio file (unrecognised format)",
             "broken/random_bytes.wav": "not an audio file (unrecognised format)"}.items())),
     ]
+
+
+def test_extract_help_lists_the_augmentations() -> None:
+    from ser_batch.config import AUGMENT_FORMS
+
+    text = " ".join(invoke("extract", "--help").output.split())
+    assert ", ".join(AUGMENT_FORMS) in text.replace("- ", "-")
+
+
+def test_extract_augment_option(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features"
+    result = invoke("extract", clean_corpus, "--out", out, "--no-progress",
+                    "--augment", "telephone-pcm, telephone-ulaw")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 files, 0 errors, 6 augmented rows (telephone-pcm, telephone-ulaw), 1 part in ")
+    table = storage.read_parts(out)
+    assert sorted(table.column(schema.AUGMENT).to_pylist(), key=str) == \
+        [None] * 3 + ["telephone-pcm"] * 3 + ["telephone-ulaw"] * 3
+    assert 'augment = ["telephone-pcm", "telephone-ulaw"]' in (out / storage.CONFIG).read_text()
+    # The option wins over the config; an empty one turns augmentation off.
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "plain", "--no-progress", "--augment", "",
+                    "--set", "extract.augment=gain-3db")
+    assert result.exit_code == 0 and result.stdout.startswith("3 files, 0 errors, 1 part in "), result.output
+
+
+def test_extract_unknown_augmentation_is_one_line(tmp_path: Path, clean_corpus: Path) -> None:
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--augment", "telephone-gsm")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unknown augmentation 'telephone-gsm' (known forms: telephone-pcm")
+    assert not (tmp_path / "o").exists()
 
 
 def test_extract_help_lists_the_configured_extensions() -> None:

@@ -286,3 +286,22 @@ def test_rich_recipe_needs_a_frame_long_enough_for_pitch() -> None:
 def test_models_listed_once() -> None:
     with pytest.raises(ConfigError, match="at most once"):
         load_config(overrides=['train.models=["keras", "keras"]'])
+
+
+def test_extract_augment_from_set_and_toml(tmp_path: Path) -> None:
+    assert load_config().extract.augment == ()
+    assert load_config(overrides=["extract.augment=noise-20db"]).extract.augment == ("noise-20db",)
+    path = tmp_path / "c.toml"
+    path.write_text('[extract]\naugment = ["telephone-ulaw", "tempo-0.95"]\n')
+    assert load_config(path).extract.augment == ("telephone-ulaw", "tempo-0.95")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('["telephone-gsm"]', "unknown augmentation 'telephone-gsm'"),
+    ('["noise-20db", "noise-20db"]', "names an augmentation twice"),
+    ('["tempo-1.5"]', "speed factor must be in"),
+    ("[3]", "must be a list of names"),
+])
+def test_extract_augment_is_validated(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[f"extract.augment={value}"])

@@ -377,3 +377,73 @@ def test_labels_csv_with_byte_order_mark(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     path.write_bytes("path,label\nclip.wav,happy\n".encode("utf-8-sig"))
     assert load_labels_csv(path)["clip.wav"].emotion == "happy"
+
+
+# --- feature sets: augment and band ------------------------------------------------------
+
+
+def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
+    """A features folder of two generated files (8 kHz and 16 kHz) written by one shard, no Ray."""
+    from conftest import write_audio
+    from ser_batch.config import config_to_dict
+    from ser_batch.extract import extract_shard, plan_shards
+
+    write_audio(tmp_path / "in" / "03-01-05-01-01-01-01.wav", duration_s=0.5)
+    write_audio(tmp_path / "in" / "call.wav", sample_rate=8000, duration_s=0.5, seed=1)
+    config = Config().replace(extract={"augment": augment})
+    shard = plan_shards(["03-01-05-01-01-01-01.wav", "call.wav"], config=config)[0]
+    out = tmp_path / "features"
+    out.mkdir()
+    extract_shard(shard, root=str(tmp_path / "in"), out=str(out), config=config_to_dict(config), labels=None)
+    return out / shard.name
+
+
+def test_feature_set_reads_augment_and_band(tmp_path: Path) -> None:
+    from ser_batch.dataset import load_feature_set
+
+    part = _extracted_part(tmp_path, augment=["telephone-alaw"])
+    data = load_feature_set(part.parent)
+    assert list(data.paths) == ["03-01-05-01-01-01-01.wav"] * 2 + ["call.wav"] * 2
+    assert list(data.augment) == [None, "telephone-alaw", None, "telephone-alaw"]
+    assert list(data.band) == ["wide", "narrow", "narrow", "narrow"]
+    labelled = data.labelled()  # only the RAVDESS-named file has a label
+    assert list(labelled.augment) == [None, "telephone-alaw"] and list(labelled.band) == ["wide", "narrow"]
+    assert list(data.originals().paths) == ["03-01-05-01-01-01-01.wav", "call.wav"]
+
+
+def test_feature_set_of_a_table_without_augment_columns(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ser_batch.dataset import load_feature_set
+
+    part = _extracted_part(tmp_path, augment=[])
+    table = pq.read_table(part)
+    pq.write_table(table.drop_columns([schema.AUGMENT, schema.BAND]), part)
+    data = load_feature_set(part.parent)
+    assert list(data.augment) == [None, None] and list(data.band) == ["wide", "wide"]
+    assert list(data.subset([1]).band) == ["wide"]
+
+
+def test_feature_set_of_an_older_schema_is_refused_as_before(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ser_batch.dataset import load_feature_set
+
+    part = _extracted_part(tmp_path, augment=[])
+    table = pq.read_table(part).drop_columns([schema.AUGMENT, schema.BAND])
+    metadata = {**table.schema.metadata, schema.META_SCHEMA_VERSION: b"2"}
+    pq.write_table(table.replace_schema_metadata(metadata), part)
+    with pytest.raises(DatasetError, match="feature schema version 2, this ser-batch reads version 3; re-run"):
+        load_feature_set(part.parent)
+
+
+def test_feature_set_built_by_hand_defaults_augment_and_band() -> None:
+    import numpy as np
+
+    from ser_batch.dataset import FeatureSet
+
+    data = FeatureSet(X=np.zeros((3, 2), np.float32), emotion=np.array(["a", None, "b"], dtype=object),
+                      actor=np.array([1.0, 2.0, 3.0]), paths=np.array(["x", "y", "z"], dtype=object),
+                      metadata={}, n_errors=0)
+    assert list(data.augment) == [None] * 3 and list(data.band) == ["wide"] * 3
+    assert list(data.labelled().paths) == ["x", "z"] and len(data.labelled().band) == 2

@@ -268,7 +268,7 @@ def test_extract_shard_twice_leaves_one_file(corpus: Path, tmp_path: Path) -> No
     kwargs = {"root": str(corpus), "out": str(tmp_path), "config": config_to_dict(CONFIG), "labels": None}
     first = extract_shard(shard, **kwargs)
     second = extract_shard(shard, **kwargs)
-    assert first == second == {"part": shard.name, "files": 3, "errors": 0, "failures": []}
+    assert first == second == {"part": shard.name, "files": 3, "errors": 0, "augmented": 0, "failures": []}
     assert [p.name for p in tmp_path.iterdir()] == [shard.name]
     assert pq.read_table(tmp_path / shard.name).column(schema.PATH).to_pylist() == list(shard.paths)
 
@@ -386,3 +386,10 @@ def test_progress_callback_and_max_duration(ray_session: None, tmp_path: Path) -
     np.testing.assert_allclose(np.asarray(table.column(schema.FEATURES)[0].as_py()), expected.vector, rtol=1e-6)
     full, _ = file_features(tmp_path / "in" / "0.wav", config=CONFIG)
     assert not np.allclose(expected.vector, full.vector)
+
+
+def test_original_rows_have_no_augment_and_a_band(rows: dict[str, dict]) -> None:
+    for path, row in rows.items():
+        assert row[schema.AUGMENT] is None, path
+        expected = None if path in CORPUS_BROKEN else "narrow" if path == "phone/call_8k.wav" else "wide"
+        assert row[schema.BAND] == expected, path
