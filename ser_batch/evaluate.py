@@ -7,6 +7,7 @@ same corpus, and a figure that includes them says so.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,6 +207,17 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     selection = select_rows(bundle, features, data, features_dir=Path(features_dir), actors=actors,
                             include_training=include_training)
     left_out_training = 0 if selection.trained is None else int((selection.trained & ~selection.keep).sum())
+    # Augmented copies (extract --augment) are training material; the figures are of the
+    # recordings themselves, as train's test metrics are.
+    from ser_batch.train_sets import row_is_original
+
+    copies = selection.keep & ~row_is_original(data)
+    if copies.any():
+        selection = dataclasses.replace(
+            selection, keep=selection.keep & ~copies,
+            reason=selection.reason + f"; {int(copies.sum())} augmented copies left out (originals only)")
+        if not selection.keep.any():
+            raise DatasetError(f"{features_dir} holds only augmented copies among the rows to score")
     data = data.subset(selection.keep)
     X, y = data.X, data.emotion
     frameworks = list(frameworks or bundle.frameworks)

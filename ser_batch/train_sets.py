@@ -158,8 +158,12 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
         else:
             X, owner, keep = data.X[rows], np.arange(len(rows)), None
         if normalize == "speaker" and len(X):
-            # (actor, band): one speaker on a telephone line sounds like another speaker.
-            groups = list(zip(data.actor[rows][owner].tolist(), bands[rows][owner].tolist()))
+            # (actor, recording): each copy (original, telephone-ulaw, ...) is one recording condition,
+            # as one stream is when scoring; one speaker on a telephone line sounds like another speaker.
+            augment = getattr(data, "augment", None)
+            recording = bands[rows] if augment is None else \
+                np.array([a or b for a, b in zip(augment[rows], bands[rows])], dtype=object)
+            groups = list(zip(data.actor[rows][owner].tolist(), recording[owner].tolist()))
             X = normalize_groups(X, groups, keep)
         parts.append((X, owner, keep))
     (X_train, train_owner, _), (X_test, test_owner, test_keep) = parts
