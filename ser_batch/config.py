@@ -26,8 +26,8 @@ NARROWBAND = ("separate", "mixed")
 SCORE_NORMALIZE = ("none", "file")
 #: Forms of the names in ``extract.augment`` (parsed by ``ser_batch.telephony``); kept here so
 #: that ``extract --help`` lists them without importing the audio code.
-AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "noise-<snr>db", "pink-<snr>db",
-                 "gain-<db>db", "tempo-<factor>")
+AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "telephone-<codec>-band", "noise-<snr>db",
+                 "pink-<snr>db", "gain-<db>db", "tempo-<factor>")
 
 
 @dataclass(frozen=True)

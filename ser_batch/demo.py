@@ -177,8 +177,10 @@ def _train(run: DemoRun) -> None:
     if plan != run.plan:
         run.say(f"(with the files that could be read: {plan.description})")
     run.plan = plan
+    # With actors known, also fit the per-speaker normalised models that score --normalize file uses.
     config = run.config.replace(train={"split": plan.split, "test_actors": list(plan.test_actors),
-                                       "test_size": RANDOM_TEST_SIZE})
+                                       "test_size": RANDOM_TEST_SIZE,
+                                       "normalize": "speaker" if plan.split == "speaker" else "none"})
     summary = run_train(run.features, run.out / "model", config=config, overwrite=True, address=run.address)
     run.model, run.train_metrics = summary.out, summary.metrics
     for line in summary.lines():
@@ -268,12 +270,25 @@ def _score(run: DemoRun) -> None:
     if report:
         run.warn(report)
     run.say(f"report: {write_score_report(out)}")
-    if truth:
-        segments = pd.read_parquet(out / "segments")
-        predicted = clip_predictions(segments, truth, load_bundle(run.model).classes)
-        right = sum(label == row.emotion for row, label in predicted)
-        run.say(f"inside the calls, {right} of {len(truth)} clips ({right / len(truth):.0%}) get their emotion "
-                "from the windows over them")
+    if not truth:
+        return
+    bundle = load_bundle(run.model)
+
+    def right_in(folder: Path) -> int:
+        predicted = clip_predictions(pd.read_parquet(folder / "segments"), truth, bundle.classes)
+        return sum(label == row.emotion for row, label in predicted)
+
+    right = right_in(out)
+    run.say(f"inside the calls, {right} of {len(truth)} clips ({right / len(truth):.0%}) get their emotion "
+            "from the windows over them")
+    if bundle.has_normalized:
+        # Each call is one voice: score it again z-scored by its own speech (score --normalize file).
+        normalized = run.out / "scores-normalized"
+        config = run.config.replace(score={"normalize": "file"})
+        summary = run_score(target, normalized, config=config, model_dir=run.model, rescore=True,
+                            address=run.address, progress=False)
+        right = right_in(normalized)
+        run.say(f"with --normalize file ({normalized}): {right} of {len(truth)} clips ({right / len(truth):.0%})")
 
 
 def _title_score(run: DemoRun) -> str:

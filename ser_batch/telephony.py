@@ -164,19 +164,23 @@ def _band_filter(rate: int) -> np.ndarray:
     return butter(4, TELEPHONE_BAND_HZ, btype="bandpass", fs=rate, output="sos")
 
 
-def telephone_copy(y: np.ndarray, sample_rate: int, *, codec: str = "pcm", line_noise_db: float | None = None,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
-    """What ``y`` sounds like after a telephone line: 8 kHz, 300-3400 Hz, ``codec`` quantisation.
+def telephone_copy(y: np.ndarray, sample_rate: int, *, codec: str = "pcm", band_pass: bool = False,
+                   line_noise_db: float | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """What ``y`` sounds like as 8-kHz telephone audio: ``codec`` quantisation at 8 kHz and,
+    with ``band_pass``, the 300-3400 Hz band of an analogue line.
 
-    The signal is resampled to 8 kHz (soxr), filtered to the telephone band (a 4th-order
-    Butterworth band-pass, causal like a real channel), optionally given line noise,
-    quantised (16-bit PCM, μ-law or A-law) and resampled back to ``sample_rate``.
+    The signal is resampled to 8 kHz (soxr), optionally filtered to the telephone band (a
+    4th-order Butterworth band-pass, causal like a real channel) and given line noise,
+    quantised (16-bit PCM, μ-law or A-law) and resampled back to ``sample_rate``. Without the
+    band-pass it is what an 8-kHz recording or a digital (VoIP) leg holds: everything under
+    4 kHz. Models trained on both kinds score both (docs/accuracy.md).
 
     Parameters
     ----------
     y : np.ndarray [shape=(n,)], float mono signal at ``sample_rate`` Hz
     sample_rate : int, Hz (any rate; at 8000 no resampling happens)
     codec : "pcm", "ulaw" or "alaw"
+    band_pass : bool, keep only 300-3400 Hz
     line_noise_db : float, optional; white noise at this level (dB re full scale, e.g. -60)
         added at 8 kHz before quantisation, drawn from ``rng`` (which it then requires)
     rng : numpy Generator, only used for the line noise
@@ -197,7 +201,8 @@ def telephone_copy(y: np.ndarray, sample_rate: int, *, codec: str = "pcm", line_
         raise ConfigError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
     n = len(y)
     narrow = y if sample_rate == TELEPHONE_RATE else _resample(y, sample_rate, TELEPHONE_RATE)
-    narrow = sosfilt(_band_filter(TELEPHONE_RATE), narrow.astype(np.float64))
+    if band_pass:
+        narrow = sosfilt(_band_filter(TELEPHONE_RATE), narrow.astype(np.float64))
     if line_noise_db is not None:
         if rng is None:
             raise ConfigError("telephone_copy: line_noise_db needs an rng")
@@ -307,6 +312,7 @@ class Augmentation:
 
 _PATTERNS = (
     (re.compile(r"^telephone-(pcm|ulaw|alaw)$"), "telephone", str),
+    (re.compile(r"^telephone-(pcm|ulaw|alaw)-band$"), "telephone-band", str),
     (re.compile(r"^noise-(-?\d+(?:\.\d+)?)db$"), "noise", float),
     (re.compile(r"^pink-(-?\d+(?:\.\d+)?)db$"), "pink", float),
     (re.compile(r"^gain-(-?\d+(?:\.\d+)?)db$"), "gain", float),
@@ -358,8 +364,8 @@ def augment_signal(y: np.ndarray, sample_rate: int, name: str, *, rng: np.random
     gives ``round(n / f)`` samples
     """
     spec = parse_augmentation(name)
-    if spec.kind == "telephone":
-        return telephone_copy(y, sample_rate, codec=str(spec.value))
+    if spec.kind in ("telephone", "telephone-band"):
+        return telephone_copy(y, sample_rate, codec=str(spec.value), band_pass=spec.kind == "telephone-band")
     if spec.kind in ("noise", "pink"):
         return add_noise(y, float(spec.value), rng, sample_rate=sample_rate,
                          color="white" if spec.kind == "noise" else "pink")
