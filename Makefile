@@ -32,10 +32,13 @@ test: install
 demo: install
 	@$(SER) demo --corpus "$(SHARED_DATA)" --input input --out $(OUT)
 
-# Regenerate the pretrained bundle shipped in ser_batch/pretrained/ (all 20 actors).
+# Regenerate the pretrained bundle shipped in ser_batch/pretrained/ (all 20 actors): wideband
+# and telephone (8 kHz) model sets, each also per-speaker normalised, as float16 arrays only.
+AUGMENT ?= telephone-pcm,telephone-ulaw,telephone-alaw-band,tempo-0.95,tempo-1.05
 pretrained: install
-	$(SER) extract $(SHARED_DATA) --out $(OUT)/features-pretrained --recipe rich --overwrite
-	$(SER) train $(OUT)/features-pretrained --out $(OUT)/pretrained --split none --overwrite --set train.export_h5=false
+	$(SER) extract $(SHARED_DATA) --out $(OUT)/features-pretrained --recipe rich --overwrite --augment $(AUGMENT)
+	$(SER) train $(OUT)/features-pretrained --out $(OUT)/pretrained --split none --overwrite --normalize speaker \
+		--set train.export_native=false --set train.array_dtype=float16
 	rm -rf ser_batch/pretrained
 	cp -r $(OUT)/pretrained ser_batch/pretrained
 	cp docs/pretrained-NOTICE.md ser_batch/pretrained/NOTICE.md

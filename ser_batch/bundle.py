@@ -335,8 +335,12 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
         raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
     if fmt < 1:
         raise BundleError(f"malformed {manifest_path}: bundle_format {fmt}")
+    from ser_batch.networks import ARRAYS
+
     required = model_files(fmt)
-    unlisted = [required[f] for f in manifest["models"] if f in required and required[f] not in files]
+    # A model is there as its framework's file or, with train.export_native = false, as arrays only.
+    unlisted = [required[f] for f in manifest["models"]
+                if f in required and required[f] not in files and ARRAYS.get(f) not in files]
     if unlisted:
         raise BundleError(f"bundle {path} is incomplete: {', '.join(unlisted)} not in its manifest")
     if verify:

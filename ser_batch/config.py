@@ -114,6 +114,13 @@ class TrainConfig:
     export_joblib: bool = False
     #: Also write the Keras ANN as HDF5 (``keras_ann.h5``) for tools that read only that format.
     export_h5: bool = True
+    #: False: keep only the array exports (``*.npz``, what ser-batch evaluates) of every model,
+    #: not the Keras and skops files; with ``array_dtype = "float16"`` this keeps the pretrained
+    #: bundle with four model sets at a few MB.
+    export_native: bool = True
+    #: Weights of the array exports: "float32", or "float16" (half the size; probabilities
+    #: move by ~1e-3).
+    array_dtype: str = "float32"
     #: "speaker": besides the global models, fit sets on window features z-scored by each
     #: actor's own statistics (per band, never pooled across the split); "none": global only.
     normalize: str = "none"
@@ -307,6 +314,8 @@ def validate(config: Config) -> None:
     train, keras, sk = config.train, config.keras, config.sklearn
     if not train.models or not set(train.models) <= set(MODELS) or len(set(train.models)) != len(train.models):
         raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")
+    if train.array_dtype not in ("float32", "float16"):
+        raise ConfigError(f"train.array_dtype must be float32 or float16, got {train.array_dtype!r}")
     if train.split not in SPLITS:
         raise ConfigError(f"train.split must be one of {', '.join(SPLITS)}, got {train.split!r}")
     if train.normalize not in TRAIN_NORMALIZE:

@@ -73,6 +73,18 @@ def export_sklearn(pipeline: Any, path: Path) -> Path:
     return _save(path, mean, scale, layers)
 
 
+def cast_arrays(path: Path, dtype: str) -> Path:
+    """Rewrite an exported network's weights as ``dtype`` ("float16" halves the file; the
+    standardisation stays float32 and numpy evaluates in float32 either way)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    for key in arrays:
+        if key.startswith(("kernel_", "bias_")):
+            arrays[key] = arrays[key].astype(dtype)
+    np.savez_compressed(path, **arrays)
+    return Path(path)
+
+
 class DenseNetwork:
     """An exported network: ``predict_proba`` like the estimator it was exported from.
 
@@ -100,7 +112,7 @@ class DenseNetwork:
         """Class probabilities [shape=(n, n_classes)] in ``classes_`` order."""
         x = (np.asarray(X, dtype=np.float32) - self.mean) / self.scale
         for kernel, bias, activation in self.layers:
-            x = x @ kernel + bias
+            x = x @ kernel.astype(np.float32, copy=False) + bias.astype(np.float32, copy=False)
             if activation == "relu":
                 np.maximum(x, 0.0, out=x)
         x = x.astype(np.float64)

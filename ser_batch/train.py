@@ -108,8 +108,9 @@ def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], con
     name, kind = item
     data = dict(sets[name])
     directory = data.pop("dir")
+    export_native = bool(config.get("train", {}).get("export_native", True))
     result = fit_model(kind, **data, config=config, staging=str(Path(staging) / directory), threads=threads,
-                       arrays_only=bool(directory))
+                       arrays_only=bool(directory) or not export_native)
     return dict(result, set=name, files=[f"{directory}/{f}" if directory else f for f in result["files"]])
 
 
@@ -158,6 +159,10 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         for name in [f for f in files if f != ARRAYS[kind]]:
             (Path(staging) / name).unlink()
         files = [ARRAYS[kind]]
+    if cfg.train.array_dtype != "float32":
+        from ser_batch.networks import ARRAYS, cast_arrays
+
+        cast_arrays(Path(staging) / ARRAYS[kind], cfg.train.array_dtype)
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
     if len(X_test):

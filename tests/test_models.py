@@ -127,3 +127,21 @@ def test_window_helpers() -> None:
     np.testing.assert_allclose(mean_by_row(proba, rows, 3, keep=keep), [[0.0, 1.0], [0.0, 0.0], [0.6, 0.4]])
     none_kept = np.zeros(5, dtype=bool)
     np.testing.assert_allclose(mean_by_row(proba, rows, 3, keep=none_kept), means)
+
+
+def test_float16_arrays_halve_the_export_and_keep_the_probabilities(tmp_path: Path) -> None:
+    from ser_batch.networks import cast_arrays
+
+    pipeline = _fitted_pipeline()
+    _, arrays = save_sklearn(pipeline, tmp_path / "m.skops")
+    full = DenseNetwork.load(arrays, classes=["angry", "happy", "sad"])
+    X, _ = _blobs(seed=7)
+    before = full.predict_proba(X)
+    cast_arrays(arrays, "float16")
+    with np.load(arrays) as data:
+        assert data["kernel_0"].dtype == np.float16 and data["mean"].dtype == np.float32
+    half = DenseNetwork.load(arrays, classes=["angry", "happy", "sad"])
+    after = half.predict_proba(X)
+    assert after.dtype == np.float64 and np.allclose(after.sum(axis=1), 1.0)
+    np.testing.assert_allclose(after, before, atol=5e-3)
+    assert not np.array_equal(after, before)  # the weights really were rounded
