@@ -340,7 +340,7 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
     required = model_files(fmt)
     # A model is there as its framework's file or, with train.export_native = false, as arrays only.
     unlisted = [required[f] for f in manifest["models"]
-                if f in required and required[f] not in files and ARRAYS.get(f) not in files]
+                if f in required and required[f] not in files and not (fmt >= 2 and ARRAYS.get(f) in files)]
     if unlisted:
         raise BundleError(f"bundle {path} is incomplete: {', '.join(unlisted)} not in its manifest")
     if verify:
