@@ -149,13 +149,16 @@ def test_random_split_keeps_every_copy_of_a_file_on_one_side() -> None:
 
 
 def make_set_bundle(out: Path, *, sets: dict[str, dict[str, str]]) -> Path:
-    """The pretrained bundle plus extra model sets (arrays only). A set with normalize "speaker"
-    gets the global networks without their standardisation (inputs arrive z-scored already)."""
+    """The pretrained bundle's global models plus extra model sets (arrays only; ``sets={}``: a
+    bundle with global models only). A set with normalize "speaker" gets the global networks
+    without their standardisation (inputs arrive z-scored already)."""
     source = bundle_io.default_bundle_path()
     staging = bundle_io.staging_dir(out)
     manifest = json.loads((source / bundle_io.MANIFEST).read_text())
+    manifest.pop("model_sets", None)
     for name in manifest["files"]:
-        shutil.copy2(source / name, staging / name)
+        if "/" not in name:  # the root's files: the global set
+            shutil.copy2(source / name, staging / name)
     entries = {"global": {"dir": "", "band": "wide", "normalize": "none", "models": manifest["models"]}}
     for name, entry in sets.items():
         (staging / name).mkdir()
@@ -194,8 +197,8 @@ def test_bundle_round_trip_of_model_sets(set_bundle: Path, tmp_path: Path) -> No
     # a wideband-only bundle scores 8 kHz inputs with its global models; normalised wide serves narrow
     only_speaker = bundle_io.load_bundle(make_set_bundle(tmp_path / "b", sets={"speaker": ALL_SETS["speaker"]}))
     assert only_speaker.choose_set(8000) == "global" and only_speaker.choose_set(8000, True) == "speaker"
-    # without sets (the pretrained bundle, format 2 without the key): global only, normalising refused
-    plain = bundle_io.load_bundle()
+    # without sets (format 2 without the key): global only, normalising refused
+    plain = bundle_io.load_bundle(make_set_bundle(tmp_path / "plain", sets={}))
     assert list(plain.model_sets) == ["global"] and plain.choose_set(8000) == "global"
     with pytest.raises(BundleError, match="no normalised models"):
         plain.choose_set(16000, True)
@@ -268,15 +271,16 @@ def test_normalize_file_is_refused_without_normalised_models(tmp_path: Path, mon
     write_audio(tmp_path / "in" / "a.wav", duration_s=1.0)
     monkeypatch.setattr(audio, "iter_audio_blocks", lambda *a, **k: pytest.fail("decoded audio"))
     monkeypatch.setattr(audio, "probe_audio", lambda *a, **k: pytest.fail("read a header"))
+    plain = make_set_bundle(tmp_path / "plain", sets={})
     result = CliRunner().invoke(main, ["score", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
-                                       "--normalize", "file", "--no-progress"])
+                                       "--model", str(plain), "--normalize", "file", "--no-progress"])
     assert result.exit_code == 1
     assert "has no normalised models" in result.output and "--normalize speaker" in result.output
     assert not (tmp_path / "out" / "files").exists()
     from ser_batch.scoring import predict_files
 
     with pytest.raises(BundleError, match="no normalised models"):
-        predict_files([tmp_path / "in" / "a.wav"], bundle=bundle_io.load_bundle(),
+        predict_files([tmp_path / "in" / "a.wav"], bundle=bundle_io.load_bundle(plain),
                       config=load_config(overrides=['score.normalize="file"']))
 
 
@@ -331,6 +335,18 @@ def test_train_and_evaluate_normalize_speaker(tmp_path: Path, ray_session: None)
         manifest["model_sets"]["speaker"]["metrics"]["sklearn"]["accuracy"])
     # the actor offset dominates the raw features; per-actor z-scoring removes it
     assert normalised["models"]["sklearn"]["accuracy"] > plain["models"]["sklearn"]["accuracy"]
-    refused = CliRunner().invoke(main, ["evaluate", str(bundle_io.default_bundle_path()), str(features),
+    plain = make_set_bundle(tmp_path / "plain", sets={})
+    refused = CliRunner().invoke(main, ["evaluate", str(plain), str(features),
                                         "--normalize", "speaker"])
     assert refused.exit_code == 1 and "no normalised models" in refused.output
+
+
+def test_pretrained_bundle_has_every_model_set_and_scores_telephony_with_the_narrow_ones() -> None:
+    bundle = bundle_io.load_bundle()
+    assert set(bundle.model_sets) == {"global", "speaker", "narrow", "narrow-speaker"}
+    assert bundle.choose_set(8000) == "narrow" and bundle.choose_set(8000, True) == "narrow-speaker"
+    assert bundle.choose_set(16000) == "global" and bundle.choose_set(48000, True) == "speaker"
+    X = np.random.default_rng(2).normal(size=(4, bundle.manifest["features"]["n_features"])).astype(np.float32)
+    outputs = [bundle.predict_proba(X, framework="both", model_set=name) for name in bundle.model_sets]
+    assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs)
+    assert not np.allclose(outputs[0], outputs[2])  # four different networks, not one copied

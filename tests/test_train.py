@@ -433,6 +433,9 @@ def test_bundle_must_list_its_model_files(trained_bundle: Path, tmp_path: Path) 
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest["files"]["sklearn_mlp.skops"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle_io.load_bundle(copy)  # the array export alone is a model (train.export_native = false)
+    del manifest["files"]["sklearn_mlp.npz"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="sklearn_mlp.skops not in its manifest"):
         bundle_io.load_bundle(copy)
 
