@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
@@ -186,6 +187,11 @@ def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_pat
     assert (out / "scores" / "report.html").is_file() and (out / "calls" / "truth.csv").is_file()
     assert "1 file scored (0 already done), 0 errors" in result.stdout
     assert " of 6 clips (" in result.stdout and "get their emotion from the windows over them" in result.stdout
+    # The speaker split also trained normalised models; the call is scored again with them
+    # (about 10 s of speech: under score.min_normalize_s, so the global models score it).
+    assert f"with --normalize file ({out / 'scores-normalized'}): " in result.stdout
+    normalized = pd.read_parquet(out / "scores-normalized" / "files")
+    assert normalized["normalized"].tolist() == [False] and normalized["model_set"].tolist() == ["global"]
 
 
 def test_unlabelled_input_predicts_with_the_pretrained_bundle(ray_session: None, tmp_path: Path) -> None:
