@@ -83,9 +83,10 @@ def fit_group_stats(vectors: np.ndarray, groups: Sequence[Hashable] | np.ndarray
     speech : np.ndarray of bool [shape=(k,)] or None, see :func:`fit_stats`
     """
     keys = _keys(groups, len(vectors))
+    codes, order = _codes(keys)
     stats = {}
-    for key in dict.fromkeys(keys):
-        mine = np.fromiter((k == key for k in keys), dtype=bool, count=len(keys))
+    for code, key in enumerate(order):
+        mine = codes == code
         stats[key] = fit_stats(np.asarray(vectors)[mine], None if speech is None else np.asarray(speech)[mine],
                                std_floor=std_floor)
     return stats
@@ -100,11 +101,21 @@ def normalize_groups(vectors: np.ndarray, groups: Sequence[Hashable] | np.ndarra
     """
     keys = _keys(groups, len(vectors))
     stats = fit_group_stats(vectors, keys, speech, std_floor=std_floor)
+    codes, order = _codes(keys)
     out = np.empty(np.shape(vectors), dtype=np.float32)
-    for key, group in stats.items():
-        mine = np.fromiter((k == key for k in keys), dtype=bool, count=len(keys))
+    for code, key in enumerate(order):
+        group = stats[key]
+        mine = codes == code
         out[mine] = group.apply(np.asarray(vectors)[mine])
     return out
+
+
+def _codes(keys: list[Hashable]) -> tuple[np.ndarray, list[Hashable]]:
+    """Each key's group number [shape=(k,)] and the groups in order of first appearance: one
+    pass over the keys, then a vectorised mask per group."""
+    number: dict[Hashable, int] = {}
+    codes = np.fromiter((number.setdefault(k, len(number)) for k in keys), dtype=np.int64, count=len(keys))
+    return codes, list(number)
 
 
 def _keys(groups: Sequence[Hashable] | np.ndarray, n: int) -> list[Hashable]:
