@@ -88,9 +88,9 @@ def verdict(ratio: float, target: float) -> str:
 def per_core(data: Path, paths: list[str], *, files: int, repeats: int, fast_calls: int) -> None:
     from threadpoolctl import threadpool_limits
 
-    from ser_batch.audio import load_audio
+    from ser_batch.audio.decode import load_audio
     from ser_batch.config import FeatureConfig
-    from ser_batch.features import clip_features
+    from ser_batch.features.fast import clip_features
 
     chosen = spread(paths, files)
     print(f"== per core: classic vs fast on {len(chosen)} clips, 1 BLAS/OpenMP thread, "
@@ -147,8 +147,8 @@ def whole_job(data: Path, paths: list[str], *, serial_files: int | None) -> None
     from threadpoolctl import threadpool_limits
 
     from ser_batch.config import Config
-    from ser_batch.extract import run_extract
-    from ser_batch.recipes import file_features
+    from ser_batch.features.recipes import file_features
+    from ser_batch.pipeline.extract import run_extract
 
     total = len(paths)
     config = Config().replace(ray={"num_cpus": JOB_CPUS})
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(expects the RAVDESS 16-kHz speech WAVs from ../shared; pass --data DIR)", file=sys.stderr)
         return 2
     from ser_batch.config import AudioConfig
-    from ser_batch.dataset import discover_audio
+    from ser_batch.data.labels import discover_audio
 
     paths = discover_audio(data, extensions=AudioConfig().extensions)
     if not paths:

@@ -12,7 +12,7 @@ worker loads the model bundle once and compiles its kernels) and then ``R`` time
 listing and header probing (serial work, as a user sees it):
 
 1. the embedded Ray with 1 CPU, then with 2 CPUs (``ray.num_cpus``);
-2. a local cluster (``ser_batch.cluster``) with a head node of 1 CPU, joined by address,
+2. a local cluster (``ser_batch.cluster.local``) with a head node of 1 CPU, joined by address,
    then the same cluster with a second node of 1 CPU added.
 
 It prints the times and the speed-ups (target: >= 1.8x from 1 to 2 CPUs on a 2-core
@@ -81,9 +81,9 @@ def build_input(folder: Path, data: Path, copies: int) -> tuple[Path, Path, str]
 def child(args: argparse.Namespace) -> None:
     """One configuration: join or start Ray, warm up, time ``repeats`` runs; print JSON."""
     sys.path.insert(0, str(REPO_ROOT))
-    from ser_batch import runtime
+    from ser_batch.cluster import runtime
     from ser_batch.config import load_config
-    from ser_batch.score import run_score
+    from ser_batch.pipeline.score import run_score
 
     config = load_config(None)
     if args.cpus:
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.skip_cluster:
             return
         sys.path.insert(0, str(REPO_ROOT))
-        from ser_batch import cluster
+        from ser_batch.cluster import local as cluster
 
         os.environ[cluster.STATE_ENV] = env[cluster.STATE_ENV] = str(Path(tmp) / "cluster")
         try:

@@ -42,9 +42,10 @@ import soxr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout under test, also when run as a plain script
 
-from ser_batch import results, schema  # noqa: E402
-from ser_batch.audio import load_audio  # noqa: E402
-from ser_batch.dataset import parse_ravdess_name  # noqa: E402
+from ser_batch import schema
+from ser_batch.audio.decode import load_audio  # noqa: E402
+from ser_batch.data import score_folder as results  # noqa: E402
+from ser_batch.data.labels import parse_ravdess_name  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
 DEFAULT_MODEL = ROOT / "output" / "model"
@@ -302,7 +303,7 @@ def model_sets_used(out: Path) -> dict[str, int]:
     files = results.read_table(out, results.FILES_DIR)
     if "model_set" not in files.column_names:
         return {}
-    return {str(k): int(v) for k, v in files.to_pandas()["model_set"].value_counts().items()}
+    return {str(k): int(v) for k, v in files.to_pandas()[schema.MODEL_SET].value_counts().items()}
 
 
 # -------------------------------------------------------------------------- report

@@ -27,11 +27,11 @@ marks = [time.perf_counter()]
 phases = {}
 def mark(name):
     marks.append(time.perf_counter()); phases[name] = marks[-1] - marks[-2]
-import ser_batch.cli, ser_batch.extract
+import ser_batch.cli, ser_batch.pipeline.extract
 from ser_batch.config import config_to_dict, load_config
 mark("import ser_batch")
 config = load_config().replace(features={"recipe": sys.argv[1]})
-ser_batch.extract._preflight(config)
+ser_batch.pipeline.extract._preflight(config)
 mark("driver feature check")
 import ray
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")

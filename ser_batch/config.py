@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,19 @@ from typing import Any, Iterable, Mapping
 
 from ser_batch.errors import ConfigError
 
+#: Feature recipes (``features.recipe``; see :mod:`ser_batch.features.recipes`).
 RECIPES = ("fast", "classic", "rich")
-MODELS = ("keras", "sklearn")
+#: Recipes that track pitch (their ``n_fft`` must hold two periods of 60 Hz).
+PITCH_RECIPES = ("rich",)
+#: The models a bundle can hold (``train.models``), and the name of their averaged ensemble.
+FRAMEWORKS = ("keras", "sklearn")
+ENSEMBLE = "both"
+#: What ``score.framework`` (and ``--framework``) may name: one model or the ensemble.
+SCORE_FRAMEWORKS = (*FRAMEWORKS, ENSEMBLE)
+#: ``score.channels``: mixed down into one stream, or each channel a stream of its own.
+CHANNELS = ("mix", "split")
+#: ``train.array_dtype``: weights of the array exports.
+ARRAY_DTYPES = ("float32", "float16")
 SPLITS = ("speaker", "random", "none")
 #: ``train.normalize``: also fit sets on features z-scored per speaker (the ``actor`` column).
 TRAIN_NORMALIZE = ("none", "speaker")
@@ -24,7 +36,7 @@ TRAIN_NORMALIZE = ("none", "speaker")
 NARROWBAND = ("separate", "mixed")
 #: ``score.normalize``: z-score each stream by its own speech windows' statistics.
 SCORE_NORMALIZE = ("none", "file")
-#: Forms of the names in ``extract.augment`` (parsed by ``ser_batch.telephony``); kept here so
+#: Forms of the names in ``extract.augment`` (parsed by :func:`parse_augmentation` below); kept here so
 #: that ``extract --help`` lists them without importing the audio code.
 AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "telephone-<codec>-band", "noise-<snr>db",
                  "pink-<snr>db", "gain-<db>db", "tempo-<factor>")
@@ -70,7 +82,7 @@ class FeatureConfig:
     #: below the loudest moment of the whole signal).
     db_floor: float = -80.0
     #: ``rich`` only: a frame is speech when its level is this many dB above the local noise
-    #: floor (see ``ser_batch.windows``); windows store the fraction of such frames.
+    #: floor (see ``ser_batch.features.windows``); windows store the fraction of such frames.
     speech_margin_db: float = 6.0
 
 
@@ -84,7 +96,7 @@ class ExtractConfig:
     out: str = "output/features"
     #: Optional ``path,label`` CSV for corpora whose names carry no label.
     labels_csv: str = ""
-    #: Augmented copies written besides each file's own row (``ser_batch.telephony``):
+    #: Augmented copies written besides each file's own row (``ser_batch.audio.telephony``):
     #: telephone-pcm, telephone-ulaw, telephone-alaw, noise-<snr>db, pink-<snr>db,
     #: gain-<db>db, tempo-<factor>. Empty: the original audio only.
     augment: tuple[str, ...] = ()
@@ -94,7 +106,7 @@ class ExtractConfig:
 class TrainConfig:
     """The training job: which models, which split."""
 
-    #: Models to fit: any of "keras", "sklearn".
+    #: Models to fit: any of :data:`FRAMEWORKS`.
     models: tuple[str, ...] = ("keras", "sklearn")
     #: "speaker" (whole actors held out), "random" (stratified, the original recipe) or
     #: "none" (train on every row; for a final model whose accuracy was measured before).
@@ -178,7 +190,7 @@ class ScoreConfig:
     #: Default output folder of ``score``.
     out: str = "output/scores"
     #: "keras", "sklearn" or "both" (the average of the two models' probabilities).
-    framework: str = "both"
+    framework: str = ENSEMBLE
     #: "mix": channels averaged into one stream; "split": each channel scored as its own stream.
     channels: str = "mix"
     #: Files longer than this (seconds) are cut into ranges that separate tasks score.
@@ -209,6 +221,11 @@ class RayConfig:
     num_cpus: int = 0
     #: Times a failed task is retried (its writes are idempotent).
     max_retries: int = 3
+
+    @property
+    def local_cpus(self) -> int | None:
+        """CPUs to start an embedded runtime with: ``num_cpus``, or ``None`` (all) for 0."""
+        return self.num_cpus or None
 
 
 @dataclass(frozen=True)
@@ -271,16 +288,30 @@ def _apply(config: Config, changes: Mapping[str, Mapping[str, Any]]) -> Config:
 
 
 def validate(config: Config) -> None:
-    """Raise :class:`ConfigError` when a value is out of range."""
-    audio, feats, extract, ray = config.audio, config.features, config.extract, config.ray
+    """Raise :class:`ConfigError` when a value is out of range: one validator per section."""
+    for check in (_check_audio, _check_features, _check_extract, _check_train, _check_networks, _check_score,
+                  _check_ray):
+        check(config)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _check_audio(config: Config) -> None:
+    audio = config.audio
     if audio.sample_rate < 4000:
         raise ConfigError(f"audio.sample_rate must be at least 4000 Hz, got {audio.sample_rate}")
     if audio.max_duration_s < 0 or audio.max_file_s < 0:
         raise ConfigError("audio.max_duration_s and audio.max_file_s must be >= 0 (0 = no limit)")
     if not audio.extensions or not all(e.startswith(".") for e in audio.extensions):
         raise ConfigError("audio.extensions must be a non-empty list like ['.wav', '.flac']")
-    if feats.recipe not in RECIPES:
-        raise ConfigError(f"features.recipe must be one of {', '.join(RECIPES)}, got {feats.recipe!r}")
+
+
+def _check_features(config: Config) -> None:
+    feats, rate = config.features, config.audio.sample_rate
+    _one_of("features.recipe", feats.recipe, RECIPES)
     if feats.n_fft < 64 or feats.n_fft & (feats.n_fft - 1):
         raise ConfigError(f"features.n_fft must be a power of two >= 64, got {feats.n_fft}")
     if not 0 < feats.hop_length <= feats.n_fft:
@@ -294,36 +325,40 @@ def validate(config: Config) -> None:
         raise ConfigError("features.window_s must be >= 0 and features.window_hop_s > 0 seconds")
     if feats.window_s and feats.window_hop_s > feats.window_s:
         raise ConfigError("features.window_hop_s cannot exceed features.window_s (frames would be skipped)")
-    if feats.recipe == "rich" and audio.sample_rate / 60.0 >= feats.n_fft - 1:
+    if feats.recipe in PITCH_RECIPES and rate / 60.0 >= feats.n_fft - 1:
         # yin needs two periods of its lowest pitch (60 Hz) inside one frame.
-        raise ConfigError(f"features.n_fft={feats.n_fft} is too short for the rich recipe's pitch tracking "
-                          f"at {audio.sample_rate} Hz; use at least {_next_pow2(audio.sample_rate / 60.0 + 1)}")
+        raise ConfigError(f"features.n_fft={feats.n_fft} is too short for the {feats.recipe} recipe's pitch tracking "
+                          f"at {rate} Hz; use at least {_next_pow2(rate / 60.0 + 1)}")
     if feats.contrast_fmin <= 0:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
+
+
+def _check_extract(config: Config) -> None:
+    extract = config.extract
     if extract.shard_size < 1:
         raise ConfigError("extract.shard_size must be >= 1")
-    if extract.augment:
-        from ser_batch.telephony import parse_augmentation
+    if not all(isinstance(name, str) for name in extract.augment):
+        raise ConfigError(f"extract.augment must be a list of names, got {list(extract.augment)}")
+    if len(set(extract.augment)) != len(extract.augment):
+        raise ConfigError(f"extract.augment names an augmentation twice: {', '.join(extract.augment)}")
+    for name in extract.augment:
+        parse_augmentation(name)
 
-        if not all(isinstance(name, str) for name in extract.augment):
-            raise ConfigError(f"extract.augment must be a list of names, got {list(extract.augment)}")
-        if len(set(extract.augment)) != len(extract.augment):
-            raise ConfigError(f"extract.augment names an augmentation twice: {', '.join(extract.augment)}")
-        for name in extract.augment:
-            parse_augmentation(name)
-    train, keras, sk = config.train, config.keras, config.sklearn
-    if not train.models or not set(train.models) <= set(MODELS) or len(set(train.models)) != len(train.models):
-        raise ConfigError(f"train.models must list each of {', '.join(MODELS)} at most once, got {train.models}")
-    if train.array_dtype not in ("float32", "float16"):
-        raise ConfigError(f"train.array_dtype must be float32 or float16, got {train.array_dtype!r}")
-    if train.split not in SPLITS:
-        raise ConfigError(f"train.split must be one of {', '.join(SPLITS)}, got {train.split!r}")
-    if train.normalize not in TRAIN_NORMALIZE:
-        raise ConfigError(f"train.normalize must be one of {', '.join(TRAIN_NORMALIZE)}, got {train.normalize!r}")
-    if train.narrowband not in NARROWBAND:
-        raise ConfigError(f"train.narrowband must be one of {', '.join(NARROWBAND)}, got {train.narrowband!r}")
+
+def _check_train(config: Config) -> None:
+    train = config.train
+    if not train.models or not set(train.models) <= set(FRAMEWORKS) or len(set(train.models)) != len(train.models):
+        raise ConfigError(f"train.models must list each of {', '.join(FRAMEWORKS)} at most once, got {train.models}")
+    _one_of("train.array_dtype", train.array_dtype, ARRAY_DTYPES)
+    _one_of("train.split", train.split, SPLITS)
+    _one_of("train.normalize", train.normalize, TRAIN_NORMALIZE)
+    _one_of("train.narrowband", train.narrowband, NARROWBAND)
     if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:
         raise ConfigError("train.test_size and train.test_actor_fraction must be in (0, 1)")
+
+
+def _check_networks(config: Config) -> None:
+    keras, sk = config.keras, config.sklearn
     for name, value in (("keras.validation_fraction", keras.validation_fraction),
                         ("sklearn.validation_fraction", sk.validation_fraction)):
         if not 0 < value < 1:
@@ -337,20 +372,23 @@ def validate(config: Config) -> None:
         raise ConfigError("learning rates must be > 0, alpha and l2 >= 0")
     if not all(0 <= d < 1 for d in (keras.input_dropout, *keras.dropout)) or not 0 <= keras.label_smoothing < 1:
         raise ConfigError("keras dropout rates and label_smoothing must be in [0, 1)")
+
+
+def _check_score(config: Config) -> None:
     score = config.score
-    if score.framework not in ("keras", "sklearn", "both"):
-        raise ConfigError(f"score.framework must be keras, sklearn or both, got {score.framework!r}")
-    if score.channels not in ("mix", "split"):
-        raise ConfigError(f"score.channels must be mix or split, got {score.channels!r}")
+    _one_of("score.framework", score.framework, SCORE_FRAMEWORKS)
+    _one_of("score.channels", score.channels, CHANNELS)
     if min(score.chunk_s, score.shard_s, score.block_s) <= 0 or score.shard_files < 1:
         raise ConfigError("score.chunk_s, score.shard_s and score.block_s must be > 0 s, score.shard_files >= 1")
     if not 0 <= score.min_speech_ratio <= 1:
         raise ConfigError("score.min_speech_ratio must be in [0, 1]")
-    if score.normalize not in SCORE_NORMALIZE:
-        raise ConfigError(f"score.normalize must be one of {', '.join(SCORE_NORMALIZE)}, got {score.normalize!r}")
+    _one_of("score.normalize", score.normalize, SCORE_NORMALIZE)
     if score.min_normalize_s < 0:
         raise ConfigError("score.min_normalize_s must be >= 0 s")
-    if ray.num_cpus < 0 or ray.max_retries < 0:
+
+
+def _check_ray(config: Config) -> None:
+    if config.ray.num_cpus < 0 or config.ray.max_retries < 0:
         raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
 
 
@@ -437,3 +475,48 @@ def config_to_toml(config: Config) -> str:
         lines.append(f"\n[{section}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
     return "\n".join(lines) + "\n"
+
+
+#: Speed factors allowed by ``tempo-<factor>`` (a few percent is what augmentation wants).
+TEMPO_RANGE = (0.8, 1.25)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One parsed augmentation name: ``kind`` (telephone, noise, pink, gain, tempo) and its value
+    (codec name, SNR in dB, gain in dB or speed factor)."""
+
+    name: str
+    kind: str
+    value: str | float
+
+
+_PATTERNS = (
+    (re.compile(r"^telephone-(pcm|ulaw|alaw)$"), "telephone", str),
+    (re.compile(r"^telephone-(pcm|ulaw|alaw)-band$"), "telephone-band", str),
+    (re.compile(r"^noise-(-?\d+(?:\.\d+)?)db$"), "noise", float),
+    (re.compile(r"^pink-(-?\d+(?:\.\d+)?)db$"), "pink", float),
+    (re.compile(r"^gain-(-?\d+(?:\.\d+)?)db$"), "gain", float),
+    (re.compile(r"^tempo-(\d+(?:\.\d+)?)$"), "tempo", float),
+)
+
+
+def parse_augmentation(name: str) -> Augmentation:
+    """Parse an augmentation name such as ``telephone-ulaw``, ``noise-20db``, ``pink-10db``,
+    ``gain--6db`` or ``tempo-1.05``.
+
+    Raises
+    ------
+    ConfigError
+        If the name has none of the forms of :data:`AUGMENT_FORMS`, or a speed factor is
+        outside :data:`TEMPO_RANGE`.
+    """
+    for pattern, kind, cast in _PATTERNS:
+        match = pattern.match(name)
+        if match:
+            value = cast(match.group(1))
+            if kind == "tempo" and not TEMPO_RANGE[0] <= value <= TEMPO_RANGE[1]:
+                raise ConfigError(f"augmentation {name!r}: the speed factor must be in "
+                                  f"[{TEMPO_RANGE[0]}, {TEMPO_RANGE[1]}]")
+            return Augmentation(name, kind, value)
+    raise ConfigError(f"unknown augmentation {name!r} (known forms: {', '.join(AUGMENT_FORMS)})")

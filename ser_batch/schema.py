@@ -10,13 +10,24 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from ser_batch.config import FeatureConfig
-
 #: Bumped whenever a column is added, removed or changes meaning. Version 2: window
 #: features are local (fixed dB floor, no tuning estimate, global window grid). Version 3:
 #: the features table gains ``augment`` and ``band`` (``extract --augment`` writes several
 #: rows per file, so ``path`` is no longer a unique key of it; issue 10).
 SCHEMA_VERSION = 3
+
+# ------------------------------------------------------------------ folders and files
+# Names inside the output folders (hidden and ``_`` names are skipped by Arrow's discovery).
+
+#: A job's ``OUT/.lock`` (see :mod:`ser_batch.cluster.lock`).
+LOCK_NAME = ".lock"
+#: ``score``'s output folder: windows, files, the settings every row was made with, the last run.
+SEGMENTS_DIR = "segments"
+FILES_DIR = "files"
+SETTINGS = "_score.json"
+RUN_RECORD = "_run.json"
+#: What ``ser-batch report OUT`` writes.
+REPORT_HTML = "report.html"
 
 # Columns of the features table.
 PATH = "path"
@@ -51,32 +62,7 @@ META_FEATURE_NAMES = b"ser_batch.feature_names"
 META_CONFIG = b"ser_batch.config"
 
 
-def feature_names(features: FeatureConfig) -> list[str]:
-    """Stable names of the feature vector of ``features.recipe``, in order.
-
-    ``fast`` and ``classic`` with the default config: ``mfcc_00..mfcc_39, chroma_00..chroma_11,
-    mel_000..mel_127, contrast_0..contrast_6, tonnetz_0..tonnetz_5`` (193 names); ``rich``:
-    see :func:`ser_batch.recipes.rich_names` (805 names).
-    """
-    if features.recipe == "rich":
-        from ser_batch.recipes import rich_names
-
-        return rich_names(frame_column_names(features))
-    return frame_column_names(features)
-
-
-def frame_column_names(features: FeatureConfig) -> list[str]:
-    """Names of the columns of :func:`ser_batch.features.frame_features` (the 193 of the recipe)."""
-    return (
-        [f"mfcc_{i:02d}" for i in range(features.n_mfcc)]
-        + [f"chroma_{i:02d}" for i in range(features.n_chroma)]
-        + [f"mel_{i:03d}" for i in range(features.n_mels)]
-        + [f"contrast_{i}" for i in range(features.contrast_bands + 1)]
-        + [f"tonnetz_{i}" for i in range(6)]
-    )
-
-
-def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa.Schema:
+def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any]) -> pa.Schema:
     """Schema of the ``extract`` output: one row per audio file.
 
     ``features`` is a fixed-size list of float32 (193 with the default config);
@@ -85,11 +71,10 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
     ``segment_starts_s`` their start times in seconds and ``segment_speech_ratio`` the fraction
     of each window's frames judged speech; all three are null for other recipes.
     ``augment`` names the augmentation of an augmented copy (``telephone-ulaw``,
-    ``noise-20db``, ...; see :mod:`ser_batch.telephony`) and is null on the row of the file's
+    ``noise-20db``, ...; see :mod:`ser_batch.audio.telephony`) and is null on the row of the file's
     own audio; ``band`` is ``narrow`` for telephone copies and files of at most 8 kHz, else
     ``wide`` (null when the file could not be read).
     """
-    names = feature_names(features)
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
         pa.field(EMOTION, pa.string()),
@@ -112,7 +97,7 @@ def features_schema(*, features: FeatureConfig, config: Mapping[str, Any]) -> pa
     metadata = {
         META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
         META_TABLE: b"features",
-        META_RECIPE: features.recipe.encode(),
+        META_RECIPE: recipe.encode(),
         META_FEATURE_NAMES: json.dumps(names).encode(),
         META_CONFIG: json.dumps(config, sort_keys=True).encode(),
     }
@@ -248,3 +233,21 @@ def files_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any
         pa.field(BUNDLE_ID, pa.string(), nullable=False),
     ]
     return pa.schema(fields, metadata=_score_metadata("files", classes=classes, bundle_id=bundle_id, config=config))
+
+
+#: Originals at or under this rate (Hz) are narrow-band (``band`` column).
+NARROW_MAX_RATE = 8000
+
+
+#: Values of the ``band`` column.
+WIDE, NARROW = "wide", "narrow"
+
+
+def band_of(sample_rate_in: int | None, augment: str | None) -> str | None:
+    """The ``band`` of a row: ``narrow`` for telephone copies and for originals of at most
+    :data:`NARROW_MAX_RATE` Hz, else ``wide``; None when the rate is unknown (an unreadable file)."""
+    if augment is not None and augment.startswith("telephone-"):
+        return NARROW
+    if sample_rate_in is None:
+        return None
+    return NARROW if sample_rate_in <= NARROW_MAX_RATE else WIDE

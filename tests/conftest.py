@@ -37,7 +37,7 @@ def link_ravdess_actors(root: Path, actors: tuple[int, ...]) -> Path:
 def ray_session() -> Iterator[None]:
     """One local Ray runtime for the whole session; jobs under test reuse it.
 
-    ``ser_batch.runtime.ray_runtime`` leaves a runtime it did not start running, so
+    ``ser_batch.cluster.runtime.ray_runtime`` leaves a runtime it did not start running, so
     every ``run_extract`` and CLI call in the session shares these two CPUs and their
     already warm workers.
     """

@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.audio`; every file is generated in ``tmp_path``."""
+"""Tests for :mod:`ser_batch.audio.decode`; every file is generated in ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_batch.audio import (
-    _os_error_reason,
-    AudioInfo,
-    iter_audio_blocks,
-    load_audio,
-    probe_audio,
-)
+from ser_batch.audio.decode import AudioInfo, _os_error_reason, iter_audio_blocks, load_audio, probe_audio
 from ser_batch.errors import AudioError, SerBatchError
 
 MP3_WRITABLE = "MP3" in sf.available_formats()

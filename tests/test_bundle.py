@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import SHARED, write_audio
-from ser_batch import bundle as bundle_io
 from ser_batch.errors import BundleError
+from ser_batch.models import bundle as bundle_io
+
+from conftest import SHARED, write_audio
 
 GOLDEN = Path(__file__).parent / "golden" / "pretrained.json"
 REGENERATE = os.environ.get("SER_BATCH_REGENERATE_GOLDEN") == "1"
@@ -47,7 +48,7 @@ def golden_inputs(folder: Path) -> dict[str, Path]:
 
 def golden_probabilities(bundle: bundle_io.Bundle, inputs: dict[str, Path]) -> dict[str, Any]:
     """``{input: {model: {class: probability}}}`` as ``predict`` reports them."""
-    from ser_batch.scoring import predict_files
+    from ser_batch.inference.scoring import predict_files
 
     results = predict_files(list(inputs.values()), bundle=bundle, framework="both")
     out = {}
@@ -186,7 +187,7 @@ def test_format_2_bundle_never_unpickles(tmp_path: Path) -> None:
 
     # a real skops pipeline loads and predicts as the fitted one
     pipeline = _tiny_pipeline()
-    from ser_batch.models import save_sklearn
+    from ser_batch.models.estimators import save_sklearn
 
     good = _make_bundle(tmp_path / "good", fmt=2, sklearn_file=bundle_io.SKLEARN_FILE,
                         write=lambda p: save_sklearn(pipeline, p))
@@ -220,7 +221,7 @@ def test_upgrade_bundle_keeps_predictions_and_drops_the_pickle(tmp_path: Path) -
 
 
 def test_bundle_format_and_file_list_errors(tmp_path: Path) -> None:
-    from ser_batch.models import save_sklearn
+    from ser_batch.models.estimators import save_sklearn
 
     pipeline = _tiny_pipeline()
     good = _make_bundle(tmp_path / "b", fmt=2, sklearn_file=bundle_io.SKLEARN_FILE,

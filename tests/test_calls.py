@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from conftest import write_audio
 from ser_batch import schema
-from ser_batch.calls import TRUTH_COLUMNS, TruthRow, build_call, clip_predictions, write_truth
+from ser_batch.demo.calls import TRUTH_COLUMNS, TruthRow, build_call, clip_predictions, write_truth
+
+from conftest import write_audio
 
 
 def test_a_call_holds_its_clips_where_the_truth_says(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.classic`: the reference librosa recipe, and how it refuses what
+"""Tests for :mod:`ser_batch.features.classic`: the reference librosa recipe, and how it refuses what
 librosa or scipy would turn into NaN or garbage.
 
 Signals are generated (speech-like tones, triads of sines) at 16 and 8 kHz.
@@ -12,10 +12,11 @@ import librosa
 import numpy as np
 import pytest
 
-from conftest import speech_like
-from ser_batch import classic
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
+from ser_batch.features import classic
+
+from conftest import speech_like
 
 CLASSIC = FeatureConfig(recipe="classic")
 N_FEATURES = 193

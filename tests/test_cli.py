@@ -14,9 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
+from ser_batch import schema
+from ser_batch.cli import main
+from ser_batch.cli.root import EXIT_FILE_ERRORS
+from ser_batch.data import parts as storage
+
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
-from ser_batch import schema, storage
-from ser_batch.cli import EXIT_FILE_ERRORS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FILES = len(CORPUS_GOOD) + len(CORPUS_BROKEN)

@@ -26,8 +26,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ser_batch.cluster import local
+
 from conftest import write_audio
-from ser_batch import cluster as local
 
 pytestmark = pytest.mark.cluster
 
@@ -406,7 +407,7 @@ def test_a_wrong_address_fails_within_seconds_and_leaves_out_untouched(tmp_path:
 
 def test_submitted_arguments_are_absolute_and_out_is_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ser_batch.cli import main
-    from ser_batch.cli_cluster import absolute_args
+    from ser_batch.cli.cluster import absolute_args
 
     monkeypatch.chdir(tmp_path)
     score = absolute_args(main.commands["score"], ["calls", "--framework", "keras", "--set", "score.shard_s=60",
@@ -426,7 +427,7 @@ def test_submitted_arguments_are_absolute_and_out_is_added(tmp_path: Path, monke
 
 
 def test_a_job_ships_the_project_without_environments_or_data() -> None:
-    from ser_batch.submission import job_spec
+    from ser_batch.cluster.jobs_api import job_spec
 
     entrypoint, runtime_env = job_spec("score", ["/data/in", "--out", "/data/out dir"])
     assert entrypoint == "python jobs/score.py /data/in --out '/data/out dir'"
@@ -436,7 +437,7 @@ def test_a_job_ships_the_project_without_environments_or_data() -> None:
 
 def test_extract_records_a_shard_whose_worker_always_dies_as_errors(tmp_path: Path) -> None:
     """No job-wide abort: the shard's files run one by one; only the file that kills its worker fails."""
-    from ser_batch.extract import FAULT_ENV
+    from ser_batch.cluster.runtime import FAULT_ENV
 
     names = small_archive(tmp_path / "in", 3)
     write_audio(tmp_path / "in" / "poison.wav", duration_s=1.0)

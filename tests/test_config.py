@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ser_batch.config import (
-    Config,
-    config_from_dict,
-    config_to_dict,
-    config_to_toml,
-    load_config,
-    parse_override,
-)
+from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml, load_config, parse_override
 from ser_batch.errors import ConfigError, SerBatchError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

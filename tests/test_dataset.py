@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.dataset`: RAVDESS names, file discovery, label CSVs."""
+"""Tests for :mod:`ser_batch.data.labels`: RAVDESS names, file discovery, label CSVs."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ import pytest
 
 from ser_batch import schema
 from ser_batch.config import Config, load_config
-from ser_batch.dataset import (
-    Labels,
-    discover_audio,
-    labels_for,
-    load_labels_csv,
-    parse_ravdess_name,
-)
+from ser_batch.data.labels import Labels, discover_audio, labels_for, load_labels_csv, parse_ravdess_name
 from ser_batch.errors import DatasetError
 
 EXTENSIONS = Config().audio.extensions
@@ -384,9 +378,10 @@ def test_labels_csv_with_byte_order_mark(tmp_path: Path) -> None:
 
 def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
     """A features folder of two generated files (8 kHz and 16 kHz) written by one shard, no Ray."""
-    from conftest import write_audio
     from ser_batch.config import config_to_dict
-    from ser_batch.extract import extract_shard, plan_shards
+    from ser_batch.pipeline.extract import extract_shard, plan_shards
+
+    from conftest import write_audio
 
     write_audio(tmp_path / "in" / "03-01-05-01-01-01-01.wav", duration_s=0.5)
     write_audio(tmp_path / "in" / "call.wav", sample_rate=8000, duration_s=0.5, seed=1)
@@ -399,7 +394,7 @@ def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
 
 
 def test_feature_set_reads_augment_and_band(tmp_path: Path) -> None:
-    from ser_batch.dataset import load_feature_set
+    from ser_batch.data.featureset import load_feature_set
 
     part = _extracted_part(tmp_path, augment=["telephone-alaw"])
     data = load_feature_set(part.parent)
@@ -414,7 +409,7 @@ def test_feature_set_reads_augment_and_band(tmp_path: Path) -> None:
 def test_feature_set_of_a_table_without_augment_columns(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from ser_batch.dataset import load_feature_set
+    from ser_batch.data.featureset import load_feature_set
 
     part = _extracted_part(tmp_path, augment=[])
     table = pq.read_table(part)
@@ -427,7 +422,7 @@ def test_feature_set_of_a_table_without_augment_columns(tmp_path: Path) -> None:
 def test_feature_set_of_an_older_schema_is_refused_as_before(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from ser_batch.dataset import load_feature_set
+    from ser_batch.data.featureset import load_feature_set
 
     part = _extracted_part(tmp_path, augment=[])
     table = pq.read_table(part).drop_columns([schema.AUGMENT, schema.BAND])
@@ -440,7 +435,7 @@ def test_feature_set_of_an_older_schema_is_refused_as_before(tmp_path: Path) -> 
 def test_feature_set_built_by_hand_defaults_augment_and_band() -> None:
     import numpy as np
 
-    from ser_batch.dataset import FeatureSet
+    from ser_batch.data.featureset import FeatureSet
 
     data = FeatureSet(X=np.zeros((3, 2), np.float32), emotion=np.array(["a", None, "b"], dtype=object),
                       actor=np.array([1.0, 2.0, 3.0]), paths=np.array(["x", "y", "z"], dtype=object),

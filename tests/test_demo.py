@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.demo` and the ``demo`` command that ``make demo`` runs.
+"""Tests for :mod:`ser_batch.demo.run` and the ``demo`` command that ``make demo`` runs.
 
 The plans are checked as pure functions; two end-to-end runs on generated audio (one
 labelled with RAVDESS names, one unlabelled) go through the CLI as ``make demo`` does.
@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import write_audio
-from ser_batch import runtime
 from ser_batch.cli import main
-from ser_batch.demo import DemoRun, TrainingPlan, choose_examples, plan_stages, plan_training, run_demo
+from ser_batch.cluster import runtime
 from ser_batch.config import Config
+from ser_batch.demo.run import DemoRun, TrainingPlan, choose_examples, plan_stages, plan_training, run_demo
+
+from conftest import write_audio
 
 
 def invoke(*args: str | Path) -> Result:
@@ -222,8 +223,8 @@ def test_random_split_is_evaluated_on_the_training_runs_held_out_files() -> None
     # the metrics the training run computed on them instead of scoring training files.
     import numpy as np
 
-    from ser_batch.demo import _evaluate
-    from ser_batch.evaluate import classification_metrics
+    from ser_batch.demo.run import _evaluate
+    from ser_batch.models.metrics import classification_metrics
 
     said: list[str] = []
     run = DemoRun(data=Path("in"), out=Path("out"), config=Config(), say=said.append, warn=said.append,

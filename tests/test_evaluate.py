@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import link_ravdess_actors, needs_shared
-from ser_batch import bundle as bundle_io
 from ser_batch.cli import main
 from ser_batch.config import load_config
-from ser_batch.dataset import FeatureSet
+from ser_batch.data.featureset import FeatureSet
 from ser_batch.errors import DatasetError
-from ser_batch.evaluate import classification_metrics, format_metrics, select_rows
+from ser_batch.models import bundle as bundle_io
+from ser_batch.models.metrics import classification_metrics
+from ser_batch.pipeline.evaluate import format_metrics, select_rows
+
+from conftest import link_ravdess_actors, needs_shared
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -129,7 +131,7 @@ def rich_actor_01(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -
 
     if not SHARED.is_dir():
         pytest.skip("../shared/data/ravdess not present")
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     audio = link_ravdess_actors(tmp_path_factory.mktemp("actor01"), (1,))
     out = tmp_path_factory.mktemp("rich") / "features"

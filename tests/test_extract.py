@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.extract`: the Ray feature-extraction job, end to end.
+"""Tests for :mod:`ser_batch.pipeline.extract`: the Ray feature-extraction job, end to end.
 
 One run over the mixed generated corpus (see ``conftest.build_corpus``) is shared by
 the read-only checks; tests that change inputs or outputs make their own.
@@ -16,13 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
-from ser_batch import runtime, schema, storage
+from ser_batch import schema
+from ser_batch.cluster import runtime
 from ser_batch.config import Config, config_to_dict, load_config
-from ser_batch.dataset import discover_audio
+from ser_batch.data import parts as storage
+from ser_batch.data.labels import discover_audio
 from ser_batch.errors import DatasetError
-from ser_batch.extract import ExtractSummary, extract_shard, plan_shards, run_extract
-from ser_batch.recipes import file_features
+from ser_batch.features.recipes import file_features
+from ser_batch.pipeline.extract import ExtractSummary, extract_shard, plan_shards, run_extract
+from ser_batch.features.names import feature_names
+
+from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 
 #: Three files per task, so the 11-file corpus makes 4 parts and 4 Ray tasks.
 CONFIG = Config().replace(extract={"shard_size": 3})
@@ -158,7 +162,7 @@ def test_schema_metadata(extracted: tuple[ExtractSummary, Path]) -> None:
         assert meta["schema_version"] == schema.SCHEMA_VERSION
         assert meta["table"] == "features"
         assert meta["recipe"] == "fast"
-        assert meta["feature_names"] == schema.feature_names(CONFIG.features)
+        assert meta["feature_names"] == feature_names(CONFIG.features)
         assert meta["config"] == config_to_dict(CONFIG)
 
 

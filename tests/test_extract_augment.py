@@ -1,4 +1,4 @@
-"""Tests for ``extract --augment`` (:mod:`ser_batch.extract` with ``extract.augment``):
+"""Tests for ``extract --augment`` (:mod:`ser_batch.pipeline.extract` with ``extract.augment``):
 one row per file and augmentation, deterministic, idempotent and resumable."""
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CORPUS_BROKEN, CORPUS_GOOD
-from ser_batch import schema, storage
+from ser_batch import schema
+from ser_batch.audio.telephony import augment_signal, augmentation_rng
 from ser_batch.config import Config, config_to_dict
-from ser_batch.dataset import discover_audio, load_feature_set
-from ser_batch.extract import ExtractSummary, extract_shard, plan_shards, run_extract
-from ser_batch.recipes import checked_features, decode_for_features
-from ser_batch.telephony import augment_signal, augmentation_rng
+from ser_batch.data import parts as storage
+from ser_batch.data.featureset import load_feature_set
+from ser_batch.data.labels import discover_audio
+from ser_batch.features.recipes import checked_features, decode_for_features
+from ser_batch.pipeline.extract import ExtractSummary, extract_shard, plan_shards, run_extract
+
+from conftest import CORPUS_BROKEN, CORPUS_GOOD
 
 AUGMENT = ("telephone-ulaw", "noise-20db", "tempo-1.05")
 CONFIG = Config().replace(extract={"shard_size": 3, "augment": list(AUGMENT)})

@@ -1,10 +1,10 @@
-"""Tests for :mod:`ser_batch.failures`: the failed-files report every job prints."""
+"""Tests for :mod:`ser_batch.reports.failures`: the failed-files report every job prints."""
 
 from __future__ import annotations
 
 import pytest
 
-from ser_batch.failures import SHOWN, counted, format_failures
+from ser_batch.reports.failures import SHOWN, counted, format_failures
 
 
 @pytest.mark.parametrize(("n", "expected"), [(0, "0 files"), (1, "1 file"), (2, "2 files")])

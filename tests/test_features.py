@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.features`, the ``fast`` recipe (and the feature names of
+"""Tests for :mod:`ser_batch.features.fast`, the ``fast`` recipe (and the feature names of
 :mod:`ser_batch.schema`).
 
 Signals are generated at 16 kHz and 8 kHz; the fast-vs-classic agreement over real
@@ -15,13 +15,17 @@ from collections.abc import Callable
 import librosa
 import numpy as np
 import pytest
+from test_classic import ideal_tonnetz, triad
 
-from conftest import SHARED, needs_shared, sine, speech_like
-from ser_batch import classic, features, schema
-from ser_batch.audio import load_audio
+from ser_batch import schema
+from ser_batch.audio.decode import load_audio
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
-from test_classic import ideal_tonnetz, triad
+from ser_batch.features import classic
+from ser_batch.features import fast as features
+from ser_batch.features.names import feature_names
+
+from conftest import SHARED, needs_shared, sine, speech_like
 
 DEFAULT = FeatureConfig()
 CLASSIC = FeatureConfig(recipe="classic")
@@ -46,7 +50,7 @@ def speech_16k() -> np.ndarray:
 
 
 def test_feature_names_default_order() -> None:
-    names = schema.feature_names(DEFAULT)
+    names = feature_names(DEFAULT)
     assert len(names) == N_FEATURES == len(set(names))
     expected = (
         [f"mfcc_{i:02d}" for i in range(40)]
@@ -81,14 +85,14 @@ NAMES_SHA256 = {
     ("rich", 805, "mfcc_00__mean", "duration_s"),
 ])
 def test_feature_names_are_pinned(recipe: str, count: int, first: str, last: str) -> None:
-    names = schema.feature_names(FeatureConfig(recipe=recipe))
+    names = feature_names(FeatureConfig(recipe=recipe))
     assert (len(names), names[0], names[-1]) == (count, first, last)
     assert hashlib.sha256("\n".join(names).encode()).hexdigest() == NAMES_SHA256[recipe]
 
 
 def test_feature_names_follow_config() -> None:
     config = FeatureConfig(n_mfcc=13, n_chroma=24, n_mels=64, contrast_bands=4)
-    names = schema.feature_names(config)
+    names = feature_names(config)
     assert len(names) == 13 + 24 + 64 + 5 + 6
     assert names[12] == "mfcc_12" and names[13] == "chroma_00" and names[-7] == "contrast_4"
 

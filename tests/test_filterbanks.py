@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.filterbanks`: the cached layouts equal librosa's, and the signal
+"""Tests for :mod:`ser_batch.features.filterbanks`: the cached layouts equal librosa's, and the signal
 checks every recipe shares give the promised messages.
 
 Everything is generated; no audio files are read.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from ser_batch import filterbanks
 from ser_batch.errors import FeatureError
+from ser_batch.features import checks, filterbanks
 
 RATES = [16_000, 8_000, 22_050]
 
@@ -38,31 +38,31 @@ RATES = [16_000, 8_000, 22_050]
 def test_check_signal_too_short_message(n_samples: int, sample_rate: int, n_fft: int, message: str) -> None:
     y = np.zeros(n_samples, np.float32)
     with pytest.raises(FeatureError) as info:
-        filterbanks.check_signal(y, sample_rate, min_samples=n_fft,
-                                 needed_for=filterbanks.one_frame(n_fft, sample_rate))
+        checks.check_signal(y, sample_rate, min_samples=n_fft,
+                                 needed_for=checks.one_frame(n_fft, sample_rate))
     assert str(info.value) == (f"{message} (one analysis frame, features.n_fft = {n_fft} samples "
                                f"at {sample_rate} Hz)")
 
 
 def test_check_signal_accepts_exactly_one_frame_and_refuses_bad_signals() -> None:
-    filterbanks.check_signal(np.zeros(2048, np.float32), 16_000, min_samples=2048, needed_for="")
+    checks.check_signal(np.zeros(2048, np.float32), 16_000, min_samples=2048, needed_for="")
     with pytest.raises(FeatureError, match=r"^expected a non-empty mono signal, got shape \(0,\)$"):
-        filterbanks.check_signal(np.zeros(0, np.float32), 16_000, min_samples=2048, needed_for="")
+        checks.check_signal(np.zeros(0, np.float32), 16_000, min_samples=2048, needed_for="")
     with pytest.raises(FeatureError, match=r"^expected a non-empty mono signal, got shape \(2, 4096\)$"):
-        filterbanks.check_signal(np.zeros((2, 4096), np.float32), 16_000, min_samples=2048, needed_for="")
+        checks.check_signal(np.zeros((2, 4096), np.float32), 16_000, min_samples=2048, needed_for="")
     for bad in (np.nan, np.inf, -np.inf):
         y = np.zeros(4096, np.float32)
         y[1234] = bad
         with pytest.raises(FeatureError, match="^signal has NaN or infinite samples$"):
-            filterbanks.check_signal(y, 16_000, min_samples=2048, needed_for="")
+            checks.check_signal(y, 16_000, min_samples=2048, needed_for="")
 
 
 def test_check_finite() -> None:
     values = np.arange(6, dtype=np.float32)
-    assert filterbanks.check_finite(values, "x") is values
+    assert checks.check_finite(values, "x") is values
     values[3] = np.nan
     with pytest.raises(FeatureError, match="^chroma values are not finite$"):
-        filterbanks.check_finite(values, "chroma values")
+        checks.check_finite(values, "chroma values")
 
 
 # --- band layouts ------------------------------------------------------------------------

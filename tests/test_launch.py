@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ser_batch import launch, outlock
+from ser_batch.cluster import lock as outlock
+from ser_batch.cluster import output as launch
 from ser_batch.errors import ClusterError
 
 

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from ser_batch.config import KerasConfig, SklearnConfig
-from ser_batch.networks import DenseNetwork
-from ser_batch.models import (KerasANN, build_sklearn_mlp, load_sklearn, mean_by_row, save_sklearn,
-                              stack_segments)
+from ser_batch.models.estimators import (
+    KerasANN,
+    build_sklearn_mlp,
+    load_sklearn,
+    mean_by_row,
+    save_sklearn,
+    stack_segments,
+)
+from ser_batch.models.networks import DenseNetwork
 
 
 def _blobs(n_per_class: int = 20, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +136,7 @@ def test_window_helpers() -> None:
 
 
 def test_float16_arrays_halve_the_export_and_keep_the_probabilities(tmp_path: Path) -> None:
-    from ser_batch.networks import cast_arrays
+    from ser_batch.models.networks import cast_arrays
 
     pipeline = _fitted_pipeline()
     _, arrays = save_sklearn(pipeline, tmp_path / "m.skops")

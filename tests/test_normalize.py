@@ -13,16 +13,20 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_audio
-from ser_batch import bundle as bundle_io, schema, storage
+from ser_batch import schema
 from ser_batch.cli import main
 from ser_batch.config import Config, config_to_dict, load_config
-from ser_batch.dataset import FeatureSet
+from ser_batch.data import parts as storage
+from ser_batch.data.featureset import FeatureSet
 from ser_batch.errors import BundleError, DatasetError
-from ser_batch.networks import ARRAYS, DenseNetwork
-from ser_batch.normalize import STD_FLOOR, fit_group_stats, fit_stats, normalize_groups
-from ser_batch.train import split_rows
-from ser_batch.train_sets import plan_sets
+from ser_batch.features.names import feature_names
+from ser_batch.models import bundle as bundle_io
+from ser_batch.models.networks import ARRAYS, DenseNetwork
+from ser_batch.models.normalize import STD_FLOOR, fit_group_stats, fit_stats, normalize_groups
+from ser_batch.pipeline.train import split_rows
+from ser_batch.pipeline.train_sets import plan_sets
+
+from conftest import write_audio
 
 # ------------------------------------------------------------------ the statistics
 
@@ -214,7 +218,7 @@ def test_bundle_round_trip_of_model_sets(set_bundle: Path, tmp_path: Path) -> No
 
 
 def _expected_stream_proba(bundle: bundle_io.Bundle, path: Path, *, normalize: bool, model_set: str) -> np.ndarray:
-    from ser_batch.scoring import file_windows
+    from ser_batch.inference.scoring import file_windows
 
     stream = file_windows(path, bundle=bundle, config=Config())[0]
     vectors = np.concatenate([w.vectors for w in stream.windows])
@@ -255,7 +259,7 @@ def test_score_normalize_file_with_enough_and_too_little_speech(set_bundle: Path
 
 def test_telephony_input_picks_the_narrow_set_without_normalising(set_bundle: Path, tmp_path: Path,
                                                                    ray_session: None) -> None:
-    from ser_batch.score import run_score
+    from ser_batch.pipeline.score import run_score
 
     write_audio(tmp_path / "in" / "phone.wav", duration_s=3.0, sample_rate=8000, subtype="ULAW", seed=3)
     write_audio(tmp_path / "in" / "wide.flac", duration_s=3.0, seed=4)
@@ -266,7 +270,7 @@ def test_telephony_input_picks_the_narrow_set_without_normalising(set_bundle: Pa
 
 
 def test_normalize_file_is_refused_without_normalised_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ser_batch.audio as audio
+    import ser_batch.audio.decode as audio
 
     write_audio(tmp_path / "in" / "a.wav", duration_s=1.0)
     monkeypatch.setattr(audio, "iter_audio_blocks", lambda *a, **k: pytest.fail("decoded audio"))
@@ -277,7 +281,7 @@ def test_normalize_file_is_refused_without_normalised_models(tmp_path: Path, mon
     assert result.exit_code == 1
     assert "has no normalised models" in result.output and "--normalize speaker" in result.output
     assert not (tmp_path / "out" / "files").exists()
-    from ser_batch.scoring import predict_files
+    from ser_batch.inference.scoring import predict_files
 
     with pytest.raises(BundleError, match="no normalised models"):
         predict_files([tmp_path / "in" / "a.wav"], bundle=bundle_io.load_bundle(plain),
@@ -290,8 +294,8 @@ def test_normalize_file_is_refused_without_normalised_models(tmp_path: Path, mon
 def _write_features(out: Path, data_rows: int = 48) -> Path:
     """A synthetic rich feature set: 4 actors, 2 emotions, 4 windows per clip, each actor offset."""
     cfg = load_config(overrides=['features.recipe="rich"'])
-    names = schema.feature_names(cfg.features)
-    table_schema = schema.features_schema(features=cfg.features, config=config_to_dict(cfg))
+    names = feature_names(cfg.features)
+    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=feature_names(cfg.features), config=config_to_dict(cfg))
     rng = np.random.default_rng(0)
     rows: dict[str, list] = {f.name: [] for f in table_schema}
     for i in range(data_rows):
@@ -325,7 +329,7 @@ def test_train_and_evaluate_normalize_speaker(tmp_path: Path, ray_session: None)
     bundle = bundle_io.load_bundle(out)
     assert bundle.choose_set(16000, True) == "speaker"
 
-    from ser_batch.evaluate import evaluate_bundle
+    from ser_batch.pipeline.evaluate import evaluate_bundle
 
     plain = evaluate_bundle(out, features)
     normalised = evaluate_bundle(out, features, normalize="speaker")

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_audio
-from ser_batch import outlock
 from ser_batch.cli import main
+from ser_batch.cluster import lock as outlock
 from ser_batch.errors import DatasetError
+
+from conftest import write_audio
 
 
 def write_lock(out: Path, **fields: object) -> None:

@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.recipes` (the ``rich`` recipe and its sliding windows, the entry
+"""Tests for :mod:`ser_batch.features.recipes` (the ``rich`` recipe and its sliding windows, the entry
 points ``signal_features`` and ``file_features`` of every recipe, a cold numba cache) and for
 the code that carries windows downstream: the ``segments`` columns of :mod:`ser_batch.schema`,
 ``FeatureSet.segments`` (dataset.py), ``stack_segments``/``mean_by_row`` (models.py),
@@ -25,16 +25,22 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
-from ser_batch import features, recipes, schema, storage
-from ser_batch import bundle as bundle_io
+from ser_batch import schema
+from ser_batch.audio.decode import AudioInfo
 from ser_batch.cli import main
 from ser_batch.config import Config, FeatureConfig, config_to_dict, load_config
-from ser_batch.dataset import load_feature_set
-from ser_batch.audio import AudioInfo
+from ser_batch.data import parts as storage
+from ser_batch.data.featureset import load_feature_set
 from ser_batch.errors import AudioError, BundleError, FeatureError
-from ser_batch.models import mean_by_row, stack_segments
-from ser_batch.windows import signal_frames, signal_windows
+from ser_batch.features import fast as features
+from ser_batch.features import recipes
+from ser_batch.features.names import feature_names
+from ser_batch.features.windows import signal_frames, signal_windows
+from ser_batch.models import bundle as bundle_io
+from ser_batch.models.estimators import mean_by_row, stack_segments
+from ser_batch.features.names import frame_column_names, rich_frame_names, rich_names
+
+from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RICH = FeatureConfig(recipe="rich")
@@ -56,7 +62,7 @@ def extra_column(name: str) -> int:
 
 
 def test_rich_names_default_config() -> None:
-    names = recipes.rich_names(schema.frame_column_names(FeatureConfig()))
+    names = rich_names(frame_column_names(FeatureConfig()))
     assert len(names) == N_RICH == len(set(names))
     assert names[0] == "mfcc_00__mean"
     assert names[-9:] == PITCH
@@ -71,11 +77,11 @@ def test_rich_names_default_config() -> None:
     assert not any(n.startswith("mel_0") or n.startswith("mel_1") for n in names)
     assert sum(n.startswith("mel_db_") for n in names) == 4 * 128
     assert "chroma_11__dstd" in names and "tonnetz_5__mean" in names and "contrast_6__std" in names
-    # (schema.feature_names of each recipe is pinned by a hash in test_features.py.)
+    # (feature_names of each recipe is pinned by a hash in test_features.py.)
 
 
 def test_rich_frame_names_match_frame_columns() -> None:
-    names = recipes.rich_frame_names(schema.frame_column_names(RICH))
+    names = rich_frame_names(frame_column_names(RICH))
     assert len(names) == N_FRAME_COLUMNS
     assert names[52:54] == ["mel_db_000", "mel_db_001"] and names[-6:] == list(EXTRAS)
 
@@ -238,7 +244,7 @@ def test_file_features_decodes_then_runs_the_recipe(tmp_path: Path) -> None:
     config = Config().replace(features={"recipe": "rich"})
     feats, info = recipes.file_features(path, config=config)
     assert isinstance(info, AudioInfo) and (info.sample_rate, info.channels, info.duration_s) == (48_000, 2, 1.0)
-    from ser_batch.audio import load_audio
+    from ser_batch.audio.decode import load_audio
 
     y, _ = load_audio(path, sample_rate=16_000)
     expected = recipes.signal_features(y, 16_000, config=config.features)
@@ -330,7 +336,7 @@ RICH_CONFIG = Config().replace(features={"recipe": "rich"}, extract={"shard_size
 @pytest.fixture(scope="module")
 def rich_extracted(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Three 2 s files, a broken and a too-short one, extracted with ``rich`` in 3 parts."""
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     root = tmp_path_factory.mktemp("rich_audio")
     for seed, rel in enumerate(GOOD_FILES):
@@ -409,7 +415,7 @@ def test_load_feature_set_aligns_segments(rich_extracted: tuple[Path, Path]) -> 
 
 
 def test_fast_extraction_has_no_segments(ray_session: None, tmp_path: Path) -> None:
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     write_audio(tmp_path / "audio" / "03-01-05-01-01-01-01.wav", duration_s=0.5)
     run_extract(tmp_path / "audio", tmp_path / "out", config=Config(), progress=False)
@@ -485,7 +491,7 @@ def test_predict_rows_averages_window_probabilities(tmp_path: Path, fitted_pipel
 
 
 def _metadata(config: Config) -> dict:
-    return schema.read_metadata(schema.features_schema(features=config.features, config=config_to_dict(config)))
+    return schema.read_metadata(schema.features_schema(recipe=config.features.recipe, names=feature_names(config.features), config=config_to_dict(config)))
 
 
 def test_check_features_refuses_other_windows(tmp_path: Path, fitted_pipeline: object) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ser_batch import runtime
+from ser_batch.cluster import runtime
 from ser_batch.errors import ClusterError, DatasetError
 
 
@@ -132,7 +132,7 @@ def test_token_auth_is_switched_on_when_a_token_exists(tmp_path: Path, mode: str
     if token:
         (tmp_path / "token").write_text("0123456789abcdef" * 4)
         env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "token")
-    script = "import os; from ser_batch import runtime; print(runtime.enable_token_auth(), os.environ.get('RAY_AUTH_MODE'))"
+    script = "import os; from ser_batch.cluster import runtime; print(runtime.enable_token_auth(), os.environ.get('RAY_AUTH_MODE'))"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == expected, result.stderr
 

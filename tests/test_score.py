@@ -17,14 +17,17 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import speech_like, write_audio
-from ser_batch import results, schema
-from ser_batch.bundle import load_bundle
+from ser_batch import schema
 from ser_batch.cli import main
+from ser_batch.cluster.runtime import FAULT_ENV
 from ser_batch.config import load_config
+from ser_batch.data import score_folder as results
 from ser_batch.errors import DatasetError
-from ser_batch.score import FAULT_ENV, run_score
-from ser_batch.scoring import predict_files
+from ser_batch.inference.scoring import predict_files
+from ser_batch.models.bundle import load_bundle
+from ser_batch.pipeline.score import run_score
+
+from conftest import speech_like, write_audio
 
 RUN_KEYS = {"config", "bundle_id", "bundle_path", "started", "finished", "files_total", "files_scored",
             "files_skipped", "errors", "audio_s", "wall_s", "task_cpu_s", "peak_rss_mb", "realtime_factor"}

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_audio
-from ser_batch import bundle as bundle_io
 from ser_batch.errors import BundleError
-from ser_batch.scoring import predict_files
+from ser_batch.inference.scoring import predict_files
+from ser_batch.models import bundle as bundle_io
+
+from conftest import write_audio
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.storage`: atomic idempotent writes and guarded output folders."""
+"""Tests for :mod:`ser_batch.data.parts`: atomic idempotent writes and guarded output folders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ser_batch import storage
+from ser_batch.data import parts as storage
 from ser_batch.errors import DatasetError
 
 
@@ -40,7 +40,7 @@ def test_content_key_is_the_same_in_another_process() -> None:
     # Part names must not depend on the interpreter (no hash(), no set order).
     items = (["Actor_01/x.wav"], [{"emotion": "angry", "actor": 1}], {"features": {"n_fft": 2048}}, 1)
     code = (
-        "from ser_batch.storage import content_key; "
+        "from ser_batch.data.parts import content_key; "
         "print(content_key(['Actor_01/x.wav'], [{'emotion': 'angry', 'actor': 1}], {'features': {'n_fft': 2048}}, 1))"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

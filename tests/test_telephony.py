@@ -1,4 +1,4 @@
-"""Tests for :mod:`ser_batch.telephony`: G.711, telephone copies and augmentations."""
+"""Tests for :mod:`ser_batch.audio.telephony`: G.711, telephone copies and augmentations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech_like
-from ser_batch import telephony
+from ser_batch.audio import telephony
 from ser_batch.errors import ConfigError
+from ser_batch.config import parse_augmentation
+from ser_batch.schema import band_of
+
+from conftest import speech_like
 
 RATE = 16000
 
@@ -173,14 +176,14 @@ def test_change_speed_length_and_pitch() -> None:
     ("tempo-0.95", "tempo", 0.95), ("tempo-1.05", "tempo", 1.05),
 ])
 def test_parse_augmentation(name: str, kind: str, value: object) -> None:
-    spec = telephony.parse_augmentation(name)
+    spec = parse_augmentation(name)
     assert (spec.name, spec.kind, spec.value) == (name, kind, value)
 
 
 @pytest.mark.parametrize("name", ["telephone-gsm", "noise-20", "noise", "tempo-2", "tempo-0.5", "Gain-3db", ""])
 def test_parse_augmentation_refuses(name: str) -> None:
     with pytest.raises(ConfigError, match="augmentation"):
-        telephony.parse_augmentation(name)
+        parse_augmentation(name)
 
 
 @pytest.mark.parametrize("name", ["telephone-ulaw", "noise-20db", "pink-5db", "gain--6db", "tempo-1.05"])
@@ -196,8 +199,8 @@ def test_augmentation_is_deterministic_per_path_and_name(name: str) -> None:
 
 
 def test_band_of() -> None:
-    assert telephony.band_of(16000, None) == "wide"
-    assert telephony.band_of(8000, None) == "narrow"
-    assert telephony.band_of(44100, "telephone-pcm") == "narrow"
-    assert telephony.band_of(44100, "noise-20db") == "wide"
-    assert telephony.band_of(None, None) is None
+    assert band_of(16000, None) == "wide"
+    assert band_of(8000, None) == "narrow"
+    assert band_of(44100, "telephone-pcm") == "narrow"
+    assert band_of(44100, "noise-20db") == "wide"
+    assert band_of(None, None) is None

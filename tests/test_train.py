@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
-from ser_batch import bundle as bundle_io
 from ser_batch.cli import main
 from ser_batch.config import load_config
-from ser_batch.dataset import FeatureSet, load_feature_set
+from ser_batch.data.featureset import FeatureSet, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
-from ser_batch.train import split_rows
+from ser_batch.models import bundle as bundle_io
+from ser_batch.pipeline.train import split_rows
+
+from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
 
 ACTORS = (1, 2, 3, 4)
 TEST_ACTOR = 4
@@ -81,7 +82,7 @@ def small_features(tmp_path_factory: pytest.TempPathFactory, ray_session: None) 
     """Features of RAVDESS actors 01-04 (240 clips), extracted once per session."""
     if not SHARED.is_dir():
         pytest.skip("../shared/data/ravdess not present")
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     audio = tmp_path_factory.mktemp("ravdess_subset")
     link_ravdess_actors(audio, ACTORS)
@@ -263,7 +264,7 @@ def as_format_1(source: Path, out: Path) -> Path:
     model only as a joblib pickle, no list of training files."""
     import joblib
 
-    from ser_batch.models import load_sklearn
+    from ser_batch.models.estimators import load_sklearn
 
     shutil.copytree(source, out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -318,7 +319,7 @@ def test_format_1_bundle_needs_trust_pickle_and_falls_back_on_its_split(
 
 @needs_shared
 def test_evaluate_refuses_other_features(trained_bundle: Path, tmp_path: Path, ray_session: None) -> None:
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     audio = tmp_path / "audio"
     write_audio(audio / "03-01-05-01-01-01-09.wav", duration_s=0.5)
@@ -331,7 +332,7 @@ def test_evaluate_refuses_other_features(trained_bundle: Path, tmp_path: Path, r
 
 @needs_shared
 def test_predict_equals_model_on_extracted_row(trained_bundle: Path, small_features: Path) -> None:
-    from ser_batch.scoring import predict_files
+    from ser_batch.inference.scoring import predict_files
 
     data = load_feature_set(small_features)
     bundle = bundle_io.load_bundle(trained_bundle)
@@ -389,7 +390,7 @@ def test_train_exit_codes(tmp_path: Path, ray_session: None) -> None:
     assert result.exit_code == 2
 
     # a feature set whose every row is an error row
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -412,7 +413,7 @@ def test_h5_export_matches_keras_model(trained_bundle: Path, small_features: Pat
 
 
 def test_train_refuses_classes_seen_only_in_test(tmp_path: Path, ray_session: None) -> None:
-    from ser_batch.extract import run_extract
+    from ser_batch.pipeline.extract import run_extract
 
     audio = tmp_path / "audio"
     # actors 1 and 2 have happy and sad; actor 3 alone has angry

@@ -9,9 +9,8 @@ import pytest
 
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
-from ser_batch.recipes import rich_names
-from ser_batch.schema import frame_column_names
-from ser_batch.windows import (
+from ser_batch.features.names import frame_column_names, rich_names
+from ser_batch.features.windows import (
     WindowGrid,
     first_sample_needed,
     n_frames_of,

@@ -1,0 +1,124 @@
+"""Commands on models and results: ``evaluate`` a bundle, ``predict`` files, ``report`` a scoring run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ser_batch.cli.root import TRUST_PICKLE_HELP, handle_errors, main, parse_test_actors
+from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, TRAIN_NORMALIZE
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--actors", default=None, metavar="IDS",
+              help="Only rows of these actors, e.g. 17,18,19,20 (still only rows the bundle did not train on).")
+@click.option("--all", "include_training", is_flag=True,
+              help="Also score rows the models were trained on (the figures then flatter them; "
+                   "the output and JSON say so).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the metrics as JSON to this file.")
+@click.option("--normalize", type=click.Choice(TRAIN_NORMALIZE), default="none",
+              help="speaker: z-score each actor's windows by that actor's own statistics and score them with "
+                   "the bundle's normalised models (a bundle trained with --normalize speaker; needs the "
+                   "actor column).")
+@click.option("--trust-pickle", is_flag=True, help=TRUST_PICKLE_HELP)
+@handle_errors
+def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_training: bool, out: Path | None,
+             normalize: str, trust_pickle: bool) -> None:
+    """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
+
+    Only rows the bundle did not train on are scored (it lists its training files), and
+    the output says which rows were used and why. Prints accuracy, macro-F1 and per-class
+    F1 of each model and of their ensemble; --out writes everything, including per-class
+    precision/recall, confusion matrices and the rows used, as JSON.
+    """
+    import json
+
+    from ser_batch.pipeline.evaluate import evaluate_bundle, format_metrics
+
+    actor_ids = parse_test_actors(actors).get("test_actors") if actors else None
+    if actors and not actor_ids:
+        raise click.BadParameter("use actor numbers like 17,18,19,20", param_hint="--actors")
+    results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
+                              trust_pickle=trust_pickle, normalize=normalize)
+    click.echo(f"rows: {results['selection']}")
+    click.echo("model sets: " + ", ".join(f"{band}band rows -> {name}"
+                                          for band, name in results["model_sets"].items()))
+    other = results["rows_left_out"] - results["training_rows_left_out"]
+    click.echo(f"{results['rows']} rows of {len(results['actors'])} actors "
+               f"({results['error_rows']} error rows dropped, {other} other rows left out)")
+    for warning in results["warnings"]:
+        click.echo(f"WARNING: {warning}")
+    click.echo(format_metrics(results))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"metrics written to {out}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
+@click.option("--framework", type=click.Choice(SCORE_FRAMEWORKS), default=ENSEMBLE,
+              help="Which model answers; both = each model plus their averaged ensemble.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file in a list).")
+@click.option("--trust-pickle", is_flag=True, help=TRUST_PICKLE_HELP)
+@handle_errors
+def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_json: bool,
+            trust_pickle: bool) -> None:
+    """Predict the emotion of each audio FILE, with class probabilities.
+
+    A file's emotion is the mean over its 1.5 s windows with speech, exactly as `score`
+    summarises files, with the settings stored in the model bundle. Exits with 1 if any
+    file could not be read. For folders and archives, use `score`.
+
+    Example: ser-batch predict call.wav --framework keras
+    """
+    import json
+
+    folders = [f for f in files if f.is_dir()]
+    if folders:
+        raise click.BadParameter(f"{folders[0]} is a folder; predict takes audio files. To score every file of a "
+                                 f"folder, use: ser-batch score {folders[0]} --out output/scores",
+                                 param_hint="FILES")
+
+    from ser_batch.inference.scoring import predict_files
+    from ser_batch.models.bundle import load_bundle
+
+    bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
+    results = predict_files(list(files), bundle=bundle, framework=framework)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for entry in results:
+            if entry["error"]:
+                click.echo(f"error: {entry['path']}: {entry['error']}", err=True)
+                continue
+            for name, pred in entry["predictions"].items():
+                top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+                click.echo(f"{entry['path']}  {name:7s} {pred['label']:9s} "
+                           + "  ".join(f"{c} {p:.2f}" for c, p in top))
+    if any(entry["error"] for entry in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--file", "file_path", default=None, metavar="PATH",
+              help="File whose windows the timeline shows (its path as in the files table)  [default: the longest]")
+@handle_errors
+def report(out: Path, file_path: str | None) -> None:
+    """Write OUT/report.html for the results of `score` in OUT.
+
+    A self-contained page: the emotion distribution over files and over hours of speech,
+    a timeline of one file's windows with their probabilities, and the table of errors.
+    """
+    from ser_batch.reports.scoring import write_score_report
+
+    path = write_score_report(out, file_path=file_path)
+    click.echo(f"report written to {path}")

@@ -1,0 +1,94 @@
+"""The ``ser-batch`` command line: parses options and calls one library function per verb.
+
+Heavy imports (Ray, librosa, TensorFlow) happen inside the commands so that ``--help``
+is instant. Every :class:`~ser_batch.errors.SerBatchError` becomes a one-line message on
+stderr and exit code 1; bad usage exits with 2 (click's convention).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ser_batch import __version__
+from ser_batch.errors import SerBatchError
+
+#: Exit code when the job ran but some files failed and ``--fail-on-error`` was given.
+EXIT_FILE_ERRORS = 3
+ADDRESS_HELP = ("Ray cluster to run on instead of an embedded local Ray: its GCS address HOST:PORT (or auto), "
+                 "as printed by `ser-batch cluster start` or `ray start`; not the dashboard's http:// address, "
+                 "which `ser-batch submit --jobs-address` takes. INPUT and --out must then be on storage every "
+                 "node shares.")
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SerBatchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except OSError as exc:  # disk full, permissions, unreadable folders: not a bug
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+        help="Override one config value (TOML syntax for the value); repeatable, "
+             "e.g. --set audio.sample_rate=8000 --set extract.shard_size=16.",
+    )(command)
+    command = click.option(
+        "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="TOML config file (see configs/); defaults are used for anything it leaves out.",
+    )(command)
+    return command
+
+
+def load_cli_config(config_path: Path | None, overrides: tuple[str, ...], **extra: dict[str, Any]) -> Any:
+    from ser_batch.config import load_config
+
+    config = load_config(config_path, overrides=overrides)
+    extra = {section: {k: v for k, v in values.items() if v is not None} for section, values in extra.items()}
+    return config.replace(**{s: v for s, v in extra.items() if v})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="ser-batch")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Speech emotion recognition over large audio archives, as Ray batch jobs.
+
+    Typical flow: `extract` features from an audio folder into Parquet, `train` models
+    on them, then `predict` or score new audio. Jobs run on an embedded local Ray unless
+    --address (or RAY_ADDRESS) names a cluster.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def parse_test_actors(text: str | None) -> dict[str, Any]:
+    """``17,18,19,20`` -> explicit actors; ``0.2`` -> that fraction of actors at random."""
+    if text is None:
+        return {}
+    text = text.strip()
+    try:
+        if "," not in text and "." in text:
+            return {"test_actors": [], "test_actor_fraction": float(text)}
+        return {"test_actors": [int(a) for a in text.split(",") if a.strip()]}
+    except ValueError:
+        raise click.BadParameter("use actor numbers like 17,18,19,20 or a fraction like 0.2",
+                                 param_hint="--test-actors") from None
+
+
+TRUST_PICKLE_HELP = ("Allow loading the scikit-learn pickle of an old (format-1) bundle. Unpickling "
+                      "runs any code the file holds: only for bundles from a source you trust.")

@@ -1,0 +1,101 @@
+"""Starting a job the same way on any cluster: runtime first, then the output folder.
+
+Every job that writes an output folder goes through :func:`job_output`:
+
+1. the Ray runtime is started or joined first, so a wrong address or a refused token fails
+   before anything is written (a failed start leaves no trace in OUT);
+2. ``OUT/.lock`` is taken (:mod:`ser_batch.cluster.lock`), so two runs never share a folder;
+3. on a cluster whose nodes are not just this machine, one probe task per node checks that
+   the node sees the inputs and this run's lock at the same paths, i.e. that INPUT and OUT
+   are on storage every node shares. Tasks read their files and write their parts directly,
+   so without shared storage a job would compute results the driver never sees.
+
+Paths are made absolute before any of this (:func:`absolute`): a task's working directory
+is not the driver's, and a Ray Job's driver runs in a temporary copy of the project.
+
+Object stores would slot in at the same two places: a ``pyarrow.fs`` filesystem
+(``pyarrow.fs.FileSystem.from_uri("s3://bucket/out")``) in the tasks' writes and in the
+driver's listing, with the lock as a conditional put; the paths here stay local POSIX paths.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ser_batch.cluster import lock as outlock
+from ser_batch.cluster import runtime
+from ser_batch.errors import ClusterError
+
+
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute against the current directory (``~`` expanded, links kept)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def node_sees(*, inputs: list[str], lock_path: str, token: str) -> dict[str, Any]:
+    """On one node: which inputs are missing, and whether the driver's lock is visible.
+
+    Runs in a probe task (no Ray in here); the lock file, written by the driver just before,
+    proves that this node sees the driver's OUT, not a folder of the same name of its own.
+    """
+    import socket
+
+    missing = [p for p in inputs if not os.path.exists(p)]
+    try:
+        with open(lock_path, encoding="utf-8") as handle:
+            lock_seen = token in handle.read()
+    except OSError:
+        lock_seen = False
+    return {"host": socket.gethostname(), "missing": missing, "lock_seen": lock_seen}
+
+
+def check_shared_storage(*, inputs: Iterable[Path], lock: outlock.OutputLock) -> None:
+    """Raise a clear error unless every node sees ``inputs`` and this run's OUT.
+
+    Raises
+    ------
+    ClusterError
+        Naming the node and the path it cannot see.
+    """
+    seen = runtime.run_on_each_node(node_sees, kwargs={"inputs": [str(p) for p in inputs],
+                                                       "lock_path": str(lock.path), "token": lock.info.token})
+    problems = []
+    for address, result in seen:
+        where = f"node {result['host']} ({address})"
+        for path in result["missing"]:
+            problems.append(f"{where} cannot see the input {path}")
+        if not result["lock_seen"]:
+            problems.append(f"{where} does not see this run's output folder {lock.out}")
+    if problems:
+        raise ClusterError("; ".join(problems[:3]) + ". On a cluster, inputs and --out must be on storage "
+                           "every node mounts at the same path (NFS or similar); see docs/cluster.md")
+
+
+@contextmanager
+def job_output(out: Path, *, job: str, inputs: Iterable[Path], address: str | None,
+               num_cpus: int | None) -> Iterator[dict[str, Any]]:
+    """Runtime up, OUT locked, storage checked; yields the runtime info of
+    :func:`ser_batch.cluster.runtime.ray_runtime`. The lock is released on any exit."""
+    with runtime.ray_runtime(address=address, num_cpus=num_cpus) as info:
+        with outlock.hold(out, job=job) as lock:
+            if not info["local"]:
+                check_shared_storage(inputs=inputs, lock=lock)
+            yield info
+
+
+def check_visible(out: Path, names: Iterable[str]) -> None:
+    """Raise unless every file the tasks reported writing is visible here, in ``out``.
+
+    Raises
+    ------
+    ClusterError
+        If some are missing: the tasks wrote to a disk of their own node.
+    """
+    names = list(names)
+    missing = [n for n in names if not (Path(out) / n).is_file()]
+    if missing:
+        raise ClusterError(f"{len(missing)} of {len(names)} parts the tasks wrote are not visible in {out} from "
+                           f"this machine (first: {missing[0]}); --out must be on storage every node shares")

@@ -1,0 +1,184 @@
+"""The output folder of ``score``: what is committed, what is left over, what may be reused.
+
+Layout::
+
+    OUT/segments/part-<key>.parquet   one row per window of each stream
+    OUT/files/part-<key>.parquet      one row per file (per channel with --channels split)
+    OUT/_score.json                   bundle and settings every row was made with
+    OUT/_run.json                     the record of the last run (rewritten at its end)
+    OUT/report.html                   ``ser-batch report OUT``
+
+A file is done when its ``files`` row is committed. Each ``files`` part names, in its
+Parquet metadata, the ``segments`` parts that hold its files' windows; those are written
+first, so a ``segments`` part that no ``files`` part names is what a killed run left behind,
+and is deleted before the next run starts (its files were not committed, so they are redone).
+Every part is written under a temporary name and renamed, with a name derived from its
+content, so a retried task overwrites its own parts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ser_batch import schema
+from ser_batch.data import parts as storage
+from ser_batch.errors import DatasetError
+from ser_batch.schema import FILES_DIR, RUN_RECORD, SEGMENTS_DIR, SETTINGS  # noqa: F401  (the folder names, re-exported)
+
+#: Parquet metadata key of a files part: the segments parts its rows own (JSON list).
+META_SEGMENT_PARTS = b"ser_batch.segment_parts"
+
+
+def part_path(out: Path, table: str, key: str) -> Path:
+    return Path(out) / table / f"part-{key}.parquet"
+
+
+def write_part(table: pa.Table, out: Path, kind: str, key: str, *, segment_parts: list[str] | None = None) -> str:
+    """Write one part atomically; a files part records the segments parts it commits."""
+    if segment_parts is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[META_SEGMENT_PARTS] = json.dumps(sorted(segment_parts)).encode()
+        table = table.replace_schema_metadata(metadata)
+    path = part_path(out, kind, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_table_atomic(table, path)
+    return path.name
+
+
+@dataclass
+class Committed:
+    """What earlier runs committed in an output folder."""
+
+    #: (path, channel) -> (size_bytes, mtime) of every files row.
+    identities: dict[str, tuple[int | None, float | None]] = field(default_factory=dict)
+    #: files part name -> the paths of its rows.
+    part_paths: dict[str, set[str]] = field(default_factory=dict)
+    #: files part name -> segments part names it owns.
+    part_segments: dict[str, list[str]] = field(default_factory=dict)
+    rows: int = 0
+    errors: int = 0
+
+    def is_done(self, path: str, size: int | None, mtime: float | None) -> bool:
+        return self.identities.get(path) == (size, mtime)
+
+
+def read_committed(out: Path) -> Committed:
+    """Identities of the committed files rows of ``out`` (empty for a new folder)."""
+    committed = Committed()
+    folder = Path(out) / FILES_DIR
+    if not folder.is_dir():
+        return committed
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            table = pq.read_table(part, columns=[schema.PATH, schema.SIZE_BYTES, schema.MTIME, schema.ERROR])
+            meta = pq.read_schema(part).metadata or {}
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DatasetError(f"unreadable results part {part}: {exc}") from None
+        paths = table.column(schema.PATH).to_pylist()
+        sizes = table.column(schema.SIZE_BYTES).to_pylist()
+        mtimes = table.column(schema.MTIME).to_pylist()
+        errors = table.column(schema.ERROR).to_pylist()
+        for path, size, mtime in zip(paths, sizes, mtimes):
+            committed.identities[path] = (size, mtime)
+        committed.part_paths[part.name] = set(paths)
+        committed.part_segments[part.name] = json.loads(meta.get(META_SEGMENT_PARTS, b"[]"))
+        committed.rows += len(paths)
+        committed.errors += sum(e is not None for e in errors)
+    return committed
+
+
+def remove_leftovers(out: Path, committed: Committed) -> int:
+    """Delete segments parts no files part owns and temporary files; returns how many."""
+    owned = {name for names in committed.part_segments.values() for name in names}
+    removed = 0
+    for kind in (SEGMENTS_DIR, FILES_DIR):
+        folder = Path(out) / kind
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            stale_tmp = path.name.startswith(".part-") and ".tmp-" in path.name
+            orphan = kind == SEGMENTS_DIR and path.name.startswith("part-") and path.name not in owned
+            if stale_tmp or orphan:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
+    """Remove the rows of ``paths`` (files that changed since they were scored) from every
+    part that holds them, rewriting those parts atomically (files part last)."""
+    import pyarrow.compute as pc
+
+    for name, part_paths in list(committed.part_paths.items()):
+        if not part_paths & paths:
+            continue
+        keep = pa.array(sorted(part_paths - paths), pa.string())
+        for seg in committed.part_segments.get(name, []):
+            seg_path = Path(out) / SEGMENTS_DIR / seg
+            if seg_path.is_file():
+                table = pq.read_table(seg_path)
+                storage.write_table_atomic(table.filter(pc.is_in(table[schema.PATH], keep)), seg_path)
+        files_path = Path(out) / FILES_DIR / name
+        table = pq.read_table(files_path)
+        remaining = table.filter(pc.is_in(table[schema.PATH], keep))
+        if remaining.num_rows:
+            storage.write_table_atomic(remaining, files_path)
+        else:
+            files_path.unlink()
+            for seg in committed.part_segments.get(name, []):
+                (Path(out) / SEGMENTS_DIR / seg).unlink(missing_ok=True)
+        for path in part_paths & paths:
+            committed.identities.pop(path, None)
+        committed.part_paths[name] = part_paths - paths
+
+
+def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> None:
+    """Make ``out`` ready for results made with ``settings`` (bundle id and every setting
+    that changes a number).
+
+    A folder holding results of another bundle or other settings is refused unless
+    ``rescore``, which deletes them; so is a path that is not a folder.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output path exists and is not a folder: {out}")
+    record = out / SETTINGS
+    has_results = (out / FILES_DIR).is_dir() or (out / SEGMENTS_DIR).is_dir()
+    if rescore:
+        for name in (SEGMENTS_DIR, FILES_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in (SETTINGS, RUN_RECORD, "report.html"):
+            (out / name).unlink(missing_ok=True)
+    elif record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"unreadable {record}: {exc}; pass --rescore to start over") from None
+        if previous.get("key") != settings["key"]:
+            differs = [k for k in ("bundle_id", "framework", "channels", "normalize", "min_normalize_s")
+                       if previous.get(k) != settings.get(k)]
+            what = ", ".join(f"{k} {previous.get(k)!r} -> {settings.get(k)!r}" for k in differs) or "settings"
+            raise DatasetError(f"{out} holds results made with another bundle or other settings ({what}); "
+                               "pass --rescore to replace them, or choose another --out")
+    elif has_results:
+        raise DatasetError(f"{out} holds results of unknown settings (no {SETTINGS}); "
+                           "pass --rescore to replace them, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    storage.write_text_atomic(record, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def read_table(out: Path, kind: str) -> pa.Table:
+    """All parts of ``OUT/segments`` or ``OUT/files`` as one table."""
+    folder = Path(out) / kind
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if not parts:
+        raise DatasetError(f"no {kind} results in {out} (run `ser-batch score` first)")
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")

@@ -1,0 +1,153 @@
+"""The ``rich`` recipe's local frames: 199 columns per STFT frame and a pitch track.
+
+Every frame is **local**: the dB scales have the fixed floor ``features.db_floor`` and chroma
+is not retuned, so a frame depends on its own samples only, and a window pooled from frames
+(:mod:`ser_batch.features.windows`) is the same inside a long call as alone. The pitch
+constants live here too: yin runs on a copy at :data:`PITCH_RATE` Hz, between
+:data:`F0_MIN_HZ` and :data:`F0_MAX_HZ`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ser_batch.config import FeatureConfig
+from ser_batch.features.checks import check_finite
+from ser_batch.features.names import EXTRA_COLUMNS
+
+#: Frames below this level get no pitch (yin would find one in rounding noise).
+PITCH_GATE_DB = -80.0
+
+
+#: Sample rate of the pitch track (yin needs only the band below ~1 kHz).
+PITCH_RATE = 4000
+
+
+#: yin's search range, Hz; frames outside (62, 590) Hz count as unvoiced.
+F0_MIN_HZ, F0_MAX_HZ = 60.0, 600.0
+
+
+VOICED_LO_HZ, VOICED_HI_HZ = 62.0, 590.0
+
+
+@lru_cache(maxsize=8)
+def _moment_basis(sample_rate: int, n_fft: int) -> np.ndarray:
+    """Columns 1, f and f^2 (Hz) over the STFT bins, float32 ``(1 + n_fft/2, 3)``."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    return np.ascontiguousarray(np.stack([np.ones_like(freqs), freqs, freqs * freqs], axis=1), dtype=np.float32)
+
+
+#: Bins summed per step of the roll-off search.
+_ROLLOFF_BLOCK = 32
+
+
+def _rolloff_bins(magnitude: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Per frame, the number of bins whose cumulative magnitude stays under ``threshold``
+    (librosa's roll-off bin), found block by block instead of by a cumulative sum over every bin."""
+    n, n_bins = magnitude.shape
+    width = (n_bins // _ROLLOFF_BLOCK) * _ROLLOFF_BLOCK
+    blocks = magnitude[:, :width].reshape(n, -1, _ROLLOFF_BLOCK).sum(axis=2)
+    cum_blocks = np.cumsum(blocks, axis=1)
+    below = (cum_blocks < threshold[:, None]).sum(axis=1)  # whole blocks under the threshold
+    before = np.where(below > 0, cum_blocks[np.arange(n), np.maximum(below - 1, 0)], 0.0)
+    # The bins of the block where the threshold is crossed (the tail bins past the last block).
+    index = np.minimum(below[:, None] * _ROLLOFF_BLOCK + np.arange(_ROLLOFF_BLOCK)[None, :], n_bins - 1)
+    inside = np.cumsum(magnitude[np.arange(n)[:, None], index], axis=1) + before[:, None]
+    tail = below * _ROLLOFF_BLOCK + (inside < threshold[:, None]).sum(axis=1)
+    return np.minimum(tail, n_bins - 1)
+
+
+def _zero_crossing_rate(segment: np.ndarray, n: int, *, n_fft: int, hop: int) -> np.ndarray:
+    """Sign changes between the ``n_fft - 1`` sample pairs of each frame, as a rate.
+
+    Counted once per hop of samples and summed over the hops a frame spans (a frame of
+    ``n_fft`` samples starting every ``hop`` spans ``n_fft / hop`` of them), instead of a
+    cumulative sum over every sample."""
+    signs = np.signbit(segment)
+    changes = np.zeros(len(segment), dtype=bool)  # pair (i, i + 1) at index i; none after the end
+    np.not_equal(signs[1:], signs[:-1], out=changes[:-1])
+    if n_fft % hop:
+        starts = np.arange(n) * hop
+        cumulative = np.concatenate([[0], np.cumsum(changes)])
+        return (cumulative[starts + n_fft - 1] - cumulative[starts]) / (n_fft - 1)
+    span = n_fft // hop
+    per_hop = changes[: (n + span - 1) * hop].reshape(-1, hop).sum(axis=1, dtype=np.int64)
+    counts = sum(per_hop[j : j + n] for j in range(span))
+    # A frame's pairs stop one short of its last sample: leave out the pair starting there.
+    counts -= changes[np.arange(n) * hop + n_fft - 1]
+    return counts / (n_fft - 1)
+
+
+def level_column(config: FeatureConfig) -> int:
+    """Column of :func:`rich_segment_frames` holding the frame level (``rms_db``)."""
+    from ser_batch.features.names import frame_column_names
+
+    return len(frame_column_names(config))
+
+
+def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, *, config: FeatureConfig,
+                        first_frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``rich`` frames of a stretch of padded signal: frame ``t`` is
+    ``segment[t * hop : t * hop + n_fft]``, with no centring and no reference outside it.
+
+    Parameters
+    ----------
+    segment : np.ndarray [shape=((t - 1) * hop_length + n_fft,)], float32, at ``sample_rate``
+    low : np.ndarray, the same stretch at :data:`ser_batch.features.rich.PITCH_RATE` Hz (for pitch)
+    first_frame : int, the signal's frame number of the first frame: pitch is tracked on the
+        signal's even frames only (half the cost; the odd ones hold ``-1``, "not tracked")
+
+    Returns
+    -------
+    frames : np.ndarray [shape=(t, 199)], float32, columns :func:`rich_frame_names` (mel in dB
+        with the fixed floor ``features.db_floor``)
+    f0 : np.ndarray [shape=(t,)], float32, Hz (yin on the low-rate copy; 0 in near-silent
+        frames; -1 in frames not tracked)
+    """
+    import librosa
+
+    from ser_batch.features.fast import mel_columns, power_to_db, spectral_frames
+    from ser_batch.features.rich import F0_MAX_HZ, F0_MIN_HZ, PITCH_GATE_DB, PITCH_RATE
+
+    n_fft, hop = config.n_fft, config.hop_length
+    magnitude, base = spectral_frames(segment, sample_rate, config=config, local=True)
+    n = base.shape[0]
+    width = base.shape[1]
+    frames = np.empty((n, width + len(EXTRA_COLUMNS)), dtype=np.float32)
+    frames[:, :width] = base
+    mel = mel_columns(config)
+    frames[:, mel] = power_to_db(base[:, mel], floor_db=config.db_floor)
+
+    n_bins = magnitude.shape[1]
+    # Row sums of |S|, |S| f, |S| f^2 and |S|^2 in two BLAS-speed passes over the spectrum.
+    moments = magnitude @ _moment_basis(sample_rate, n_fft)
+    total = np.maximum(moments[:, 0].astype(np.float64), 1e-12)
+    sumsq = np.einsum("ij,ij->i", magnitude, magnitude, dtype=np.float64)
+    # RMS as librosa.feature.rms(S=...): one-sided spectrum, DC and Nyquist counted once.
+    rms_power = (2.0 * sumsq - magnitude[:, 0].astype(np.float64) ** 2 - magnitude[:, -1].astype(np.float64) ** 2) \
+        / n_fft**2
+    centroid = moments[:, 1] / total
+    bandwidth = np.sqrt(np.maximum(moments[:, 2] / total - centroid * centroid, 0.0))
+    rolloff = _rolloff_bins(magnitude, 0.85 * moments[:, 0]) * (sample_rate / n_fft)
+    # Flatness of the power spectrum floored at 1e-10 (magnitude at 1e-5), in log10; the floor
+    # changes the arithmetic mean by at most 1e-10 per bin, so it is taken on the mean.
+    log_mag = np.log(np.maximum(magnitude, np.float32(1e-5)))
+    mean_power = np.maximum(sumsq / n_bins, 1e-10)
+    flatness = np.exp(2.0 * log_mag.mean(axis=1, dtype=np.float64)) / mean_power
+    zcr = _zero_crossing_rate(segment, n, n_fft=n_fft, hop=hop)
+    frames[:, width:] = np.column_stack([10.0 * np.log10(np.maximum(rms_power, 1e-20)), zcr, centroid,
+                                         bandwidth, rolloff, np.log10(np.maximum(flatness, 1e-10))])
+    check_finite(frames, "rich frame values")
+    factor = sample_rate // PITCH_RATE
+    f0 = np.full(n, -1.0, dtype=np.float32)
+    odd = first_frame % 2  # the first frame of the segment that is even in the signal
+    if n > odd:
+        tracked = librosa.yin(low[odd * hop // factor :], fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE,
+                              frame_length=n_fft // factor, hop_length=2 * hop // factor, center=False)
+        f0[odd::2] = check_finite(tracked, "f0 values (librosa.yin)")[: len(f0[odd::2])]
+        # Near-silent frames have no pitch: yin would read one into the resampler's rounding
+        # noise, whose level depends on the loudest audio near it (not local).
+        f0[odd::2][frames[odd::2, width] < PITCH_GATE_DB] = 0.0
+    return frames, f0

@@ -1,0 +1,491 @@
+"""Sliding-window features of signals of any length: local, streamed, pooled in O(frames).
+
+A window's vector depends only on the samples of the analysis frames inside it (frames
+are centred every ``hop_length`` samples, ``n_fft`` long): there is no file-wide reference
+(the dB scales have a fixed floor, chroma has no tuning estimate), so a window scored inside
+an hour-long call, in any block size, equals the same stretch scored alone.
+
+The grid is global to a stream: window ``k`` covers frames ``[k * hop, k * hop + window)``
+(1.5 s every 0.5 s by default); windows start until one reaches the last frame, and that
+last window is cut at the end of the signal, so a signal shorter than one window gives one
+short window.
+
+Frames are computed block by block (:func:`stream_windows`), pooled from per-hop partial sums
+(one pass over the frames, whatever the number of windows), and each window also gets a
+``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
+noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
+frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
+window, so it is also the same in any block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ser_batch.config import FeatureConfig
+from ser_batch.errors import FeatureError
+from ser_batch.features.rich import PITCH_RATE, VOICED_HI_HZ, VOICED_LO_HZ
+
+#: Seconds of frame levels each side of a window hop used to estimate its noise floor.
+NOISE_CONTEXT_S = 2.5
+#: Percentile of frame levels taken as the noise floor.
+NOISE_PERCENTILE = 10.0
+#: Frames below this level (dB re full scale) are silence: never speech, and left out of the
+#: noise floor (a clip's faded edges would otherwise pull the floor under the line noise).
+SILENCE_DB = -75.0
+#: Frames computed per block: bounds memory (~4 MB of spectrum per 1024 frames).
+BLOCK_FRAMES = 2048
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """Window and hop lengths in frames, and the frame hop in seconds."""
+
+    window: int
+    hop: int
+    frame_s: float
+
+    @classmethod
+    def of(cls, config: FeatureConfig, sample_rate: int) -> "WindowGrid":
+        """``features.window_s`` / ``window_hop_s`` rounded to frames (at least 2 and 1)."""
+        frame_s = config.hop_length / sample_rate
+        window_s = config.window_s or 1.5
+        return cls(max(2, int(round(window_s / frame_s))), max(1, int(round(config.window_hop_s / frame_s))),
+                   frame_s)
+
+    def n_windows(self, n_frames: int) -> int:
+        """Windows over ``n_frames`` frames: they start every ``hop`` until one reaches the end."""
+        if n_frames <= self.window:
+            return 1
+        return 1 + -(-(n_frames - self.window) // self.hop)
+
+    def bounds(self, first: int, stop: int, n_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ranges ``[start, end)`` of windows ``first .. stop-1`` (ends cut at ``n_frames``)."""
+        starts = np.arange(first, stop, dtype=np.int64) * self.hop
+        ends = starts + self.window
+        if n_frames is not None:
+            ends = np.minimum(ends, n_frames)
+        return starts, ends
+
+    @property
+    def context(self) -> int:
+        """Frames of level needed each side of a window hop for its noise floor."""
+        return int(round(NOISE_CONTEXT_S / self.frame_s))
+
+
+def n_frames_of(n_samples: int, hop_length: int) -> int:
+    """Frames of a centred STFT over ``n_samples`` samples (as ``librosa.stft``)."""
+    return 1 + n_samples // hop_length
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def pool_windows(frames: np.ndarray, f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *,
+                 frame_s: float) -> np.ndarray:
+    """Pool frame rows ``[starts[i], ends[i])`` into the ``rich`` vector of each window.
+
+    Mean, standard deviation, mean absolute frame-to-frame change and standard deviation of
+    that change of every column, then 9 pitch statistics (see :func:`pitch_stats`). Windows of
+    a regular grid (same length, starts a fixed hop apart) are summed from per-hop partial sums:
+    O(frames + windows), not O(frames x windows), and each window's sums depend on its own frames
+    only, so they are the same whatever else is in ``frames``.
+
+    Parameters
+    ----------
+    frames : np.ndarray [shape=(m, c)], float32
+    f0 : np.ndarray [shape=(m,)], Hz
+    starts, ends : np.ndarray [shape=(k,)], int, ``0 <= start < end <= m``
+    frame_s : float, seconds per frame (for the duration value)
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 4 * c + 9)], float32
+    """
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    if len(starts) and (np.any(ends <= starts) or starts.min() < 0 or ends.max() > len(frames)):
+        raise FeatureError("cannot pool an empty or out-of-range window of frames")
+    x = frames.astype(np.float64)
+    n = (ends - starts)[:, None].astype(np.float64)
+    mean = _window_sums(x, starts, ends) / n
+    std = np.sqrt(np.maximum(_window_sums(x * x, starts, ends) / n - mean * mean, 0.0))
+    delta = np.diff(x, axis=0)
+    last = ends - 1  # a window of frames a..b-1 has the changes a..b-2
+    nd = (last - starts)[:, None].astype(np.float64)
+    has = nd > 0
+    safe = np.where(has, nd, 1.0)
+    if len(delta):
+        dabs = np.where(has, _window_sums(np.abs(delta), starts, last) / safe, 0.0)
+        d2 = np.where(has, _window_sums(delta * delta, starts, last) / safe, 0.0)
+    else:
+        dabs = d2 = np.zeros_like(mean)
+    dmean = np.where(has, (x[last] - x[starts]) / safe, 0.0)  # the changes telescope
+    dstd = np.where(has, np.sqrt(np.maximum(d2 - dmean * dmean, 0.0)), 0.0)
+    pitch = pitch_stats(f0, starts, ends, frame_s=frame_s)
+    return np.concatenate([mean, std, dabs, dstd, pitch], axis=1).astype(np.float32)
+
+
+def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Sums of rows ``[starts[i], ends[i])`` of ``values`` ``(m, c)``: ``(k, c)``, float64.
+
+    The windows of a regular grid (the common length, starts one hop apart) are sums of
+    ``q`` consecutive hop-long groups minus the few rows past their end; the others (a last,
+    shorter window; irregular windows) are summed directly."""
+    k = len(starts)
+    out = np.empty((k, values.shape[1]))
+    lengths = ends - starts
+    regular = np.zeros(k, dtype=bool)
+    if k >= 2:
+        hop, width = int(starts[1] - starts[0]), int(lengths[0])
+        regular = (lengths == width) & (starts - starts[0] == np.arange(k) * hop)
+        regular &= np.cumprod(regular).astype(bool)  # a regular run from the first window
+    count = int(regular.sum())
+    if count >= 2 and hop > 0:
+        q = -(-width // hop)
+        groups = count - 1 + q
+        first = int(starts[0])
+        span = values[first : first + groups * hop]
+        if len(span) < groups * hop:  # the last groups run past the rows: zeros add nothing
+            span = np.concatenate([span, np.zeros((groups * hop - len(span), values.shape[1]))])
+        sums = span.reshape(groups, hop, -1).sum(axis=1)
+        total = sums[:count].copy()
+        for j in range(1, q):
+            total += sums[j : j + count]
+        for j in range(width, q * hop):  # rows of the last group past the window's end
+            total -= span[np.arange(count) * hop + j]
+        out[:count] = total
+    else:
+        count = 0
+    for i in range(count, k):
+        out[i] = values[starts[i] : ends[i]].sum(axis=0)
+    return out
+
+
+def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s: float) -> np.ndarray:
+    """9 pitch statistics per window: of log2 f0 over its voiced frames, mean, std, 10/50/90th
+    percentiles, 90-10 range and mean absolute change between successive voiced frames (all 0
+    with fewer than 3 voiced frames), then the voiced fraction (of the frames whose pitch was
+    tracked, ``f0 >= 0``) and the duration in seconds.
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 9)], float64
+    """
+    k = len(starts)
+    out = np.zeros((k, 9))
+    if k == 0:
+        return out
+    lengths = ends - starts
+    width = int(lengths.max())
+    index = starts[:, None] + np.arange(width)[None, :]
+    inside = index < ends[:, None]
+    track = np.asarray(f0, dtype=np.float64)[np.minimum(index, len(f0) - 1)]
+    tracked = (inside & (track >= 0)).sum(axis=1)  # frames whose pitch was tracked (f0 >= 0)
+    voiced = inside & (track > VOICED_LO_HZ) & (track < VOICED_HI_HZ)
+    count = voiced.sum(axis=1)
+    log_f0 = np.where(voiced, np.log2(np.where(voiced, track, 1.0)), np.nan)
+    enough = count >= 3
+    safe = np.maximum(count, 1)
+    filled = np.where(voiced, log_f0, 0.0)
+    mean = filled.sum(axis=1) / safe
+    var = np.where(voiced, (log_f0 - mean[:, None]) ** 2, 0.0).sum(axis=1) / safe
+    ordered = np.sort(log_f0, axis=1)  # NaN (unvoiced) last
+    p10, p50, p90 = (_sorted_percentile(ordered, count, q) for q in (0.1, 0.5, 0.9))
+    # Change between each voiced frame and the previous voiced frame of the window.
+    position = np.where(voiced, np.arange(width)[None, :], -1)
+    previous = np.maximum.accumulate(position, axis=1)
+    previous = np.concatenate([np.full((k, 1), -1), previous[:, :-1]], axis=1)
+    has_prev = voiced & (previous >= 0)
+    prev_value = np.take_along_axis(filled, np.maximum(previous, 0), axis=1)
+    changes = np.where(has_prev, np.abs(filled - prev_value), 0.0).sum(axis=1)
+    dabs = changes / np.maximum(count - 1, 1)
+    stats = np.column_stack([mean, np.sqrt(var), p10, p50, p90, p90 - p10, dabs])
+    out[:, :7] = np.where(enough[:, None], stats, 0.0)
+    out[:, 7] = count / np.maximum(tracked, 1)
+    out[:, 8] = lengths * frame_s
+    return out
+
+
+def _sorted_percentile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
+    """numpy's linear percentile of the first ``count[i]`` values of each sorted row."""
+    pos = q * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    rows = np.arange(len(count))
+    a, b = ordered[rows, lo], ordered[rows, hi]
+    with np.errstate(invalid="ignore"):  # rows without values hold inf or NaN; masked below
+        value = a + (b - a) * (pos - lo)
+    return np.where(count > 0, value, 0.0)
+
+
+# ---------------------------------------------------------------------- speech ratio
+
+
+def speech_frames(level_db: np.ndarray, first: int, *, grid: WindowGrid, margin_db: float,
+                  n_frames: int | None, lo: int, hi: int) -> np.ndarray:
+    """Which frames ``[lo, hi)`` are speech, by an energy detector with a local noise floor.
+
+    Parameters
+    ----------
+    level_db : np.ndarray [shape=(m,)], frame levels (dB re full scale) of frames
+        ``first .. first + m - 1``; must cover ``[hop_start(lo) - context, hop_end(hi) + context)``
+        clipped to the signal
+    first : int, absolute frame index of ``level_db[0]``
+    lo, hi : int, absolute frame range to judge
+    n_frames : total frames of the signal, when known (clips the context at the end)
+
+    Returns
+    -------
+    np.ndarray [shape=(hi - lo,)], bool
+    """
+    hop, context = grid.hop, grid.context
+    groups = np.arange(lo // hop, (hi - 1) // hop + 1)
+    g_lo = np.maximum(groups * hop - context, 0)
+    g_hi = groups * hop + hop + context
+    if n_frames is not None:
+        g_hi = np.minimum(g_hi, n_frames)
+    g_hi = np.minimum(g_hi, first + len(level_db))
+    if g_lo.min() < first:
+        raise FeatureError("frame levels do not cover the noise context")
+    width = int((g_hi - g_lo).max())
+    index = (g_lo - first)[:, None] + np.arange(width)[None, :]
+    values = level_db[np.minimum(index, len(level_db) - 1)]
+    valid = (index < (g_hi - first)[:, None]) & (values > SILENCE_DB)
+    values = np.where(valid, values, np.inf)
+    count = valid.sum(axis=1)
+    ordered = np.sort(values, axis=1)
+    floor = np.where(count > 0, _sorted_percentile(ordered, count, NOISE_PERCENTILE / 100.0), SILENCE_DB)
+    frame_floor = np.repeat(floor, hop)[(lo - groups[0] * hop):(lo - groups[0] * hop) + (hi - lo)]
+    level = level_db[lo - first : hi - first]
+    return (level > frame_floor + margin_db) & (level > SILENCE_DB)
+
+
+# ------------------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Consecutive windows of one stream.
+
+    Attributes
+    ----------
+    index : np.ndarray [shape=(k,)], int, window numbers on the stream's grid
+    start_s, end_s : np.ndarray [shape=(k,)], float64, seconds from the start of the stream
+        (window frames' centres, so that windows tile the signal: end = start + frames * hop)
+    vectors : np.ndarray [shape=(k, n_features)], float32
+    speech_ratio : np.ndarray [shape=(k,)], float32
+    speech_frames : int, frames judged speech among the frames this batch owns (each frame is
+        owned by exactly one batch of a stream, for speech-duration totals)
+    """
+
+    index: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    vectors: np.ndarray
+    speech_ratio: np.ndarray
+    speech_frames: int
+
+
+def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: FeatureConfig,
+                   first_sample: int = 0, windows: tuple[int, int | None] = (0, None)) -> Iterator[WindowBatch]:
+    """Window features of a stream of consecutive mono blocks, in window order.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(n_i,)], float32, consecutive samples at ``sample_rate``
+        starting at sample ``first_sample`` of the signal, which must be
+        :func:`first_sample_needed` of the first window (or earlier: the excess is skipped)
+    windows : ``(first, stop)`` window numbers to produce (``stop=None``: to the end)
+
+    Yields
+    ------
+    WindowBatch, about ``BLOCK_FRAMES`` frames' worth at a time
+    """
+    from ser_batch.features.rich import level_column, rich_segment_frames
+
+    n_fft, hop_length = config.n_fft, config.hop_length
+    half = n_fft // 2
+    grid = WindowGrid.of(config, sample_rate)
+    next_window, stop_window = windows
+    first_frame = max(0, next_window * grid.hop - grid.context)
+    needed = max(0, first_frame * hop_length - half)
+    if first_sample > needed:
+        raise FeatureError(f"the stream starts at sample {first_sample}, after sample {needed} its windows need")
+    # Signal in the padded domain (index = sample + n_fft/2, as a centred STFT sees it),
+    # from the first sample of frame ``first_frame`` on.
+    start = first_frame * hop_length
+    signal = _Buffer(start, sample_rate)
+    signal.push(np.zeros(max(0, half - start), dtype=np.float32))  # centred frames see zeros first
+    skip = max(0, start - half) - first_sample
+    level = level_column(config)
+    kept = kept_f0 = None  # frame rows [kept_first, frames_done) still needed by later windows
+    kept_first = frames_done = first_frame
+    n_frames = None
+    for block in _with_end(blocks):
+        if block is not None:
+            block = np.asarray(block, dtype=np.float32)
+            if skip:
+                drop = min(skip, len(block))
+                block, skip = block[drop:], skip - drop
+            signal.push(block)
+            if signal.end() - frames_done * hop_length < BLOCK_FRAMES * hop_length + n_fft:
+                continue
+        else:
+            n_frames = n_frames_of(signal.end() - half, hop_length)
+            signal.push(np.zeros(half + n_fft, dtype=np.float32), last=True)
+        stop_frame = signal.frames_available(hop_length, n_fft)
+        if n_frames is not None:
+            stop_frame = min(stop_frame, n_frames)
+        if stop_frame > frames_done:
+            seg, seg_low = signal.frame_samples(frames_done, stop_frame, hop_length, n_fft)
+            rows, f0 = rich_segment_frames(seg, seg_low, sample_rate, config=config, first_frame=frames_done)
+            kept = rows if kept is None else np.concatenate([kept, rows])
+            kept_f0 = f0 if kept_f0 is None else np.concatenate([kept_f0, f0])
+            frames_done = stop_frame
+            signal.drop_before(frames_done * hop_length)
+        # Windows whose frames and noise context are all computed (or the signal ended).
+        last = grid.n_windows(n_frames) if n_frames is not None else None
+        if stop_window is not None:
+            last = stop_window if last is None else min(last, stop_window)
+        stop = next_window
+        while last is None or stop < last:
+            if n_frames is None and stop * grid.hop + grid.window + grid.hop + grid.context > frames_done:
+                break
+            stop += 1
+        if stop > next_window and kept is not None:
+            starts, ends = grid.bounds(next_window, stop, n_frames)
+            at_end = n_frames is not None and stop == grid.n_windows(n_frames)
+            own_hi = n_frames if at_end else stop * grid.hop  # frames [starts[0], own_hi) are this batch's
+            lo, hi = int(starts[0]), int(max(ends.max(), own_hi))
+            flags = speech_frames(kept[:, level], kept_first, grid=grid, margin_db=config.speech_margin_db,
+                                  n_frames=n_frames, lo=lo, hi=hi)
+            csum = np.concatenate([[0], np.cumsum(flags)])
+            yield WindowBatch(
+                index=np.arange(next_window, stop),
+                start_s=starts * grid.frame_s,
+                end_s=ends * grid.frame_s,
+                vectors=pool_windows(kept, kept_f0, starts - kept_first, ends - kept_first, frame_s=grid.frame_s),
+                speech_ratio=((csum[ends - lo] - csum[starts - lo]) / (ends - starts)).astype(np.float32),
+                speech_frames=int(csum[own_hi - lo]),
+            )
+            next_window = stop
+            cut = max(0, next_window * grid.hop - grid.context) - kept_first
+            if cut > 0:
+                kept, kept_f0, kept_first = kept[cut:], kept_f0[cut:], kept_first + cut
+        if block is None or (last is not None and next_window >= last):
+            return
+
+
+def signal_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``rich`` frames and f0 of a whole signal in memory (centred frames, zeros outside),
+    as :func:`stream_windows` computes them block by block.
+
+    Returns
+    -------
+    frames : np.ndarray [shape=(1 + n // hop_length, 199)], float32
+    f0 : np.ndarray [shape=(1 + n // hop_length,)], float32, Hz (0 in near-silent frames)
+
+    Raises
+    ------
+    FeatureError
+        If the signal is not mono, shorter than one analysis frame, or not finite.
+    """
+    from ser_batch.features.checks import check_signal, one_frame
+    from ser_batch.features.rich import rich_segment_frames
+
+    n_fft, hop_length = config.n_fft, config.hop_length
+    check_signal(y, sample_rate, min_samples=n_fft, needed_for=one_frame(n_fft, sample_rate))
+    signal = _Buffer(0, sample_rate)
+    half = n_fft // 2
+    signal.push(np.zeros(half, dtype=np.float32))
+    signal.push(np.asarray(y, dtype=np.float32))
+    signal.push(np.zeros(half + n_fft, dtype=np.float32), last=True)
+    n_frames = n_frames_of(y.size, hop_length)
+    return rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate, config=config)
+
+
+def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
+                   ) -> tuple[np.ndarray, WindowBatch]:
+    """Features of a whole signal in memory: its clip vector (pooled over every frame) and its
+    windows, equal to :func:`stream_windows` over it in any blocks.
+
+    Returns
+    -------
+    clip : np.ndarray [shape=(n_features,)], float32
+    windows : WindowBatch of every window
+    """
+    from ser_batch.features.rich import level_column
+
+    frames, f0 = signal_frames(y, sample_rate, config=config)
+    n_frames = len(frames)
+    grid = WindowGrid.of(config, sample_rate)
+    starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
+    flags = speech_frames(frames[:, level_column(config)], 0, grid=grid, margin_db=config.speech_margin_db,
+                          n_frames=n_frames, lo=0, hi=n_frames)
+    csum = np.concatenate([[0], np.cumsum(flags)])
+    windows = WindowBatch(index=np.arange(len(starts)), start_s=starts * grid.frame_s, end_s=ends * grid.frame_s,
+                          vectors=pool_windows(frames, f0, starts, ends, frame_s=grid.frame_s),
+                          speech_ratio=((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32),
+                          speech_frames=int(csum[-1]))
+    clip = pool_windows(frames, f0, np.array([0]), np.array([n_frames]), frame_s=grid.frame_s)[0]
+    return clip, windows
+
+
+def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:
+    yield from blocks
+    yield None
+
+
+class _Buffer:
+    """The padded signal from padded index ``start`` on, and its copy at ``PITCH_RATE``.
+
+    One soxr stream makes the low-rate copy, so it is the same in any block size; frames
+    are only handed out where both copies hold all their samples.
+    """
+
+    def __init__(self, start: int, sample_rate: int) -> None:
+        import soxr
+
+        if sample_rate % PITCH_RATE:
+            raise FeatureError(f"the rich recipe needs a sample rate that is a multiple of {PITCH_RATE} Hz, "
+                               f"got {sample_rate}")
+        self.factor = sample_rate // PITCH_RATE
+        self.resampler = soxr.ResampleStream(sample_rate, PITCH_RATE, 1, dtype="float32", quality="HQ") \
+            if self.factor > 1 else None
+        self.start = start
+        self.data = np.zeros(0, dtype=np.float32)
+        self.low = np.zeros(0, dtype=np.float32)  # low[i] is padded index start + factor * i
+
+    def push(self, block: np.ndarray, *, last: bool = False) -> None:
+        self.data = np.concatenate([self.data, block])
+        low = self.resampler.resample_chunk(block, last=last) if self.resampler is not None else block
+        self.low = np.concatenate([self.low, low])
+
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def frames_available(self, hop_length: int, n_fft: int) -> int:
+        """Frames (absolute index) before which every frame has all its samples here."""
+        end = min(self.end(), self.start + len(self.low) * self.factor)
+        return max(0, (end - n_fft) // hop_length + 1)
+
+    def frame_samples(self, first: int, stop: int, hop_length: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+        a = first * hop_length - self.start
+        b = (stop - 1) * hop_length + n_fft - self.start
+        return self.data[a:b], self.low[a // self.factor : b // self.factor]
+
+    def drop_before(self, index: int) -> None:
+        cut = (index - self.start) // self.factor * self.factor
+        if cut > 0:
+            self.data, self.low = self.data[cut:], self.low[cut // self.factor :]
+            self.start += cut
+
+
+def first_sample_needed(first_window: int, *, config: FeatureConfig, sample_rate: int) -> int:
+    """First signal sample a stream starting at window ``first_window`` needs (>= 0)."""
+    grid = WindowGrid.of(config, sample_rate)
+    first_frame = max(0, first_window * grid.hop - grid.context)
+    return max(0, first_frame * config.hop_length - config.n_fft // 2)

@@ -1,0 +1,346 @@
+"""Scoring audio with a model bundle: the one code path of ``predict``, ``evaluate`` and ``score``.
+
+A stream (a file, or one channel of it) is decoded in blocks, cut into the bundle's sliding
+windows (:mod:`ser_batch.features.windows`), and every window is scored by the bundle's models in one
+batched call per block. A stream's summary is the mean of the probabilities of its windows
+with speech (``speech_ratio >= score.min_speech_ratio``). ``predict`` prints that summary
+for single files, ``score`` writes the windows and summaries of whole archives, and
+``evaluate`` applies the same rule to the windows stored by ``extract``.
+
+Which of the bundle's model sets scores a stream is decided here, once for all three
+(:func:`stream_inputs`): the narrow-band set for inputs at 8 kHz or below when the bundle has
+one, and with ``score.normalize = "file"`` the normalised set on the stream's windows z-scored
+by the statistics of its own speech windows (:mod:`ser_batch.models.normalize`), unless the stream
+has less than ``score.min_normalize_s`` of speech.
+
+Models are loaded once per process (:func:`cached_bundle`): a Ray worker keeps them across
+the shards it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ser_batch.audio.decode import AudioInfo, iter_audio_blocks, probe_audio
+from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, Config, ScoreConfig
+from ser_batch.errors import BundleError, FeatureError, SerBatchError
+from ser_batch.features.checks import check_length, one_frame
+from ser_batch.features.windows import WindowBatch, first_sample_needed, stream_windows
+from ser_batch.models.bundle import MANIFEST, Bundle, load_bundle
+from ser_batch.models.model_sets import GLOBAL
+from ser_batch.models.normalize import fit_stats
+
+#: Bundles loaded in this process, by (path, id).
+_BUNDLES: dict[tuple[str, str], Bundle] = {}
+
+
+def bundle_id(bundle: Bundle) -> str:
+    """A short id of a bundle: the sha256 of its manifest (which holds every file's sha256)."""
+    return hashlib.sha256((Path(bundle.path) / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+def cached_bundle(path: str | Path, expected_id: str | None = None) -> Bundle:
+    """The bundle at ``path`` with its models loaded, once per process.
+
+    Raises
+    ------
+    BundleError
+        If the bundle changed since the run checked it (``expected_id``).
+    """
+    key = (str(path), expected_id or "")
+    if key not in _BUNDLES:
+        bundle = load_bundle(Path(path))
+        if expected_id is not None and bundle_id(bundle) != expected_id:
+            raise BundleError(f"bundle {path} changed while the run was using it")
+        for name in bundle.frameworks:
+            bundle.model(name)
+        _BUNDLES[key] = bundle
+    return _BUNDLES[key]
+
+
+def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
+    """Refuse bundles that cannot score windows of audio, with a message that says why."""
+    from ser_batch import schema
+
+    if framework not in SCORE_FRAMEWORKS:
+        raise BundleError(f"unknown framework {framework!r}; use {', '.join(SCORE_FRAMEWORKS)}")
+    if framework != ENSEMBLE and framework not in bundle.frameworks:
+        raise BundleError(f"bundle {bundle.path} has no {framework} model (it has: {', '.join(bundle.frameworks)})")
+    features = bundle.manifest["features"]
+    if features.get("schema_version") != schema.SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {bundle.path} was trained on feature schema {features.get('schema_version')}; this ser-batch "
+            f"computes schema {schema.SCHEMA_VERSION} (local window features): re-extract and retrain it")
+    if features.get("recipe") != "rich" or bundle.aggregation != "segments":
+        raise BundleError(f"bundle {bundle.path} scores whole clips ({features.get('recipe')} recipe); scoring "
+                          "audio needs a bundle trained on the rich recipe's windows")
+
+
+def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
+    """Refuse ``score.normalize = "file"`` with a bundle that has no normalised models (before any
+    audio is decoded)."""
+    if score.normalize == "file":
+        bundle.require_normalized()
+
+
+def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
+    """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
+    in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
+    (soft voting)."""
+    if len(vectors) == 0:
+        return np.zeros((0, len(bundle.classes)))
+    return bundle.predict_proba(vectors, framework=framework, model_set=model_set)
+
+
+@dataclass
+class StreamSummary:
+    """Running totals of one stream (or of the part of it one task scored)."""
+
+    n_windows: int = 0
+    n_speech: int = 0
+    speech_frames: int = 0
+    proba_sum: np.ndarray | None = None
+    #: The bundle's model set that scored the stream, and whether its windows were z-scored.
+    model_set: str | None = None
+    normalized: bool = False
+
+    def merge(self, other: "StreamSummary") -> "StreamSummary":
+        both = [s for s in (self.proba_sum, other.proba_sum) if s is not None]
+        # Ranges of one file are never normalised (a normalised stream is scored whole) and
+        # share its band, so they share a model set.
+        return StreamSummary(self.n_windows + other.n_windows, self.n_speech + other.n_speech,
+                             self.speech_frames + other.speech_frames, sum(both) if both else None,
+                             self.model_set or other.model_set, self.normalized or other.normalized)
+
+    def mean_proba(self) -> np.ndarray | None:
+        """Mean probabilities over the windows with speech; ``None`` without any."""
+        if not self.n_speech or self.proba_sum is None:
+            return None
+        return self.proba_sum / self.n_speech
+
+
+@dataclass
+class StreamResult:
+    """The windows of one stream (a file, or one channel of it) and, once scored, their
+    probabilities and the stream's summary.
+
+    Attributes
+    ----------
+    windows : list of WindowBatch, in time order
+    speech : np.ndarray [shape=(k,)], bool, windows with ``speech_ratio >= score.min_speech_ratio``
+    proba : np.ndarray [shape=(k, n_classes)], set by :func:`attach_probabilities`
+    """
+
+    info: AudioInfo
+    channel: int | None
+    windows: list[WindowBatch] = field(default_factory=list)
+    speech: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    proba: np.ndarray | None = None
+    summary: StreamSummary = field(default_factory=StreamSummary)
+
+    def column(self, name: str) -> np.ndarray:
+        """One field of every window, concatenated (``start_s``, ``end_s``, ``speech_ratio``, ...)."""
+        parts = [getattr(w, name) for w in self.windows]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: int | None = None,
+                        windows: tuple[int, int | None] = (0, None)) -> Iterator[WindowBatch]:
+    """The windows ``windows`` of one stream of ``path`` (a channel, or all mixed down), decoded
+    block by block with the bundle's audio and feature settings.
+
+    Raises
+    ------
+    AudioError, FeatureError
+        If the file cannot be decoded or gives non-finite features.
+    """
+    settings = bundle.config
+    rate = settings.audio.sample_rate
+    first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate)
+    blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
+                                                      start_sample=first, channel=channel))
+    for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
+                                windows=windows):
+        if not np.all(np.isfinite(batch.vectors)):
+            raise FeatureError("features are not finite")
+        yield batch
+
+
+def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
+                 windows: tuple[int, int | None] = (0, None), framework: str | None = None) -> list[StreamResult]:
+    """The windows of every stream of one file: one (``channels="mix"``) or one per channel
+    (``split``), not yet scored (see :func:`attach_probabilities`).
+
+    With ``framework``, each block's windows are scored as they come and their feature
+    vectors dropped, so that memory does not grow with the file's length (long files);
+    the streams are then summarised already. With ``score.normalize = "file"`` a stream needs
+    all its windows before any can be scored: its vectors are kept (about 3 KB per window, 0.5 s
+    of audio) and it is scored at its end."""
+    info = probe_audio(Path(path))
+    if info.frames <= 0:
+        raise FeatureError("no audio samples")
+    n_fft, rate = bundle.config.features.n_fft, bundle.config.audio.sample_rate
+    check_length(int(info.duration_s * rate), rate, min_samples=n_fft, needed_for=one_frame(n_fft, rate))
+    streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
+    as_they_come = framework is not None and config.score.normalize != "file"
+    plain_set = bundle.choose_set(info.sample_rate, False)
+    results = []
+    for channel in streams:
+        result = StreamResult(info=info, channel=channel)
+        probas = []
+        for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
+            if as_they_come:
+                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set))
+                batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
+            result.windows.append(batch)
+            result.summary.n_windows += len(batch.index)
+            result.summary.speech_frames += batch.speech_frames
+        result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
+        if as_they_come:
+            result.summary.model_set = plain_set
+            _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(bundle.classes))))
+        elif framework is not None:
+            attach_probabilities(bundle, [result], framework=framework, score=config.score)
+            result.windows = [dataclasses.replace(w, vectors=w.vectors[:, :0]) for w in result.windows]
+        results.append(result)
+    return results
+
+
+def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig) -> tuple[np.ndarray, str]:
+    """The window vectors ``[shape=(k, n_features)]`` a stream is scored on and the model set
+    that scores them; records both choices in ``stream.summary``.
+
+    The set of the stream's band (:meth:`Bundle.choose_set`). With ``score.normalize = "file"``
+    and at least ``score.min_normalize_s`` seconds of speech, the vectors are z-scored by the
+    statistics of the stream's own speech windows and the normalised set scores them; a stream
+    with less speech keeps the plain set (``summary.normalized`` False).
+    """
+    vectors = np.concatenate([w.vectors for w in stream.windows]) if stream.windows else \
+        np.zeros((0, len(bundle.manifest["features"]["names"])), dtype=np.float32)
+    settings = bundle.config
+    speech_s = stream.summary.speech_frames * settings.features.hop_length / settings.audio.sample_rate
+    normalize = score.normalize == "file" and speech_s >= score.min_normalize_s and bool(stream.speech.any())
+    if normalize:
+        vectors = fit_stats(vectors, stream.speech).apply(vectors)
+    stream.summary.model_set = bundle.choose_set(stream.info.sample_rate, normalize)
+    stream.summary.normalized = normalize
+    return vectors, stream.summary.model_set
+
+
+def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
+    stream.proba = proba
+    stream.summary.n_speech = int(stream.speech.sum())
+    stream.summary.proba_sum = proba[stream.speech].sum(axis=0)
+
+
+def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str,
+                         score: ScoreConfig | None = None) -> None:
+    """Score the windows of all ``streams`` not scored yet, one batched call of each model per
+    model set (:func:`stream_inputs` picks each stream's), and summarise every stream (the mean
+    of its windows with speech). ``score``: the scoring settings (default: built-in defaults)."""
+    score = score or ScoreConfig()
+    by_set: dict[str, list[tuple[StreamResult, np.ndarray]]] = {}
+    for stream in streams:
+        if stream.proba is None:
+            vectors, name = stream_inputs(bundle, stream, score=score)
+            by_set.setdefault(name, []).append((stream, vectors))
+    for name, pending in by_set.items():
+        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name)
+        at = 0
+        for stream, vectors in pending:
+            _summarise(stream, proba[at : at + len(vectors)])
+            at += len(vectors)
+
+
+def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
+               windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
+    """:func:`file_windows` and :func:`attach_probabilities` for one file."""
+    streams = file_windows(path, bundle=bundle, config=config, channels=channels, windows=windows)
+    attach_probabilities(bundle, streams, framework=framework, score=config.score)
+    return streams
+
+
+def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENSEMBLE,
+                  config: Config | None = None) -> list[dict[str, Any]]:
+    """Emotion label and class probabilities for each file, exactly as ``score`` summarises it.
+
+    Parameters
+    ----------
+    paths : audio files
+    bundle : a loaded model bundle
+    framework : "keras", "sklearn" or "both" (each model, plus their averaged ensemble)
+    config : scoring settings (``score`` section); default: built-in defaults
+
+    Returns
+    -------
+    list of dict
+        One per file: ``{"path", "duration_s", "windows", "speech_windows", "model_set",
+        "normalized", "predictions": {name: {"label", "probabilities"}}, "error"}``; a file that
+        cannot be read has ``error`` set and no predictions; a file without speech has no
+        predictions either.
+    """
+    from ser_batch.config import Config as _Config
+
+    config = config or _Config()
+    if framework not in SCORE_FRAMEWORKS:
+        raise BundleError(f"unknown framework {framework!r}; use {', '.join(SCORE_FRAMEWORKS)}")
+    names = bundle.frameworks if framework == ENSEMBLE else [framework]
+    for name in names:
+        bundle.model(name)  # fail early (missing or untrusted model) before any audio is decoded
+    if bundle.aggregation != "segments":
+        return [_predict_clip(Path(path), bundle=bundle, names=names) for path in paths]
+    check_scoring_bundle(bundle, framework)
+    check_normalize(bundle, config.score)
+    results = []
+    for path in paths:
+        entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
+                                 "model_set": None, "normalized": False, "predictions": {}, "error": None}
+        results.append(entry)
+        try:
+            stream = file_windows(Path(path), bundle=bundle, config=config)[0]
+        except SerBatchError as exc:
+            entry["error"] = str(exc)
+            continue
+        entry["duration_s"] = round(stream.info.duration_s, 3)
+        entry["windows"] = stream.summary.n_windows
+        entry["speech_windows"] = int(stream.speech.sum())
+        vectors, model_set = stream_inputs(bundle, stream, score=config.score)
+        entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
+        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name, model_set=model_set).mean(axis=0)
+                  for name in names} if stream.speech.any() else {}
+        if len(probas) > 1:
+            probas[ENSEMBLE] = np.mean(list(probas.values()), axis=0)
+        entry["predictions"] = _predictions(bundle, probas)
+    return results
+
+
+def _predictions(bundle: Bundle, probas: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {name: {"label": bundle.classes[int(np.argmax(proba))],
+                   "probabilities": {c: round(float(p), 4) for c, p in zip(bundle.classes, proba)}}
+            for name, proba in probas.items()}
+
+
+def _predict_clip(path: Path, *, bundle: Bundle, names: list[str]) -> dict[str, Any]:
+    """A bundle of whole-clip vectors (fast, classic, or rich without windows): one vector per file."""
+    from ser_batch.features.recipes import file_features
+
+    entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
+                             "predictions": {}, "error": None}
+    config = bundle.config.replace(features={"window_s": 0.0})
+    try:
+        features, info = file_features(path, config=config)
+    except SerBatchError as exc:
+        entry["error"] = str(exc)
+        return entry
+    entry["duration_s"] = round(info.duration_s, 3)
+    probas = {name: bundle.predict_proba(features.vector[None, :], framework=name)[0] for name in names}
+    if len(probas) > 1:
+        probas[ENSEMBLE] = np.mean(list(probas.values()), axis=0)
+    entry["predictions"] = _predictions(bundle, probas)
+    return entry

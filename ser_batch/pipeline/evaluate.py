@@ -1,0 +1,263 @@
+"""Honest numbers: classification metrics, and the ``evaluate`` job over a labelled feature set.
+
+``evaluate`` scores only rows a bundle did not train on unless asked otherwise: a bundle
+lists its training files, so the training rows can be left out of any feature set of the
+same corpus, and a figure that includes them says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ser_batch.config import ENSEMBLE
+from ser_batch.data.featureset import FeatureSet, load_feature_set
+from ser_batch.errors import DatasetError
+from ser_batch.models.bundle import Bundle, load_bundle
+from ser_batch.models.metrics import classification_metrics
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """Which labelled rows an evaluation scores, and why.
+
+    Attributes
+    ----------
+    keep : np.ndarray of bool [shape=(n_rows,)], the rows scored
+    trained : np.ndarray of bool [shape=(n_rows,)], rows the bundle trained on, or None
+        when that cannot be told (a format-1 bundle on a feature set it did not record)
+    reason : str, one sentence for people
+    warnings : list of str, things that make the figures flatter than held-out ones
+    """
+
+    keep: np.ndarray
+    trained: np.ndarray | None
+    reason: str
+    warnings: list[str]
+
+    @property
+    def training_rows_included(self) -> bool | None:
+        """True/False, or None when unknown."""
+        return None if self.trained is None else bool((self.keep & self.trained).any())
+
+
+def _actor_list(actors: Any) -> str:
+    return ",".join(str(int(a)) for a in sorted(set(actors)))
+
+
+def _is_training_set(bundle: Bundle, features: FeatureSet, features_dir: Path) -> bool:
+    """Whether a feature set is (a copy of) the one a format-1 bundle was trained on."""
+    recorded = bundle.manifest.get("training_data", {})
+    if recorded.get("features_dir") == str(Path(features_dir).resolve()):
+        return True
+    actors = sorted(int(a) for a in np.unique(features.actor[~np.isnan(features.actor)]))
+    return (recorded.get("rows") == len(features.emotion) and recorded.get("error_rows") == features.n_errors
+            and recorded.get("actors") == actors)
+
+
+def training_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet,
+                  features_dir: Path) -> tuple[np.ndarray | None, str]:
+    """Mark the rows of ``data`` (labelled rows of ``features``) that ``bundle`` trained on.
+
+    A bundle that lists its training files is matched by path (relative to the extracted
+    folder, so only a feature set of the same corpus matches). Older bundles fall back on
+    their split record, on the feature set they were trained on only.
+
+    Returns
+    -------
+    trained : np.ndarray of bool [shape=(n,)], or None when it cannot be told
+    how : str, where the answer came from
+    """
+    listed = bundle.training_files()
+    if listed is not None:
+        return (np.isin(data.paths.astype(str), list(listed)),
+                f"the bundle's list of its {len(listed)} training files")
+    split = bundle.manifest.get("split", {})
+    if not _is_training_set(bundle, features, features_dir):
+        return None, (f"bundle format {bundle.format} records no training files and this is not the "
+                      "feature set it was trained on")
+    if split.get("kind") == "speaker":
+        held = split.get("test_actors") or []
+        return (~np.isin(data.actor, held),
+                f"the bundle's speaker split, which held out actors {_actor_list(held)}")
+    if split.get("kind") == "none":
+        return np.ones(len(data.emotion), dtype=bool), "the bundle was trained on every row (--split none)"
+    return None, (f"bundle format {bundle.format} records no training files, so the test rows of its "
+                  f"{split.get('kind', 'unknown')} split cannot be identified")
+
+
+def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, features_dir: Path,
+                actors: Sequence[int] | None = None, include_training: bool = False) -> RowSelection:
+    """Choose the rows to score: by default only those the bundle did not train on.
+
+    Raises
+    ------
+    DatasetError
+        If no row is left, saying why (and suggesting ``--all`` when only training rows remain).
+    """
+    known = np.isin(data.emotion.astype(str), bundle.classes)
+    if actors:
+        known &= np.isin(data.actor, list(actors))
+    which = f" of actors {_actor_list(actors)}" if actors else ""
+    if not known.any():
+        raise DatasetError(f"{features_dir} has no rows{which} labelled with the model's classes "
+                           f"({', '.join(bundle.classes)})")
+    trained, how = training_rows(bundle, features, data, features_dir)
+    warnings: list[str] = []
+    if trained is None:
+        keep = known
+        reason = f"all {int(keep.sum())} labelled rows{which}: {how}"
+        warnings.append(f"cannot tell which rows the models were trained on ({how}); these figures may "
+                        "include training rows and then flatter the models")
+    elif include_training:
+        keep = known
+        n_trained = int((keep & trained).sum())
+        reason = f"all {int(keep.sum())} labelled rows{which}, training rows included (--all)"
+        if n_trained:
+            warnings.append(f"{n_trained} of the {int(keep.sum())} rows scored were used to train these models "
+                            f"(from {how}): these figures flatter the models; without --all only held-out "
+                            "rows are scored")
+    else:
+        keep = known & ~trained
+        n_trained = int((known & trained).sum())
+        if not keep.any():
+            raise DatasetError(
+                f"no held-out rows: the models were trained on all {n_trained} labelled rows{which} of "
+                f"{features_dir} (from {how}). Evaluate on other speakers or another corpus, or pass --all "
+                "to score training rows anyway (the figures will flatter the models)")
+        reason = (f"{int(keep.sum())} rows{which} the models did not train on"
+                  + (f"; {n_trained} training rows left out (from {how}; --all includes them)" if n_trained
+                     else f" (from {how})"))
+    return RowSelection(keep=keep, trained=trained, reason=reason, warnings=warnings)
+
+
+def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
+                    actors: Sequence[int] | None = None, include_training: bool = False,
+                    trust_pickle: bool = False, normalize: str = "none") -> dict[str, Any]:
+    """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
+
+    By default only rows the bundle did not train on are scored (see :func:`select_rows`);
+    ``include_training`` scores them all, with a warning in ``results["warnings"]``.
+    Rows whose label is not one of the bundle's classes are left out; ``actors`` keeps
+    only those speakers' rows. Telephone-band rows are scored by the bundle's narrow set when
+    it has one. ``normalize="speaker"`` z-scores every row's windows by the statistics of its
+    actor's speech windows among the rows scored (per band) and scores them with the
+    bundle's normalised set(s), as ``train --normalize speaker`` measured them.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``rows``, ``actors``, ``paths`` (the rows scored), ``selection`` (why),
+        ``training_rows_included`` (bool, or None when unknown), ``training_rows_left_out``,
+        ``rows_left_out``, ``error_rows``, ``warnings`` and ``models`` (metrics per model).
+
+    Raises
+    ------
+    DatasetError
+        If no labelled row the models know is left to score, or ``normalize="speaker"`` and a
+        row has no actor.
+    BundleError
+        If the bundle is invalid or its feature contract does not match, or ``normalize`` is
+        asked of a bundle without normalised models.
+    """
+    if normalize not in ("none", "speaker"):
+        raise DatasetError(f"evaluate normalises per speaker or not at all (normalize none|speaker), not {normalize!r}")
+    bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
+    if normalize == "speaker":
+        bundle.require_normalized()
+    features = load_feature_set(features_dir)
+    bundle.check_features(features.metadata)
+    data = features.labelled()
+    selection = select_rows(bundle, features, data, features_dir=Path(features_dir), actors=actors,
+                            include_training=include_training)
+    left_out_training = 0 if selection.trained is None else int((selection.trained & ~selection.keep).sum())
+    # Augmented copies (extract --augment) are training material; the figures are of the
+    # recordings themselves, as train's test metrics are.
+    from ser_batch.pipeline.train_sets import row_is_original
+
+    copies = selection.keep & ~row_is_original(data)
+    if copies.any():
+        selection = dataclasses.replace(
+            selection, keep=selection.keep & ~copies,
+            reason=selection.reason + f"; {int(copies.sum())} augmented copies left out (originals only)")
+        if not selection.keep.any():
+            raise DatasetError(f"{features_dir} holds only augmented copies among the rows to score")
+    data = data.subset(selection.keep)
+    y = data.emotion
+    frameworks = list(frameworks or bundle.frameworks)
+    if len(bundle.frameworks) > 1 and ENSEMBLE not in frameworks:
+        frameworks.append(ENSEMBLE)
+    results: dict[str, Any] = {
+        "model_dir": str(bundle.path),
+        "features_dir": str(features_dir),
+        "rows": int(len(y)),
+        "actors": sorted(int(a) for a in np.unique(data.actor) if not np.isnan(a)),
+        "selection": selection.reason,
+        "training_rows_included": selection.training_rows_included,
+        "training_rows_left_out": left_out_training,
+        "rows_left_out": int(len(features.emotion) - len(y)),
+        "error_rows": features.n_errors,
+        "warnings": selection.warnings,
+        "paths": [str(p) for p in data.paths],
+        "models": {},
+    }
+    groups = band_groups(bundle, data, normalize=normalize == "speaker")
+    results["normalize"] = normalize
+    results["model_sets"] = {band: name for band, (name, _, _, _) in groups.items()}
+    for framework in frameworks:
+        proba = np.zeros((len(y), len(bundle.classes)))
+        for name, rows, (X_band, segments), keep in groups.values():
+            proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name)
+        results["models"][framework] = classification_metrics(y, proba, bundle.classes)
+    return results
+
+
+def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool) -> dict[str, tuple[str, np.ndarray, Any, Any]]:
+    """The rows of each band with the model set that scores them and their inputs:
+    ``{band: (model_set, rows, (X, segments), speech mask over the rows' stacked windows)}``.
+
+    With ``normalize``, clip vectors and windows are z-scored per (actor, band), each actor by
+    the speech windows of its own rows here (:mod:`ser_batch.models.normalize`)."""
+    from ser_batch.models.estimators import stack_segments
+    from ser_batch.models.normalize import normalize_groups
+    from ser_batch.pipeline.train_sets import row_bands
+
+    if normalize and np.isnan(data.actor).any():
+        raise DatasetError(f"--normalize speaker needs the actor of every row; {int(np.isnan(data.actor).sum())} "
+                           "rows have none (add actor to labels.csv, or evaluate without --normalize)")
+    bands = row_bands(data)
+    groups = {}
+    for band in sorted(set(bands)):
+        rows = np.flatnonzero(bands == band)
+        # Clips are summarised as score summarises files: the mean over their windows with speech.
+        keep = data.speech_windows(rows, min_speech_ratio=bundle.config.score.min_speech_ratio)
+        X = data.X[rows]
+        segments = [data.segments[i] for i in rows] if data.segments is not None else None
+        if normalize:
+            X = normalize_groups(X, data.actor[rows])
+            if segments is not None:
+                stacked, owner = stack_segments(segments)
+                stacked = normalize_groups(stacked, data.actor[rows][owner], keep)
+                bounds = np.cumsum([0] + [len(s) for s in segments])
+                segments = [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        groups[band] = (bundle.choose_set(band=band, normalize=normalize), rows, (X, segments), keep)
+    return groups
+
+
+def format_metrics(results: dict[str, Any]) -> str:
+    """A readable table: one line per model, then per-class F1."""
+    models = results["models"]
+    lines = [f"{'model':10s} {'accuracy':>9s} {'macro-F1':>9s} {'n':>6s}"]
+    for name, m in models.items():
+        lines.append(f"{name:10s} {m['accuracy']:9.3f} {m['macro_f1']:9.3f} {m['n']:6d}")
+    if models:
+        classes = next(iter(models.values()))["classes"]
+        lines.append("")
+        lines.append("per-class F1  " + " ".join(f"{c[:9]:>9s}" for c in classes))
+        for name, m in models.items():
+            lines.append(f"{name:13s} " + " ".join(f"{m['per_class'][c]['f1']:9.2f}" for c in classes))
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Which model sets a training run fits, and the training and test data of each.
+
+The ``global`` set is what every bundle has. With ``train.narrowband = "separate"`` and
+telephone-band rows in the features (``band == "narrow"``: 8 kHz inputs and telephone copies),
+the global set is fitted on the wideband rows and a ``narrow`` set on the narrow ones; with
+``"mixed"`` one global set sees every row. ``train.normalize = "speaker"`` adds the
+normalised variant of each (``speaker``, ``narrow-speaker``), fitted on vectors z-scored by
+their actor's own statistics (:mod:`ser_batch.models.normalize`), per band.
+
+Rules that keep the test figures honest:
+
+* statistics are taken separately on the training and on the test part, per actor and band,
+  so a test actor is normalised by its own windows only and nothing is pooled across the split;
+* test metrics use the original rows (``augment`` null) of the test part; augmented copies of
+  test files are never trained on (the split keeps all rows of one path on one side). A
+  narrow set whose test part has no original narrow row is measured on the telephone copies
+  of the test files, and its entry says so.
+
+Feature sets without ``band``/``augment`` (made before augmentation existed) are all wideband
+originals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ser_batch.config import Config
+from ser_batch.data.featureset import FeatureSet
+from ser_batch.errors import DatasetError
+from ser_batch.models.estimators import stack_segments
+from ser_batch.models.model_sets import GLOBAL, set_name
+from ser_batch.models.normalize import normalize_groups
+
+log = logging.getLogger(__name__)
+
+
+def row_bands(data: FeatureSet) -> np.ndarray:
+    """``"wide"``/``"narrow"`` per row [shape=(n_rows,)], object; all wide without a band column."""
+    band = getattr(data, "band", None)
+    if band is None:
+        return np.full(len(data.emotion), "wide", dtype=object)
+    return np.array(["narrow" if b == "narrow" else "wide" for b in band], dtype=object)
+
+
+def row_is_original(data: FeatureSet) -> np.ndarray:
+    """Rows of the original audio, not augmented copies [shape=(n_rows,)], bool."""
+    augment = getattr(data, "augment", None)
+    if augment is None:
+        return np.ones(len(data.emotion), dtype=bool)
+    return np.array([a is None for a in augment], dtype=bool)
+
+
+@dataclass
+class SetData:
+    """Training and test data of one model set (vectors are windows, or clips without windows).
+
+    Attributes
+    ----------
+    X_train : np.ndarray [shape=(n_vectors, n_features)], float32
+    y_train : np.ndarray [shape=(n_vectors,)], str
+    X_test : np.ndarray [shape=(m_vectors, n_features)]
+    test_rows : np.ndarray [shape=(m_vectors,)] or None, the test row (0..n_test-1) of each
+        test vector when vectors are windows
+    test_keep : np.ndarray of bool [shape=(m_vectors,)] or None, test windows with speech
+    test_index : np.ndarray [shape=(n_test,)], rows of the feature set tested
+    """
+
+    name: str
+    dir: str
+    band: str
+    normalize: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    test_rows: np.ndarray | None
+    test_keep: np.ndarray | None
+    test_index: np.ndarray
+    test_on: str
+
+    def arrays(self) -> dict[str, Any]:
+        """What a fitting task needs (put in Ray's object store once)."""
+        return {"X_train": self.X_train, "y_train": self.y_train, "X_test": self.X_test,
+                "test_rows": self.test_rows, "test_keep": self.test_keep, "dir": self.dir}
+
+    def entry(self) -> dict[str, Any]:
+        """This set's ``model_sets`` manifest entry, before its models and metrics are known."""
+        return {"dir": self.dir, "band": self.band, "normalize": self.normalize,
+                "vectors_train": int(len(self.X_train)), "rows_test": int(len(self.test_index)),
+                "test_on": self.test_on}
+
+
+def plan_sets(data: FeatureSet, train: np.ndarray, test: np.ndarray, *, config: Config,
+              use_segments: bool) -> list[SetData]:
+    """The sets to fit, global first, each with its data.
+
+    Parameters
+    ----------
+    data : the labelled feature set
+    train, test : row indices of the split's two parts (all rows of a path on one side)
+
+    Raises
+    ------
+    DatasetError
+        With ``train.normalize = "speaker"`` and a row without an actor, or when a narrow set
+        would lack classes the global set has.
+    """
+    cfg = config.train
+    normalizations = ["none", "speaker"] if cfg.normalize == "speaker" else ["none"]
+    if cfg.normalize == "speaker":
+        rows = np.concatenate([train, test])
+        unknown = int(np.isnan(data.actor[rows]).sum())
+        if unknown:
+            raise DatasetError(
+                f"--normalize speaker z-scores each speaker by their own statistics, so it needs the actor "
+                f"column for every row; {unknown} rows have none (add actor to labels.csv, or train "
+                "without --normalize)")
+    bands = row_bands(data)
+    separate = cfg.narrowband == "separate" and len(set(bands[train])) > 1
+    band_rows = {"wide": bands != "narrow", "narrow": bands == "narrow"} if separate else \
+        {"wide": np.ones(len(bands), dtype=bool)}
+    labels = data.emotion.astype(str)
+    classes = sorted(set(labels[train]))
+    originals = row_is_original(data)
+    planned = []
+    for band, in_band in band_rows.items():
+        train_rows = train[in_band[train]]
+        test_rows, test_on = test[in_band[test] & originals[test]], "original rows of the test part"
+        if band == "narrow" and not len(test_rows):
+            test_rows, test_on = test[in_band[test]], "telephone-band copies of the test files"
+        missing = sorted(set(classes) - set(labels[train_rows]))
+        if missing:
+            raise DatasetError(f"the {band}band training rows have no {', '.join(missing)} rows; the {band} set "
+                               "needs every class (or set train.narrowband = \"mixed\")")
+        for normalize in normalizations:
+            name = set_name(band, normalize != "none")
+            planned.append(_set_data(data, name, band, normalize, train_rows, test_rows, test_on, bands,
+                                     labels=labels, config=config, use_segments=use_segments))
+    planned.sort(key=lambda s: s.name != GLOBAL)
+    for s in planned:
+        log.info("model set %s: %d training vectors, %d test rows (%s)", s.name, len(s.X_train),
+                 len(s.test_index), s.test_on)
+    return planned
+
+
+def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows: np.ndarray, test_rows: np.ndarray,
+              test_on: str, bands: np.ndarray, *, labels: np.ndarray, config: Config, use_segments: bool) -> SetData:
+    parts = []
+    for rows in (train_rows, test_rows):
+        if use_segments:
+            X, owner = stack_segments([data.segments[i] for i in rows])
+            keep = data.speech_windows(rows, min_speech_ratio=config.score.min_speech_ratio)
+            if X.size == 0:
+                X = np.zeros((0, data.X.shape[1]), dtype=np.float32)
+        else:
+            X, owner, keep = data.X[rows], np.arange(len(rows)), None
+        if normalize == "speaker" and len(X):
+            # (actor, recording): each copy (original, telephone-ulaw, ...) is one recording condition,
+            # as one stream is when scoring; one speaker on a telephone line sounds like another speaker.
+            augment = getattr(data, "augment", None)
+            recording = bands[rows] if augment is None else \
+                np.array([a or b for a, b in zip(augment[rows], bands[rows])], dtype=object)
+            groups = list(zip(data.actor[rows][owner].tolist(), recording[owner].tolist()))
+            X = normalize_groups(X, groups, keep)
+        parts.append((X, owner, keep))
+    (X_train, train_owner, _), (X_test, test_owner, test_keep) = parts
+    return SetData(name=name, dir="" if name == GLOBAL else name, band=band, normalize=normalize,
+                   X_train=X_train, y_train=labels[train_rows][train_owner], X_test=X_test,
+                   test_rows=test_owner if use_segments else None, test_keep=test_keep if use_segments else None,
+                   test_index=test_rows, test_on=test_on)
