@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q -ra
 
-# The whole pipeline (ser_batch/demo.py) on RAVDESS in ../shared when it is there, else on
+# The whole pipeline (ser_batch/demo/run.py) on RAVDESS in ../shared when it is there, else on
 # input/: extract (rich) -> train (held-out actors) -> evaluate -> predict, or, on unlabelled
 # audio, extract -> predict with the pretrained bundle. Unreadable files are reported and a
 # folder without audio gets a message; both end with status 0.

@@ -41,7 +41,7 @@ mark("ray.init")
 def first_task(settings):
     import numpy as np
     from ser_batch.config import config_from_dict
-    from ser_batch.recipes import file_features
+    from ser_batch.features.recipes import file_features
     y = np.random.default_rng(0).uniform(-0.1, 0.1, 48000).astype(np.float32)
     file_features(y, 16000, config=config_from_dict(settings).features)
 

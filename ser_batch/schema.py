@@ -235,19 +235,22 @@ def files_schema(*, classes: list[str], bundle_id: str, config: Mapping[str, Any
     return pa.schema(fields, metadata=_score_metadata("files", classes=classes, bundle_id=bundle_id, config=config))
 
 
-#: Originals at or under this rate (Hz) are narrow-band (``band`` column).
+# ------------------------------------------------------------------------ the band rule
+
+#: Inputs at this rate (Hz) or below are telephone band: ``band = "narrow"``, and scored by a
+#: bundle's narrow-band model set when it has one.
 NARROW_MAX_RATE = 8000
-
-
-#: Values of the ``band`` column.
+#: Values of the ``band`` column, and the bands a model set is trained on.
 WIDE, NARROW = "wide", "narrow"
+BANDS = (WIDE, NARROW)
 
 
-def band_of(sample_rate_in: int | None, augment: str | None) -> str | None:
-    """The ``band`` of a row: ``narrow`` for telephone copies and for originals of at most
-    :data:`NARROW_MAX_RATE` Hz, else ``wide``; None when the rate is unknown (an unreadable file)."""
+def band_of(sample_rate_in: int | None, augment: str | None = None) -> str | None:
+    """The band of a row or an input: ``narrow`` for telephone copies (``augment`` ``telephone-*``)
+    and for audio of at most :data:`NARROW_MAX_RATE` Hz, else ``wide``; ``None`` when the rate is
+    unknown (an unreadable file)."""
     if augment is not None and augment.startswith("telephone-"):
         return NARROW
-    if sample_rate_in is None:
+    if sample_rate_in is None or sample_rate_in <= 0:
         return None
     return NARROW if sample_rate_in <= NARROW_MAX_RATE else WIDE

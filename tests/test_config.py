@@ -68,7 +68,12 @@ def test_every_shipped_config_loads() -> None:
     names = sorted(p.name for p in CONFIGS.glob("*.toml"))
     assert {"default.toml", "telephony.toml", "cluster.toml"} <= set(names)
     for path in CONFIGS.glob("*.toml"):
-        assert isinstance(load_config(path), Config), path
+        resolved = config_to_dict(load_config(path))
+        written = tomllib.loads(path.read_text(encoding="utf-8"))
+        for section, values in written.items():  # every value the file sets is the one in force
+            for key, value in values.items():
+                got = resolved[section][key]
+                assert got == (list(value) if isinstance(value, tuple) else value), (path.name, section, key)
 
 
 def test_overrides_apply_after_file() -> None:

@@ -403,7 +403,7 @@ def pool_mean(frames: np.ndarray, *, start: int = 0, stop: int | None = None) ->
 
 
 def clip_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> np.ndarray:
-    """The clip vector of the ``fast`` recipe, or of ``classic`` when ``config.recipe`` says so.
+    """The clip vector of the ``fast`` recipe: its frames averaged over the clip.
 
     Parameters
     ----------
@@ -420,8 +420,4 @@ def clip_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> 
         If the signal is empty, not mono, shorter than one analysis frame or not finite,
         or the settings cannot work (see :func:`ser_batch.features.filterbanks.contrast_band_bins`).
     """
-    if config.recipe == "classic":
-        from ser_batch.features.classic import classic_features
-
-        return classic_features(y, sample_rate, config=config)
     return check_finite(pool_mean(frame_features(y, sample_rate, config=config)), "fast features")

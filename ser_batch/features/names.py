@@ -37,11 +37,11 @@ def feature_names(features: FeatureConfig) -> list[str]:
     mel_000..mel_127, contrast_0..contrast_6, tonnetz_0..tonnetz_5`` (193 names); ``rich``:
     see :func:`ser_batch.features.names.rich_names` (805 names).
     """
-    if features.recipe == "rich":
-        from ser_batch.features.names import rich_names
+    return _NAMES[features.recipe](features)
 
-        return rich_names(frame_column_names(features))
-    return frame_column_names(features)
+
+def _rich_vector_names(features: FeatureConfig) -> list[str]:
+    return rich_names(frame_column_names(features))
 
 
 def frame_column_names(features: FeatureConfig) -> list[str]:
@@ -53,3 +53,7 @@ def frame_column_names(features: FeatureConfig) -> list[str]:
         + [f"contrast_{i}" for i in range(features.contrast_bands + 1)]
         + [f"tonnetz_{i}" for i in range(6)]
     )
+
+
+#: Names of each recipe's vector (the recipes themselves: :data:`ser_batch.features.recipes.RECIPES`).
+_NAMES = {"fast": frame_column_names, "classic": frame_column_names, "rich": _rich_vector_names}

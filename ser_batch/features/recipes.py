@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -81,16 +81,43 @@ def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -
         If the signal is empty, not mono, shorter than one analysis frame (``too short:
         62.5 ms; at least 128 ms needed (...)``) or not finite, or the features are not.
     """
+    return RECIPES[config.recipe].compute(y, sample_rate, config=config)
+
+
+def _fast(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
     from ser_batch.features.fast import clip_features
 
-    if config.recipe != "rich":
-        return FileFeatures(clip_features(y, sample_rate, config=config))
+    return FileFeatures(clip_features(y, sample_rate, config=config))
+
+
+def _classic(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
+    from ser_batch.features.classic import classic_features
+
+    return FileFeatures(classic_features(y, sample_rate, config=config))
+
+
+def _rich(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
     from ser_batch.features.windows import signal_windows
 
     vector, windows = signal_windows(y, sample_rate, config=config)
     if config.window_s <= 0:
         return FileFeatures(vector)
     return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One feature recipe: what it computes from a decoded signal, and whether it has windows."""
+
+    name: str
+    compute: Callable[..., FileFeatures]
+    #: Whether the recipe gives sliding-window vectors (what ``score`` needs) besides the clip vector.
+    windows: bool
+
+
+#: The recipes by name (``features.recipe``; their names: :data:`ser_batch.config.RECIPES`).
+RECIPES: dict[str, Recipe] = {r.name: r for r in (Recipe("fast", _fast, False), Recipe("classic", _classic, False),
+                                                 Recipe("rich", _rich, True))}
 
 
 def decode_for_features(path: Path, *, config: Config) -> tuple[np.ndarray, AudioInfo]:

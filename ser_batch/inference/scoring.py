@@ -31,6 +31,7 @@ from ser_batch.audio.decode import AudioInfo, iter_audio_blocks, probe_audio
 from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, Config, ScoreConfig
 from ser_batch.errors import BundleError, FeatureError, SerBatchError
 from ser_batch.features.checks import check_length, one_frame
+from ser_batch.features.recipes import RECIPES
 from ser_batch.features.windows import WindowBatch, first_sample_needed, stream_windows
 from ser_batch.models.bundle import MANIFEST, Bundle, load_bundle
 from ser_batch.models.model_sets import GLOBAL
@@ -77,7 +78,8 @@ def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
         raise BundleError(
             f"bundle {bundle.path} was trained on feature schema {features.get('schema_version')}; this ser-batch "
             f"computes schema {schema.SCHEMA_VERSION} (local window features): re-extract and retrain it")
-    if features.get("recipe") != "rich" or bundle.aggregation != "segments":
+    recipe = RECIPES.get(str(features.get("recipe")))
+    if recipe is None or not recipe.windows or bundle.aggregation != "segments":
         raise BundleError(f"bundle {bundle.path} scores whole clips ({features.get('recipe')} recipe); scoring "
                           "audio needs a bundle trained on the rich recipe's windows")
 
@@ -256,14 +258,6 @@ def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, fra
         for stream, vectors in pending:
             _summarise(stream, proba[at : at + len(vectors)])
             at += len(vectors)
-
-
-def score_file(path: Path, *, bundle: Bundle, config: Config, framework: str, channels: str = "mix",
-               windows: tuple[int, int | None] = (0, None)) -> list[StreamResult]:
-    """:func:`file_windows` and :func:`attach_probabilities` for one file."""
-    streams = file_windows(path, bundle=bundle, config=config, channels=channels, windows=windows)
-    attach_probabilities(bundle, streams, framework=framework, score=config.score)
-    return streams
 
 
 def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENSEMBLE,

@@ -25,14 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ser_batch.errors import BundleError
+from ser_batch.schema import BANDS, NARROW, WIDE, band_of
 
 GLOBAL = "global"
 SPEAKER = "speaker"
-NARROW = "narrow"
 NARROW_SPEAKER = "narrow-speaker"
-BANDS = ("wide", "narrow")
-#: Inputs at this rate (Hz) or below are telephone band: they get a ``narrow`` set when there is one.
-NARROW_MAX_RATE = 8000
 #: What a set's features were normalised by: nothing, or each speaker's own statistics.
 SET_NORMALIZATIONS = ("none", "speaker")
 
@@ -60,14 +57,9 @@ class ModelSet:
 
 def set_name(band: str, normalized: bool) -> str:
     """Name of the set of a band, plain or normalised: ``global``, ``speaker``, ``narrow``, ``narrow-speaker``."""
-    if band == "wide":
+    if band == WIDE:
         return SPEAKER if normalized else GLOBAL
     return NARROW_SPEAKER if normalized else NARROW
-
-
-def band_of_rate(sample_rate_in: int | None) -> str:
-    """``narrow`` for inputs at :data:`NARROW_MAX_RATE` Hz or below, else ``wide`` (unknown rate: wide)."""
-    return "narrow" if sample_rate_in is not None and 0 < sample_rate_in <= NARROW_MAX_RATE else "wide"
 
 
 def parse_model_sets(manifest: Mapping[str, Any], *, where: str) -> dict[str, ModelSet]:
@@ -82,7 +74,7 @@ def parse_model_sets(manifest: Mapping[str, Any], *, where: str) -> dict[str, Mo
     frameworks = tuple(manifest["models"])
     raw = manifest.get("model_sets")
     if raw is None:
-        return {GLOBAL: ModelSet(GLOBAL, "", "wide", "none", frameworks, manifest.get("metrics", {}))}
+        return {GLOBAL: ModelSet(GLOBAL, "", WIDE, "none", frameworks, manifest.get("metrics", {}))}
     from ser_batch.models.networks import ARRAYS
 
     sets = {}
@@ -120,8 +112,8 @@ def choose_set(sets: Mapping[str, ModelSet], *, sample_rate_in: int | None = Non
     BundleError
         If ``normalize`` is asked and the bundle has no normalised set.
     """
-    band = band or band_of_rate(sample_rate_in)
-    wanted = [set_name(band, normalize), set_name("wide", normalize)]
+    band = band or band_of(sample_rate_in) or WIDE
+    wanted = [set_name(band, normalize), set_name(WIDE, normalize)]
     for name in wanted:
         if name in sets:
             return name

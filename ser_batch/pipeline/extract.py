@@ -24,10 +24,10 @@ from ser_batch.config import Config, config_from_dict, config_to_dict, config_to
 from ser_batch.data import parts as storage
 from ser_batch.data.labels import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
+from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
 from ser_batch.reports.failures import SHOWN, counted, format_failures
 from ser_batch.reports.progress import progress_bar
-from ser_batch.features.names import feature_names
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +257,7 @@ def run_extract(
         raise DatasetError(
             f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}"
         )
-    if labels_csv is None and config.extract.labels_csv:
-        labels_csv = Path(config.extract.labels_csv)
-    if labels_csv is None and (input_dir / LABELS_CSV).is_file():
-        labels_csv = input_dir / LABELS_CSV
-    labels = load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
+    labels = _labels(input_dir, labels_csv, config=config)
     shards = plan_shards(paths, config=config, labels=labels)
     if resume and not overwrite and _finished(out, shards):
         # Nothing to compute: no Ray, and the manifest (with the timings of the run that
@@ -298,23 +294,39 @@ def run_extract(
         failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
         summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
                                  tuple(failures), augmented, config.extract.augment)
-        manifest = {
-            "job": "extract",
-            "ser_batch_version": __version__,
-            "schema_version": schema.SCHEMA_VERSION,
-            "input_dir": str(input_dir),
-            "recipe": config.features.recipe,
-            "files": summary.files,
-            "errors": summary.errors,
-            "augment": list(config.extract.augment),
-            "augmented_rows": summary.augmented,
-            "parts": sorted({*done, *(r["part"] for r in results)}),
-            "wall_s": round(summary.wall_s, 3),
-            "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        storage.write_text_atomic(out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        _write_manifest(summary, input_dir=input_dir, config=config, parts={*done, *(r["part"] for r in results)},
+                        ray_info=ray_info)
     return summary
+
+
+def _labels(input_dir: Path, labels_csv: Path | None, *, config: Config) -> Mapping[str, Labels] | None:
+    """The labels CSV of a run: ``--labels``, else ``extract.labels_csv``, else ``INPUT/labels.csv``."""
+    if labels_csv is None and config.extract.labels_csv:
+        labels_csv = Path(config.extract.labels_csv)
+    if labels_csv is None and (input_dir / LABELS_CSV).is_file():
+        labels_csv = input_dir / LABELS_CSV
+    return load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
+
+
+def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config, parts: set[str],
+                    ray_info: dict[str, Any]) -> None:
+    """``OUT/_manifest.json``, written last: its presence means the run completed."""
+    manifest = {
+        "job": "extract",
+        "ser_batch_version": __version__,
+        "schema_version": schema.SCHEMA_VERSION,
+        "input_dir": str(input_dir),
+        "recipe": config.features.recipe,
+        "files": summary.files,
+        "errors": summary.errors,
+        "augment": list(config.extract.augment),
+        "augmented_rows": summary.augmented,
+        "parts": sorted(parts),
+        "wall_s": round(summary.wall_s, 3),
+        "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    storage.write_text_atomic(summary.out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _run_shards(todo: list[Shard], *, kwargs: dict[str, Any], max_retries: int,

@@ -34,24 +34,20 @@ from ser_batch.errors import DatasetError
 from ser_batch.models.estimators import stack_segments
 from ser_batch.models.model_sets import GLOBAL, set_name
 from ser_batch.models.normalize import normalize_groups
+from ser_batch.schema import NARROW, WIDE
 
 log = logging.getLogger(__name__)
 
 
 def row_bands(data: FeatureSet) -> np.ndarray:
-    """``"wide"``/``"narrow"`` per row [shape=(n_rows,)], object; all wide without a band column."""
-    band = getattr(data, "band", None)
-    if band is None:
-        return np.full(len(data.emotion), "wide", dtype=object)
-    return np.array(["narrow" if b == "narrow" else "wide" for b in band], dtype=object)
+    """:data:`~ser_batch.schema.WIDE` / :data:`~ser_batch.schema.NARROW` per row [shape=(n_rows,)], object
+    (rows of an unreadable file, with no band, count as wide)."""
+    return np.array([NARROW if b == NARROW else WIDE for b in data.band], dtype=object)
 
 
 def row_is_original(data: FeatureSet) -> np.ndarray:
     """Rows of the original audio, not augmented copies [shape=(n_rows,)], bool."""
-    augment = getattr(data, "augment", None)
-    if augment is None:
-        return np.ones(len(data.emotion), dtype=bool)
-    return np.array([a is None for a in augment], dtype=bool)
+    return np.array([a is None for a in data.augment], dtype=bool)
 
 
 @dataclass
@@ -120,8 +116,7 @@ def plan_sets(data: FeatureSet, train: np.ndarray, test: np.ndarray, *, config: 
                 "without --normalize)")
     bands = row_bands(data)
     separate = cfg.narrowband == "separate" and len(set(bands[train])) > 1
-    band_rows = {"wide": bands != "narrow", "narrow": bands == "narrow"} if separate else \
-        {"wide": np.ones(len(bands), dtype=bool)}
+    band_rows = {WIDE: bands != NARROW, NARROW: bands == NARROW} if separate else {WIDE: np.ones(len(bands), dtype=bool)}
     labels = data.emotion.astype(str)
     classes = sorted(set(labels[train]))
     originals = row_is_original(data)
@@ -129,7 +124,7 @@ def plan_sets(data: FeatureSet, train: np.ndarray, test: np.ndarray, *, config: 
     for band, in_band in band_rows.items():
         train_rows = train[in_band[train]]
         test_rows, test_on = test[in_band[test] & originals[test]], "original rows of the test part"
-        if band == "narrow" and not len(test_rows):
+        if band == NARROW and not len(test_rows):
             test_rows, test_on = test[in_band[test]], "telephone-band copies of the test files"
         missing = sorted(set(classes) - set(labels[train_rows]))
         if missing:
@@ -160,9 +155,7 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
         if normalize == "speaker" and len(X):
             # (actor, recording): each copy (original, telephone-ulaw, ...) is one recording condition,
             # as one stream is when scoring; one speaker on a telephone line sounds like another speaker.
-            augment = getattr(data, "augment", None)
-            recording = bands[rows] if augment is None else \
-                np.array([a or b for a, b in zip(augment[rows], bands[rows])], dtype=object)
+            recording = np.array([a or b for a, b in zip(data.augment[rows], bands[rows])], dtype=object)
             groups = list(zip(data.actor[rows][owner].tolist(), recording[owner].tolist()))
             X = normalize_groups(X, groups, keep)
         parts.append((X, owner, keep))

@@ -1,4 +1,4 @@
-"""Model bundles (ser_batch/bundle.py): the shipped pretrained bundle's golden outputs,
+"""Model bundles (ser_batch/models/bundle.py): the shipped pretrained bundle's golden outputs,
 safe loading (no pickle without an explicit opt-in), checksums, formats 1 and 2.
 
 Golden outputs
@@ -9,7 +9,7 @@ there). A change to decoding, features or the stored models that moves them fail
 :func:`test_pretrained_bundle_matches_golden_probabilities`. After retraining the
 pretrained bundle on purpose, regenerate the file (it needs ../shared) with::
 
-    SER_BATCH_REGENERATE_GOLDEN=1 PYTHONPATH=$PWD python -m pytest -q tests/test_bundle.py -k golden
+    SER_BATCH_REGENERATE_GOLDEN=1 PYTHONPATH=$PWD python -m pytest -q tests/test_models_bundle.py -k golden
 
 and commit it with the new bundle.
 """

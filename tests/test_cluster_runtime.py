@@ -1,4 +1,4 @@
-"""The Ray layer (ser_batch/runtime.py): joining a runtime, fanning tasks out, retries.
+"""The Ray layer (ser_batch/cluster/runtime.py): joining a runtime, fanning tasks out, retries.
 
 Task functions are defined inside the tests so that Ray ships them by value: the
 workers cannot import this test module.

@@ -1,4 +1,4 @@
-"""Per-speaker / per-file normalisation and model sets (ser_batch/normalize.py, model_sets.py,
+"""Per-speaker / per-file normalisation and model sets (ser_batch/models/normalize.py, model_sets.py,
 train_sets.py, and their use in bundle.py, train.py, evaluate.py, scoring.py and score.py)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Signals are generated at 16 kHz and 8 kHz; the fast-vs-classic agreement over real
 speech reads RAVDESS clips from ../shared. The classic recipe itself is tested in
-test_classic.py, the shared filterbanks in test_filterbanks.py.
+test_features_classic.py, the shared filterbanks in test_features_filterbanks.py.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from collections.abc import Callable
 import librosa
 import numpy as np
 import pytest
-from test_classic import ideal_tonnetz, triad
+from test_features_classic import ideal_tonnetz, triad
 
-from ser_batch import schema
 from ser_batch.audio.decode import load_audio
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
 from ser_batch.features import classic
 from ser_batch.features import fast as features
 from ser_batch.features.names import feature_names
+from ser_batch.features.recipes import RECIPES, signal_features
 
 from conftest import SHARED, needs_shared, sine, speech_like
 
@@ -146,10 +146,19 @@ def test_features_are_deterministic(speech_16k: np.ndarray) -> None:
     np.testing.assert_array_equal(first, features.clip_features(y, 16_000, config=DEFAULT))
 
 
-def test_clip_features_runs_classic_when_asked(speech_16k: np.ndarray) -> None:
-    via_dispatch = features.clip_features(speech_16k, 16_000, config=CLASSIC)
+def test_the_registry_has_every_recipe_the_config_allows() -> None:
+    from ser_batch.config import RECIPES as NAMES
+
+    assert tuple(RECIPES) == NAMES
+    assert [name for name, recipe in RECIPES.items() if recipe.windows] == ["rich"]
+    for name in NAMES:  # and each has its names
+        assert feature_names(FeatureConfig(recipe=name))
+
+
+def test_the_recipe_registry_runs_classic_when_asked(speech_16k: np.ndarray) -> None:
+    via_dispatch = signal_features(speech_16k, 16_000, config=CLASSIC).vector
     np.testing.assert_array_equal(via_dispatch, classic.classic_features(speech_16k, 16_000, config=CLASSIC))
-    fast = features.clip_features(speech_16k, 16_000, config=DEFAULT)
+    fast = signal_features(speech_16k, 16_000, config=DEFAULT).vector
     assert np.abs(via_dispatch[BLOCKS["tonnetz"]] - fast[BLOCKS["tonnetz"]]).max() > 0.01
 
 

@@ -1,4 +1,4 @@
-"""Training job, splits, model bundles, evaluate and predict (ser_batch/train.py, bundle.py,
+"""Training job, splits, model bundles, evaluate and predict (ser_batch/pipeline/train.py, bundle.py,
 evaluate.py, scoring.py), end to end through the CLI on a small RAVDESS subset."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The classifiers (ser_batch/models.py): fitting, pickle-free saving and safe loading,
+"""The classifiers (ser_batch/models/estimators.py): fitting, pickle-free saving and safe loading,
 and the window helpers."""
 
 from __future__ import annotations

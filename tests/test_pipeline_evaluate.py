@@ -1,7 +1,7 @@
-"""Honest evaluation (ser_batch/evaluate.py): which rows are scored and why, the metrics,
+"""Honest evaluation (ser_batch/pipeline/evaluate.py): which rows are scored and why, the metrics,
 and the pretrained bundle on the RAVDESS clips it was trained on.
 
-The end-to-end runs with a freshly trained bundle are in tests/test_train.py, next to the
+The end-to-end runs with a freshly trained bundle are in tests/test_pipeline_train.py, next to the
 session fixture that trains it.
 """
 

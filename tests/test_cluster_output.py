@@ -1,4 +1,4 @@
-"""Starting a job on any cluster (ser_batch/launch.py): absolute paths, the shared-storage
+"""Starting a job on any cluster (ser_batch/cluster/output.py): absolute paths, the shared-storage
 probe on every node, and the driver's check that it sees what the tasks wrote."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Scoring single files (ser_batch/scoring.py) with the shipped pretrained bundle.
+"""Scoring single files (ser_batch/inference/scoring.py) with the shipped pretrained bundle.
 
 That predictions equal the models applied to the extracted rows is tested in
-tests/test_train.py; the pretrained bundle's exact outputs in tests/test_bundle.py.
+tests/test_pipeline_train.py; the pretrained bundle's exact outputs in tests/test_models_bundle.py.
 """
 
 from __future__ import annotations

@@ -34,11 +34,10 @@ from ser_batch.data.featureset import load_feature_set
 from ser_batch.errors import AudioError, BundleError, FeatureError
 from ser_batch.features import fast as features
 from ser_batch.features import recipes
-from ser_batch.features.names import feature_names
+from ser_batch.features.names import feature_names, frame_column_names, rich_frame_names, rich_names
 from ser_batch.features.windows import signal_frames, signal_windows
 from ser_batch.models import bundle as bundle_io
 from ser_batch.models.estimators import mean_by_row, stack_segments
-from ser_batch.features.names import frame_column_names, rich_frame_names, rich_names
 
 from conftest import SHARED, link_ravdess_actors, needs_shared, write_audio
 
@@ -77,7 +76,7 @@ def test_rich_names_default_config() -> None:
     assert not any(n.startswith("mel_0") or n.startswith("mel_1") for n in names)
     assert sum(n.startswith("mel_db_") for n in names) == 4 * 128
     assert "chroma_11__dstd" in names and "tonnetz_5__mean" in names and "contrast_6__std" in names
-    # (feature_names of each recipe is pinned by a hash in test_features.py.)
+    # (feature_names of each recipe is pinned by a hash in test_features_fast.py.)
 
 
 def test_rich_frame_names_match_frame_columns() -> None:
@@ -280,7 +279,7 @@ COLD_RUN = textwrap.dedent("""
     import numpy as np
     from ser_batch.config import FeatureConfig
     from ser_batch.errors import FeatureError
-    from ser_batch.recipes import signal_features
+    from ser_batch.features.recipes import signal_features
 
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)

@@ -22,9 +22,9 @@ from ser_batch.config import Config, config_to_dict, load_config
 from ser_batch.data import parts as storage
 from ser_batch.data.labels import discover_audio
 from ser_batch.errors import DatasetError
+from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import file_features
 from ser_batch.pipeline.extract import ExtractSummary, extract_shard, plan_shards, run_extract
-from ser_batch.features.names import feature_names
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 

@@ -1,4 +1,4 @@
-"""One run per output folder (ser_batch/outlock.py): live, stale and foreign locks."""
+"""One run per output folder (ser_batch/cluster/lock.py): live, stale and foreign locks."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def test_a_reused_pid_is_stale(tmp_path: Path) -> None:
     import os
 
     write_lock(tmp_path, pid=os.getpid(), proc_start=1)
-    with outlock.hold(tmp_path, job="score"):
-        pass
+    with outlock.hold(tmp_path, job="score") as lock:
+        assert outlock.read_lock(tmp_path).token == lock.info.token  # taken over, now ours
+    assert outlock.read_lock(tmp_path) is None
 
 
 def test_a_lock_of_another_host_says_how_to_remove_it(tmp_path: Path) -> None:
