@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from ser_batch.audio import telephony
-from ser_batch.config import parse_augmentation
+from ser_batch.augmentations import parse_augmentation
 from ser_batch.errors import ConfigError
 from ser_batch.schema import band_of
 

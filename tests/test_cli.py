@@ -117,7 +117,7 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
 
 
 def test_extract_help_lists_the_augmentations() -> None:
-    from ser_batch.config import AUGMENT_FORMS
+    from ser_batch.augmentations import AUGMENT_FORMS
 
     text = " ".join(invoke("extract", "--help").output.split())
     assert ", ".join(AUGMENT_FORMS) in text.replace("- ", "-")

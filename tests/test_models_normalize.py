@@ -232,7 +232,7 @@ def test_score_normalize_file_with_enough_and_too_little_speech(set_bundle: Path
     archive = tmp_path / "calls"
     long = write_audio(archive / "long.wav", duration_s=12.0, seed=1)
     short = write_audio(archive / "short.wav", duration_s=2.0, seed=2)
-    phone = write_audio(archive / "phone.wav", duration_s=12.0, sample_rate=8000, subtype="ULAW", seed=3)
+    write_audio(archive / "phone.wav", duration_s=12.0, sample_rate=8000, subtype="ULAW", seed=3)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(set_bundle),
                                        "--normalize", "file", "--set", "score.min_normalize_s=4.0",

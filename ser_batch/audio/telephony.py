@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ser_batch.config import parse_augmentation
+from ser_batch.augmentations import parse_augmentation
 from ser_batch.errors import ConfigError
 
 #: Sample rate of telephone audio, Hz.

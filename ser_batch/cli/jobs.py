@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ser_batch.augmentations import AUGMENT_FORMS
 from ser_batch.cli.root import (
     ADDRESS_HELP,
     EXIT_FILE_ERRORS,
@@ -22,7 +23,6 @@ from ser_batch.cli.root import (
     parse_test_actors,
 )
 from ser_batch.config import (
-    AUGMENT_FORMS,
     CHANNELS,
     NARROWBAND,
     RECIPES,
