@@ -205,6 +205,9 @@ class ScoreConfig:
     #: Streams with less speech than this (seconds) are scored by the global models instead
     #: (too few windows for trustworthy statistics); the files table says which was used.
     min_normalize_s: float = 20.0
+    #: Score over these of the bundle's classes only (``--classes angry,happy,neutral,sad``):
+    #: probabilities renormalised over them, columns only for them. Empty: all the bundle's classes.
+    classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,10 @@ class Config:
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     expected = type(default)
     if isinstance(default, tuple):
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
+        if isinstance(value, str):
+            # ``--set score.classes=angry,sad``: a comma-separated string stands for a list.
+            value = [v.strip() for v in value.split(",")]
+        elif isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
@@ -381,6 +387,12 @@ def _check_score(config: Config) -> None:
     _one_of("score.normalize", score.normalize, SCORE_NORMALIZE)
     if score.min_normalize_s < 0:
         raise ConfigError("score.min_normalize_s must be >= 0 s")
+    # Whether the names are the bundle's is checked once the bundle is loaded (models.classes).
+    if not all(isinstance(c, str) and c.strip() for c in score.classes):
+        raise ConfigError(f"score.classes must be a list of class names like ['angry', 'sad'], "
+                          f"got {list(score.classes)}")
+    if len(set(score.classes)) != len(score.classes):
+        raise ConfigError(f"score.classes names a class twice: {', '.join(score.classes)}")
 
 
 def _check_ray(config: Config) -> None:

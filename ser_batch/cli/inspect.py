@@ -66,10 +66,12 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
               default=None, help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
 @click.option("--framework", type=click.Choice(SCORE_FRAMEWORKS), default=ENSEMBLE,
               help="Which model answers; both = each model plus their averaged ensemble.")
+@click.option("--classes", default=None, metavar="LIST",
+              help="Probabilities over these of the bundle's classes only, renormalised, e.g. angry,happy,neutral,sad.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per file in a list).")
 @click.option("--trust-pickle", is_flag=True, help=TRUST_PICKLE_HELP)
 @handle_errors
-def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_json: bool,
+def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, classes: str | None, as_json: bool,
             trust_pickle: bool) -> None:
     """Predict the emotion of each audio FILE, with class probabilities.
 
@@ -87,11 +89,13 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, as_
                                  f"folder, use: ser-batch score {folders[0]} --out output/scores",
                                  param_hint="FILES")
 
+    from ser_batch.config import Config
     from ser_batch.inference.scoring import predict_files
     from ser_batch.models.bundle import load_bundle
 
+    config = Config().replace(score={"classes": classes or ()})
     bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
-    results = predict_files(list(files), bundle=bundle, framework=framework)
+    results = predict_files(list(files), bundle=bundle, framework=framework, config=config)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

@@ -210,6 +210,9 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
                    "stream with at least score.min_normalize_s (20 s) of speech; a stream with less falls back "
                    "to the global models (files.normalized says which). Not for mono recordings that mix "
                    "speakers  [default: score.normalize, none]")
+@click.option("--classes", default=None, metavar="LIST",
+              help="Score over these of the bundle's classes only, e.g. angry,happy,neutral,sad: probabilities "
+                   "renormalised over them, p_<class> columns only for them  [default: score.classes, all]")
 @click.option("--rescore", is_flag=True,
               help="Score everything again, replacing earlier results in --out (also needed to reuse an "
                    "--out made with another bundle or other settings).")
@@ -223,7 +226,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @config_options
 @handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
-          normalize: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool,
+          normalize: str | None, classes: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool,
           no_progress: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
@@ -241,7 +244,8 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
     from ser_batch.pipeline.score import run_score
 
     config = load_cli_config(config_path, overrides,
-                          score={"framework": framework, "channels": channels, "normalize": normalize},
+                          score={"framework": framework, "channels": channels, "normalize": normalize,
+                                 "classes": classes},
                           ray={"num_cpus": num_cpus})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
                         rescore=rescore, address=address or config.ray.address or None, progress=not no_progress)

@@ -163,7 +163,7 @@ def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> Non
         except (OSError, json.JSONDecodeError) as exc:
             raise DatasetError(f"unreadable {record}: {exc}; pass --rescore to start over") from None
         if previous.get("key") != settings["key"]:
-            differs = [k for k in ("bundle_id", "framework", "channels", "normalize", "min_normalize_s")
+            differs = [k for k in ("bundle_id", "framework", "channels", "normalize", "min_normalize_s", "classes")
                        if previous.get(k) != settings.get(k)]
             what = ", ".join(f"{k} {previous.get(k)!r} -> {settings.get(k)!r}" for k in differs) or "settings"
             raise DatasetError(f"{out} holds results made with another bundle or other settings ({what}); "

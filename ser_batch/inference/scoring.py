@@ -34,6 +34,7 @@ from ser_batch.features.checks import check_length, one_frame
 from ser_batch.features.recipes import RECIPES
 from ser_batch.features.windows import WindowBatch, first_sample_needed, stream_windows
 from ser_batch.models.bundle import MANIFEST, Bundle, load_bundle
+from ser_batch.models.classes import parse_classes, restrict
 from ser_batch.models.model_sets import GLOBAL
 from ser_batch.models.normalize import fit_stats
 
@@ -91,13 +92,33 @@ def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
         bundle.require_normalized()
 
 
-def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
+def class_subset(bundle: Bundle, score: ScoreConfig) -> tuple[str, ...] | None:
+    """The classes ``score.classes`` keeps, in the bundle's order; ``None`` for all of them (also
+    when it names every class, so that such a run keys its output as one without a subset).
+
+    Raises
+    ------
+    ConfigError
+        If a name is not one of the bundle's classes, or fewer than two are named.
+    """
+    keep = parse_classes(score.classes or None, bundle.classes)
+    return None if keep is None or list(keep) == bundle.classes else keep
+
+
+def output_classes(bundle: Bundle, score: ScoreConfig) -> list[str]:
+    """The classes the probabilities of a run are over: the subset, or all the bundle's."""
+    keep = class_subset(bundle, score)
+    return list(keep) if keep is not None else bundle.classes
+
+
+def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL,
+                 keep: Sequence[str] | None = None) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
     in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
-    (soft voting)."""
+    (soft voting). With ``keep`` (:func:`class_subset`), ``(k, len(keep))`` renormalised over them."""
     if len(vectors) == 0:
-        return np.zeros((0, len(bundle.classes)))
-    return bundle.predict_proba(vectors, framework=framework, model_set=model_set)
+        return np.zeros((0, len(keep or bundle.classes)))
+    return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set), bundle.classes, keep)
 
 
 @dataclass
@@ -192,13 +213,15 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
     streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
     as_they_come = framework is not None and config.score.normalize != "file"
     plain_set = bundle.choose_set(info.sample_rate, False)
+    keep = class_subset(bundle, config.score)
     results = []
     for channel in streams:
         result = StreamResult(info=info, channel=channel)
         probas = []
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
             if as_they_come:
-                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set))
+                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set,
+                                           keep=keep))
                 batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
@@ -206,7 +229,7 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
         result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
         if as_they_come:
             result.summary.model_set = plain_set
-            _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(bundle.classes))))
+            _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(keep or bundle.classes))))
         elif framework is not None:
             attach_probabilities(bundle, [result], framework=framework, score=config.score)
             result.windows = [dataclasses.replace(w, vectors=w.vectors[:, :0]) for w in result.windows]
@@ -247,13 +270,15 @@ def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, fra
     model set (:func:`stream_inputs` picks each stream's), and summarise every stream (the mean
     of its windows with speech). ``score``: the scoring settings (default: built-in defaults)."""
     score = score or ScoreConfig()
+    keep = class_subset(bundle, score)
     by_set: dict[str, list[tuple[StreamResult, np.ndarray]]] = {}
     for stream in streams:
         if stream.proba is None:
             vectors, name = stream_inputs(bundle, stream, score=score)
             by_set.setdefault(name, []).append((stream, vectors))
     for name, pending in by_set.items():
-        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name)
+        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name,
+                             keep=keep)
         at = 0
         for stream, vectors in pending:
             _summarise(stream, proba[at : at + len(vectors)])
@@ -288,9 +313,11 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     for name in names:
         bundle.model(name)  # fail early (missing or untrusted model) before any audio is decoded
     if bundle.aggregation != "segments":
-        return [_predict_clip(Path(path), bundle=bundle, names=names) for path in paths]
+        keep = class_subset(bundle, config.score)
+        return [_predict_clip(Path(path), bundle=bundle, names=names, keep=keep) for path in paths]
     check_scoring_bundle(bundle, framework)
     check_normalize(bundle, config.score)
+    keep = class_subset(bundle, config.score)
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
@@ -306,21 +333,30 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
         entry["speech_windows"] = int(stream.speech.sum())
         vectors, model_set = stream_inputs(bundle, stream, score=config.score)
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
-        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name, model_set=model_set).mean(axis=0)
-                  for name in names} if stream.speech.any() else {}
-        if len(probas) > 1:
-            probas[ENSEMBLE] = np.mean(list(probas.values()), axis=0)
-        entry["predictions"] = _predictions(bundle, probas)
+        probas = _file_probas(bundle, vectors[stream.speech], names=names, model_set=model_set, keep=keep) \
+            if stream.speech.any() else {}
+        entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
     return results
 
 
-def _predictions(bundle: Bundle, probas: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {name: {"label": bundle.classes[int(np.argmax(proba))],
-                   "probabilities": {c: round(float(p), 4) for c, p in zip(bundle.classes, proba)}}
+def _file_probas(bundle: Bundle, vectors: np.ndarray, *, names: list[str], model_set: str = GLOBAL,
+                 keep: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Each model's mean probabilities over ``vectors`` (and their ensemble's), as ``score``
+    summarises a stream: every window's probabilities restricted to ``keep`` first, the
+    ensemble's from the models' averaged window probabilities (as ``window_proba`` gives them)."""
+    full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set) for name in names}
+    if len(full) > 1:
+        full[ENSEMBLE] = np.mean(list(full.values()), axis=0)
+    return {name: restrict(proba, bundle.classes, keep).mean(axis=0) for name, proba in full.items()}
+
+
+def _predictions(classes: list[str], probas: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {name: {"label": classes[int(np.argmax(proba))],
+                   "probabilities": {c: round(float(p), 4) for c, p in zip(classes, proba)}}
             for name, proba in probas.items()}
 
 
-def _predict_clip(path: Path, *, bundle: Bundle, names: list[str]) -> dict[str, Any]:
+def _predict_clip(path: Path, *, bundle: Bundle, names: list[str], keep: Sequence[str] | None) -> dict[str, Any]:
     """A bundle of whole-clip vectors (fast, classic, or rich without windows): one vector per file."""
     from ser_batch.features.recipes import file_features
 
@@ -333,8 +369,6 @@ def _predict_clip(path: Path, *, bundle: Bundle, names: list[str]) -> dict[str, 
         entry["error"] = str(exc)
         return entry
     entry["duration_s"] = round(info.duration_s, 3)
-    probas = {name: bundle.predict_proba(features.vector[None, :], framework=name)[0] for name in names}
-    if len(probas) > 1:
-        probas[ENSEMBLE] = np.mean(list(probas.values()), axis=0)
-    entry["predictions"] = _predictions(bundle, probas)
+    probas = _file_probas(bundle, features.vector[None, :], names=names, keep=keep)
+    entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
     return entry

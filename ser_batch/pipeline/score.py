@@ -91,13 +91,14 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     """
     import resource
 
-    from ser_batch.inference.scoring import attach_probabilities, cached_bundle
+    from ser_batch.inference.scoring import attach_probabilities, cached_bundle, output_classes
 
     cpu0 = time.process_time()
     cfg = config_from_dict(config)
     bundle = cached_bundle(bundle_path, bundle_id)
     frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
-    tables = ScoreTables(bundle=bundle, bundle_id=bundle_id, config=config)
+    classes = output_classes(bundle, cfg.score)
+    tables = ScoreTables(classes=classes, bundle_id=bundle_id, config=config)
     # Features of every unit first, then all windows of the shard in one call of each model
     # (long units are scored block by block as they stream).
     done: list[tuple[Unit, list[Any], str | None]] = []
@@ -128,7 +129,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
         else:
             errors.append((unit.path, error))
         file_rows.extend(file_rows_of(unit, [(s.channel, s.info, s.summary) for s in streams], error,
-                                      classes=bundle.classes, bundle_id=bundle_id, frame_s=frame_s))
+                                      classes=classes, bundle_id=bundle_id, frame_s=frame_s))
     owned = []
     if segments:
         owned.append(results.write_part(pa.concat_tables(segments), Path(out), results.SEGMENTS_DIR, shard.key))
@@ -240,7 +241,7 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
     from ser_batch.inference.scoring import bundle_id as id_of
-    from ser_batch.inference.scoring import check_normalize, check_scoring_bundle
+    from ser_batch.inference.scoring import check_normalize, check_scoring_bundle, class_subset
     from ser_batch.models.bundle import load_bundle
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -249,6 +250,7 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     bundle = load_bundle(model_dir)
     check_scoring_bundle(bundle, config.score.framework)
     check_normalize(bundle, config.score)
+    class_subset(bundle, config.score)  # a bad --classes is refused before any task starts
     bid = id_of(bundle)
     entries = list_input(Path(input_path), extensions=config.audio.extensions)
     if not entries:
@@ -299,7 +301,9 @@ def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, 
     chunk_results: dict[str, list[dict[str, Any]]] = {}
     units_by_path = {u.path: u for s in shards for u in s.units}
     bar = progress_bar(total=n_files, desc="score", enabled=progress)
-    classes = bundle.classes
+    from ser_batch.inference.scoring import output_classes
+
+    classes = output_classes(bundle, config.score)
     config_dict = config_to_dict(config)
     kwargs = {"out": str(out.resolve()), "bundle_path": str(Path(bundle.path).resolve()), "bundle_id": bundle_id,
               "config": config_dict, "settings_key": settings_key}

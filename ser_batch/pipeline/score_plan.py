@@ -119,12 +119,17 @@ def cut_units(path: str, source: Path, size: int | None, mtime: float | None, du
 
 def settings_of(bundle: Any, bundle_id: str, config: Config) -> dict[str, Any]:
     """What every row of an output folder depends on, and its key."""
+    from ser_batch.inference.scoring import class_subset
+
     score = config_to_dict(config)["score"]
+    subset = class_subset(bundle, config.score)
     numbers = {k: score[k] for k in ("framework", "channels", "min_speech_ratio")}
     normalizing = {k: score[k] for k in ("normalize", "min_normalize_s")} if score["normalize"] != "none" else {}
     # Without normalisation the key is the one of results made before it existed, so those
     # folders stay incremental; with it, its settings are part of the key.
-    key = storage.content_key(bundle_id, numbers, schema.SCHEMA_VERSION, *([normalizing] if normalizing else []))
+    # Likewise a class subset is part of the key only when there is one.
+    key = storage.content_key(bundle_id, numbers, schema.SCHEMA_VERSION, *([normalizing] if normalizing else []),
+                              *([{"classes": list(subset)}] if subset else []))
     return {"key": key, "bundle_id": bundle_id, "bundle_path": str(bundle.path), **numbers,
             "normalize": score["normalize"], "min_normalize_s": score["min_normalize_s"],
-            "classes": bundle.classes, "schema_version": schema.SCHEMA_VERSION}
+            "classes": list(subset) if subset else bundle.classes, "schema_version": schema.SCHEMA_VERSION}

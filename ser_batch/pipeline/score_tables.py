@@ -37,8 +37,8 @@ def file_rows_of(unit: Any, streams: list[tuple[int | None, Any, Any]], error: s
 class ScoreTables:
     """Arrow tables of the score job, with the schemas of :mod:`ser_batch.schema`."""
 
-    def __init__(self, *, bundle: Any, bundle_id: str, config: dict[str, Any]) -> None:
-        self.classes = bundle.classes
+    def __init__(self, *, classes: list[str], bundle_id: str, config: dict[str, Any]) -> None:
+        self.classes = list(classes)
         self.segments_schema = schema.segments_schema(classes=self.classes, bundle_id=bundle_id, config=config)
         self.files_schema = schema.files_schema(classes=self.classes, bundle_id=bundle_id, config=config)
 
