@@ -20,6 +20,10 @@ from ser_batch.errors import ConfigError
 RECIPES = ("fast", "classic", "rich")
 #: Recipes that track pitch (their ``n_fft`` must hold two periods of 60 Hz).
 PITCH_RECIPES = ("rich",)
+#: ``features.speech_detector``: which frames of a window count as speech (its ``speech_ratio``):
+#: "energy" (level over a local noise floor) or "bands" (band SNR, robust to steady noise; see
+#: :mod:`ser_batch.features.speech`).
+SPEECH_DETECTORS = ("energy", "bands")
 #: The models a bundle can hold (``train.models``), and the name of their averaged ensemble.
 FRAMEWORKS = ("keras", "sklearn")
 ENSEMBLE = "both"
@@ -80,6 +84,10 @@ class FeatureConfig:
     #: ``rich`` only: a frame is speech when its level is this many dB above the local noise
     #: floor (see ``ser_batch.features.windows``); windows store the fraction of such frames.
     speech_margin_db: float = 6.0
+    #: ``rich`` only: the speech detector, one of :data:`SPEECH_DETECTORS`. "energy": the level
+    #: test above; "bands": also a band-SNR test on mel bands 8..88 (~190 Hz - 3 kHz), which finds
+    #: speech in steady noise the level test loses (its own, stricter, level margin of 10 dB).
+    speech_detector: str = "energy"
 
 
 @dataclass(frozen=True)
@@ -333,6 +341,10 @@ def _check_features(config: Config) -> None:
                           f"at {rate} Hz; use at least {_next_pow2(rate / 60.0 + 1)}")
     if feats.contrast_fmin <= 0:
         raise ConfigError("features.contrast_fmin must be > 0 Hz")
+    _one_of("features.speech_detector", feats.speech_detector, SPEECH_DETECTORS)
+    if feats.speech_detector == "bands" and feats.n_mels != 128:
+        # Its bands are mel bands 8..88 of 128 (~190 Hz - 3 kHz at 16 kHz).
+        raise ConfigError(f"features.speech_detector = \"bands\" needs features.n_mels = 128, got {feats.n_mels}")
 
 
 def _check_extract(config: Config) -> None:

@@ -15,7 +15,10 @@ Frames are computed block by block (:func:`stream_windows`), pooled from per-hop
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
 noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
 frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
-window, so it is also the same in any block size.
+window, so it is also the same in any block size. That is the ``energy`` detector (the default);
+``features.speech_detector = "bands"`` judges frames by the band-SNR detector of
+:mod:`ser_batch.features.speech` instead (robust to steady noise, 110 frames of context each side),
+which is local too (:func:`speech_context` says how many frames a stream keeps for it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
+from ser_batch.features import speech
 from ser_batch.features.rich import PITCH_RATE, VOICED_HI_HZ, VOICED_LO_HZ
 
 #: Seconds of frame levels each side of a window hop used to estimate its noise floor.
@@ -263,6 +267,49 @@ def speech_frames(level_db: np.ndarray, first: int, *, grid: WindowGrid, margin_
     return (level > frame_floor + margin_db) & (level > SILENCE_DB)
 
 
+def speech_context(grid: WindowGrid, config: FeatureConfig) -> int:
+    """Frames of frame values the speech detector of ``features.speech_detector`` needs each
+    side of a judged range: ``grid.context`` for ``energy``, more for ``bands``."""
+    if config.speech_detector == "bands":
+        return speech.needed_context(grid.hop, _band_params(grid))
+    return grid.context
+
+
+def judge_speech(frames: np.ndarray, first: int, *, grid: WindowGrid, config: FeatureConfig,
+                 n_frames: int | None, lo: int, hi: int) -> np.ndarray:
+    """Which frames ``[lo, hi)`` are speech, by the detector ``features.speech_detector`` names.
+
+    Parameters
+    ----------
+    frames : np.ndarray [shape=(m, 199)], ``rich`` frame rows of frames ``first .. first + m - 1``;
+        must cover :func:`speech_context` frames each side of ``[lo, hi)`` clipped to the signal
+    n_frames : total frames of the signal, when known (clips the context at the end)
+
+    Returns
+    -------
+    np.ndarray [shape=(hi - lo,)], bool
+    """
+    from ser_batch.features.names import frame_column_names, rich_frame_names
+    from ser_batch.features.rich import level_column
+
+    level = level_column(config)
+    if config.speech_detector != "bands":
+        return speech_frames(frames[:, level], first, grid=grid, margin_db=config.speech_margin_db,
+                             n_frames=n_frames, lo=lo, hi=hi)
+    names = rich_frame_names(frame_column_names(config))
+    mel = names.index("mel_db_000")  # then the other n_mels mel_db_* columns
+    return speech.speech_frames(frames[:, level], first, hop=grid.hop, margin_db=config.speech_margin_db,
+                                n_frames=n_frames, lo=lo, hi=hi, mel_db=frames[:, mel:mel + config.n_mels],
+                                flatness_log10=frames[:, names.index("flatness_log10")],
+                                params=_band_params(grid))
+
+
+def _band_params(grid: WindowGrid) -> speech.VadParams:
+    """The ``bands`` detector's parameters: its defaults, with this module's noise context
+    (``NOISE_CONTEXT_S`` in frames), level-floor percentile and silence level."""
+    return speech.VadParams(context=grid.context, noise_percentile=NOISE_PERCENTILE, silence_db=SILENCE_DB)
+
+
 # ------------------------------------------------------------------------- streaming
 
 
@@ -304,13 +351,14 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
     ------
     WindowBatch, about ``BLOCK_FRAMES`` frames' worth at a time
     """
-    from ser_batch.features.rich import level_column, rich_segment_frames
+    from ser_batch.features.rich import rich_segment_frames
 
     n_fft, hop_length = config.n_fft, config.hop_length
     half = n_fft // 2
     grid = WindowGrid.of(config, sample_rate)
+    context = speech_context(grid, config)  # frames kept and awaited each side for the speech detector
     next_window, stop_window = windows
-    first_frame = max(0, next_window * grid.hop - grid.context)
+    first_frame = max(0, next_window * grid.hop - context)
     needed = max(0, first_frame * hop_length - half)
     if first_sample > needed:
         raise FeatureError(f"the stream starts at sample {first_sample}, after sample {needed} its windows need")
@@ -320,7 +368,6 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
     signal = _Buffer(start, sample_rate)
     signal.push(np.zeros(max(0, half - start), dtype=np.float32))  # centred frames see zeros first
     skip = max(0, start - half) - first_sample
-    level = level_column(config)
     kept = kept_f0 = None  # frame rows [kept_first, frames_done) still needed by later windows
     kept_first = frames_done = first_frame
     n_frames = None
@@ -352,7 +399,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             last = stop_window if last is None else min(last, stop_window)
         stop = next_window
         while last is None or stop < last:
-            if n_frames is None and stop * grid.hop + grid.window + grid.hop + grid.context > frames_done:
+            if n_frames is None and stop * grid.hop + grid.window + grid.hop + context > frames_done:
                 break
             stop += 1
         if stop > next_window and kept is not None:
@@ -360,8 +407,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             at_end = n_frames is not None and stop == grid.n_windows(n_frames)
             own_hi = n_frames if at_end else stop * grid.hop  # frames [starts[0], own_hi) are this batch's
             lo, hi = int(starts[0]), int(max(ends.max(), own_hi))
-            flags = speech_frames(kept[:, level], kept_first, grid=grid, margin_db=config.speech_margin_db,
-                                  n_frames=n_frames, lo=lo, hi=hi)
+            flags = judge_speech(kept, kept_first, grid=grid, config=config, n_frames=n_frames, lo=lo, hi=hi)
             csum = np.concatenate([[0], np.cumsum(flags)])
             yield WindowBatch(
                 index=np.arange(next_window, stop),
@@ -372,7 +418,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
                 speech_frames=int(csum[own_hi - lo]),
             )
             next_window = stop
-            cut = max(0, next_window * grid.hop - grid.context) - kept_first
+            cut = max(0, next_window * grid.hop - context) - kept_first
             if cut > 0:
                 kept, kept_f0, kept_first = kept[cut:], kept_f0[cut:], kept_first + cut
         if block is None or (last is not None and next_window >= last):
@@ -417,14 +463,11 @@ def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
     clip : np.ndarray [shape=(n_features,)], float32
     windows : WindowBatch of every window
     """
-    from ser_batch.features.rich import level_column
-
     frames, f0 = signal_frames(y, sample_rate, config=config)
     n_frames = len(frames)
     grid = WindowGrid.of(config, sample_rate)
     starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
-    flags = speech_frames(frames[:, level_column(config)], 0, grid=grid, margin_db=config.speech_margin_db,
-                          n_frames=n_frames, lo=0, hi=n_frames)
+    flags = judge_speech(frames, 0, grid=grid, config=config, n_frames=n_frames, lo=0, hi=n_frames)
     csum = np.concatenate([[0], np.cumsum(flags)])
     windows = WindowBatch(index=np.arange(len(starts)), start_s=starts * grid.frame_s, end_s=ends * grid.frame_s,
                           vectors=pool_windows(frames, f0, starts, ends, frame_s=grid.frame_s),
@@ -487,5 +530,5 @@ class _Buffer:
 def first_sample_needed(first_window: int, *, config: FeatureConfig, sample_rate: int) -> int:
     """First signal sample a stream starting at window ``first_window`` needs (>= 0)."""
     grid = WindowGrid.of(config, sample_rate)
-    first_frame = max(0, first_window * grid.hop - grid.context)
+    first_frame = max(0, first_window * grid.hop - speech_context(grid, config))
     return max(0, first_frame * config.hop_length - config.n_fft // 2)
