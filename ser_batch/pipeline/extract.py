@@ -96,7 +96,7 @@ def row_labels(rel: str, *, labels: Mapping[str, Labels] | None, corpus: str | N
 
 
 def plan_shards(
-    paths: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None, corpus: str | None = None
+    paths: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None
 ) -> list[Shard]:
     """Cut the sorted file list into shards.
 
@@ -111,7 +111,9 @@ def plan_shards(
     shards = []
     for index, start in enumerate(range(0, len(paths), size)):
         chunk = tuple(paths[start : start + size])
-        chunk_labels = [row_labels(p, labels=labels, corpus=corpus) for p in chunk]
+        # labels.csv's corpus and extract.corpus are in the key; the folder-name default is not (a
+        # resume is of the same input folder), so plan_shards(paths, config=...) names the same parts.
+        chunk_labels = [row_labels(p, labels=labels, corpus=config.extract.corpus or None) for p in chunk]
         # The package version too: a resumed run after an upgrade recomputes old parts.
         key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION, __version__)
         shards.append(Shard(index, chunk, storage.part_name(index, key)))
@@ -265,7 +267,7 @@ def run_extract(
         )
     labels = _labels(input_dir, labels_csv, config=config)
     corpus = corpus_name(input_dir, config=config)
-    shards = plan_shards(paths, config=config, labels=labels, corpus=corpus)
+    shards = plan_shards(paths, config=config, labels=labels)
     if resume and not overwrite and _finished(out, shards):
         # Nothing to compute: no Ray, and the manifest (with the timings of the run that
         # did the work) stays as it is.
