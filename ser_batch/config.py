@@ -33,7 +33,9 @@ SCORE_FRAMEWORKS = (*FRAMEWORKS, ENSEMBLE)
 CHANNELS = ("mix", "split")
 #: ``train.array_dtype``: weights of the array exports.
 ARRAY_DTYPES = ("float32", "float16")
-SPLITS = ("speaker", "random", "none")
+SPLITS = ("speaker", "random", "none", "corpus")
+#: ``train.absent_classes``: how the Keras ANN treats classes a row's corpus does not have.
+ABSENT_CLASSES = ("mask", "none")
 #: ``train.normalize``: also fit sets on features z-scored per speaker (the ``actor`` column).
 TRAIN_NORMALIZE = ("none", "speaker")
 #: ``train.narrowband``: telephone-band rows get their own sets, or join the wideband ones.
@@ -104,6 +106,8 @@ class ExtractConfig:
     #: telephone-pcm, telephone-ulaw, telephone-alaw, noise-<snr>db, pink-<snr>db,
     #: gain-<db>db, tempo-<factor>. Empty: the original audio only.
     augment: tuple[str, ...] = ()
+    #: Value of the ``corpus`` column for files that labels.csv gives none; empty: the input folder's name.
+    corpus: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,12 @@ class TrainConfig:
     split: str = "speaker"
     #: Fraction of rows held out by the random split.
     test_size: float = 0.3
+    #: The corpus held out whole by ``split = "corpus"``.
+    test_corpus: str = ""
+    #: "mask": the Keras ANN's softmax, in the loss, covers only the classes of each row's corpus, so
+    #: a corpus without ``calm`` never pushes ``calm`` down; "none": every class for every row.
+    #: (The scikit-learn MLP has no such loss: it sees every class for every row either way.)
+    absent_classes: str = "mask"
     #: Actors held out by the speaker split.
     test_actors: tuple[int, ...] = (17, 18, 19, 20)
     #: Used instead of ``test_actors`` when that is empty: this fraction of actors, drawn with ``seed``.
@@ -365,6 +375,9 @@ def _check_train(config: Config) -> None:
         raise ConfigError(f"train.models must list each of {', '.join(FRAMEWORKS)} at most once, got {train.models}")
     _one_of("train.array_dtype", train.array_dtype, ARRAY_DTYPES)
     _one_of("train.split", train.split, SPLITS)
+    _one_of("train.absent_classes", train.absent_classes, ABSENT_CLASSES)
+    if train.split == "corpus" and not train.test_corpus:
+        raise ConfigError("train.split = \"corpus\" needs train.test_corpus (--test-corpus NAME)")
     _one_of("train.normalize", train.normalize, TRAIN_NORMALIZE)
     _one_of("train.narrowband", train.narrowband, NARROWBAND)
     if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:

@@ -14,6 +14,12 @@ import pyarrow as pa
 #: features are local (fixed dB floor, no tuning estimate, global window grid). Version 3:
 #: the features table gains ``augment`` and ``band`` (``extract --augment`` writes several
 #: rows per file, so ``path`` is no longer a unique key of it; issue 10).
+#:
+#: Not bumped for ``corpus`` (a nullable column, added after version 3): this number is also the
+#: feature contract a bundle records and checks (``manifest.features.schema_version``), and the
+#: window features did not change. Bumping it would make the pretrained bundle (schema 3) refuse
+#: every new feature set over a column its models never see. Readers treat a version-3 table
+#: without ``corpus`` as the corpus named by its folder (:func:`ser_batch.data.featureset.load_feature_set`).
 SCHEMA_VERSION = 3
 
 # ------------------------------------------------------------------ folders and files
@@ -37,6 +43,9 @@ STATEMENT = "statement"
 REPETITION = "repetition"
 ACTOR = "actor"
 GENDER = "gender"
+#: The corpus a row belongs to (``ravdess``, ``emovo``, ...): a ``corpus`` column of labels.csv,
+#: else ``extract --corpus``, else the input folder's name. Not a label column.
+CORPUS = "corpus"
 DURATION_S = "duration_s"
 SAMPLE_RATE_IN = "sample_rate_in"
 CHANNELS_IN = "channels_in"
@@ -73,7 +82,8 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any])
     ``augment`` names the augmentation of an augmented copy (``telephone-ulaw``,
     ``noise-20db``, ...; see :mod:`ser_batch.audio.telephony`) and is null on the row of the file's
     own audio; ``band`` is ``narrow`` for telephone copies and files of at most 8 kHz, else
-    ``wide`` (null when the file could not be read).
+    ``wide`` (null when the file could not be read). ``corpus`` names the corpus of the row (see
+    :data:`CORPUS`); tables written before it existed lack the column.
     """
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
@@ -83,6 +93,7 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any])
         pa.field(REPETITION, pa.int8()),
         pa.field(ACTOR, pa.int16()),
         pa.field(GENDER, pa.string()),
+        pa.field(CORPUS, pa.string()),
         pa.field(DURATION_S, pa.float64()),
         pa.field(SAMPLE_RATE_IN, pa.int32()),
         pa.field(CHANNELS_IN, pa.int16()),

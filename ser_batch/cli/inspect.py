@@ -38,7 +38,7 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     """
     import json
 
-    from ser_batch.pipeline.evaluate import evaluate_bundle, format_metrics
+    from ser_batch.pipeline.evaluate import evaluate_bundle, format_corpus_metrics, format_metrics
 
     actor_ids = parse_test_actors(actors).get("test_actors") if actors else None
     if actors and not actor_ids:
@@ -54,6 +54,10 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     for warning in results["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(format_metrics(results))
+    per_corpus = format_corpus_metrics(results, n_classes=len(next(iter(results["models"].values()))["classes"]))
+    if per_corpus:
+        click.echo("")
+        click.echo(per_corpus)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -23,6 +23,7 @@ from ser_batch.cli.root import (
     parse_test_actors,
 )
 from ser_batch.config import (
+    ABSENT_CLASSES,
     CHANNELS,
     NARROWBAND,
     RECIPES,
@@ -47,6 +48,9 @@ from ser_batch.reports.failures import counted
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with path,label[,actor][,gender] for files whose names carry no "
                    "RAVDESS labels  [default: INPUT_DIR/labels.csv if present]")
+@click.option("--corpus", default=None, metavar="NAME",
+              help="Value of the `corpus` column for files that labels.csv gives no corpus (e.g. ravdess, "
+                   "emovo)  [default: extract.corpus, else the name of INPUT_DIR]")
 @click.option("--augment", default=None, metavar="NAME[,NAME...]",
               help="Also write one row per file and augmentation, computed from the same decoded "
                    "audio (column `augment`; the file's own row has it null). Names: "
@@ -68,7 +72,7 @@ from ser_batch.reports.failures import counted
 @config_options
 @handle_errors
 def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: Path | None,
-            augment: str | None, num_cpus: int | None, address: str | None, overwrite: bool, resume: bool,
+            corpus: str | None, augment: str | None, num_cpus: int | None, address: str | None, overwrite: bool, resume: bool,
             fail_on_error: bool, no_progress: bool, config_path: Path | None,
             overrides: tuple[str, ...]) -> None:
     """Extract emotion features of every audio file below INPUT_DIR into Parquet.
@@ -87,7 +91,7 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
         raise click.UsageError("--overwrite and --resume exclude each other")
     names = None if augment is None else [n.strip() for n in augment.split(",") if n.strip()]
     config = load_cli_config(config_path, overrides, features={"recipe": recipe},
-                          ray={"num_cpus": num_cpus}, extract={"augment": names})
+                          ray={"num_cpus": num_cpus}, extract={"augment": names, "corpus": corpus})
     summary = run_extract(input_dir, out or Path(config.extract.out), config=config,
                           overwrite=overwrite, resume=resume, labels_csv=labels_csv,
                           address=address or config.ray.address or None, progress=not no_progress)
@@ -101,15 +105,22 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
 
 
 @main.command()
-@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("features_dirs", metavar="FEATURES_DIR...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("output/model"),
               help="Folder of the model bundle to write.")
 @click.option("--models", default=None, metavar="LIST",
               help="Comma-separated models to fit: keras, sklearn  [default: train.models, both]")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
               help="speaker: hold out whole actors (honest); random: stratified rows (the original "
-                   "recipe, optimistic); none: train on everything, no test metrics  "
-                   "[default: train.split, speaker]")
+                   "recipe, optimistic); corpus: hold out the whole --test-corpus; none: train on "
+                   "everything, no test metrics  [default: train.split, speaker]")
+@click.option("--test-corpus", default=None, metavar="NAME",
+              help="Corpus held out by --split corpus (its `corpus` column), e.g. emovo  [default: train.test_corpus]")
+@click.option("--absent-classes", type=click.Choice(ABSENT_CLASSES), default=None,
+              help="Classes a corpus lacks (EMOVO has no calm): mask = the Keras ANN's loss leaves them out of "
+                   "that corpus's rows, so its clips never teach 'not calm'; none = every class for every row. "
+                   "The scikit-learn MLP always sees every class  [default: train.absent_classes, mask]")
 @click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction of files held out by --split random (with their augmented copies)  [default: 0.3]")
 @click.option("--test-actors", default=None, metavar="IDS|FRACTION",
@@ -132,11 +143,15 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @config_options
 @handle_errors
-def train(features_dir: Path, out: Path, models: str | None, split: str | None, test_size: float | None,
+def train(features_dirs: tuple[Path, ...], out: Path, models: str | None, split: str | None,
+          test_corpus: str | None, absent_classes: str | None, test_size: float | None,
           test_actors: str | None, seed: int | None, normalize: str | None, narrowband: str | None,
           num_cpus: int | None, address: str | None,
           overwrite: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Fit the Keras ANN and the scikit-learn MLP on an `extract` output, in parallel.
+    """Fit the Keras ANN and the scikit-learn MLP on `extract` outputs, in parallel.
+
+    Several FEATURES_DIRs (one per corpus, extracted with the same recipe and settings) are
+    trained on together, each row keeping its `corpus`.
 
     Writes a model bundle (models, manifest with checksums, metrics, confusion matrices,
     report.html) to --out and prints test accuracy and macro-F1 of each model and of
@@ -146,14 +161,15 @@ def train(features_dir: Path, out: Path, models: str | None, split: str | None, 
     """
     from ser_batch.pipeline.train import run_train
 
-    train_section: dict[str, Any] = {"split": split, "test_size": test_size, "seed": seed, "normalize": normalize,
+    train_section: dict[str, Any] = {"split": split, "test_corpus": test_corpus, "absent_classes": absent_classes,
+                                     "test_size": test_size, "seed": seed, "normalize": normalize,
                                      "narrowband": narrowband, **parse_test_actors(test_actors)}
     if models is not None:
         train_section["models"] = [m.strip() for m in models.split(",") if m.strip()]
     config = load_cli_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
     from ser_batch.cluster.output import absolute
 
-    summary = run_train(absolute(features_dir), absolute(out), config=config, overwrite=overwrite,
+    summary = run_train([absolute(d) for d in features_dirs], absolute(out), config=config, overwrite=overwrite,
                         address=address or config.ray.address or None)
     for line in summary.lines():
         click.echo(line)

@@ -35,8 +35,11 @@ class FeatureSet:
     band : np.ndarray [shape=(n_rows,)], str: ``wide`` or ``narrow`` (telephone copies and
         files of at most 8 kHz)
 
+    corpus : np.ndarray [shape=(n_rows,)], object: the corpus of each row (``ravdess``, ``emovo``);
+        a table written before the ``corpus`` column gets its folder's name
+
     Left out (tables written before ``extract --augment``), ``augment`` is all None and
-    ``band`` all ``wide``. With augmentations ``paths`` repeats: a file's copies share its path.
+    ``band`` all ``wide``; left out here, ``corpus`` is all None. With augmentations ``paths`` repeats: a file's copies share its path.
     """
 
     X: Any
@@ -49,9 +52,12 @@ class FeatureSet:
     speech_ratio: list[Any] | None = None
     augment: Any = None
     band: Any = None
+    corpus: Any = None
 
     def __post_init__(self) -> None:
         n = len(self.paths)
+        if self.corpus is None:
+            object.__setattr__(self, "corpus", np.full(n, None, dtype=object))
         if self.augment is None:
             object.__setattr__(self, "augment", np.full(n, None, dtype=object))
         if self.band is None:
@@ -63,7 +69,8 @@ class FeatureSet:
         segments = [self.segments[i] for i in index] if self.segments is not None else None
         speech = [self.speech_ratio[i] for i in index] if self.speech_ratio is not None else None
         return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
-                          self.metadata, self.n_errors, segments, speech, self.augment[index], self.band[index])
+                          self.metadata, self.n_errors, segments, speech, self.augment[index], self.band[index],
+                          self.corpus[index])
 
     def originals(self) -> "FeatureSet":
         """Only the rows of the files' own audio (no augmented copies)."""
@@ -131,7 +138,12 @@ def load_feature_set(directory: Path) -> FeatureSet:
         augment = np.array(table.column(schema.AUGMENT).to_pylist(), dtype=object)
     if schema.BAND in table.column_names:
         band = np.array([b or WIDE for b in table.column(schema.BAND).to_pylist()], dtype="<U6")
+    if schema.CORPUS in table.column_names:
+        corpus = np.array(table.column(schema.CORPUS).to_pylist(), dtype=object)
+    else:  # written before the column existed: the folder names the corpus
+        corpus = np.full(table.num_rows, Path(directory).resolve().name, dtype=object)
     return FeatureSet(
+        corpus=corpus,
         X=X,
         emotion=np.array(table.column(schema.EMOTION).to_pylist(), dtype=object),
         actor=actor,
@@ -142,4 +154,52 @@ def load_feature_set(directory: Path) -> FeatureSet:
         speech_ratio=speech,
         augment=augment,
         band=band,
+    )
+
+
+def _comparable(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    config = metadata.get("config") or {}
+    return (metadata.get("recipe"), metadata.get("feature_names"), config.get("audio"), config.get("features"))
+
+
+def concat_feature_sets(sets: list[FeatureSet], *, names: list[str]) -> FeatureSet:
+    """Several feature sets as one (rows in order, each keeping its ``corpus``), for training on
+    more than one corpus. ``names`` (their folders) only word the errors.
+
+    Raises
+    ------
+    DatasetError
+        If the sets differ in recipe, feature names, audio or feature settings, if some have
+        windows and others not, or if one file (corpus and path) is in two sets.
+    """
+    if len(sets) == 1:
+        return sets[0]
+    first = sets[0]
+    for other, name in zip(sets[1:], names[1:]):
+        if _comparable(other.metadata) != _comparable(first.metadata):
+            a, b = first.metadata, other.metadata
+            raise DatasetError(
+                f"{name} was extracted with other settings than {names[0]} (recipe {b.get('recipe')!r} vs "
+                f"{a.get('recipe')!r}, or its audio/feature settings differ): re-extract them alike to train on both")
+    with_windows = [s.segments is not None for s in sets]
+    if any(with_windows) and not all(with_windows):
+        raise DatasetError("some feature sets have sliding windows and others not: re-extract them alike")
+    keys = [(c, p) for s in sets for c, p, a in zip(s.corpus, s.paths, s.augment) if a is None]
+    if len(set(keys)) != len(keys):
+        corpus, path = next(k for k in keys if keys.count(k) > 1)
+        raise DatasetError(f"{path} of corpus {corpus!r} is in two of the feature sets; give each corpus its own "
+                           "name (extract --corpus NAME) or leave the duplicate out")
+    speech = [s.speech_ratio is not None for s in sets]
+    return FeatureSet(
+        X=np.concatenate([s.X for s in sets]),
+        emotion=np.concatenate([s.emotion for s in sets]),
+        actor=np.concatenate([s.actor for s in sets]),
+        paths=np.concatenate([s.paths for s in sets]),
+        metadata=first.metadata,
+        n_errors=sum(s.n_errors for s in sets),
+        segments=[m for s in sets for m in s.segments] if all(with_windows) else None,
+        speech_ratio=[r for s in sets for r in s.speech_ratio] if all(speech) and all(with_windows) else None,
+        augment=np.concatenate([s.augment for s in sets]),
+        band=np.concatenate([s.band for s in sets]),
+        corpus=np.concatenate([s.corpus for s in sets]),
     )

@@ -39,6 +39,8 @@ class Labels:
     repetition: int | None = None
     actor: int | None = None
     gender: str | None = None
+    #: From a ``corpus`` column of labels.csv; not one of :data:`ser_batch.schema.LABEL_COLUMNS`.
+    corpus: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         """The values keyed by their column names in :mod:`ser_batch.schema`."""
@@ -154,7 +156,7 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels]:
-    """Read a label CSV: header ``path,label`` plus optional ``actor`` and ``gender``.
+    """Read a label CSV: header ``path,label`` plus optional ``actor``, ``gender`` and ``corpus``.
 
     Paths may be relative to ``root`` (the input folder) or absolute below it; they are
     returned relative, in POSIX form, to match :func:`discover_audio`.
@@ -195,7 +197,8 @@ def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels
         except ValueError:
             raise DatasetError(f"{path}:{line}: actor must be an integer, got {actor!r}") from None
         label = (row["label"] or "").strip() or None
-        labels[key] = Labels(emotion=label, actor=actor_id, gender=(row.get("gender") or "").strip() or None)
+        labels[key] = Labels(emotion=label, actor=actor_id, gender=(row.get("gender") or "").strip() or None,
+                             corpus=(row.get("corpus") or "").strip() or None)
     return labels
 
 

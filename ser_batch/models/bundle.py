@@ -59,11 +59,24 @@ def model_files(bundle_format: int) -> dict[str, str]:
     return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE}
 
 
-def write_training_files(directory: Path, paths: Sequence[str]) -> dict[str, Any]:
-    """Write the training rows' paths into a bundle folder; return the manifest entry."""
+#: Manifest value of ``training_data.files.keys`` when the list holds ``corpus:path`` keys.
+CORPUS_KEYS = "corpus:path"
+
+
+def training_key(corpus: str | None, path: str) -> str:
+    """A training file's key in a multi-corpus bundle: ``corpus:path`` (``:path`` without a corpus)."""
+    return f"{corpus or ''}:{path}"
+
+
+def write_training_files(directory: Path, paths: Sequence[str], *, qualified: bool = False) -> dict[str, Any]:
+    """Write the training rows' paths (``corpus:path`` keys when ``qualified``) into a bundle folder;
+    return the manifest entry."""
     names = sorted({str(p) for p in paths})
     (Path(directory) / TRAINING_FILES).write_text(json.dumps(names, indent=0) + "\n", encoding="utf-8")
-    return {"list": TRAINING_FILES, "count": len(names)}
+    entry: dict[str, Any] = {"list": TRAINING_FILES, "count": len(names)}
+    if qualified:
+        entry["keys"] = CORPUS_KEYS
+    return entry
 
 
 def sha256_of(path: Path) -> str:
@@ -163,6 +176,12 @@ class Bundle:
         one, else the wideband set; the normalised variant when ``normalize``."""
         return choose_set(self.model_sets, sample_rate_in=sample_rate_in, band=band, normalize=normalize,
                           where=str(self.path))
+
+    @property
+    def training_files_qualified(self) -> bool:
+        """Whether :meth:`training_files` holds ``corpus:path`` keys (a bundle trained on several corpora)."""
+        entry = self.manifest.get("training_data", {}).get("files") or {}
+        return isinstance(entry, dict) and entry.get("keys") == CORPUS_KEYS
 
     def training_files(self) -> frozenset[str] | None:
         """Paths (relative to the extracted folder) of the rows the models were trained on,

@@ -108,7 +108,7 @@ class KerasANN(ClassifierMixin, BaseEstimator):
                    patience=params.patience, validation_fraction=params.validation_fraction,
                    seed=seed, threads=threads)
 
-    def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int) -> Any:
+    def _build(self, mean: np.ndarray, variance: np.ndarray, n_classes: int, *, masked: bool = False) -> Any:
         import keras
 
         regularizer = keras.regularizers.L2(self.l2) if self.l2 else None
@@ -124,13 +124,23 @@ class KerasANN(ClassifierMixin, BaseEstimator):
                 x = keras.layers.Dropout(rate, name=f"dropout_{i}")(x)
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(x)
         model = keras.Model(inputs, outputs, name="ser_ann")
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing),
-                      metrics=["accuracy"])
+        if masked:
+            loss, metrics = masked_crossentropy(n_classes, label_smoothing=self.label_smoothing), [masked_accuracy(n_classes)]
+        else:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
+            metrics = ["accuracy"]
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss=loss, metrics=metrics)
         return model
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "KerasANN":
-        """Fit on ``X`` [shape=(n, d)] and string labels ``y`` [shape=(n,)]."""
+    def fit(self, X: np.ndarray, y: np.ndarray, *, groups: np.ndarray | None = None) -> "KerasANN":
+        """Fit on ``X`` [shape=(n, d)] and string labels ``y`` [shape=(n,)].
+
+        ``groups`` [shape=(n,)] (the corpus of each row): a row's loss is the cross-entropy of the
+        softmax restricted to the classes that occur in its group, so a corpus without ``calm``
+        never pushes ``calm`` down (see :func:`masked_crossentropy`). When every group has every
+        class this is the ordinary loss, and the same code runs as without ``groups``. Inference
+        is unchanged: the network still gives a softmax over all classes.
+        """
         from sklearn.model_selection import train_test_split
 
         configure_tensorflow(self.threads)
@@ -140,6 +150,11 @@ class KerasANN(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         self.classes_, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
         onehot = np.eye(len(self.classes_), dtype=np.float32)[codes]
+        mask = None if groups is None else class_mask(codes, np.asarray(groups).astype(str), len(self.classes_))
+        if mask is not None and mask.all():
+            mask = None  # nothing absent: the plain loss, bit for bit
+        if mask is not None:
+            onehot = np.concatenate([onehot, mask], axis=1)  # the loss splits target and mask again
         fit_args: dict[str, Any] = {}
         if self.early_stopping:
             X, X_val, onehot, y_val = train_test_split(
@@ -148,7 +163,8 @@ class KerasANN(ClassifierMixin, BaseEstimator):
                 monitor="val_loss", patience=self.patience, restore_best_weights=True)]}
         mean, variance = X.mean(axis=0), X.var(axis=0)
         variance[variance == 0] = 1.0
-        self.model_ = self._build(mean, variance, len(self.classes_))
+        self.model_ = self._build(mean, variance, len(self.classes_), masked=mask is not None)
+        self.masked_ = mask is not None
         history = self.model_.fit(X, onehot, epochs=self.epochs, batch_size=self.batch_size, verbose=0,
                                   shuffle=True, **fit_args)
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -201,6 +217,50 @@ class KerasANN(ClassifierMixin, BaseEstimator):
         model.classes_ = np.asarray(classes)
         model.history_ = {}
         return model
+
+
+def class_mask(codes: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per row, the classes its group has: float32 [shape=(n, n_classes)], 1 where class ``j``
+    occurs among the rows of the row's group (``codes`` are class indices, ``groups`` names)."""
+    mask = np.zeros((len(codes), n_classes), dtype=np.float32)
+    for group in np.unique(groups):
+        rows = groups == group
+        mask[np.ix_(rows, np.unique(codes[rows]))] = 1.0
+    return mask
+
+
+def masked_crossentropy(n_classes: int, *, label_smoothing: float = 0.0) -> Any:
+    """Keras loss on ``y_true = [one-hot | mask]`` [shape=(n, 2 * n_classes)] and softmax outputs
+    ``y_pred`` [shape=(n, n_classes)]: the cross-entropy of the softmax restricted to the row's
+    masked-in classes, ``p_i / sum_kept p_j`` (= ``exp(z_i) / sum_kept exp(z_j)``), with label
+    smoothing spread over the kept classes only. An absent class contributes neither a target nor
+    a term of the normaliser, so its logit gets no gradient from the row (zero up to float rounding).
+    """
+    import keras
+    from keras import ops
+
+    eps = keras.config.epsilon()
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        target, mask = y_true[:, :n_classes], y_true[:, n_classes:]
+        kept = ops.sum(mask, axis=-1, keepdims=True)
+        target = target * (1.0 - label_smoothing) + label_smoothing * mask / kept
+        kept_total = ops.sum(y_pred * mask, axis=-1, keepdims=True)
+        restricted = ops.log(ops.clip(y_pred, eps, 1.0)) - ops.log(ops.clip(kept_total, eps, 1.0))
+        return -ops.sum(target * mask * restricted, axis=-1)
+
+    loss.__name__ = "masked_crossentropy"
+    return loss
+
+
+def masked_accuracy(n_classes: int) -> Any:
+    """Keras metric ``accuracy`` for ``y_true = [one-hot | mask]``: the plain argmax over all classes."""
+    from keras import ops
+
+    def accuracy(y_true: Any, y_pred: Any) -> Any:
+        return ops.cast(ops.argmax(y_true[:, :n_classes], axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+
+    return accuracy
 
 
 def stack_segments(segments: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

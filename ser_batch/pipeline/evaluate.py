@@ -74,6 +74,13 @@ def training_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet,
     """
     listed = bundle.training_files()
     if listed is not None:
+        if bundle.training_files_qualified:
+            # A multi-corpus bundle lists corpus:path keys: f1/a.wav of one corpus is not that of another.
+            from ser_batch.models.bundle import training_key
+
+            keys = np.array([training_key(c, p) for c, p in zip(data.corpus, data.paths.astype(str))], dtype=object)
+            return (np.isin(keys, list(listed)),
+                    f"the bundle's list of its {len(listed)} training files (by corpus and path)")
         return (np.isin(data.paths.astype(str), list(listed)),
                 f"the bundle's list of its {len(listed)} training files")
     split = bundle.manifest.get("split", {})
@@ -153,7 +160,9 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     dict
         JSON-ready: ``rows``, ``actors``, ``paths`` (the rows scored), ``selection`` (why),
         ``training_rows_included`` (bool, or None when unknown), ``training_rows_left_out``,
-        ``rows_left_out``, ``error_rows``, ``warnings`` and ``models`` (metrics per model).
+        ``rows_left_out``, ``error_rows``, ``warnings``, ``models`` (metrics per model, argmax over
+        all the bundle's classes) and ``corpora`` (the same per corpus, plus ``restricted``: the
+        argmax restricted to the corpus's classes when it has fewer; see :func:`corpus_metrics`).
 
     Raises
     ------
@@ -186,6 +195,7 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
             reason=selection.reason + f"; {int(copies.sum())} augmented copies left out (originals only)")
         if not selection.keep.any():
             raise DatasetError(f"{features_dir} holds only augmented copies among the rows to score")
+    corpus_classes = classes_by_corpus(data, bundle.classes)
     data = data.subset(selection.keep)
     y = data.emotion
     frameworks = list(frameworks or bundle.frameworks)
@@ -208,12 +218,78 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     groups = band_groups(bundle, data, normalize=normalize == "speaker")
     results["normalize"] = normalize
     results["model_sets"] = {band: name for band, (name, _, _, _) in groups.items()}
+    probas = {}
     for framework in frameworks:
         proba = np.zeros((len(y), len(bundle.classes)))
         for name, rows, (X_band, segments), keep in groups.values():
             proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name)
         results["models"][framework] = classification_metrics(y, proba, bundle.classes)
+        probas[framework] = proba
+    results["corpora"] = corpus_metrics(y, probas, data.corpus, bundle.classes, corpus_classes)
     return results
+
+
+def classes_by_corpus(data: FeatureSet, classes: Sequence[str]) -> dict[str, list[str]]:
+    """The bundle's classes that each corpus's labelled rows have (all of them, not only those scored),
+    in the bundle's order: ``{corpus: classes}`` (corpus ``None`` shows as ``"?"``)."""
+    corpora = np.array([str(c) if c is not None else "?" for c in data.corpus], dtype=object)
+    labels = data.emotion.astype(str)
+    return {c: [k for k in classes if k in set(labels[corpora == c])] for c in sorted(set(corpora))}
+
+
+def restricted_metrics(y: Sequence[str], proba: np.ndarray, classes: Sequence[str],
+                       keep: Sequence[str]) -> dict[str, Any]:
+    """Metrics of the argmax restricted to ``keep`` (:func:`ser_batch.models.classes.restrict`): the
+    figure of a model asked to choose only among the classes a corpus has."""
+    from ser_batch.models.classes import restrict
+
+    return classification_metrics(y, restrict(proba, classes, keep), list(keep))
+
+
+def corpus_metrics(y: np.ndarray, probas: dict[str, np.ndarray], corpora: np.ndarray, classes: Sequence[str],
+                   corpus_classes: dict[str, list[str]]) -> dict[str, Any]:
+    """Metrics per corpus of the rows scored: ``{corpus: {"rows", "classes", "models": {framework:
+    metrics with the argmax over all the bundle's classes}, and, for a corpus whose labels cover
+    fewer classes than the bundle, "restricted_to": its classes, "restricted": {framework: metrics
+    with the argmax restricted to them}}}``."""
+    names = np.array([str(c) if c is not None else "?" for c in corpora], dtype=object)
+    out: dict[str, Any] = {}
+    for corpus in sorted(set(names)):
+        rows = names == corpus
+        has = corpus_classes.get(corpus, list(classes))
+        entry: dict[str, Any] = {"rows": int(rows.sum()), "classes": has,
+                                 "models": {f: classification_metrics(y[rows], p[rows], classes)
+                                            for f, p in probas.items()}}
+        if 2 <= len(has) < len(classes):
+            entry["restricted_to"] = has
+            entry["restricted"] = {f: restricted_metrics(y[rows], p[rows], classes, has) for f, p in probas.items()}
+        out[corpus] = entry
+    return out
+
+
+def format_corpus_metrics(results: dict[str, Any], *, n_classes: int) -> str:
+    """Per-corpus table: one line per corpus and model with the argmax over all classes, and for a
+    corpus with fewer classes one more line with the argmax restricted to its classes; ``""`` when
+    one corpus has all the classes (the overall table says it all)."""
+    corpora = results.get("corpora") or {}
+    if len(corpora) < 2 and not any("restricted" in e for e in corpora.values()):
+        return ""
+    lines = [f"{'corpus':12s} {'model':10s} {'accuracy':>9s} {'macro-F1':>9s} {'n':>6s}  argmax over"]
+    for corpus, entry in corpora.items():
+        for framework, m in entry["models"].items():
+            lines.append(f"{corpus[:12]:12s} {framework:10s} {m['accuracy']:9.3f} {m['macro_f1']:9.3f} {m['n']:6d}  "
+                         f"all {n_classes} classes")
+        for framework, m in entry.get("restricted", {}).items():
+            missing = results_missing(entry, n_classes)
+            lines.append(f"{corpus[:12]:12s} {framework:10s} {m['accuracy']:9.3f} {m['macro_f1']:9.3f} {m['n']:6d}  "
+                         f"restricted: its {len(entry['restricted_to'])} classes{missing}")
+    return "\n".join(lines)
+
+
+def results_missing(entry: dict[str, Any], n_classes: int) -> str:
+    all_classes = next(iter(entry["models"].values()))["classes"]
+    absent = [c for c in all_classes if c not in entry["restricted_to"]]
+    return f" (no {', '.join(absent)})" if absent else ""
 
 
 def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool) -> dict[str, tuple[str, np.ndarray, Any, Any]]:

@@ -89,6 +89,12 @@ class ExtractSummary:
                                where=f"the `error` column of {self.out}")
 
 
+def row_labels(rel: str, *, labels: Mapping[str, Labels] | None, corpus: str | None) -> dict[str, Any]:
+    """The label columns of a file plus its ``corpus``: labels.csv's, else ``corpus`` (the run's)."""
+    found = labels_for(rel, labels=labels)
+    return {**found.as_row(), schema.CORPUS: found.corpus or corpus}
+
+
 def plan_shards(
     paths: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None
 ) -> list[Shard]:
@@ -105,7 +111,9 @@ def plan_shards(
     shards = []
     for index, start in enumerate(range(0, len(paths), size)):
         chunk = tuple(paths[start : start + size])
-        chunk_labels = [labels_for(p, labels=labels).as_row() for p in chunk]
+        # labels.csv's corpus and extract.corpus are in the key; the folder-name default is not (a
+        # resume is of the same input folder), so plan_shards(paths, config=...) names the same parts.
+        chunk_labels = [row_labels(p, labels=labels, corpus=config.extract.corpus or None) for p in chunk]
         # The package version too: a resumed run after an upgrade recomputes old parts.
         key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION, __version__)
         shards.append(Shard(index, chunk, storage.part_name(index, key)))
@@ -114,7 +122,7 @@ def plan_shards(
 
 def extract_shard(
     shard: Shard, *, root: str, out: str, config: dict[str, Any], labels: Mapping[str, Labels] | None,
-    lost: str | None = None,
+    lost: str | None = None, corpus: str | None = None,
 ) -> dict[str, Any]:
     """Process one shard and write its part; runs inside a Ray task (no Ray in here).
 
@@ -157,7 +165,7 @@ def extract_shard(
             error, feats = f"internal error: {type(exc).__name__}: {exc}", None
         if error is not None:
             failures.append((rel, error))
-        label_row = labels_for(rel, labels=labels).as_row()
+        label_row = row_labels(rel, labels=labels, corpus=corpus)
         _append_row(rows, rel, label_row, info, None, feats, error)
         if feats is None or y is None:
             continue
@@ -258,6 +266,7 @@ def run_extract(
             f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}"
         )
     labels = _labels(input_dir, labels_csv, config=config)
+    corpus = corpus_name(input_dir, config=config)
     shards = plan_shards(paths, config=config, labels=labels)
     if resume and not overwrite and _finished(out, shards):
         # Nothing to compute: no Ray, and the manifest (with the timings of the run that
@@ -268,7 +277,8 @@ def run_extract(
     _preflight(config)
     if not (overwrite or resume) and _holds_results(out):
         storage.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
-    kwargs = {"root": str(input_dir), "out": str(out), "config": config_to_dict(config), "labels": labels}
+    kwargs = {"root": str(input_dir), "out": str(out), "config": config_to_dict(config), "labels": labels,
+              "corpus": corpus}
     # Nothing is written before the runtime is up and OUT is ours: a failed start leaves no trace.
     with launch.job_output(out, job="extract", inputs=[input_dir], address=address,
                            num_cpus=config.ray.local_cpus) as ray_info:
@@ -299,6 +309,12 @@ def run_extract(
     return summary
 
 
+def corpus_name(input_dir: Path, *, config: Config) -> str:
+    """The ``corpus`` of rows that labels.csv gives none: ``extract.corpus`` (``--corpus``), else
+    the input folder's name."""
+    return config.extract.corpus or Path(input_dir).name
+
+
 def _labels(input_dir: Path, labels_csv: Path | None, *, config: Config) -> Mapping[str, Labels] | None:
     """The labels CSV of a run: ``--labels``, else ``extract.labels_csv``, else ``INPUT/labels.csv``."""
     if labels_csv is None and config.extract.labels_csv:
@@ -316,6 +332,7 @@ def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config,
         "ser_batch_version": __version__,
         "schema_version": schema.SCHEMA_VERSION,
         "input_dir": str(input_dir),
+        "corpus": corpus_name(input_dir, config=config),
         "recipe": config.features.recipe,
         "files": summary.files,
         "errors": summary.errors,

@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ser_batch import __version__
 from ser_batch.cluster import output as launch
 from ser_batch.cluster import runtime
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
-from ser_batch.data.featureset import FeatureSet, load_feature_set
+from ser_batch.data.featureset import FeatureSet, concat_feature_sets, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
 from ser_batch.models import bundle as bundle_io
 from ser_batch.models.estimators import mean_by_row
@@ -43,10 +43,12 @@ class Split:
     kind: str
     description: str
     test_actors: tuple[int, ...] = ()
+    test_corpus: str = ""
 
 
 def split_rows(data: FeatureSet, *, config: Config) -> Split:
-    """Split labelled rows: whole actors held out (``speaker``) or stratified (``random``).
+    """Split labelled rows: whole actors held out (``speaker``), a whole corpus (``corpus``, with
+    ``train.test_corpus``) or stratified (``random``).
 
     The random split lets one actor's clips fall on both sides, which flatters accuracy;
     the speaker split measures what happens with voices never heard in training. ``none``
@@ -59,6 +61,17 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     """
     train_cfg = config.train
     n = len(data.emotion)
+    if train_cfg.split == "corpus":
+        corpora = data.corpus.astype(str)
+        present = sorted(set(corpora))
+        if train_cfg.test_corpus not in present:
+            raise DatasetError(f"test corpus {train_cfg.test_corpus!r} is not in the data (corpora: {', '.join(present)})")
+        is_test = corpora == train_cfg.test_corpus
+        if is_test.all():
+            raise DatasetError(f"--split corpus holds out {train_cfg.test_corpus!r}, the only corpus: nothing left to "
+                               "train on; give train several feature sets")
+        return Split(np.flatnonzero(~is_test), np.flatnonzero(is_test), "corpus",
+                     f"corpus {train_cfg.test_corpus} held out", test_corpus=train_cfg.test_corpus)
     if train_cfg.split == "none":
         return Split(np.arange(n), np.arange(0), "none", "all rows used for training; no test part")
     if train_cfg.split == "random":
@@ -86,6 +99,7 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
             f"speaker split needs an actor for every row; {int((~known).sum())} rows have none "
             "(add an actor column to labels.csv, or use --split random)")
     actors = np.unique(data.actor.astype(int))
+    _check_actors_unique(data)
     if train_cfg.test_actors:
         held = tuple(sorted(set(train_cfg.test_actors)))
         missing = sorted(set(held) - set(actors.tolist()))
@@ -104,6 +118,15 @@ def split_rows(data: FeatureSet, *, config: Config) -> Split:
     return Split(np.flatnonzero(~is_test), np.flatnonzero(is_test), "speaker", how, held)
 
 
+def _check_actors_unique(data: FeatureSet) -> None:
+    """Refuse an actor number shared by two corpora: the speaker split would take them for one voice."""
+    seen: dict[int, str] = {}
+    for actor, corpus in zip(data.actor.astype(int), data.corpus):
+        if seen.setdefault(int(actor), str(corpus)) != str(corpus):
+            raise DatasetError(f"actor {int(actor)} is in corpora {seen[int(actor)]!r} and {str(corpus)!r}: number "
+                               "the actors of each corpus apart (EMOVO's are 101-106) or use --split corpus/random")
+
+
 def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], config: dict[str, Any], staging: str,
                   threads: int) -> dict[str, Any]:
     """Fit model ``kind`` of set ``name`` (``item = (name, kind)``) on that set's data from
@@ -120,13 +143,17 @@ def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], con
 
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
               test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
-              test_keep: np.ndarray | None = None, arrays_only: bool = False) -> dict[str, Any]:
+              test_keep: np.ndarray | None = None, arrays_only: bool = False,
+              groups_train: np.ndarray | None = None) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
 
     With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
     and a row's probabilities are the mean over its windows with speech (``test_keep``), or
     over all of them when none has speech -- the rule ``score`` summarises files by.
     ``arrays_only`` keeps only the array export (``*.npz``, what scoring evaluates).
+    ``groups_train`` (the corpus of each training vector) lets the Keras ANN leave out of a row's
+    loss the classes its corpus lacks (``train.absent_classes = "mask"``); the scikit-learn MLP
+    has no per-row loss and ignores it.
 
     Returns
     -------
@@ -139,7 +166,9 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     if kind == "keras":
         from ser_batch.models.estimators import KerasANN
 
-        model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train)
+        groups = groups_train if cfg.train.absent_classes == "mask" else None
+        model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train,
+                                                                                        groups=groups)
         files = [p.name for p in model.save(Path(staging), h5=cfg.train.export_h5)]
         history = model.history_
     else:
@@ -211,9 +240,10 @@ class TrainSummary:
         return out
 
 
-def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool = False,
+def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config, overwrite: bool = False,
               address: str | None = None) -> TrainSummary:
-    """Fit the configured models on ``features_dir`` and write a bundle to ``out``.
+    """Fit the configured models on ``features_dir`` (one feature folder or several, e.g. one per
+    corpus, extracted alike) and write a bundle to ``out``.
 
     Raises
     ------
@@ -226,10 +256,12 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
     out = Path(out)
     if out.exists() and not overwrite:
         raise BundleError(f"model folder {out} already exists; pass --overwrite to replace it")
-    features = load_feature_set(Path(features_dir))
+    dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
+    features = concat_feature_sets([load_feature_set(d) for d in dirs], names=[str(d) for d in dirs])
+    features_dir = dirs[0]
     data = features.labelled()
     if len(set(data.emotion.astype(str))) < 2:
-        raise DatasetError(f"{features_dir} needs labelled rows of at least two classes to train on")
+        raise DatasetError(f"{', '.join(map(str, dirs))} need(s) labelled rows of at least two classes to train on")
     extract_config = config_from_dict(features.metadata["config"])
     # The bundle carries the audio/feature settings the features were made with.
     effective = config.replace(audio=config_to_dict(extract_config)["audio"],
@@ -247,7 +279,7 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
     use_segments = config.train.use_segments and data.segments is not None
     # Train on every window with its clip's label; score a clip by its windows' mean.
     sets = plan_sets(data, split.train, split.test, config=effective, use_segments=use_segments)
-    with launch.job_output(out, job="train", inputs=[Path(features_dir)], address=address,
+    with launch.job_output(out, job="train", inputs=dirs, address=address,
                            num_cpus=config.ray.local_cpus) as ray_info:
         staging = bundle_io.staging_dir(out)
         try:
@@ -266,10 +298,12 @@ def run_train(features_dir: Path, out: Path, *, config: Config, overwrite: bool 
                 "aggregation": "segments" if use_segments else "clip",
                 "features": bundle_io.feature_contract(effective, features.metadata),
                 "config": config_to_dict(effective),
-                "training_data": _training_data(features, data, split, sets, classes, features_dir=features_dir,
+                "training_data": _training_data(features, data, split, sets, classes, features_dirs=dirs,
                                                 staging=staging),
                 "split": {"kind": split.kind, "description": split.description,
-                          "test_actors": list(split.test_actors), "seed": config.train.seed},
+                          "test_actors": list(split.test_actors), "seed": config.train.seed,
+                          **({"test_corpus": split.test_corpus} if split.test_corpus else {})},
+                "absent_classes": _absent_classes(data, split, classes, config=effective),
                 "metrics": _headline(metrics),
                 "model_sets": {s.name: dict(s.entry(), models=list(config.train.models),
                                             metrics=_headline(set_metrics[s.name])) for s in sets},
@@ -306,11 +340,30 @@ def _headline(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for name, m in metrics.items()}
 
 
+def _absent_classes(data: FeatureSet, split: Split, classes: list[str], *, config: Config) -> dict[str, Any]:
+    """The manifest's record of the classes each training corpus lacks, and how they were handled."""
+    corpora = data.corpus.astype(str)[split.train]
+    labels = data.emotion.astype(str)[split.train]
+    lacking = {c: sorted(set(classes) - set(labels[corpora == c])) for c in sorted(set(corpora))}
+    return {"keras": config.train.absent_classes, "sklearn": "none",
+            "by_corpus": {c: missing for c, missing in lacking.items() if missing}}
+
+
 def _training_data(features: FeatureSet, data: FeatureSet, split: Split, sets: list[SetData], classes: list[str], *,
-                   features_dir: Path, staging: Path) -> dict[str, Any]:
-    """The manifest's record of what the models were trained on (and the list of training files)."""
+                   features_dirs: list[Path], staging: Path) -> dict[str, Any]:
+    """The manifest's record of what the models were trained on (and the list of training files).
+
+    With more than one corpus the listed files are corpus-qualified (``corpus:path``, see
+    :func:`ser_batch.models.bundle.training_key`): two corpora may both hold ``f1/a.wav``."""
+    corpora = sorted({str(c) for c in data.corpus})
+    train_paths = data.paths[split.train].tolist()
+    qualified = len(corpora) > 1
+    if qualified:
+        train_paths = [bundle_io.training_key(c, p) for c, p in zip(data.corpus[split.train], train_paths)]
     return {
-        "features_dir": str(Path(features_dir).resolve()),
+        "features_dir": str(features_dirs[0].resolve()),
+        "features_dirs": [str(d.resolve()) for d in features_dirs],
+        "corpora": corpora,
         "rows": int(len(features.emotion)), "rows_labelled": int(len(data.emotion)),
         "rows_train": int(len(split.train)), "rows_test": int(len(split.test)),
         "vectors_train": int(len(sets[0].X_train)),
@@ -318,7 +371,7 @@ def _training_data(features: FeatureSet, data: FeatureSet, split: Split, sets: l
         "class_counts": {c: int((data.emotion.astype(str) == c).sum()) for c in classes},
         "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),
         # evaluate leaves exactly these rows out of any feature set of the same corpus
-        "files": bundle_io.write_training_files(staging, data.paths[split.train].tolist()),
+        "files": bundle_io.write_training_files(staging, train_paths, qualified=qualified),
     }
 
 

@@ -63,6 +63,7 @@ class SetData:
         test vector when vectors are windows
     test_keep : np.ndarray of bool [shape=(m_vectors,)] or None, test windows with speech
     test_index : np.ndarray [shape=(n_test,)], rows of the feature set tested
+    groups_train : np.ndarray [shape=(n_vectors,)], str, the corpus of each training vector
     """
 
     name: str
@@ -76,11 +77,13 @@ class SetData:
     test_keep: np.ndarray | None
     test_index: np.ndarray
     test_on: str
+    groups_train: np.ndarray | None = None
 
     def arrays(self) -> dict[str, Any]:
         """What a fitting task needs (put in Ray's object store once)."""
         return {"X_train": self.X_train, "y_train": self.y_train, "X_test": self.X_test,
-                "test_rows": self.test_rows, "test_keep": self.test_keep, "dir": self.dir}
+                "test_rows": self.test_rows, "test_keep": self.test_keep, "dir": self.dir,
+                "groups_train": self.groups_train}
 
     def entry(self) -> dict[str, Any]:
         """This set's ``model_sets`` manifest entry, before its models and metrics are known."""
@@ -163,4 +166,5 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
     return SetData(name=name, dir="" if name == GLOBAL else name, band=band, normalize=normalize,
                    X_train=X_train, y_train=labels[train_rows][train_owner], X_test=X_test,
                    test_rows=test_owner if use_segments else None, test_keep=test_keep if use_segments else None,
-                   test_index=test_rows, test_on=test_on)
+                   test_index=test_rows, test_on=test_on,
+                   groups_train=data.corpus.astype(str)[train_rows][train_owner])
