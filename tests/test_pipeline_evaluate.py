@@ -154,3 +154,22 @@ def test_pretrained_bundle_has_no_held_out_ravdess_rows(rich_actor_01: Path, tmp
     metrics = json.loads(out.read_text())
     assert metrics["rows"] == 60 and metrics["training_rows_included"] is True and metrics["warnings"]
     assert set(metrics["models"]) == {"keras", "sklearn", "both"}
+
+
+@needs_shared
+def test_evaluate_classes_scores_only_those_rows_with_the_argmax_restricted(rich_actor_01: Path,
+                                                                           tmp_path: Path) -> None:
+    pretrained = str(bundle_io.default_bundle_path())
+    runner, out = CliRunner(), tmp_path / "metrics.json"
+    result = runner.invoke(main, ["evaluate", pretrained, str(rich_actor_01), "--all", "--classes",
+                                  "sad,angry,neutral,happy", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "classes: angry, happy, neutral, sad (argmax restricted to 4 of the bundle's 8)" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["rows"] == 4 + 8 + 8 + 8  # actor 01: 4 neutral clips, 8 of every other emotion
+    assert metrics["classes"]["restricted"] is True
+    for model in metrics["models"].values():
+        assert model["classes"] == ["angry", "happy", "neutral", "sad"]  # the bundle's order
+        assert sum(map(sum, model["confusion"])) == 28
+    refused = runner.invoke(main, ["evaluate", pretrained, str(rich_actor_01), "--all", "--classes", "angry,bored"])
+    assert refused.exit_code == 1 and "unknown class 'bored'" in refused.output and "Traceback" not in refused.output

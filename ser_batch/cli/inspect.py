@@ -25,10 +25,13 @@ from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, TRAIN_NORMALIZE
               help="speaker: z-score each actor's windows by that actor's own statistics and score them with "
                    "the bundle's normalised models (a bundle trained with --normalize speaker; needs the "
                    "actor column).")
+@click.option("--classes", default=None, metavar="LIST",
+              help="Only rows labelled with these classes (a subset of the bundle's, e.g. angry,happy,neutral,sad), "
+                   "with the argmax restricted to them (probabilities renormalised over the subset).")
 @click.option("--trust-pickle", is_flag=True, help=TRUST_PICKLE_HELP)
 @handle_errors
 def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_training: bool, out: Path | None,
-             normalize: str, trust_pickle: bool) -> None:
+             normalize: str, classes: str | None, trust_pickle: bool) -> None:
     """Score a model bundle on a labelled feature set (e.g. held-out actors, another corpus).
 
     Only rows the bundle did not train on are scored (it lists its training files), and
@@ -44,8 +47,9 @@ def evaluate(model_dir: Path, features_dir: Path, actors: str | None, include_tr
     if actors and not actor_ids:
         raise click.BadParameter("use actor numbers like 17,18,19,20", param_hint="--actors")
     results = evaluate_bundle(model_dir, features_dir, actors=actor_ids, include_training=include_training,
-                              trust_pickle=trust_pickle, normalize=normalize)
+                              trust_pickle=trust_pickle, normalize=normalize, classes=classes)
     click.echo(f"rows: {results['selection']}")
+    click.echo(f"classes: {results['classes']['description']}")
     click.echo("model sets: " + ", ".join(f"{band}band rows -> {name}"
                                           for band, name in results["model_sets"].items()))
     other = results["rows_left_out"] - results["training_rows_left_out"]

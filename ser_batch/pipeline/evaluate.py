@@ -98,7 +98,8 @@ def training_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet,
 
 
 def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, features_dir: Path,
-                actors: Sequence[int] | None = None, include_training: bool = False) -> RowSelection:
+                actors: Sequence[int] | None = None, include_training: bool = False,
+                classes: Sequence[str] | None = None) -> RowSelection:
     """Choose the rows to score: by default only those the bundle did not train on.
 
     Raises
@@ -106,7 +107,7 @@ def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, featu
     DatasetError
         If no row is left, saying why (and suggesting ``--all`` when only training rows remain).
     """
-    known = np.isin(data.emotion.astype(str), bundle.classes)
+    known = np.isin(data.emotion.astype(str), list(classes or bundle.classes))
     if actors:
         known &= np.isin(data.actor, list(actors))
     which = f" of actors {_actor_list(actors)}" if actors else ""
@@ -144,8 +145,13 @@ def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, featu
 
 def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
                     actors: Sequence[int] | None = None, include_training: bool = False,
-                    trust_pickle: bool = False, normalize: str = "none") -> dict[str, Any]:
+                    trust_pickle: bool = False, normalize: str = "none",
+                    classes: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
+
+    ``classes`` (``"angry,happy,neutral,sad"``, any subset of the bundle's classes) scores only
+    rows labelled with those classes and restricts the argmax to them (probabilities
+    renormalised over the subset, as ``score --classes`` does); ``results["classes"]`` says so.
 
     By default only rows the bundle did not train on are scored (see :func:`select_rows`);
     ``include_training`` scores them all, with a warning in ``results["warnings"]``.
@@ -176,13 +182,16 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     if normalize not in ("none", "speaker"):
         raise DatasetError(f"evaluate normalises per speaker or not at all (normalize none|speaker), not {normalize!r}")
     bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
+    from ser_batch.models.classes import parse_classes, restrict
+
+    subset = parse_classes(classes, bundle.classes)
     if normalize == "speaker":
         bundle.require_normalized()
     features = load_feature_set(features_dir)
     bundle.check_features(features.metadata)
     data = features.labelled()
     selection = select_rows(bundle, features, data, features_dir=Path(features_dir), actors=actors,
-                            include_training=include_training)
+                            include_training=include_training, classes=subset)
     left_out_training = 0 if selection.trained is None else int((selection.trained & ~selection.keep).sum())
     # Augmented copies (extract --augment) are training material; the figures are of the
     # recordings themselves, as train's test metrics are.
@@ -195,7 +204,8 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
             reason=selection.reason + f"; {int(copies.sum())} augmented copies left out (originals only)")
         if not selection.keep.any():
             raise DatasetError(f"{features_dir} holds only augmented copies among the rows to score")
-    corpus_classes = classes_by_corpus(data, bundle.classes)
+    scored_classes = list(subset or bundle.classes)
+    corpus_classes = classes_by_corpus(data, scored_classes)
     data = data.subset(selection.keep)
     y = data.emotion
     frameworks = list(frameworks or bundle.frameworks)
@@ -214,6 +224,10 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         "warnings": selection.warnings,
         "paths": [str(p) for p in data.paths],
         "models": {},
+        "classes": {"classes": scored_classes, "restricted": subset is not None,
+                    "description": (f"{', '.join(scored_classes)} (argmax restricted to {len(scored_classes)} of the "
+                                    f"bundle's {len(bundle.classes)})") if subset else
+                    f"all {len(bundle.classes)} of the bundle's classes"},
     }
     groups = band_groups(bundle, data, normalize=normalize == "speaker")
     results["normalize"] = normalize
@@ -223,9 +237,10 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         proba = np.zeros((len(y), len(bundle.classes)))
         for name, rows, (X_band, segments), keep in groups.values():
             proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name)
-        results["models"][framework] = classification_metrics(y, proba, bundle.classes)
+        proba = restrict(proba, bundle.classes, subset)
+        results["models"][framework] = classification_metrics(y, proba, scored_classes)
         probas[framework] = proba
-    results["corpora"] = corpus_metrics(y, probas, data.corpus, bundle.classes, corpus_classes)
+    results["corpora"] = corpus_metrics(y, probas, data.corpus, scored_classes, corpus_classes)
     return results
 
 
