@@ -91,13 +91,25 @@ def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
         bundle.require_normalized()
 
 
-def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
+def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL,
+                 frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
     in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
-    (soft voting)."""
+    (soft voting). ``frames``: the same windows' log-mel frames and frame counts, for ``cnn``."""
     if len(vectors) == 0:
         return np.zeros((0, len(bundle.classes)))
-    return bundle.predict_proba(vectors, framework=framework, model_set=model_set)
+    return bundle.predict_proba(vectors, framework=framework, model_set=model_set, frames=frames)
+
+
+def batch_frames(batches: Sequence[WindowBatch]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The log-mel frames and frame counts of the windows of ``batches``, stacked; None without frames."""
+    if not batches or any(b.frames is None for b in batches):
+        return None
+    return np.concatenate([b.frames for b in batches]), np.concatenate([b.frame_counts for b in batches])
+
+
+def _select(frames: tuple[np.ndarray, np.ndarray] | None, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    return None if frames is None else (frames[0][keep], frames[1][keep])
 
 
 @dataclass
@@ -168,7 +180,7 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
-                                windows=windows):
+                                windows=windows, frames=bundle.needs_frames):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
         yield batch
@@ -198,8 +210,9 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
         probas = []
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
             if as_they_come:
-                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set))
-                batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
+                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set,
+                                           frames=batch_frames([batch])))
+                batch = batch.without_inputs()
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
             result.summary.speech_frames += batch.speech_frames
@@ -209,7 +222,7 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
             _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(bundle.classes))))
         elif framework is not None:
             attach_probabilities(bundle, [result], framework=framework, score=config.score)
-            result.windows = [dataclasses.replace(w, vectors=w.vectors[:, :0]) for w in result.windows]
+            result.windows = [w.without_inputs() for w in result.windows]
         results.append(result)
     return results
 
@@ -253,7 +266,9 @@ def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, fra
             vectors, name = stream_inputs(bundle, stream, score=score)
             by_set.setdefault(name, []).append((stream, vectors))
     for name, pending in by_set.items():
-        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name)
+        frames = batch_frames([w for stream, _ in pending for w in stream.windows])
+        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name,
+                             frames=frames)
         at = 0
         for stream, vectors in pending:
             _summarise(stream, proba[at : at + len(vectors)])
@@ -306,7 +321,9 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
         entry["speech_windows"] = int(stream.speech.sum())
         vectors, model_set = stream_inputs(bundle, stream, score=config.score)
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
-        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name, model_set=model_set).mean(axis=0)
+        frames = _select(batch_frames(stream.windows), stream.speech)
+        probas = {name: window_proba(bundle, vectors[stream.speech], framework=name, model_set=model_set,
+                                     frames=frames).mean(axis=0)
                   for name in names} if stream.speech.any() else {}
         if len(probas) > 1:
             probas[ENSEMBLE] = np.mean(list(probas.values()), axis=0)
