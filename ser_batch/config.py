@@ -25,7 +25,9 @@ PITCH_RECIPES = ("rich",)
 #: :mod:`ser_batch.features.speech`).
 SPEECH_DETECTORS = ("energy", "bands")
 #: The models a bundle can hold (``train.models``), and the name of their averaged ensemble.
-FRAMEWORKS = ("keras", "sklearn")
+#: ``keras`` and ``sklearn`` see window vectors; ``cnn`` sees each window's log-mel frames
+#: (:mod:`ser_batch.models.sequence`).
+FRAMEWORKS = ("keras", "sklearn", "cnn")
 ENSEMBLE = "both"
 #: What ``score.framework`` (and ``--framework``) may name: one model or the ensemble.
 SCORE_FRAMEWORKS = (*FRAMEWORKS, ENSEMBLE)
@@ -102,6 +104,9 @@ class ExtractConfig:
     out: str = "output/features"
     #: Optional ``path,label`` CSV for corpora whose names carry no label.
     labels_csv: str = ""
+    #: ``rich`` only: also store each row's log-mel frames (column ``frames``: the 128 mel dB bands
+    #: averaged in pairs, /20; ~2x the table) for frame-sequence models (``train --models ...,cnn``).
+    store_frames: bool = True
     #: Augmented copies written besides each file's own row (``ser_batch.audio.telephony``):
     #: telephone-pcm, telephone-ulaw, telephone-alaw, noise-<snr>db, pink-<snr>db,
     #: gain-<db>db, tempo-<factor>. Empty: the original audio only.
@@ -183,6 +188,40 @@ class KerasConfig:
 
 
 @dataclass(frozen=True)
+class CnnConfig:
+    """The frame-sequence network (``cnn``, :mod:`ser_batch.models.sequence`): 1-D convolutions over
+    a window's log-mel frames (each band's mean over the window subtracted), statistics pooling
+    (mean and standard deviation over time), a Dense ReLU layer and a softmax.
+
+    Trained on random window-long crops of the training rows' frames with SpecAugment-style
+    masks, AdamW with a cosine decay, label smoothing. Defaults: the research runs of
+    docs/accuracy.md ("frame-sequence model").
+    """
+
+    #: Kernel size and dilation of each convolution ('same' padding, batch norm, ReLU).
+    kernels: tuple[int, ...] = (5, 3, 3, 3)
+    dilations: tuple[int, ...] = (1, 2, 3, 1)
+    width: int = 128
+    dense: int = 128
+    dropout: float = 0.3
+    #: Floor of each window at its loudest value minus this many dB (before the band means
+    #: are subtracted); 0 = only the extraction's fixed floor (``features.db_floor``). 50 dB: +2.5
+    #: points over none in cross-validation over RAVDESS actors (docs/accuracy.md).
+    relative_floor_db: float = 50.0
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 0.002
+    weight_decay: float = 0.0001
+    label_smoothing: float = 0.05
+    #: SpecAugment: this many frequency masks of up to ``freq_mask_bands`` bands and time masks
+    #: of up to ``time_mask_fraction`` of the crop, per training crop.
+    freq_masks: int = 2
+    freq_mask_bands: int = 8
+    time_masks: int = 2
+    time_mask_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
 class SklearnConfig:
     """scikit-learn's MLPClassifier, in a Pipeline after a StandardScaler."""
 
@@ -255,6 +294,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     keras: KerasConfig = field(default_factory=KerasConfig)
     sklearn: SklearnConfig = field(default_factory=SklearnConfig)
+    cnn: CnnConfig = field(default_factory=CnnConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -399,6 +439,15 @@ def _check_networks(config: Config) -> None:
         raise ConfigError("learning rates must be > 0, alpha and l2 >= 0")
     if not all(0 <= d < 1 for d in (keras.input_dropout, *keras.dropout)) or not 0 <= keras.label_smoothing < 1:
         raise ConfigError("keras dropout rates and label_smoothing must be in [0, 1)")
+    cnn = config.cnn
+    if not cnn.kernels or len(cnn.kernels) != len(cnn.dilations) or min(*cnn.kernels, *cnn.dilations) < 1:
+        raise ConfigError("cnn.kernels and cnn.dilations must be lists of positive integers of the same length")
+    if min(cnn.width, cnn.dense, cnn.epochs, cnn.batch_size) < 1 or cnn.learning_rate <= 0 or cnn.weight_decay < 0:
+        raise ConfigError("cnn.width, dense, epochs and batch_size must be >= 1, learning_rate > 0, weight_decay >= 0")
+    if not 0 <= cnn.dropout < 1 or not 0 <= cnn.label_smoothing < 1 or not 0 <= cnn.time_mask_fraction < 1:
+        raise ConfigError("cnn.dropout, label_smoothing and time_mask_fraction must be in [0, 1)")
+    if min(cnn.freq_masks, cnn.freq_mask_bands, cnn.time_masks) < 0 or cnn.relative_floor_db < 0:
+        raise ConfigError("cnn mask counts and widths and relative_floor_db must be >= 0")
 
 
 def _check_score(config: Config) -> None:

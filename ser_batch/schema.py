@@ -55,6 +55,7 @@ FEATURES = "features"
 SEGMENTS = "segments"
 SEGMENT_STARTS_S = "segment_starts_s"
 SEGMENT_SPEECH_RATIO = "segment_speech_ratio"
+FRAMES = "frames"
 ERROR = "error"
 
 #: Label columns, in table order; all nullable (a non-RAVDESS file has none).
@@ -71,7 +72,7 @@ META_FEATURE_NAMES = b"ser_batch.feature_names"
 META_CONFIG = b"ser_batch.config"
 
 
-def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any]) -> pa.Schema:
+def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any], frame_bands: int = 0) -> pa.Schema:
     """Schema of the ``extract`` output: one row per audio file.
 
     ``features`` is a fixed-size list of float32 (193 with the default config);
@@ -83,7 +84,10 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any])
     ``noise-20db``, ...; see :mod:`ser_batch.audio.telephony`) and is null on the row of the file's
     own audio; ``band`` is ``narrow`` for telephone copies and files of at most 8 kHz, else
     ``wide`` (null when the file could not be read). ``corpus`` names the corpus of the row (see
-    :data:`CORPUS`); tables written before it existed lack the column.
+    :data:`CORPUS`); tables written before it existed lack the column. With ``frame_bands``
+    (``extract.store_frames``, rich recipe) a last column ``frames`` holds each row's log-mel frames,
+    ``frame_bands`` values per 32 ms frame (:mod:`ser_batch.features.melframes`); tables without it
+    read as before (a nullable addition: the schema version stays).
     """
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
@@ -105,6 +109,8 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any])
         pa.field(SEGMENT_SPEECH_RATIO, pa.list_(pa.float32())),
         pa.field(ERROR, pa.string()),
     ]
+    if frame_bands:
+        fields.append(pa.field(FRAMES, pa.list_(pa.list_(pa.float32(), frame_bands))))
     metadata = {
         META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
         META_TABLE: b"features",

@@ -110,7 +110,7 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
 @click.option("--out", type=click.Path(path_type=Path), default=Path("output/model"),
               help="Folder of the model bundle to write.")
 @click.option("--models", default=None, metavar="LIST",
-              help="Comma-separated models to fit: keras, sklearn  [default: train.models, both]")
+              help="Comma-separated models to fit: keras, sklearn, cnn (frame-sequence network; needs rich features with frames)  [default: train.models: keras,sklearn]")
 @click.option("--split", type=click.Choice(SPLITS), default=None,
               help="speaker: hold out whole actors (honest); random: stratified rows (the original "
                    "recipe, optimistic); corpus: hold out the whole --test-corpus; none: train on "
@@ -215,7 +215,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Model bundle folder  [default: the pretrained bundle shipped with ser-batch]")
 @click.option("--framework", type=click.Choice(SCORE_FRAMEWORKS), default=None,
-              help="Which model scores: keras, sklearn or both (their averaged probabilities)  "
+              help="Which model scores: keras, sklearn, cnn or both (the average of the bundle's models)  "
                    "[default: score.framework, both]")
 @click.option("--channels", type=click.Choice(CHANNELS), default=None,
               help="mix: average the channels into one stream (channel is null); split: score each "

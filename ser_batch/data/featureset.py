@@ -53,6 +53,9 @@ class FeatureSet:
     augment: Any = None
     band: Any = None
     corpus: Any = None
+    #: list of np.ndarray [shape=(t_i, n_mels // 2)] per row: the log-mel frames of the ``cnn``
+    #: model (column ``frames``, ``extract.store_frames``), or None when the table has none
+    frames: list[Any] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -68,9 +71,10 @@ class FeatureSet:
         index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
         segments = [self.segments[i] for i in index] if self.segments is not None else None
         speech = [self.speech_ratio[i] for i in index] if self.speech_ratio is not None else None
+        frames = [self.frames[i] for i in index] if self.frames is not None else None
         return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
                           self.metadata, self.n_errors, segments, speech, self.augment[index], self.band[index],
-                          self.corpus[index])
+                          self.corpus[index], frames)
 
     def originals(self) -> "FeatureSet":
         """Only the rows of the files' own audio (no augmented copies)."""
@@ -133,6 +137,15 @@ def load_feature_set(directory: Path) -> FeatureSet:
         offsets = column.offsets.to_numpy()
         values = column.values.to_numpy()
         speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    frames = None
+    # Tables written before the column existed (or without extract.store_frames) have no frames.
+    if schema.FRAMES in table.column_names and table.column(schema.FRAMES).null_count == 0:
+        column = table.column(schema.FRAMES).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        bands = column.type.value_type.list_size
+        stacked = column.flatten().flatten().to_numpy().reshape(-1, bands).astype(np.float32)
+        frames = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     augment = band = None
     if schema.AUGMENT in table.column_names:
         augment = np.array(table.column(schema.AUGMENT).to_pylist(), dtype=object)
@@ -154,6 +167,7 @@ def load_feature_set(directory: Path) -> FeatureSet:
         speech_ratio=speech,
         augment=augment,
         band=band,
+        frames=frames,
     )
 
 

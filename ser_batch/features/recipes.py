@@ -63,6 +63,9 @@ class FileFeatures:
     segments: np.ndarray | None = None
     segment_starts_s: np.ndarray | None = None
     segment_speech_ratio: np.ndarray | None = None
+    #: np.ndarray [shape=(n_frames, n_mels // 2)], float32: the signal's log-mel frames
+    #: (:func:`ser_batch.features.melframes.mel_frames`; ``rich`` only), or None
+    frames: np.ndarray | None = None
 
 
 def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
@@ -97,12 +100,15 @@ def _classic(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileF
 
 
 def _rich(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
-    from ser_batch.features.windows import signal_windows
+    from ser_batch.features.melframes import mel_frames
+    from ser_batch.features.windows import frame_windows, signal_frames
 
-    vector, windows = signal_windows(y, sample_rate, config=config)
+    rich, f0 = signal_frames(y, sample_rate, config=config)
+    vector, windows = frame_windows(rich, f0, sample_rate, config=config)
     if config.window_s <= 0:
         return FileFeatures(vector)
-    return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio)
+    return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio,
+                        mel_frames(rich, config))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ which is local too (:func:`speech_context` says how many frames a stream keeps f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -326,6 +327,10 @@ class WindowBatch:
     speech_ratio : np.ndarray [shape=(k,)], float32
     speech_frames : int, frames judged speech among the frames this batch owns (each frame is
         owned by exactly one batch of a stream, for speech-duration totals)
+    frames : np.ndarray [shape=(k, window, n_mels // 2)], float32, or None: each window's log-mel
+        frames (:func:`ser_batch.features.melframes.mel_frames`), zeros past the end of a last,
+        shorter window; only when asked (``frames=True``: a bundle with a ``cnn`` model)
+    frame_counts : np.ndarray [shape=(k,)], int, or None: frames of each window
     """
 
     index: np.ndarray
@@ -334,10 +339,17 @@ class WindowBatch:
     vectors: np.ndarray
     speech_ratio: np.ndarray
     speech_frames: int
+    frames: np.ndarray | None = None
+    frame_counts: np.ndarray | None = None
+
+    def without_inputs(self) -> "WindowBatch":
+        """The batch without its vectors and frames (once scored: memory stays flat on long files)."""
+        return dataclasses.replace(self, vectors=self.vectors[:, :0], frames=None)
 
 
 def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: FeatureConfig,
-                   first_sample: int = 0, windows: tuple[int, int | None] = (0, None)) -> Iterator[WindowBatch]:
+                   first_sample: int = 0, windows: tuple[int, int | None] = (0, None),
+                   frames: bool = False) -> Iterator[WindowBatch]:
     """Window features of a stream of consecutive mono blocks, in window order.
 
     Parameters
@@ -346,6 +358,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
         starting at sample ``first_sample`` of the signal, which must be
         :func:`first_sample_needed` of the first window (or earlier: the excess is skipped)
     windows : ``(first, stop)`` window numbers to produce (``stop=None``: to the end)
+    frames : also give each window's log-mel frames (:attr:`WindowBatch.frames`)
 
     Yields
     ------
@@ -416,6 +429,8 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
                 vectors=pool_windows(kept, kept_f0, starts - kept_first, ends - kept_first, frame_s=grid.frame_s),
                 speech_ratio=((csum[ends - lo] - csum[starts - lo]) / (ends - starts)).astype(np.float32),
                 speech_frames=int(csum[own_hi - lo]),
+                **(_frames_of(kept, starts - kept_first, ends - kept_first, grid=grid, config=config)
+                   if frames else {}),
             )
             next_window = stop
             cut = max(0, next_window * grid.hop - context) - kept_first
@@ -453,17 +468,52 @@ def signal_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> 
     return rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate, config=config)
 
 
-def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
+def _frames_of(rich: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, grid: WindowGrid,
+               config: FeatureConfig) -> dict[str, np.ndarray]:
+    """:attr:`WindowBatch.frames` and ``frame_counts`` of windows ``[starts, ends)`` of ``rich`` frames."""
+    from ser_batch.features.melframes import mel_frames, window_frames
+
+    lo, hi = int(starts.min()), int(ends.max())
+    mel = mel_frames(rich[lo:hi], config)
+    return {"frames": window_frames(mel, starts - lo, ends - lo, width=grid.window),
+            "frame_counts": (ends - starts).astype(np.int64)}
+
+
+def row_windows(mel: np.ndarray, *, config: FeatureConfig, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """A whole row's log-mel frames (the ``frames`` column) cut into its windows: the grid of its
+    window vectors, and the frames :func:`stream_windows` gives with ``frames=True``.
+
+    Returns
+    -------
+    windows : np.ndarray [shape=(k, window, b)], float32, zeros past a short last window's end
+    counts : np.ndarray [shape=(k,)], int, frames of each window
+    """
+    from ser_batch.features.melframes import window_frames
+
+    grid = WindowGrid.of(config, sample_rate)
+    starts, ends = grid.bounds(0, grid.n_windows(len(mel)), len(mel))
+    return window_frames(mel, starts, ends, width=grid.window), (ends - starts).astype(np.int64)
+
+
+def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig, frames: bool = False
                    ) -> tuple[np.ndarray, WindowBatch]:
     """Features of a whole signal in memory: its clip vector (pooled over every frame) and its
-    windows, equal to :func:`stream_windows` over it in any blocks.
+    windows, equal to :func:`stream_windows` over it in any blocks (``frames``: with each window's
+    log-mel frames too).
 
     Returns
     -------
     clip : np.ndarray [shape=(n_features,)], float32
     windows : WindowBatch of every window
     """
-    frames, f0 = signal_frames(y, sample_rate, config=config)
+    rich, f0 = signal_frames(y, sample_rate, config=config)
+    return frame_windows(rich, f0, sample_rate, config=config, frames=frames)
+
+
+def frame_windows(rich: np.ndarray, f0: np.ndarray, sample_rate: int, *, config: FeatureConfig,
+                  frames: bool = False) -> tuple[np.ndarray, WindowBatch]:
+    """:func:`signal_windows` of the ``rich`` frames and f0 of :func:`signal_frames`."""
+    frames, want_frames = rich, frames
     n_frames = len(frames)
     grid = WindowGrid.of(config, sample_rate)
     starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
@@ -472,7 +522,8 @@ def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig
     windows = WindowBatch(index=np.arange(len(starts)), start_s=starts * grid.frame_s, end_s=ends * grid.frame_s,
                           vectors=pool_windows(frames, f0, starts, ends, frame_s=grid.frame_s),
                           speech_ratio=((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32),
-                          speech_frames=int(csum[-1]))
+                          speech_frames=int(csum[-1]),
+                          **(_frames_of(frames, starts, ends, grid=grid, config=config) if want_frames else {}))
     clip = pool_windows(frames, f0, np.array([0]), np.array([n_frames]), frame_s=grid.frame_s)[0]
     return clip, windows
 

@@ -19,7 +19,6 @@ the shards it runs.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +111,26 @@ def output_classes(bundle: Bundle, score: ScoreConfig) -> list[str]:
 
 
 def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL,
-                 keep: Sequence[str] | None = None) -> np.ndarray:
+                 keep: Sequence[str] | None = None, frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
     in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
-    (soft voting). With ``keep`` (:func:`class_subset`), ``(k, len(keep))`` renormalised over them."""
+    (soft voting). With ``keep`` (:func:`class_subset`), ``(k, len(keep))`` renormalised over them.
+    ``frames``: the same windows' log-mel frames and frame counts, for ``cnn``."""
     if len(vectors) == 0:
         return np.zeros((0, len(keep or bundle.classes)))
-    return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set), bundle.classes, keep)
+    return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set, frames=frames),
+                    bundle.classes, keep)
+
+
+def batch_frames(batches: Sequence[WindowBatch]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The log-mel frames and frame counts of the windows of ``batches``, stacked; None without frames."""
+    if not batches or any(b.frames is None for b in batches):
+        return None
+    return np.concatenate([b.frames for b in batches]), np.concatenate([b.frame_counts for b in batches])
+
+
+def _select(frames: tuple[np.ndarray, np.ndarray] | None, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    return None if frames is None else (frames[0][keep], frames[1][keep])
 
 
 @dataclass
@@ -189,7 +201,7 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
-                                windows=windows):
+                                windows=windows, frames=bundle.needs_frames):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
         yield batch
@@ -221,8 +233,8 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
             if as_they_come:
                 probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set,
-                                           keep=keep))
-                batch = dataclasses.replace(batch, vectors=batch.vectors[:, :0])
+                                           keep=keep, frames=batch_frames([batch])))
+                batch = batch.without_inputs()
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
             result.summary.speech_frames += batch.speech_frames
@@ -232,7 +244,7 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
             _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(keep or bundle.classes))))
         elif framework is not None:
             attach_probabilities(bundle, [result], framework=framework, score=config.score)
-            result.windows = [dataclasses.replace(w, vectors=w.vectors[:, :0]) for w in result.windows]
+            result.windows = [w.without_inputs() for w in result.windows]
         results.append(result)
     return results
 
@@ -277,8 +289,9 @@ def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, fra
             vectors, name = stream_inputs(bundle, stream, score=score)
             by_set.setdefault(name, []).append((stream, vectors))
     for name, pending in by_set.items():
+        frames = batch_frames([w for stream, _ in pending for w in stream.windows])
         proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name,
-                             keep=keep)
+                             keep=keep, frames=frames)
         at = 0
         for stream, vectors in pending:
             _summarise(stream, proba[at : at + len(vectors)])
@@ -333,18 +346,21 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
         entry["speech_windows"] = int(stream.speech.sum())
         vectors, model_set = stream_inputs(bundle, stream, score=config.score)
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
-        probas = _file_probas(bundle, vectors[stream.speech], names=names, model_set=model_set, keep=keep) \
-            if stream.speech.any() else {}
+        frames = _select(batch_frames(stream.windows), stream.speech)
+        probas = _file_probas(bundle, vectors[stream.speech], names=names, model_set=model_set, keep=keep,
+                              frames=frames) if stream.speech.any() else {}
         entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
     return results
 
 
 def _file_probas(bundle: Bundle, vectors: np.ndarray, *, names: list[str], model_set: str = GLOBAL,
-                 keep: Sequence[str] | None) -> dict[str, np.ndarray]:
+                 keep: Sequence[str] | None, frames: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
     """Each model's mean probabilities over ``vectors`` (and their ensemble's), as ``score``
     summarises a stream: every window's probabilities restricted to ``keep`` first, the
     ensemble's from the models' averaged window probabilities (as ``window_proba`` gives them)."""
-    full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set) for name in names}
+    full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set, frames=frames)
+            for name in names}
     if len(full) > 1:
         full[ENSEMBLE] = np.mean(list(full.values()), axis=0)
     return {name: restrict(proba, bundle.classes, keep).mean(axis=0) for name, proba in full.items()}

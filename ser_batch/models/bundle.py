@@ -51,12 +51,14 @@ MANIFEST = "manifest.json"
 SKLEARN_FILE = "sklearn_mlp.skops"
 SKLEARN_PICKLE = "sklearn_mlp.joblib"
 KERAS_FILE = "keras_ann.keras"
+#: The frame-sequence model's Keras file (its arrays, cnn.npz, are what ser-batch evaluates).
+CNN_FILE = "cnn.keras"
 TRAINING_FILES = "training_files.json"
 
 
 def model_files(bundle_format: int) -> dict[str, str]:
     """The file each framework's model is read from, in a bundle of that format."""
-    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE}
+    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE, "cnn": CNN_FILE}
 
 
 #: Manifest value of ``training_data.files.keys`` when the list holds ``corpus:path`` keys.
@@ -154,6 +156,11 @@ class Bundle:
     def aggregation(self) -> str:
         """``segments`` (models see window vectors; a file is their mean) or ``clip``."""
         return str(self.manifest.get("aggregation", "clip"))
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether some model of the bundle (``cnn``) scores windows' log-mel frames."""
+        return any("cnn" in s.models for s in self.model_sets.values()) or "cnn" in self.frameworks
 
     @functools.cached_property
     def model_sets(self) -> dict[str, ModelSet]:
@@ -255,7 +262,11 @@ class Bundle:
             try:
                 from ser_batch.models.networks import ARRAYS, DenseNetwork
 
-                if ARRAYS[framework] in self.manifest.get("files", {}):
+                if framework == "cnn":
+                    from ser_batch.models.sequence import SequenceNetwork
+
+                    self._models[framework] = SequenceNetwork.load(self.path / ARRAYS[framework], classes=self.classes)
+                elif ARRAYS[framework] in self.manifest.get("files", {}):
                     # The same network as the framework's own file, evaluated with numpy: no
                     # TensorFlow or scikit-learn in the process, nothing unpickled.
                     self._models[framework] = DenseNetwork.load(self.path / ARRAYS[framework], classes=self.classes)
@@ -291,7 +302,13 @@ class Bundle:
         key = f"{model_set}/{framework}"
         if key not in self._models:
             try:
-                self._models[key] = DenseNetwork.load(self.path / entry.dir / ARRAYS[framework], classes=self.classes)
+                if framework == "cnn":
+                    from ser_batch.models.sequence import SequenceNetwork
+
+                    network: Any = SequenceNetwork
+                else:
+                    network = DenseNetwork
+                self._models[key] = network.load(self.path / entry.dir / ARRAYS[framework], classes=self.classes)
             except (OSError, ValueError, KeyError) as exc:
                 raise BundleError(f"cannot load the {framework} model of set {model_set!r} of {self.path}: "
                                   f"{type(exc).__name__}: {exc}") from None
@@ -302,10 +319,13 @@ class Bundle:
         return list(self.model_sets[model_set].models) if model_set != GLOBAL else self.frameworks
 
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
-                     keep: np.ndarray | None = None, model_set: str = GLOBAL) -> np.ndarray:
+                     keep: np.ndarray | None = None, model_set: str = GLOBAL,
+                     frames: list[np.ndarray] | None = None) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
         the bundle was trained on windows (only those in ``keep``, a mask over the stacked
-        windows such as the ones with speech, when a row has any), else of the clip vectors ``X``."""
+        windows such as the ones with speech, when a row has any), else of the clip vectors ``X``.
+        ``frames``: each row's log-mel frames (the ``frames`` column), cut into the same windows for
+        a ``cnn`` model."""
         if self.aggregation != "segments":
             return self.predict_proba(X, framework=framework, model_set=model_set)
         if segments is None:
@@ -314,19 +334,35 @@ class Bundle:
         from ser_batch.models.estimators import mean_by_row, stack_segments
 
         stacked, rows = stack_segments(segments)
-        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set), rows,
-                           len(segments), keep=keep)
+        windows = None
+        if frames is not None and self.needs_frames:
+            from ser_batch.features.windows import row_windows
 
-    def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL) -> np.ndarray:
+            cut = [row_windows(f, config=self.config.features, sample_rate=self.config.audio.sample_rate)
+                   for f in frames]
+            windows = (np.concatenate([w for w, _ in cut]), np.concatenate([c for _, c in cut]))
+        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows),
+                           rows, len(segments), keep=keep)
+
+    def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL,
+                      frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order, by the models of ``model_set``.
 
-        ``framework="both"`` averages the models' probabilities (a soft-voting ensemble).
+        ``framework="both"`` averages the models' probabilities (a soft-voting ensemble). The
+        dense models see the vectors ``X``; ``cnn`` sees ``frames``, the same windows' log-mel
+        frames ``(n, window, bands)`` and frame counts ``(n,)``.
         """
         if framework == ENSEMBLE:
-            return np.mean([self.predict_proba(X, framework=f, model_set=model_set)
+            return np.mean([self.predict_proba(X, framework=f, model_set=model_set, frames=frames)
                             for f in self.set_frameworks(model_set)], axis=0)
         model = self.model(framework, model_set)
-        proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+        if framework == "cnn":
+            if frames is None:
+                raise BundleError(f"the cnn model of {self.path} scores windows' log-mel frames and none were "
+                                  "given (feature tables need the frames column: extract.store_frames = true)")
+            proba = np.asarray(model.predict_proba(*frames), dtype=np.float64)
+        else:
+            proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
         order = [list(model.classes_).index(c) for c in self.classes]
         return proba[:, order]
 

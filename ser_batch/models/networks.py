@@ -18,7 +18,8 @@ import numpy as np
 #: Array exports inside a bundle.
 KERAS_ARRAYS = "keras_ann.npz"
 SKLEARN_ARRAYS = "sklearn_mlp.npz"
-ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS}
+CNN_ARRAYS = "cnn.npz"  # the frame-sequence model (ser_batch.models.sequence)
+ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS, "cnn": CNN_ARRAYS}
 
 #: Hidden layers are ReLU; the output is softmax, or logistic for a two-class MLP (one unit).
 _ACTIVATIONS = ("relu", "softmax", "logistic")
@@ -79,7 +80,7 @@ def cast_arrays(path: Path, dtype: str) -> Path:
     with np.load(Path(path), allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     for key in arrays:
-        if key.startswith(("kernel_", "bias_")):
+        if "kernel" in key or "bias" in key:  # Dense exports and the cnn's conv_/dense_/out_ arrays
             arrays[key] = arrays[key].astype(dtype)
     np.savez_compressed(path, **arrays)
     return Path(path)

@@ -236,7 +236,9 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
     for framework in frameworks:
         proba = np.zeros((len(y), len(bundle.classes)))
         for name, rows, (X_band, segments), keep in groups.values():
-            proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name)
+            frames = [data.frames[i] for i in rows] if data.frames is not None else None
+            proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name,
+                                              frames=frames)
         proba = restrict(proba, bundle.classes, subset)
         results["models"][framework] = classification_metrics(y, proba, scored_classes)
         probas[framework] = proba

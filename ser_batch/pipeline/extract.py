@@ -108,6 +108,7 @@ def plan_shards(
     settings = config_to_dict(config)
     settings = {k: settings[k] for k in ("audio", "features")}
     settings["augment"] = list(config.extract.augment)
+    settings["store_frames"] = frame_bands(config)
     shards = []
     for index, start in enumerate(range(0, len(paths), size)):
         chunk = tuple(paths[start : start + size])
@@ -144,7 +145,9 @@ def extract_shard(
     """
     cfg = config_from_dict(config)
     names = feature_names(cfg.features)
-    rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(recipe=cfg.features.recipe, names=names, config={})}
+    bands = frame_bands(cfg)
+    rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(recipe=cfg.features.recipe, names=names,
+                                                                             config={}, frame_bands=bands)}
     failures: list[tuple[str, str]] = []
     augmented = 0
     for rel in shard.paths:
@@ -174,13 +177,15 @@ def extract_shard(
             if copy is not None:
                 _append_row(rows, rel, label_row, info, name, copy, None)
                 augmented += 1
-    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=names, config=config)
+    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=names, config=config, frame_bands=bands)
     arrays = []
     for field in table_schema:
         if field.name == schema.FEATURES:
             arrays.append(schema.vectors_array(rows[field.name], len(names)))
         elif field.name == schema.SEGMENTS:
             arrays.append(schema.matrices_array(rows[field.name], len(names)))
+        elif field.name == schema.FRAMES:
+            arrays.append(schema.matrices_array(rows[field.name], bands))
         else:
             arrays.append(pa.array(rows[field.name], field.type))
     table = pa.Table.from_arrays(arrays, schema=table_schema)
@@ -188,6 +193,16 @@ def extract_shard(
     # Only the first few failures travel back: the summary names no more than that.
     return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "augmented": augmented,
             "failures": failures[:SHOWN]}
+
+
+def frame_bands(config: Config) -> int:
+    """Bands of the ``frames`` column this run writes: ``n_mels // 2`` with ``extract.store_frames``
+    and a recipe with windows (``rich``), else 0 (no column)."""
+    from ser_batch.features.melframes import n_bands
+
+    if not config.extract.store_frames or config.features.recipe != "rich" or config.features.window_s <= 0:
+        return 0
+    return n_bands(config.features)
 
 
 def _augmented_features(rel: str, y: np.ndarray, name: str, *, config: Config) -> FileFeatures | None:
@@ -222,6 +237,8 @@ def _append_row(rows: dict[str, list[Any]], rel: str, label_row: Mapping[str, An
     rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
     rows[schema.SEGMENT_SPEECH_RATIO].append(feats.segment_speech_ratio if feats else None)
     rows[schema.ERROR].append(error)
+    if schema.FRAMES in rows:
+        rows[schema.FRAMES].append(feats.frames if feats else None)
 
 
 def run_extract(

@@ -144,7 +144,9 @@ def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], con
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
               test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
               test_keep: np.ndarray | None = None, arrays_only: bool = False,
-              groups_train: np.ndarray | None = None) -> dict[str, Any]:
+              groups_train: np.ndarray | None = None,
+              frames_train: tuple[list[np.ndarray], np.ndarray] | None = None,
+              frames_test: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
 
     With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
@@ -154,6 +156,9 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     ``groups_train`` (the corpus of each training vector) lets the Keras ANN leave out of a row's
     loss the classes its corpus lacks (``train.absent_classes = "mask"``); the scikit-learn MLP
     has no per-row loss and ignores it.
+    The ``cnn``
+    model trains on ``frames_train`` (each training row's log-mel frames and its label) and is
+    tested on ``frames_test`` (the test windows' frames and frame counts, in ``X_test``'s order).
 
     Returns
     -------
@@ -163,7 +168,20 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     cfg = config_from_dict(config)
     started = time.perf_counter()
     Path(staging).mkdir(parents=True, exist_ok=True)
-    if kind == "keras":
+    if kind == "cnn" and frames_train is None:
+        raise DatasetError("the cnn model trains on each row's log-mel frames, and these features have none: "
+                           "re-extract with the rich recipe (extract.store_frames = true)")
+    if kind == "cnn":
+        from ser_batch.features.windows import WindowGrid
+        from ser_batch.models.sequence import SequenceClassifier
+
+        grid = WindowGrid.of(cfg.features, cfg.audio.sample_rate)
+        model = SequenceClassifier(params=cfg.cnn, window=grid.window, seed=cfg.train.seed,
+                                   threads=threads).fit(frames_train[0], frames_train[1])
+        files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
+        history = model.history_
+        X_test = frames_test if frames_test is not None else X_test[:0]
+    elif kind == "keras":
         from ser_batch.models.estimators import KerasANN
 
         groups = groups_train if cfg.train.absent_classes == "mask" else None
@@ -198,8 +216,11 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         cast_arrays(Path(staging) / ARRAYS[kind], cfg.train.array_dtype)
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
-    if len(X_test):
-        proba = np.asarray(model.predict_proba(X_test), dtype=np.float64)
+    if kind == "cnn" and X_test is not None and not len(X_test[0]):
+        X_test = []
+    if X_test is not None and len(X_test):
+        proba = np.asarray(model.predict_proba(*X_test) if kind == "cnn" else model.predict_proba(X_test),
+                           dtype=np.float64)
         if test_rows is not None:
             proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1, keep=test_keep)
     return {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
@@ -305,7 +326,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
                           **({"test_corpus": split.test_corpus} if split.test_corpus else {})},
                 "absent_classes": _absent_classes(data, split, classes, config=effective),
                 "metrics": _headline(metrics),
-                "model_sets": {s.name: dict(s.entry(), models=list(config.train.models),
+                "model_sets": {s.name: dict(s.entry(), models=s.models(config.train.models),
                                             metrics=_headline(set_metrics[s.name])) for s in sets},
             }
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -320,7 +341,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
 
 def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int) -> list[dict[str, Any]]:
     """Fit every model of every set as parallel Ray tasks writing into ``staging``; their results."""
-    items = [(s.name, kind) for s in sets for kind in config.train.models]
+    items = [(s.name, kind) for s in sets for kind in s.models(config.train.models)]
     threads = min(max(1, cpus // len(items)), runtime.largest_node_cpus())
     results = runtime.map_tasks(
         fit_set_model, items,

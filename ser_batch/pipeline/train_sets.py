@@ -78,12 +78,21 @@ class SetData:
     test_index: np.ndarray
     test_on: str
     groups_train: np.ndarray | None = None
+    #: ``cnn`` inputs, when the features store frames (sets of plain features only): each training
+    #: row's log-mel frames and label; the test windows' frames and frame counts (``X_test`` order).
+    frames_train: tuple[list[np.ndarray], np.ndarray] | None = None
+    frames_test: tuple[np.ndarray, np.ndarray] | None = None
 
     def arrays(self) -> dict[str, Any]:
         """What a fitting task needs (put in Ray's object store once)."""
         return {"X_train": self.X_train, "y_train": self.y_train, "X_test": self.X_test,
                 "test_rows": self.test_rows, "test_keep": self.test_keep, "dir": self.dir,
-                "groups_train": self.groups_train}
+                "groups_train": self.groups_train,
+                "frames_train": self.frames_train, "frames_test": self.frames_test}
+
+    def models(self, requested: tuple[str, ...]) -> list[str]:
+        """The requested models this set fits: ``cnn`` only on plain (not speaker-normalised) features."""
+        return [m for m in requested if m != "cnn" or self.normalize == "none"]
 
     def entry(self) -> dict[str, Any]:
         """This set's ``model_sets`` manifest entry, before its models and metrics are known."""
@@ -163,7 +172,17 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
             X = normalize_groups(X, groups, keep)
         parts.append((X, owner, keep))
     (X_train, train_owner, _), (X_test, test_owner, test_keep) = parts
-    return SetData(name=name, dir="" if name == GLOBAL else name, band=band, normalize=normalize,
+    frames_train = frames_test = None
+    if use_segments and normalize == "none" and data.frames is not None:
+        from ser_batch.features.windows import row_windows
+
+        frames_train = ([data.frames[i] for i in train_rows], labels[train_rows])
+        cut = [row_windows(data.frames[i], config=config.features, sample_rate=config.audio.sample_rate)
+               for i in test_rows]
+        if cut:
+            frames_test = (np.concatenate([w for w, _ in cut]), np.concatenate([c for _, c in cut]))
+    return SetData(frames_train=frames_train, frames_test=frames_test,
+                   name=name, dir="" if name == GLOBAL else name, band=band, normalize=normalize,
                    X_train=X_train, y_train=labels[train_rows][train_owner], X_test=X_test,
                    test_rows=test_owner if use_segments else None, test_keep=test_keep if use_segments else None,
                    test_index=test_rows, test_on=test_on,

@@ -1,0 +1,71 @@
+"""Log-mel frames of the frame-sequence model (``cnn``), taken from the ``rich`` recipe's frames.
+
+No second STFT: the ``rich`` frames already hold the 128 mel bands in dB with the fixed floor
+``features.db_floor``; adjacent bands are averaged in pairs (64 bands) and divided by 20 (about
+unit scale). The frames are plain (local, like every ``rich`` frame): the per-window band-mean
+subtraction is part of the network's input step (:mod:`ser_batch.models.sequence`), so a window's
+frames are the same in any block size and inside a long call as alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ser_batch.config import FeatureConfig
+
+#: Adjacent mel bands averaged into one band of the network's frames.
+BAND_POOL = 2
+#: dB divided by this: values of about unit scale.
+DB_SCALE = 20.0
+
+
+def n_bands(config: FeatureConfig) -> int:
+    """Bands of the network frames: ``n_mels // 2`` (64 by default)."""
+    return config.n_mels // BAND_POOL
+
+
+def mel_frames(rich_frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The network frames of ``rich`` frames.
+
+    Parameters
+    ----------
+    rich_frames : np.ndarray [shape=(t, 199)], float32, columns of
+        :func:`ser_batch.features.rich.rich_segment_frames` (mel in dB)
+
+    Returns
+    -------
+    np.ndarray [shape=(t, n_mels // 2)], float32, mean dB of each band pair / 20
+    """
+    from ser_batch.features.fast import mel_columns
+
+    mel = np.asarray(rich_frames[:, mel_columns(config)], dtype=np.float32)
+    bands = n_bands(config)
+    pooled = mel[:, : bands * BAND_POOL].reshape(len(mel), bands, BAND_POOL).mean(axis=2)
+    return (pooled / np.float32(DB_SCALE)).astype(np.float32)
+
+
+def window_frames(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, width: int) -> np.ndarray:
+    """The frames of each window, stacked: window ``i`` is ``frames[starts[i]:ends[i]]``, zeros past
+    its end (a last window cut at the end of the signal is shorter than ``width``).
+
+    Parameters
+    ----------
+    frames : np.ndarray [shape=(m, b)], float32
+    starts, ends : np.ndarray [shape=(k,)], int, ``0 <= start < end <= m``, ``end - start <= width``
+
+    Returns
+    -------
+    np.ndarray [shape=(k, width, b)], float32
+    """
+    starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    out = np.zeros((len(starts), width, frames.shape[1]), dtype=np.float32)
+    if not len(starts):
+        return out
+    full = (ends - starts) == width
+    if full.any():
+        index = starts[full][:, None] + np.arange(width)[None, :]
+        out[full] = frames[index]
+    for i in np.flatnonzero(~full):
+        out[i, : ends[i] - starts[i]] = frames[starts[i] : ends[i]]
+    return out
+
