@@ -91,7 +91,8 @@ class FeatureConfig:
     #: ``rich`` only: the speech detector, one of :data:`SPEECH_DETECTORS`. "energy": the level
     #: test above; "bands": also a band-SNR test on mel bands 8..88 (~190 Hz - 3 kHz), which finds
     #: speech in steady noise the level test loses (its own, stricter, level margin of 10 dB).
-    speech_detector: str = "energy"
+    #: Bundles written before the key existed used "energy" (``Bundle.config`` keeps that).
+    speech_detector: str = "bands"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ser_batch.features.windows import (
 from conftest import noise, speech_like
 
 SR = 16_000
-ENERGY = FeatureConfig(recipe="rich")
+ENERGY = FeatureConfig(recipe="rich", speech_detector="energy")
 BANDS = FeatureConfig(recipe="rich", speech_detector="bands")
 GRID = WindowGrid.of(ENERGY, SR)
 
@@ -148,8 +148,8 @@ def test_bands_calls_the_gaps_inside_a_call_silence() -> None:
 # --------------------------------------------------------------- energy: unchanged
 
 
-def test_energy_is_the_default_and_gives_todays_numbers() -> None:
-    assert FeatureConfig().speech_detector == "energy" and Config().features.speech_detector == "energy"
+def test_bands_is_the_default_and_energy_gives_the_old_numbers() -> None:
+    assert FeatureConfig().speech_detector == "bands" and Config().features.speech_detector == "bands"
     rng = np.random.default_rng(0)
     parts = []
     for i in range(4):

@@ -240,3 +240,17 @@ def test_bundle_format_and_file_list_errors(tmp_path: Path) -> None:
     (good / "manifest.json").write_text(json.dumps(broken))
     with pytest.raises(BundleError, match="unreadable list of training files"):
         bundle_io.load_bundle(good, verify=False).training_files()
+
+
+def test_a_bundle_older_than_the_speech_detector_key_keeps_the_level_detector(tmp_path: Path) -> None:
+    """``features.speech_detector`` defaults to "bands" now; a bundle whose config has no such key was
+    trained with the level detector and must score with it."""
+    copy = tmp_path / "old"
+    shutil.copytree(bundle_io.default_bundle_path(), copy)
+    manifest = json.loads((copy / bundle_io.MANIFEST).read_text())
+    manifest["config"]["features"].pop("speech_detector", None)
+    (copy / bundle_io.MANIFEST).write_text(json.dumps(manifest))
+    assert bundle_io.load_bundle(copy).config.features.speech_detector == "energy"
+    manifest["config"]["features"]["speech_detector"] = "bands"
+    (copy / bundle_io.MANIFEST).write_text(json.dumps(manifest))
+    assert bundle_io.load_bundle(copy).config.features.speech_detector == "bands"

@@ -26,6 +26,7 @@ model exists only as a pickle, need ``trust_pickle=True`` (``--trust-pickle``).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -54,6 +55,8 @@ KERAS_FILE = "keras_ann.keras"
 #: The frame-sequence model's Keras file (its arrays, cnn.npz, are what ser-batch evaluates).
 CNN_FILE = "cnn.keras"
 TRAINING_FILES = "training_files.json"
+#: The speech detector of bundles whose config predates ``features.speech_detector``.
+OLD_SPEECH_DETECTOR = "energy"
 
 
 def model_files(bundle_format: int) -> dict[str, str]:
@@ -208,8 +211,13 @@ class Bundle:
     def config(self) -> Config:
         """Audio and feature settings the models were trained with (parsed once: every file
         scored asks for them)."""
+        stored = copy.deepcopy(self.manifest["config"])
+        # Bundles older than ``features.speech_detector`` were trained on the level detector.
+        features = stored.get("features")
+        if isinstance(features, dict):
+            features.setdefault("speech_detector", OLD_SPEECH_DETECTOR)
         try:
-            return config_from_dict(self.manifest["config"])
+            return config_from_dict(stored)
         except ConfigError as exc:
             raise BundleError(f"bundle {self.path} has an invalid config: {exc}") from None
 

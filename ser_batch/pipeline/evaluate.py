@@ -146,7 +146,7 @@ def select_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet, *, featu
 def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: Sequence[str] | None = None,
                     actors: Sequence[int] | None = None, include_training: bool = False,
                     trust_pickle: bool = False, normalize: str = "none",
-                    classes: str | Sequence[str] | None = None) -> dict[str, Any]:
+                    classes: str | Sequence[str] | None = None, probabilities: bool = False) -> dict[str, Any]:
     """Metrics of each model of a bundle (and their ensemble) on a labelled feature set.
 
     ``classes`` (``"angry,happy,neutral,sad"``, any subset of the bundle's classes) scores only
@@ -169,6 +169,8 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         ``rows_left_out``, ``error_rows``, ``warnings``, ``models`` (metrics per model, argmax over
         all the bundle's classes) and ``corpora`` (the same per corpus, plus ``restricted``: the
         argmax restricted to the corpus's classes when it has fewer; see :func:`corpus_metrics`).
+        With ``probabilities``, also ``probabilities`` (``{framework: array (rows, classes)}``, not
+        JSON-ready), ``labels`` and ``corpus`` of the rows scored, for benchmarks that combine models.
 
     Raises
     ------
@@ -243,6 +245,8 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         results["models"][framework] = classification_metrics(y, proba, scored_classes)
         probas[framework] = proba
     results["corpora"] = corpus_metrics(y, probas, data.corpus, scored_classes, corpus_classes)
+    if probabilities:
+        results.update(probabilities=probas, labels=np.asarray(y), corpus=np.asarray(data.corpus, dtype=object))
     return results
 
 
