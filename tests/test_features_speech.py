@@ -187,3 +187,17 @@ def test_an_unknown_speech_detector_is_refused() -> None:
 def test_bands_needs_the_128_mel_bands_it_reads() -> None:
     with pytest.raises(ConfigError, match="n_mels = 128"):
         Config().replace(features={"speech_detector": "bands", "n_mels": 64})
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 17, 40])
+@pytest.mark.parametrize("length", [0, 1, 2, 7, 16, 33])
+def test_running_min_equals_brute_force_also_on_arrays_shorter_than_its_span(n: int, length: int) -> None:
+    """Signals of a few frames (shorter than the detector's 16-frame reference span) must not
+    break the running minimum: it was a broadcast error on 2-4 frames."""
+    from ser_batch.features.speech import _running_min
+
+    x = np.random.default_rng(n * 100 + length).normal(size=(n, 3))
+    forward = np.array([x[t : t + length + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
+    backward = np.array([x[max(0, t - length) : t + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
+    np.testing.assert_array_equal(_running_min(x, length, forward=True), forward)
+    np.testing.assert_array_equal(_running_min(x, length, forward=False), backward)

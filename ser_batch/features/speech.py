@@ -232,14 +232,14 @@ def _running_min(x: np.ndarray, length: int, *, forward: bool) -> np.ndarray:
     out = x.copy()
     span = 1  # out[t] holds the minimum of rows t .. t + span - 1 (forward)
     n = len(x)
-    while span * 2 <= length + 1:
+    while span * 2 <= length + 1 and span < n:  # a span of n rows already reaches both ends
         if forward:
             np.minimum(out[: n - span], out[span:], out=out[: n - span])
         else:
             np.minimum(out[span:], out[: n - span], out=out[span:])
         span *= 2
     rest = length + 1 - span  # combine with the span-long minimum starting ``rest`` rows further
-    if rest > 0:
+    if 0 < rest < n:
         if forward:
             np.minimum(out[: n - rest], out[rest:], out=out[: n - rest])
         else:
