@@ -103,13 +103,17 @@ def test_masked_loss_gives_an_absent_class_no_gradient() -> None:
 def test_training_files_are_corpus_qualified(tmp_path: Path) -> None:
     both = concat_feature_sets([RAV, _set("emovo", [101, 102], ["sad", "happy"], paths=list(RAV.paths[:2]))],
                                names=["r", "e"])
-    listed = [bundle_io.training_key("ravdess", p) for p in RAV.paths[:2]]
+    listed = [bundle_io.training_key("ravdess", p) for p in RAV.paths[:2]] + [bundle_io.training_key("emovo", "x.wav")]
     manifest = {"bundle_format": 2, "classes": ["calm", "happy", "sad"], "models": ["sklearn"],
                 "training_data": {"files": bundle_io.write_training_files(tmp_path, listed, qualified=True)}}
     bundle = bundle_io.Bundle(path=tmp_path, manifest=manifest)
     trained, how = training_rows(bundle, both, both, tmp_path)
     assert trained.tolist() == [True, True] + [False] * 6  # the same paths in emovo are not training rows
     assert "by corpus and path" in how
+    # RAVDESS extracted without --corpus (named after its folder) is still recognised by path.
+    renamed = _set("Audio_Speech_Actors_01-20_16k", [1, 1, 2], ["calm", "sad", "calm"], paths=list(RAV.paths[:3]))
+    trained, _ = training_rows(bundle, renamed, renamed, tmp_path)
+    assert trained.tolist() == [True, True, False]
 
 
 def test_per_corpus_metrics_with_restricted_argmax() -> None:

@@ -78,9 +78,18 @@ def training_rows(bundle: Bundle, features: FeatureSet, data: FeatureSet,
             # A multi-corpus bundle lists corpus:path keys: f1/a.wav of one corpus is not that of another.
             from ser_batch.models.bundle import training_key
 
-            keys = np.array([training_key(c, p) for c, p in zip(data.corpus, data.paths.astype(str))], dtype=object)
-            return (np.isin(keys, list(listed)),
-                    f"the bundle's list of its {len(listed)} training files (by corpus and path)")
+            paths = data.paths.astype(str)
+            keys = np.array([training_key(c, p) for c, p in zip(data.corpus, paths)], dtype=object)
+            trained = np.isin(keys, list(listed))
+            # The same audio extracted under another corpus name (RAVDESS without --corpus ravdess is
+            # named after its folder) must not pass for unseen: such rows match by path alone.
+            known = {key.split(":", 1)[0] for key in listed}
+            unknown = np.array([(c or "") not in known for c in data.corpus], dtype=bool)
+            if unknown.any():
+                by_path = np.isin(paths, [key.split(":", 1)[1] for key in listed])
+                trained |= unknown & by_path
+            return (trained, f"the bundle's list of its {len(listed)} training files (by corpus and path; by "
+                             "path alone for corpora it does not name)")
         return (np.isin(data.paths.astype(str), list(listed)),
                 f"the bundle's list of its {len(listed)} training files")
     split = bundle.manifest.get("split", {})
