@@ -17,7 +17,8 @@ from ser_batch.cli import main
 
 #: A class's voice: its pitch and syllable rate, so that the networks have something to learn.
 VOICES = {"angry": (260.0, 6.0), "happy": (210.0, 5.0), "calm": (110.0, 2.5), "sad": (140.0, 3.0)}
-FAST = ["--set", "keras.epochs=10", "--set", "sklearn.max_iter=40", "--set", "train.export_native=false"]
+FAST = ["--set", "keras.epochs=10", "--set", "sklearn.max_iter=40", "--set", "cnn.epochs=3",
+        "--set", "train.export_native=false"]
 
 
 def _clip(path: Path, label: str, seed: int) -> None:
@@ -75,7 +76,7 @@ def test_train_on_two_corpora_holds_one_out_and_evaluates_it_restricted(two_corp
     runner = CliRunner()
     bundle = tmp_path / "bundle"
     result = runner.invoke(main, ["train", str(two_corpora["alpha"]), str(two_corpora["beta"]), "--out", str(bundle),
-                                  "--split", "corpus", "--test-corpus", "beta", "--models", "keras,sklearn",
+                                  "--split", "corpus", "--test-corpus", "beta", "--models", "keras,sklearn,cnn",
                                   "--num-cpus", "2", *FAST])
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -91,7 +92,7 @@ def test_train_on_two_corpora_holds_one_out_and_evaluates_it_restricted(two_corp
     metrics = json.loads(report.read_text())
     beta = metrics["corpora"]["beta"]
     assert beta["rows"] == 18 and beta["restricted_to"] == ["angry", "happy", "sad"]
-    for model in ("keras", "sklearn", "both"):
+    for model in ("keras", "sklearn", "cnn", "both"):
         restricted = beta["restricted"][model]
         assert set(restricted["per_class"]) <= {"angry", "happy", "sad"}
         # Restricting the argmax can only turn wrong answers into right ones for these rows.

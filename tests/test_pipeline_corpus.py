@@ -55,6 +55,11 @@ def test_concat_keeps_corpora_and_refuses_mismatches() -> None:
         concat_feature_sets([RAV, other], names=["r", "e"])
     with pytest.raises(DatasetError, match="in two of the feature sets"):
         concat_feature_sets([RAV, RAV], names=["r", "r2"])
+    # The cnn's frames go along when every set has them (they were dropped: train refused cnn).
+    frames = lambda s, k: FeatureSet(**{**s.__dict__, "frames": [np.full((3, 2), k + i) for i in range(len(s.paths))]})
+    joined = concat_feature_sets([frames(RAV, 0), frames(EMO, 100)], names=["r", "e"])
+    assert [int(f[0, 0]) for f in joined.frames] == [0, 1, 2, 3, 4, 5, 100, 101, 102, 103]
+    assert concat_feature_sets([frames(RAV, 0), EMO], names=["r", "e"]).frames is None
 
 
 def test_split_corpus_and_speaker_split_across_corpora() -> None:

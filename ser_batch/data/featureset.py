@@ -200,7 +200,8 @@ def concat_feature_sets(sets: list[FeatureSet], *, names: list[str]) -> FeatureS
         raise DatasetError("some feature sets have sliding windows and others not: re-extract them alike")
     keys = [(c, p) for s in sets for c, p, a in zip(s.corpus, s.paths, s.augment) if a is None]
     if len(set(keys)) != len(keys):
-        corpus, path = next(k for k in keys if keys.count(k) > 1)
+        seen: set[tuple[Any, Any]] = set()
+        corpus, path = next(k for k in keys if k in seen or seen.add(k))
         raise DatasetError(f"{path} of corpus {corpus!r} is in two of the feature sets; give each corpus its own "
                            "name (extract --corpus NAME) or leave the duplicate out")
     speech = [s.speech_ratio is not None for s in sets]
@@ -216,4 +217,6 @@ def concat_feature_sets(sets: list[FeatureSet], *, names: list[str]) -> FeatureS
         augment=np.concatenate([s.augment for s in sets]),
         band=np.concatenate([s.band for s in sets]),
         corpus=np.concatenate([s.corpus for s in sets]),
+        # The cnn's frames, when every set stored them (train says so when cnn is asked without).
+        frames=[f for s in sets for f in s.frames] if all(s.frames is not None for s in sets) else None,
     )
