@@ -22,8 +22,8 @@ from ser_batch.audio.decode import AudioInfo
 from ser_batch.cluster.runtime import crash_if_asked
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.data import parts as storage
-from ser_batch.data.paths import stored_path
 from ser_batch.data.labels import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
+from ser_batch.data.paths import stored_path
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
