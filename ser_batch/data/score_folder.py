@@ -12,8 +12,9 @@ Layout::
 A file is done when its ``files`` row is committed, unless that row is an error row and the
 run retries errors (``score --retry-errors``): then the row is replaced by the new one.
 Each ``files`` part names, in its Parquet metadata, the ``segments`` parts that hold its
-files' windows; those are written first, so a ``segments`` part that no ``files`` part names is what a killed run left behind,
-and is deleted before the next run starts (its files were not committed, so they are redone).
+files' windows; those are written first, so a ``segments`` part that no ``files`` part names
+is what a killed run left behind, and is deleted before the next run starts (its files were
+not committed, so they are redone).
 Every part is written under a temporary name and renamed, with a name derived from its
 content, so a retried task overwrites its own parts.
 """
