@@ -277,9 +277,9 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
     report = summary.failure_report()
     if report:
         click.echo(report, err=True)
-    click.echo(summary.line())
-    for note in summary.notes():
+    for note in summary.notes():  # before the summary, which stays the last line
         click.echo(note)
+    click.echo(summary.line())
     failed = max(summary.errors_in_folder, len(summary.errors))
     if fail_on_error and failed:
         click.echo(f"error: {counted(failed, 'file')} in {summary.out} could not be scored "
