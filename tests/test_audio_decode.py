@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_batch.audio.decode import AudioInfo, _os_error_reason, iter_audio_blocks, load_audio, probe_audio
+from ser_batch.audio.decode import (
+    MIN_SAMPLE_RATE,
+    AudioInfo,
+    _os_error_reason,
+    check_plausible,
+    iter_audio_blocks,
+    load_audio,
+    probe_audio,
+)
 from ser_batch.errors import AudioError, SerBatchError
 
 MP3_WRITABLE = "MP3" in sf.available_formats()
@@ -380,3 +388,100 @@ def test_short_file_gives_one_short_block(tmp_path: Path) -> None:
     blocks = list(iter_audio_blocks(path, sample_rate=16_000, block_s=1.0, overlap_s=0.5))
     assert len(blocks) == 1 and blocks[0][0] == 0.0
     np.testing.assert_array_equal(blocks[0][1], x)
+
+
+# --- headers that lie ---------------------------------------------------------
+
+
+def pcm16_wav(path: Path, *, sample_rate: int, data: bytes, claimed_bytes: int | None = None) -> Path:
+    """A mono 16-bit WAV written byte by byte, so that its header may claim anything."""
+    import struct
+
+    claimed = len(data) if claimed_bytes is None else claimed_bytes
+    header = (b"RIFF" + struct.pack("<I", 36 + claimed) + b"WAVE"
+              + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+              + b"data" + struct.pack("<I", claimed))
+    path.write_bytes(header + data)
+    return path
+
+
+def test_a_1_hz_header_is_refused_not_decoded_as_an_hour(tmp_path: Path) -> None:
+    # 7 KB of samples at a declared 1 Hz: one hour of "audio" before this check.
+    noise = np.random.default_rng(0).integers(-3000, 3000, 3500).astype("<i2").tobytes()
+    path = pcm16_wav(tmp_path / "one_hz.wav", sample_rate=1, data=noise)
+    assert sf.info(str(path)).duration > 3000  # what the header claims
+    message = f"^implausible header: sample rate 1 Hz is below {MIN_SAMPLE_RATE} Hz$"
+    with pytest.raises(AudioError, match=message):
+        probe_audio(path)
+    with pytest.raises(AudioError, match=message):
+        load_audio(path, sample_rate=16_000)
+    with pytest.raises(AudioError, match=message):
+        list(iter_audio_blocks(path, sample_rate=16_000, block_s=1.5))
+    # the floor itself is still audio
+    ok = pcm16_wav(tmp_path / "floor.wav", sample_rate=MIN_SAMPLE_RATE, data=noise)
+    assert load_audio(ok, sample_rate=16_000)[0].size == 4 * 3500
+
+
+def test_a_wav_header_claiming_more_frames_than_the_file_holds(tmp_path: Path) -> None:
+    # libsndfile clamps a WAV's frames to the bytes present: it loads, shorter, as 3500 frames.
+    data = np.zeros(3500, "<i2").tobytes()
+    path = pcm16_wav(tmp_path / "claims.wav", sample_rate=16_000, data=data, claimed_bytes=10_000_000)
+    assert probe_audio(path).frames == 3500
+    assert load_audio(path, sample_rate=16_000)[0].size == 3500
+
+
+def test_an_uncompressed_header_with_more_frames_than_bytes_is_refused() -> None:
+    # What libsndfile would pass on for a format it does not clamp: 10 s of PCM_16 in 7 KB.
+    info = AudioInfo(sample_rate=16_000, channels=2, frames=160_000, duration_s=10.0, format="AIFF", subtype="PCM_16")
+    with pytest.raises(AudioError, match=r"^implausible header: 160000 frames \(10.0 s\) of PCM_16 need 640000 "
+                                         r"bytes, the file has 7044$"):
+        check_plausible(info, size_bytes=7044)
+    assert check_plausible(info, size_bytes=640_044) is info
+
+
+def test_a_flac_header_claiming_days_in_a_few_bytes_is_refused_before_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "days.flac"
+    sf.write(path, np.zeros(16_000, dtype=np.float32), 16_000)
+    blob = bytearray(path.read_bytes())
+    info = blob.index(b"fLaC") + 8  # STREAMINFO, after its 4-byte block header
+    total = 2**35  # 24 days at 16 kHz; reading it would allocate 128 GiB
+    blob[info + 13] = (blob[info + 13] & 0xF0) | (total >> 32)
+    blob[info + 14 : info + 18] = (total & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(blob))
+    assert sf.info(str(path)).frames == total
+    message = rf"^implausible header: {total} frames \(.* s\) of PCM_16 claimed by a {len(blob)}-byte FLAC file$"
+    with pytest.raises(AudioError, match=message):
+        load_audio(path, sample_rate=16_000)
+    with pytest.raises(AudioError, match=message):
+        list(iter_audio_blocks(path, sample_rate=16_000, block_s=1.5))
+
+
+def test_streaming_reads_are_bounded_in_output_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # At 4 kHz into 48 kHz every native frame makes 12 output samples: reads shrink to match.
+    from ser_batch.audio import decode
+
+    monkeypatch.setattr(decode, "_STREAM_READ_FRAMES", 4096)
+    path = write(tmp_path / "low.wav", sine(200, sample_rate=4000, duration_s=3.0), 4000, subtype="PCM_16")
+    reads = []
+    original = sf.SoundFile.read
+
+    def spy(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> np.ndarray:
+        reads.append(frames)
+        return original(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    blocks = list(iter_audio_blocks(path, sample_rate=48_000, block_s=0.5))
+    assert sum(b.size for _, b in blocks) == pytest.approx(3 * 48_000, abs=48)
+    assert reads and max(reads) <= 4096 * 4000 // 48_000
+    reads.clear()
+    assert load_audio(path, sample_rate=48_000)[0].size == pytest.approx(3 * 48_000, abs=48)
+    assert max(reads) <= 4096
+
+
+def test_a_file_name_that_is_not_utf8_is_decoded(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.wav", sine(440, sample_rate=16_000, duration_s=0.5), 16_000)
+    odd = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"bad\xffname.wav")))
+    os.rename(good, odd)
+    assert probe_audio(odd).frames == 8000
+    assert load_audio(odd, sample_rate=16_000)[0].size == 8000
+    assert sum(b.size for _, b in iter_audio_blocks(odd, sample_rate=16_000, block_s=0.2)) == 8000

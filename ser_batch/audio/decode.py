@@ -13,6 +13,16 @@ Truncation, as libsndfile 1.2 (soundfile 0.14) reports it:
   like WAV (sometimes to 0 frames, which gives "no audio samples").
 * FLAC raises mid-read ("decoder lost sync"); MP3 returns fewer frames than its
   header declares. Both become "truncated or corrupt audio data".
+
+A header is believed only when it is plausible (:func:`check_plausible`): a native rate of
+at least :data:`MIN_SAMPLE_RATE` Hz, and no more frames than the file's bytes can hold
+(exactly for uncompressed samples, within :data:`MAX_SAMPLES_PER_BYTE` for compressed
+ones). A 7 KB file claiming a 1 Hz rate (an hour of audio) is refused before any decoding,
+and decoding reads a bounded number of output samples at a time, so memory does not
+follow what a header claims.
+
+Paths may be ``str`` holding :func:`os.fsdecode` surrogate escapes (file names that are not
+UTF-8): files are opened by their bytes (:func:`os.fsencode`), which libsndfile takes as is.
 """
 
 from __future__ import annotations
@@ -35,6 +45,17 @@ _RESAMPLE_QUALITY = "HQ"
 _STREAM_READ_FRAMES = 65_536  # native frames per read; bounds memory, not output blocks
 _SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile error codes, from sndfile.h
 _SF_ERR_SYSTEM = 2
+
+#: Lowest native sample rate believed, in Hz: below it a header is taken as crafted or broken.
+MIN_SAMPLE_RATE = 4000
+#: Bytes per sample (per channel) of the uncompressed subtypes, whose size bounds their frames.
+_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                     "ULAW": 1, "ALAW": 1}
+#: Samples (frames x channels) a compressed file may claim per byte. Digital silence in FLAC with
+#: the largest blocks compresses to about 3,000 per byte; no codec libsndfile reads gets near this.
+MAX_SAMPLES_PER_BYTE = 20_000
+#: Containers whose samples are compressed whatever their subtype says (FLAC reports ``PCM_16``).
+_COMPRESSED_FORMATS = {"FLAC", "OGG", "MP3"}
 
 
 @dataclass(frozen=True)
@@ -76,12 +97,42 @@ def probe_audio(path: Path) -> AudioInfo:
     AudioError
         If the file is missing, empty, not audio or has a broken header.
     """
-    _check_file(path)
+    size = _check_file(path)
     try:
-        with sf.SoundFile(path) as sound:
-            return _info_of(sound)
+        with _open_sound(path) as sound:
+            return check_plausible(_info_of(sound), size_bytes=size)
     except sf.SoundFileError as exc:
         raise _audio_error_from(exc) from exc
+
+
+def check_plausible(info: AudioInfo, *, size_bytes: int) -> AudioInfo:
+    """``info`` if the header it came from is believable for a file of ``size_bytes`` bytes.
+
+    Raises
+    ------
+    AudioError
+        If the native rate is under :data:`MIN_SAMPLE_RATE` Hz, or the header claims more
+        frames than the file can hold: for uncompressed samples, ``frames * channels * bytes
+        per sample`` over the file size; for compressed ones, over :data:`MAX_SAMPLES_PER_BYTE`
+        samples per byte.
+    """
+    if info.sample_rate < MIN_SAMPLE_RATE:
+        raise AudioError(f"implausible header: sample rate {info.sample_rate} Hz is below {MIN_SAMPLE_RATE} Hz")
+    samples = info.frames * info.channels
+    width = None if info.format in _COMPRESSED_FORMATS else _BYTES_PER_SAMPLE.get(info.subtype)
+    if width is not None and samples * width > size_bytes:
+        raise AudioError(f"implausible header: {info.frames} frames ({info.duration_s:.1f} s) of {info.subtype} "
+                         f"need {samples * width} bytes, the file has {size_bytes}")
+    if width is None and samples > size_bytes * MAX_SAMPLES_PER_BYTE:
+        raise AudioError(f"implausible header: {info.frames} frames ({info.duration_s:.1f} s) of {info.subtype} "
+                         f"claimed by a {size_bytes}-byte {info.format} file")
+    return info
+
+
+def _open_sound(path: Path) -> sf.SoundFile:
+    # By its bytes: soundfile encodes a str path strictly, which fails on a file name that is
+    # not UTF-8 (surrogate escapes); libsndfile itself takes any bytes.
+    return sf.SoundFile(os.fsencode(path))
 
 
 def load_audio(
@@ -116,22 +167,30 @@ def load_audio(
     _check_rate(sample_rate)
     if max_duration_s is not None and not max_duration_s > 0:
         raise AudioError(f"invalid max_duration_s {max_duration_s!r} (must be > 0 seconds)")
-    _check_file(path)
+    size = _check_file(path)
     try:
-        with sf.SoundFile(path) as sound:
-            info = _info_of(sound)
+        with _open_sound(path) as sound:
+            info = check_plausible(_info_of(sound), size_bytes=size)
             if info.frames <= 0:
                 raise AudioError("no audio samples")
             wanted = info.frames
             if max_duration_s is not None:
                 wanted = min(wanted, max(1, round(max_duration_s * info.sample_rate)))
-            native = sound.read(wanted, dtype="float32", always_2d=True)
+            # Block by block: soundfile allocates what it is asked for, so one read of ``wanted``
+            # would cost what the header claims, not what the file holds.
+            pieces, got = [], 0
+            while got < wanted:
+                native = sound.read(min(_STREAM_READ_FRAMES, wanted - got), dtype="float32", always_2d=True)
+                if not native.shape[0]:
+                    break
+                pieces.append(_downmix(native))
+                got += native.shape[0]
     except sf.SoundFileError as exc:
         raise _audio_error_from(exc) from exc
     # libsndfile returns short reads instead of failing on some truncated streams (MP3).
-    if native.shape[0] < wanted:
+    if got < wanted:
         raise AudioError("truncated or corrupt audio data")
-    mono = _downmix(native)
+    mono = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     if info.sample_rate != sample_rate:
         mono = _resample(
             soxr.resample, mono, info.sample_rate, sample_rate, quality=_RESAMPLE_QUALITY
@@ -193,10 +252,10 @@ def iter_audio_blocks(
             f"invalid blocks: block_s={block_s!r}, overlap_s={overlap_s!r} "
             "(need block_s > 0 and 0 <= overlap_s < block_s)"
         )
-    _check_file(path)
+    size = _check_file(path)
     try:
-        with sf.SoundFile(path) as sound:
-            info = _info_of(sound)
+        with _open_sound(path) as sound:
+            info = check_plausible(_info_of(sound), size_bytes=size)
             if info.frames <= 0:
                 raise AudioError("no audio samples")
             if channel is not None and not 0 <= channel < info.channels:
@@ -215,10 +274,13 @@ def iter_audio_blocks(
             pending = np.zeros(0, dtype=np.float32)  # output samples not yet fully consumed
             next_start = start_sample  # absolute sample index where the next block starts
             emitted_end = start_sample  # absolute sample index just past the last yielded block
+            # Native frames per read such that the resampled output stays under _STREAM_READ_FRAMES
+            # samples too: memory is flat whatever the rates.
+            per_read = max(1, min(_STREAM_READ_FRAMES, _STREAM_READ_FRAMES * info.sample_rate // sample_rate))
             while True:
-                native = sound.read(_STREAM_READ_FRAMES, dtype="float32", always_2d=True)
+                native = sound.read(per_read, dtype="float32", always_2d=True)
                 frames_read += native.shape[0]
-                last = native.shape[0] < _STREAM_READ_FRAMES
+                last = native.shape[0] < per_read
                 mono = _downmix(native) if channel is None else _one_channel(native, channel)
                 if resampler is not None:
                     mono = _resample(resampler.resample_chunk, mono, last=last)
@@ -276,7 +338,8 @@ def _check_rate(sample_rate: int) -> None:
         raise AudioError(f"invalid target sample rate {sample_rate!r} (need a positive int, Hz)")
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
+    """Size in bytes of ``path`` once it is known to be a readable, non-empty regular file."""
     # libsndfile reports a missing or unreadable file as a bare "System error" and an
     # empty one as "Format not recognised", so we name those cases ourselves first.
     path = Path(path)
@@ -292,6 +355,7 @@ def _check_file(path: Path) -> None:
         os.close(os.open(path, os.O_RDONLY))
     except OSError as exc:
         raise AudioError(_os_error_reason(exc)) from None
+    return int(info.st_size)
 
 
 def _os_error_reason(exc: OSError, *, link: bool = False) -> str:

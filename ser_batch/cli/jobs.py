@@ -232,17 +232,24 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 @click.option("--rescore", is_flag=True,
               help="Score everything again, replacing earlier results in --out (also needed to reuse an "
                    "--out made with another bundle or other settings).")
+@click.option("--retry-errors", is_flag=True,
+              help="Score again the files whose rows in --out are error rows (unreadable then, a worker that "
+                   "died, settings that failed), replacing those rows; without it a re-run skips them.")
+@click.option("--prune", is_flag=True,
+              help="Remove the rows of files that are gone (no longer in INPUT, nothing at their path).")
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None,
               help="CPUs of the embedded local Ray  [default: all]")
 @click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
               metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--fail-on-error", is_flag=True,
-              help=f"Exit with code {EXIT_FILE_ERRORS} if any file could not be scored.")
+              help=f"Exit with code {EXIT_FILE_ERRORS} if any row of --out is an error row after the run "
+                   "(this run's or an earlier one's), as `extract --resume --fail-on-error` does.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @config_options
 @handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
-          normalize: str | None, classes: str | None, rescore: bool, num_cpus: int | None, address: str | None, fail_on_error: bool,
+          normalize: str | None, classes: str | None, rescore: bool, retry_errors: bool, prune: bool,
+          num_cpus: int | None, address: str | None, fail_on_error: bool,
           no_progress: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
@@ -252,7 +259,8 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
     ratio (windows without speech get no label), each file the mean over its speech
     windows. Runs are incremental: files already scored (same path, size and mtime) are
     skipped, so the same command every night scores only what is new. A file that cannot
-    be read becomes a row with its `error`; the job goes on. Inputs at 8 kHz or below are
+    be read becomes a row with its `error`; the job goes on, and later runs skip it unless
+    --retry-errors. Rows of files deleted since are counted (--prune removes them). Inputs at 8 kHz or below are
     scored by the bundle's narrow-band models when it has them (files.model_set says which).
 
     Example: ser-batch score /archive/calls --out output/scores --channels split --normalize file
@@ -264,11 +272,16 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
                                  "classes": classes},
                           ray={"num_cpus": num_cpus})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
-                        rescore=rescore, address=address or config.ray.address or None, progress=not no_progress)
+                        rescore=rescore, retry_errors=retry_errors, prune=prune,
+                        address=address or config.ray.address or None, progress=not no_progress)
     report = summary.failure_report()
     if report:
         click.echo(report, err=True)
+    for note in summary.notes():  # before the summary, which stays the last line
+        click.echo(note)
     click.echo(summary.line())
-    if fail_on_error and summary.errors:
-        click.echo(f"error: {len(summary.errors)} file(s) could not be scored", err=True)
+    failed = max(summary.errors_in_folder, len(summary.errors))
+    if fail_on_error and failed:
+        click.echo(f"error: {counted(failed, 'file')} in {summary.out} could not be scored "
+                   f"({len(summary.errors)} in this run; --fail-on-error)", err=True)
         sys.exit(EXIT_FILE_ERRORS)

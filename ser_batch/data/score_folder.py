@@ -5,13 +5,16 @@ Layout::
     OUT/segments/part-<key>.parquet   one row per window of each stream
     OUT/files/part-<key>.parquet      one row per file (per channel with --channels split)
     OUT/_score.json                   bundle and settings every row was made with
-    OUT/_run.json                     the record of the last run (rewritten at its end)
+    OUT/_run.json                     the record of the last run (rewritten at its end; a run with
+                                      nothing to do keeps the last run that did work as ``last_work``)
     OUT/report.html                   ``ser-batch report OUT``
 
-A file is done when its ``files`` row is committed. Each ``files`` part names, in its
-Parquet metadata, the ``segments`` parts that hold its files' windows; those are written
-first, so a ``segments`` part that no ``files`` part names is what a killed run left behind,
-and is deleted before the next run starts (its files were not committed, so they are redone).
+A file is done when its ``files`` row is committed, unless that row is an error row and the
+run retries errors (``score --retry-errors``): then the row is replaced by the new one.
+Each ``files`` part names, in its Parquet metadata, the ``segments`` parts that hold its
+files' windows; those are written first, so a ``segments`` part that no ``files`` part names
+is what a killed run left behind, and is deleted before the next run starts (its files were
+not committed, so they are redone).
 Every part is written under a temporary name and renamed, with a name derived from its
 content, so a retried task overwrites its own parts.
 """
@@ -61,10 +64,16 @@ class Committed:
     part_paths: dict[str, set[str]] = field(default_factory=dict)
     #: files part name -> segments part names it owns.
     part_segments: dict[str, list[str]] = field(default_factory=dict)
+    #: paths whose committed row is an error row.
+    failed: set[str] = field(default_factory=set)
     rows: int = 0
     errors: int = 0
 
-    def is_done(self, path: str, size: int | None, mtime: float | None) -> bool:
+    def is_done(self, path: str, size: int | None, mtime: float | None, *, retry_errors: bool = False) -> bool:
+        """Whether the file ``path`` (of that size and mtime) needs no new row: it has one, made
+        from the same file, and it is not an error row to retry."""
+        if retry_errors and path in self.failed:
+            return False
         return self.identities.get(path) == (size, mtime)
 
 
@@ -84,8 +93,10 @@ def read_committed(out: Path) -> Committed:
         sizes = table.column(schema.SIZE_BYTES).to_pylist()
         mtimes = table.column(schema.MTIME).to_pylist()
         errors = table.column(schema.ERROR).to_pylist()
-        for path, size, mtime in zip(paths, sizes, mtimes):
+        for path, size, mtime, error in zip(paths, sizes, mtimes, errors):
             committed.identities[path] = (size, mtime)
+            if error is not None:
+                committed.failed.add(path)
         committed.part_paths[part.name] = set(paths)
         committed.part_segments[part.name] = json.loads(meta.get(META_SEGMENT_PARTS, b"[]"))
         committed.rows += len(paths)
@@ -111,8 +122,9 @@ def remove_leftovers(out: Path, committed: Committed) -> int:
 
 
 def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
-    """Remove the rows of ``paths`` (files that changed since they were scored) from every
-    part that holds them, rewriting those parts atomically (files part last)."""
+    """Remove the rows of ``paths`` (files that changed since they were scored, error rows to
+    retry, rows of files that are gone with ``--prune``) from every part that holds them,
+    rewriting those parts atomically (files part last); a second call finds nothing to do."""
     import pyarrow.compute as pc
 
     for name, part_paths in list(committed.part_paths.items()):
@@ -135,6 +147,7 @@ def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
                 (Path(out) / SEGMENTS_DIR / seg).unlink(missing_ok=True)
         for path in part_paths & paths:
             committed.identities.pop(path, None)
+            committed.failed.discard(path)
         committed.part_paths[name] = part_paths - paths
 
 

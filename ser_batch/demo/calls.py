@@ -9,6 +9,7 @@ where each clip lies, so that window scores inside the call can be checked clip 
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,7 +50,8 @@ def build_call(clips: Sequence[tuple[Path, str]], path: Path, *, sample_rate: in
     rng = np.random.default_rng(seed)
     parts, truth, at = [], [], 0
     for clip, emotion in clips:
-        y, rate = sf.read(clip, dtype="float32", always_2d=True)
+        # By its bytes: soundfile cannot encode a name that is not UTF-8 given as str.
+        y, rate = sf.read(os.fsencode(clip), dtype="float32", always_2d=True)
         y = y.mean(axis=1)
         if rate != 16_000:
             y = soxr.resample(y, rate, 16_000)

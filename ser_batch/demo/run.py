@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ser_batch import schema
 from ser_batch.config import ENSEMBLE, Config, load_config
 from ser_batch.data.labels import LABELS_CSV, discover_audio, labels_for, load_labels_csv
+from ser_batch.data.paths import fs_path, stored_path
 
 if TYPE_CHECKING:
     from ser_batch.pipeline.extract import ExtractSummary
@@ -216,8 +217,9 @@ def _predict(run: DemoRun) -> None:
                              held_out=held, count=count)
     truth = dict(zip(run.usable["paths"], run.usable["emotions"]))
     bundle = load_bundle(run.model)
-    for entry in predict_files([run.data / p for p in chosen], bundle=bundle, framework=ENSEMBLE):
-        rel = Path(entry["path"]).relative_to(run.data).as_posix()
+    # Table paths are stored names (bytes that are not UTF-8 as \xHH): open by the real name.
+    for entry in predict_files([run.data / fs_path(p) for p in chosen], bundle=bundle, framework=ENSEMBLE):
+        rel = stored_path(Path(entry["path"]).relative_to(run.data).as_posix())
         if entry["error"]:
             run.warn(f"{rel}: {entry['error']}")
             continue
@@ -255,7 +257,7 @@ def _score(run: DemoRun) -> None:
         target = run.out / "calls"
         by_actor: dict[Any, list[tuple[Path, str]]] = {}
         for path, emotion, actor in pool:
-            by_actor.setdefault(actor, []).append((run.data / path, emotion))
+            by_actor.setdefault(actor, []).append((run.data / fs_path(path), emotion))
         for number, (actor, clips) in enumerate(sorted(by_actor.items(), key=lambda kv: str(kv[0]))[:N_CALLS]):
             name = f"call_{number + 1:02d}" + (f"_actor{actor:02d}" if actor is not None else "") + ".flac"
             truth += build_call(clips[:CLIPS_PER_CALL], target / name, seed=number)
@@ -374,7 +376,7 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
     labels = None
     if (data / LABELS_CSV).is_file():
         labels = load_labels_csv(data / LABELS_CSV, root=data)
-    found = [labels_for(p, labels=labels) for p in paths]
+    found = [labels_for(stored_path(p), labels=labels) for p in paths]
     run = DemoRun(data=data, out=Path(out), config=config, say=say, warn=warn, address=address)
     run.plan, run.plan_reason = plan_training([f.emotion for f in found], [f.actor for f in found])
     stages = plan_stages(run)

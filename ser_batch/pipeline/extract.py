@@ -23,6 +23,7 @@ from ser_batch.cluster.runtime import crash_if_asked
 from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
 from ser_batch.data import parts as storage
 from ser_batch.data.labels import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
+from ser_batch.data.paths import stored_path
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
@@ -114,7 +115,7 @@ def plan_shards(
         chunk = tuple(paths[start : start + size])
         # labels.csv's corpus and extract.corpus are in the key; the folder-name default is not (a
         # resume is of the same input folder), so plan_shards(paths, config=...) names the same parts.
-        chunk_labels = [row_labels(p, labels=labels, corpus=config.extract.corpus or None) for p in chunk]
+        chunk_labels = [row_labels(stored_path(p), labels=labels, corpus=config.extract.corpus or None) for p in chunk]
         # The package version too: a resumed run after an upgrade recomputes old parts.
         key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION, __version__)
         shards.append(Shard(index, chunk, storage.part_name(index, key)))
@@ -150,7 +151,9 @@ def extract_shard(
                                                                              config={}, frame_bands=bands)}
     failures: list[tuple[str, str]] = []
     augmented = 0
-    for rel in shard.paths:
+    for on_disk in shard.paths:
+        # ``on_disk`` opens the file; ``rel``, its printable form (bytes not UTF-8 escaped), is what rows say.
+        rel = stored_path(on_disk)
         if lost is None:
             crash_if_asked(rel)
         feats: FileFeatures | None = None
@@ -159,7 +162,7 @@ def extract_shard(
         error = lost
         try:
             if lost is None:
-                y, info = decode_for_features(Path(root) / rel, config=cfg)
+                y, info = decode_for_features(Path(root) / on_disk, config=cfg)
                 feats = checked_features(y, config=cfg)
         except SerBatchError as exc:
             error, feats = str(exc) or type(exc).__name__, None

@@ -54,6 +54,21 @@ class ScoreSummary:
     peak_rss_mb: float = 0.0
     #: Wall time from the first task submitted to the last one done (no runtime start-up).
     tasks_wall_s: float = 0.0
+    #: Files skipped whose committed row is an error row (scored again with ``retry_errors``).
+    failed_skipped: int = 0
+    #: Files scored again because their row was an error row (``retry_errors``).
+    retried: int = 0
+    #: Files with rows in OUT that are gone from the input (no file at their path any more).
+    files_gone: int = 0
+    #: Of those, the files whose rows were removed (``prune``).
+    files_pruned: int = 0
+    #: Error rows in the output folder after the run (this run's and earlier ones').
+    errors_in_folder: int = 0
+
+    @property
+    def did_work(self) -> bool:
+        """Whether the run scored or removed anything (a run that did not keeps the last record)."""
+        return bool(self.files_scored or self.files_pruned)
 
     @property
     def realtime_factor(self) -> float:
@@ -64,6 +79,24 @@ class ScoreSummary:
         return (f"{counted(self.files_scored, 'file')} scored ({self.files_skipped} already done), "
                 f"{counted(len(self.errors), 'error')}, {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
                 f"({self.realtime_factor:.0f}x realtime) -> {self.out}")
+
+    def notes(self) -> list[str]:
+        """Lines after :meth:`line` on what the run left for later: failed files skipped, rows
+        without a file."""
+        notes = []
+        if self.failed_skipped:
+            one = self.failed_skipped == 1
+            notes.append(f"{counted(self.failed_skipped, 'file')} failed before and {'was' if one else 'were'} "
+                         f"skipped; --retry-errors scores {'it' if one else 'them'} again")
+        if self.retried:
+            notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
+        if self.files_pruned:
+            notes.append(f"{counted(self.files_pruned, 'file')} no longer in the input: "
+                         f"{'its rows' if self.files_pruned == 1 else 'their rows'} removed (--prune)")
+        elif self.files_gone:
+            notes.append(f"{counted(self.files_gone, 'file')} in {self.out} no longer in the input "
+                         f"(deleted or moved); --prune removes {'its' if self.files_gone == 1 else 'their'} rows")
+        return notes
 
     def failure_report(self) -> str:
         """The first failed files of this run with their reasons, and where the rest are."""
@@ -190,7 +223,7 @@ def _partial(stream: Any) -> dict[str, Any]:
 
 
 def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
-              address: str | None = None, progress: bool = True,
+              retry_errors: bool = False, prune: bool = False, address: str | None = None, progress: bool = True,
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
@@ -208,10 +241,15 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.local_cpus):
         committed = None if rescore else results.read_committed(out)
-        before = set(committed.identities.items()) if committed is not None else set()
         summary = _score_into(input_path, out, config=config, model_dir=model_dir, rescore=rescore,
-                              progress=progress, on_progress=on_progress, committed=committed)
-        seen = set(results.read_committed(out).identities.items()) - before
+                              retry_errors=retry_errors, prune=prune, progress=progress, on_progress=on_progress,
+                              committed=committed)
+        # What was there before and kept: the rows _score_into replaced (changed or retried files)
+        # left ``committed`` when they were dropped, so their new rows count as seen.
+        before = set(committed.identities.items()) if committed is not None else set()
+        after = results.read_committed(out)
+        summary.errors_in_folder = after.errors
+        seen = set(after.identities.items()) - before
         if len(seen) < summary.files_scored:
             raise ClusterError(f"{summary.files_scored - len(seen)} of {summary.files_scored} files the tasks scored "
                                f"have no row visible in {out} from this machine; --out must be on storage every "
@@ -220,7 +258,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
 
 
 def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
-                progress: bool = True,
+                retry_errors: bool = False, prune: bool = False, progress: bool = True,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
                 committed: results.Committed | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
@@ -229,7 +267,11 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     run, when the caller has read it already (it is read here otherwise).
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
-    skipped; files changed since are scored again and their old rows replaced.
+    skipped; files changed since are scored again and their old rows replaced. A file whose row
+    is an error row (unreadable, or its worker died, or the run's own settings failed it) is
+    skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
+    files no longer in the input, with no file at their path, are counted, and removed with
+    ``prune``.
 
     Raises
     ------
@@ -264,16 +306,23 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     todo, changed = [], set()
     for rel, source in entries:
         size, mtime = identity_of(source)
-        if committed.is_done(rel, size, mtime):
+        if committed.is_done(rel, size, mtime, retry_errors=retry_errors):
             summary.files_skipped += 1
+            summary.failed_skipped += rel in committed.failed
             continue
         if rel in committed.identities:
             changed.add(rel)
+            summary.retried += rel in committed.failed and committed.is_done(rel, size, mtime)
         try:
             duration = probe_audio(source).duration_s
         except (AudioError, OSError):
             duration = 0.0  # the task makes its error row
         todo.append(cut_units(rel, source, size, mtime, duration, config=config, bundle_config=bundle.config))
+    gone = gone_rows(Path(input_path), committed, listed={rel for rel, _ in entries})
+    summary.files_gone = len(gone)
+    if prune:
+        summary.files_pruned = len(gone)
+        changed |= gone
     if changed:
         results.drop_paths(out, committed, changed)
     units = [u for file_units in todo for u in file_units]
@@ -284,6 +333,20 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     summary.wall_s = time.perf_counter() - started
     _write_run_record(out, summary, config=config, bundle=bundle, bundle_id=bid, started=started_at)
     return summary
+
+
+def gone_rows(input_path: Path, committed: results.Committed, *, listed: set[str]) -> set[str]:
+    """Paths of ``committed`` rows not in this run's input (``listed``) whose file is gone: nothing
+    (not even a dangling link) at the path the row names, read as INPUT names it (below the
+    folder, or relative to the list's folder). A row of a file that is still there but not
+    listed (another list scored into the same OUT) is not gone."""
+    import os
+
+    from ser_batch.data.paths import fs_path
+
+    base = input_path.resolve() if input_path.is_dir() else input_path.resolve().parent
+    return {path for path in committed.identities
+            if path not in listed and not os.path.lexists(os.path.join(base, fs_path(path)))}
 
 
 def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, config: Config, settings_key: str,
@@ -382,6 +445,8 @@ def _commit_long_file(unit: Unit, chunks: list[dict[str, Any]], *, out: Path, cl
 
 def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle: Any, bundle_id: str,
                       started: str) -> None:
+    """``OUT/_run.json``: this run's record. A run that did no work (everything skipped) also
+    carries the record of the last run that did as ``last_work``, so its timings are not lost."""
     record = {
         "job": "score",
         "ser_batch_version": __version__,
@@ -402,5 +467,28 @@ def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundl
         "tasks_wall_s": round(summary.tasks_wall_s, 3),
         "realtime_factor": round(summary.realtime_factor, 2),
         "realtime_factor_per_core": round(summary.audio_s / summary.task_cpu_s, 2) if summary.task_cpu_s else 0.0,
+        "failed_skipped": summary.failed_skipped,
+        "retried": summary.retried,
+        "files_gone": summary.files_gone - summary.files_pruned,
+        "files_pruned": summary.files_pruned,
     }
+    if not summary.did_work:
+        last = last_work(Path(out))
+        if last is not None:
+            record["last_work"] = last
     storage.write_text_atomic(Path(out) / results.RUN_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def last_work(out: Path) -> dict[str, Any] | None:
+    """The record of the last run into ``out`` that scored or removed anything: ``_run.json``
+    itself, or the ``last_work`` it carries; ``None`` if there is none (or it is unreadable)."""
+    try:
+        previous = json.loads((Path(out) / results.RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict):
+        return None
+    if previous.get("files_scored") or previous.get("files_pruned"):
+        return previous
+    last = previous.get("last_work")
+    return last if isinstance(last, dict) else None

@@ -16,6 +16,7 @@ from typing import Any
 from ser_batch import schema
 from ser_batch.config import Config, config_to_dict
 from ser_batch.data import parts as storage
+from ser_batch.data.paths import fs_path, stored_path
 from ser_batch.errors import DatasetError
 
 
@@ -45,30 +46,51 @@ def list_input(input_path: Path, *, extensions: tuple[str, ...]) -> list[tuple[s
     """``(reported path, absolute path)`` of every file to score.
 
     INPUT is a folder (searched recursively, as ``extract`` does) or a text file listing one
-    path per line (blank lines and ``#`` comments skipped; relative paths are relative to the
-    list's folder), as archives are often selected by a query.
+    path per line, as archives are often selected by a query. In a list, relative paths are
+    relative to the list's folder; blank lines are skipped, and so are comments: a line whose
+    first character (after blanks) is ``#`` followed by a blank, another ``#`` or nothing
+    (``# kept for later``). A line ``#name.wav`` is a file name, not a comment. A line is read as
+    the ``path`` column shows a name (:func:`ser_batch.data.paths.stored_path`: ``\\xff`` for a
+    byte that is not UTF-8; raw bytes are accepted too). The same file listed under several
+    spellings (``a/../b.wav`` and ``b.wav``, a link and its target) is scored once, under the
+    spelling that comes first in the list.
+
+    The reported path is the stored form of the name: printable UTF-8, lossless
+    (:mod:`ser_batch.data.paths`); the absolute path is the one to open.
     """
     from ser_batch.data.labels import discover_audio
 
     input_path = Path(input_path)
     if input_path.is_dir():
         root = input_path.resolve()
-        return [(rel, root / rel) for rel in discover_audio(input_path, extensions=extensions)]
+        return [(stored_path(rel), root / rel) for rel in discover_audio(input_path, extensions=extensions)]
     if not input_path.is_file():
         raise DatasetError(f"input not found: {input_path}")
     try:
-        lines = input_path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = input_path.read_bytes()
+    except OSError as exc:
         raise DatasetError(f"cannot read the list of files {input_path}: {exc}") from None
+    # Any bytes: a name that is not UTF-8 may be listed as it is on disk.
+    lines = raw.decode("utf-8-sig", errors="surrogateescape").splitlines()
     base = input_path.resolve().parent
     entries, seen = [], set()
     for line in lines:
         text = line.strip()
-        if not text or text.startswith("#") or text in seen:
+        if not text or _is_comment(text):
             continue
-        seen.add(text)
-        entries.append((text, Path(os.path.abspath(base / text))))
+        name = fs_path(text)
+        source = Path(os.path.abspath(base / name))
+        real = os.path.realpath(source)  # one file, however it is spelled
+        if real in seen:
+            continue
+        seen.add(real)
+        entries.append((stored_path(name), source))
     return entries
+
+
+def _is_comment(line: str) -> bool:
+    """``#``, ``# text`` or ``## text``: a comment of an input list; ``#name.wav`` is a file."""
+    return line.startswith("#") and (len(line) == 1 or line[1].isspace() or line[1] == "#")
 
 
 def identity_of(path: Path) -> tuple[int | None, float | None]:

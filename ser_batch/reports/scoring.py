@@ -146,6 +146,8 @@ def report_page(data: ScoreResults, *, distribution: str, timeline: str) -> str:
     run = {}
     if (out / results.RUN_RECORD).is_file():
         run = json.loads((out / results.RUN_RECORD).read_text(encoding="utf-8"))
+        # A run that had nothing to do carries the one that did: show that one's figures.
+        run = run.get("last_work") or run
     hours = float(ok[schema.DURATION_S].sum()) / 3600
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ser-batch scores: {html.escape(str(out))}</title>
@@ -154,7 +156,7 @@ td,th{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}img{{max-width:1
 <body><h1>ser-batch scores</h1>
 <p>{len(data.files)} file rows ({len(ok)} scored, {len(failed)} failed), {hours:.2f} h of audio,
 {float(ok[schema.SPEECH_S].sum()) / 3600:.2f} h of speech. Bundle <code>{html.escape(str(run.get('bundle_id', '')))}</code>;
-last run {html.escape(str(run.get('finished', '?')))}: {run.get('files_scored', '?')} files scored in
+last run that scored {html.escape(str(run.get('finished', '?')))}: {run.get('files_scored', '?')} files scored in
 {run.get('wall_s', '?')} s ({run.get('realtime_factor', '?')}x realtime).</p>
 <h2>Emotions over files and hours</h2>{distribution}
 <h2>Timeline of <code>{html.escape(data.file_path)}</code></h2>

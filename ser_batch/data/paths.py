@@ -1,0 +1,54 @@
+"""File names as the tables store them: printable UTF-8 for every name, and back.
+
+On POSIX a file name is bytes. Python lists a name that is not valid UTF-8 (``bad\\xffname.wav``
+from an old archive) as a ``str`` holding surrogate escapes (:func:`os.fsdecode`), which
+Parquet, JSON and a terminal all refuse. The ``path`` column holds instead its *stored* form
+(:func:`stored_path`): each byte that is not UTF-8 written as the four characters ``\\xHH``, the
+way Python's ``backslashreplace`` shows it. The form is lossless: :func:`fs_path` gives the name
+back, and from it the exact bytes to open, so an incremental re-run matches the same file.
+
+Names that are valid UTF-8 are stored unchanged, except in one case that would otherwise be
+ambiguous: a literal backslash followed by ``x`` and the two hex digits of an escape
+(``x\\x5c`` or ``\\x80``-``\\xff``) is itself written ``\\x5c``.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The escapes :func:`stored_path` writes: a backslash (5c) and the bytes that are never UTF-8 alone.
+_ESCAPE = re.compile(r"\\x(5[cC]|[89a-fA-F][0-9a-fA-F])")
+
+
+def stored_path(name: str) -> str:
+    """The printable form of ``name`` (a path as :func:`os.fsdecode` and :func:`os.listdir` give it).
+
+    >>> stored_path("bad\\udcffname.wav")
+    'bad\\\\xffname.wav'
+    >>> stored_path("Actor_01/03-01-05.wav")
+    'Actor_01/03-01-05.wav'
+    """
+    if "\\" not in name and not any("\udc80" <= c <= "\udcff" for c in name):
+        return name
+    out = []
+    for i, c in enumerate(name):
+        if "\udc80" <= c <= "\udcff":
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif c == "\\" and _ESCAPE.match(name, i):
+            out.append("\\x5c")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def fs_path(stored: str) -> str:
+    """The name of the file ``stored`` (a ``path`` value) denotes, for :func:`open` and :mod:`os`
+    (surrogate escapes where it is not UTF-8); the inverse of :func:`stored_path`."""
+    if "\\x" not in stored:
+        return stored
+
+    def byte(match: re.Match[str]) -> str:
+        value = int(match.group(1), 16)
+        return "\\" if value == 0x5C else chr(0xDC00 + value)
+
+    return _ESCAPE.sub(byte, stored)

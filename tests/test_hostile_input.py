@@ -1,0 +1,245 @@
+"""Hostile and careless input to `score` and `extract` (issue 16): names that are not UTF-8,
+headers that lie, failed rows to retry, files deleted since, odd input lists. Every input is
+generated here, in ``tmp_path``."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from ser_batch.cli import main
+from ser_batch.cluster.runtime import FAULT_ENV
+from ser_batch.config import Config, load_config
+from ser_batch.data.paths import stored_path
+from ser_batch.inference.scoring import predict_files
+from ser_batch.models.bundle import load_bundle
+from ser_batch.pipeline.extract import run_extract
+from ser_batch.pipeline.score import run_score
+from ser_batch.pipeline.score_plan import list_input
+
+from conftest import write_audio
+
+BAD_NAME = b"bad\xffname.wav"  # Latin-1 era name: not UTF-8
+BAD_BROKEN = b"bad\xfe_broken.wav"  # not UTF-8 and not audio either
+
+
+def raw_path(folder: Path, name: bytes) -> Path:
+    """``folder/name`` for a name of any bytes (a str with surrogate escapes, as os.listdir gives)."""
+    return Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+
+
+def write_raw_named(folder: Path, name: bytes, **options: object) -> Path:
+    """Generated audio under a name of any bytes (soundfile itself cannot write such a name)."""
+    plain = write_audio(folder / "plain-name.wav", **options)  # type: ignore[arg-type]
+    target = raw_path(folder, name)
+    os.rename(plain, target)
+    return target
+
+
+def one_hz_wav(path: Path) -> Path:
+    """7 KB of 16-bit samples whose header declares 1 Hz: an hour of audio, if believed."""
+    data = np.random.default_rng(0).integers(-3000, 3000, 3500).astype("<i2").tobytes()
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
+                     + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16) + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def days_flac(path: Path) -> Path:
+    """A FLAC file of one second whose STREAMINFO claims 2**35 frames (24 days) in 132 bytes."""
+    sf.write(path, np.zeros(16_000, dtype=np.float32), 16_000)
+    blob = bytearray(path.read_bytes())
+    info = blob.index(b"fLaC") + 8
+    blob[info + 13] = (blob[info + 13] & 0xF0) | 8  # 2**35 >> 32
+    blob[info + 14 : info + 18] = (0).to_bytes(4, "big")
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def hostile_archive(root: Path) -> Path:
+    write_audio(root / "good.wav", duration_s=2.0, seed=1)
+    write_raw_named(root, BAD_NAME, duration_s=2.0, seed=2)
+    raw_path(root, BAD_BROKEN).write_text("not audio\n" * 20)
+    one_hz_wav(root / "one_hz.wav")
+    days_flac(root / "days.flac")
+    return root
+
+
+# ------------------------------------------------------------------------------ score
+
+
+def test_score_a_name_that_is_not_utf8_is_scored_stored_printably_and_skipped_again(
+        tmp_path: Path, ray_session: None) -> None:
+    archive = hostile_archive(tmp_path / "archive")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    first = runner.invoke(main, ["score", str(archive), "--out", str(out), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    # the summary names the broken one readably
+    assert "bad\\xfe_broken.wav: not an audio file" in first.output
+    assert "one_hz.wav: implausible header: sample rate 1 Hz is below 4000 Hz" in first.output
+    assert "days.flac: implausible header: 34359738368 frames" in first.output
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert sorted(files.index) == sorted(["good.wav", "bad\\xffname.wav", "bad\\xfe_broken.wav", "one_hz.wav",
+                                          "days.flac"])
+    assert pd.isna(files.loc["bad\\xffname.wav", "error"]) and files.loc["bad\\xffname.wav", "n_segments"] > 0
+    assert files.loc["bad\\xffname.wav", "duration_s"] == pytest.approx(2.0)
+    assert files.loc["one_hz.wav", "error"] == "implausible header: sample rate 1 Hz is below 4000 Hz"
+    segments = pd.read_parquet(out / "segments")
+    assert (segments.path == "bad\\xffname.wav").sum() == files.loc["bad\\xffname.wav", "n_segments"]
+    # incremental: the same file matched by its stored path, skipped; nothing rewritten
+    again = run_score(archive, out, config=load_config(), progress=False)
+    assert (again.files_scored, again.files_skipped, again.failed_skipped) == (0, 5, 3)
+    assert len(pd.read_parquet(out / "files")) == 5 and len(pd.read_parquet(out / "segments")) == len(segments)
+
+
+def test_score_a_list_naming_a_file_that_is_not_utf8(tmp_path: Path, ray_session: None) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_raw_named(archive, BAD_NAME, duration_s=1.5, seed=3)
+    listing = tmp_path / "list.txt"
+    # as the path column shows it, and as raw bytes: one file
+    listing.write_bytes(b"archive/bad\\xffname.wav\narchive/" + BAD_NAME + b"\n")
+    summary = run_score(listing, tmp_path / "out", config=load_config(), progress=False)
+    assert (summary.files_scored, summary.errors) == (1, [])
+    assert pd.read_parquet(tmp_path / "out/files").path.tolist() == ["archive/bad\\xffname.wav"]
+
+
+def test_predict_refuses_a_1_hz_header_as_an_error(tmp_path: Path) -> None:
+    (row,) = predict_files([one_hz_wav(tmp_path / "one_hz.wav")], bundle=load_bundle())
+    assert row["error"] == "implausible header: sample rate 1 Hz is below 4000 Hz" and not row["predictions"]
+
+
+def test_retry_errors_rescores_a_file_whose_worker_died_and_replaces_its_row(
+        tmp_path: Path, ray_session: None) -> None:
+    archive = tmp_path / "archive"
+    for i in range(2):
+        write_audio(archive / f"f{i}.wav", duration_s=1.5, seed=i)
+    write_audio(archive / "poison.wav", duration_s=3.0, seed=7)
+    out = tmp_path / "out"
+    # First run in its own Ray, whose workers die on poison.wav: a transient failure.
+    env = dict(os.environ, **{FAULT_ENV: "poison"})
+    died = subprocess.run([sys.executable, "-m", "ser_batch.cli", "score", str(archive), "--out", str(out),
+                           "--num-cpus", "1", "--no-progress", "--set", "ray.max_retries=0"],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert died.returncode == 0, died.stderr[-2000:]
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files.loc["poison.wav", "error"].startswith("the worker scoring this file died")
+
+    runner = CliRunner()
+    skipped = runner.invoke(main, ["score", str(archive), "--out", str(out), "--no-progress"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "0 files scored (3 already done)" in skipped.output
+    assert "1 file failed before and was skipped; --retry-errors scores it again" in skipped.output
+    # --fail-on-error counts the folder's failed rows, as extract --resume --fail-on-error does
+    failing = runner.invoke(main, ["score", str(archive), "--out", str(out), "--no-progress", "--fail-on-error"])
+    assert failing.exit_code == 3
+    assert f"error: 1 file in {out} could not be scored (0 in this run; --fail-on-error)" in failing.output
+
+    healed = runner.invoke(main, ["score", str(archive), "--out", str(out), "--no-progress", "--retry-errors",
+                                  "--fail-on-error"])
+    assert healed.exit_code == 0, healed.output
+    assert "1 file scored (2 already done)" in healed.output
+    assert "1 file that failed before scored again (--retry-errors)" in healed.output
+    files, segments = pd.read_parquet(out / "files"), pd.read_parquet(out / "segments")
+    assert sorted(files.path) == ["f0.wav", "f1.wav", "poison.wav"] and files.error.isna().all()
+    poison = files.set_index("path").loc["poison.wav"]
+    assert (segments.path == "poison.wav").sum() == poison.n_segments > 0
+    # idempotent: again with --retry-errors, nothing to do and nothing duplicated
+    again = run_score(archive, out, config=load_config(), retry_errors=True, progress=False)
+    assert (again.files_scored, again.retried) == (0, 0)
+    assert len(pd.read_parquet(out / "files")) == 3 and len(pd.read_parquet(out / "segments")) == len(segments)
+
+
+def test_rows_of_deleted_files_are_counted_and_pruned(tmp_path: Path, ray_session: None) -> None:
+    archive = tmp_path / "archive"
+    for i in range(3):
+        write_audio(archive / f"f{i}.wav", duration_s=1.5, seed=i)
+    out = tmp_path / "out"
+    first = run_score(archive, out, config=load_config(), progress=False)
+    assert first.files_scored == 3
+    (archive / "f1.wav").unlink()
+    kept = run_score(archive, out, config=load_config(), progress=False)
+    assert (kept.files_gone, kept.files_pruned) == (1, 0)
+    assert f"1 file in {out} no longer in the input (deleted or moved); --prune removes its rows" in kept.notes()
+    assert "f1.wav" in set(pd.read_parquet(out / "files").path)
+    # the no-op run did not lose the record of the run that did the work
+    record = json.loads((out / "_run.json").read_text())
+    assert record["files_scored"] == 0 and record["files_gone"] == 1
+    assert record["last_work"]["files_scored"] == 3 and record["last_work"]["wall_s"] > 0
+
+    pruned = run_score(archive, out, config=load_config(), prune=True, progress=False)
+    assert pruned.files_pruned == 1 and pruned.notes() == ["1 file no longer in the input: its rows removed (--prune)"]
+    files, segments = pd.read_parquet(out / "files"), pd.read_parquet(out / "segments")
+    assert sorted(files.path) == ["f0.wav", "f2.wav"] and sorted(set(segments.path)) == ["f0.wav", "f2.wav"]
+    record = json.loads((out / "_run.json").read_text())
+    assert record["files_pruned"] == 1 and "last_work" not in record
+    again = run_score(archive, out, config=load_config(), prune=True, progress=False)
+    assert (again.files_gone, again.files_pruned, again.files_scored) == (0, 0, 0)
+    assert len(pd.read_parquet(out / "files")) == 2 and len(pd.read_parquet(out / "segments")) == len(segments)
+    assert json.loads((out / "_run.json").read_text())["last_work"]["files_pruned"] == 1
+
+
+def test_rows_of_another_list_are_not_gone(tmp_path: Path, ray_session: None) -> None:
+    for name in ("a.wav", "b.wav"):
+        write_audio(tmp_path / name, duration_s=1.5)
+    (tmp_path / "first.txt").write_text("a.wav\n")
+    (tmp_path / "second.txt").write_text("b.wav\n")
+    run_score(tmp_path / "first.txt", tmp_path / "out", config=load_config(), progress=False)
+    summary = run_score(tmp_path / "second.txt", tmp_path / "out", config=load_config(), prune=True, progress=False)
+    assert (summary.files_gone, summary.files_pruned) == (0, 0)
+    assert sorted(pd.read_parquet(tmp_path / "out/files").path) == ["a.wav", "b.wav"]
+
+
+# ------------------------------------------------------------------------- input lists
+
+
+def test_list_comments_need_a_blank_after_the_hash_and_spellings_of_one_file_count_once(tmp_path: Path) -> None:
+    for name in ("b.wav", "#hash.wav", "sub/c.wav"):
+        write_audio(tmp_path / name, duration_s=0.5)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "link.wav").symlink_to(tmp_path / "b.wav")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# a comment\n#\n## a heading\n\t# indented comment\n#hash.wav\na/../b.wav\nb.wav\n"
+                       f"link.wav\n{tmp_path / 'b.wav'}\nsub/c.wav\n./sub/c.wav\n")
+    entries = list_input(listing, extensions=Config().audio.extensions)
+    # the first spelling of each file is kept
+    assert [rel for rel, _ in entries] == ["#hash.wav", "a/../b.wav", "sub/c.wav"]
+    assert [source for _, source in entries] == [tmp_path / "#hash.wav", tmp_path / "b.wav", tmp_path / "sub/c.wav"]
+
+
+def test_list_entries_of_files_that_do_not_exist_stay_distinct(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_text("gone1.wav\ngone2.wav\ngone1.wav\n")
+    assert [rel for rel, _ in list_input(tmp_path / "list.txt", extensions=(".wav",))] == ["gone1.wav", "gone2.wav"]
+
+
+# ---------------------------------------------------------------------------- extract
+
+
+def test_extract_a_name_that_is_not_utf8_and_lying_headers_then_resume(tmp_path: Path, ray_session: None) -> None:
+    archive = hostile_archive(tmp_path / "archive")
+    out = tmp_path / "features"
+    config = Config().replace(extract={"shard_size": 2})
+    summary = run_extract(archive, out, config=config, progress=False)
+    assert (summary.files, summary.errors) == (5, 3)
+    report = summary.failure_report()
+    assert "bad\\xfe_broken.wav: not an audio file" in report
+    assert "one_hz.wav: implausible header: sample rate 1 Hz is below 4000 Hz" in report
+    assert "days.flac: implausible header: 34359738368 frames" in report
+    rows = pd.read_parquet(out).set_index("path")
+    assert sorted(rows.index) == sorted(stored_path(os.fsdecode(n)) for n in
+                                        [b"good.wav", BAD_NAME, BAD_BROKEN, b"one_hz.wav", b"days.flac"])
+    assert pd.isna(rows.loc["bad\\xffname.wav", "error"])
+    assert np.isfinite(np.asarray(rows.loc["bad\\xffname.wav", "features"])).all()
+    resumed = run_extract(archive, out, config=config, resume=True, progress=False)
+    assert resumed.nothing_to_do and (resumed.files, resumed.errors) == (5, 3)
+    assert len(pd.read_parquet(out)) == 5
