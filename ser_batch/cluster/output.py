@@ -2,6 +2,8 @@
 
 Every job that writes an output folder goes through :func:`job_output`:
 
+0. a symbolic link inside OUT where ser-batch writes (``OUT/segments``, ``OUT/.lock``, a part, ...)
+   is refused (:func:`ser_batch.data.parts.refuse_links`): every write, rename and delete stays in OUT;
 1. the Ray runtime is started or joined first, so a wrong address or a refused token fails
    before anything is written (a failed start leaves no trace in OUT);
 2. ``OUT/.lock`` is taken (:mod:`ser_batch.cluster.lock`), so two runs never share a folder;
@@ -27,6 +29,7 @@ from typing import Any, Iterable, Iterator
 
 from ser_batch.cluster import lock as outlock
 from ser_batch.cluster import runtime
+from ser_batch.data.parts import refuse_links
 from ser_batch.errors import ClusterError
 
 
@@ -77,8 +80,9 @@ def check_shared_storage(*, inputs: Iterable[Path], lock: outlock.OutputLock) ->
 @contextmanager
 def job_output(out: Path, *, job: str, inputs: Iterable[Path], address: str | None,
                num_cpus: int | None) -> Iterator[dict[str, Any]]:
-    """Runtime up, OUT locked, storage checked; yields the runtime info of
+    """No links in OUT, runtime up, OUT locked, storage checked; yields the runtime info of
     :func:`ser_batch.cluster.runtime.ray_runtime`. The lock is released on any exit."""
+    refuse_links(out)
     with runtime.ray_runtime(address=address, num_cpus=num_cpus) as info:
         with outlock.hold(out, job=job) as lock:
             if not info["local"]:
