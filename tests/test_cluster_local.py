@@ -254,6 +254,25 @@ def test_submit_score_wait_and_the_jobs_commands(local_cluster: Cluster, tmp_pat
     assert failed.stderr.strip().endswith("FAILED: Job entrypoint command failed with exit code 3")
 
 
+def test_a_raw_job_with_a_relative_out_is_refused(local_cluster: Cluster, tmp_path: Path) -> None:
+    """What `ray job submit --working-dir . -- python jobs/score.py IN --out relative/path` does: the
+    job's working directory is a temporary copy of the project, so a relative OUT would vanish."""
+    small_archive(tmp_path / "in", 1)
+    script = ("import sys\n"
+              "from ser_batch.cluster import jobs_api\n"
+              "jobs_api.submit('score', [sys.argv[2], '--out', 'relative/scores'], address=sys.argv[1],\n"
+              "                submission_id='t-relative-out')\n")
+    submitted = subprocess.run([sys.executable, "-c", script, local_cluster.jobs, str(tmp_path / "in")],
+                               env=local_cluster.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               check=False)
+    assert submitted.returncode == 0, submitted.stderr
+    logs = ser("jobs", "logs", "t-relative-out", "--follow", env=local_cluster.env)
+    assert logs.returncode == 2, logs.stdout + logs.stderr  # the driver's exit status: bad usage
+    assert ("error: --out relative/scores is relative, but this runs as Ray job t-relative-out in a temporary "
+            "working directory") in logs.stdout
+    assert not (ROOT / "relative").exists()
+
+
 def test_jobs_stop_ends_the_job_and_frees_its_output(local_cluster: Cluster, long_archive: Path,
                                                      tmp_path: Path) -> None:
     out = tmp_path / "out"
