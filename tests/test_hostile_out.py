@@ -170,3 +170,15 @@ def test_extract_and_train_refuse_a_link_in_out(ray_session: None, tmp_path: Pat
                                        "--overwrite"])
     _assert_one_line(result, f"{model / '.lock'} is a symbolic link")
     assert _untouched(tmp_path / "victim.txt") and sorted(p.name for p in model.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("name", ["features", "scores", "calls"])
+def test_the_demo_refuses_a_link_among_its_folders(tmp_path: Path, name: str) -> None:
+    write_audio(tmp_path / "in" / "a.wav", duration_s=0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = _victim(tmp_path, True)
+    (out / name).symlink_to(victim, target_is_directory=True)
+    result = CliRunner().invoke(main, ["demo", "--input", str(tmp_path / "in"), "--out", str(out)])
+    _assert_one_line(result, f"{out / name} is a symbolic link (to {victim})")
+    assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == [name]

@@ -81,8 +81,9 @@ def _managed(name: str) -> bool:
             or (name.startswith(".") and ".tmp-" in name))
 
 
-def refuse_links(out: Path) -> None:
-    """Raise unless nothing ser-batch would write, rename or delete in ``out`` is a symbolic link.
+def refuse_links(out: Path, *, also: Iterable[str] = ()) -> None:
+    """Raise unless nothing ser-batch would write, rename or delete in ``out`` is a symbolic link
+    (the names of :func:`_managed`, and ``also``: e.g. the demo's sub-folders).
 
     A link at ``OUT/segments`` (or ``OUT/report.html``, ``OUT/.lock``, a part, ...) would make a
     run delete and write files in the folder it points to; writes stay inside OUT instead, so such
@@ -98,7 +99,8 @@ def refuse_links(out: Path) -> None:
     out = Path(out)
     if not out.is_dir():
         return  # nothing in it yet (or not a folder: the callers say so)
-    links = [out / e.name for e in os.scandir(out) if _managed(e.name) and e.is_symlink()]
+    also = set(also)
+    links = [out / e.name for e in os.scandir(out) if (_managed(e.name) or e.name in also) and e.is_symlink()]
     for name in MANAGED_DIRS:
         folder = out / name
         if folder.is_dir() and not folder.is_symlink():
