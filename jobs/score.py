@@ -7,6 +7,11 @@ submits it (absolute paths, the project as working_dir), and so does Ray's own C
 
 Inside a Ray Job, RAY_ADDRESS is set and the job joins that cluster; INPUT and OUT must be
 on storage every node sees at the same path.
+
+Paths: the job runs in a temporary copy of the project (its working_dir) that Ray deletes when
+the job ends, so a relative --out is refused (`error: --out ... is relative, but this runs as
+Ray job ...`, exit 2) rather than written into that copy; a relative input would be read from
+the copy too. Give absolute paths; `ser-batch submit` makes every path absolute before submitting.
 """
 
 import sys

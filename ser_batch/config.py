@@ -11,7 +11,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from ser_batch.augmentations import parse_augmentation
 from ser_batch.errors import ConfigError
@@ -304,6 +304,106 @@ class Config:
         return _apply(self, {name: dict(values) for name, values in sections.items()})
 
 
+class Range(NamedTuple):
+    """The values a numeric key may take: ``low`` to ``high``, each end included unless open."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    unit: str = ""
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` is in range (NaN never is)."""
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return bool(above and below)
+
+    def describe(self) -> str:
+        return (f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}{' ' + self.unit if self.unit else ''}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+_FRACTION = Range(0, 1, low_open=True, high_open=True)  # a share of rows: (0, 1)
+_RATE = Range(0, 1, high_open=True)  # dropout, label smoothing: [0, 1)
+_COUNT = Range(1, 1_000_000)
+_BATCH = Range(1, 10_000_000)
+_LEARNING_RATE = Range(0, 10, low_open=True)
+_SECONDS = Range(0, 1_000_000, unit="s")  # 0 = no limit; at most ~11.6 days
+
+#: Every numeric key of every section (tuples: each element) and the values it may take. Checked
+#: first (:func:`validate`), so NaN, infinities and absurd magnitudes never reach a job; the
+#: section validators add what depends on other keys. tests/test_config.py checks that every
+#: numeric key has an entry.
+RANGES: dict[str, Range] = {
+    "audio.sample_rate": Range(4000, 384_000, unit="Hz"),
+    "audio.max_duration_s": _SECONDS,
+    "audio.max_file_s": _SECONDS,
+    "features.n_fft": Range(64, 65536),
+    "features.hop_length": Range(1, 65536),
+    "features.n_mfcc": Range(1, 1024),
+    "features.n_chroma": Range(1, 120),
+    "features.n_mels": Range(1, 1024),
+    "features.contrast_bands": Range(1, 16),
+    "features.contrast_fmin": Range(0, 20_000, low_open=True, unit="Hz"),
+    "features.window_s": Range(0, 3600, unit="s"),
+    "features.window_hop_s": Range(0, 3600, low_open=True, unit="s"),
+    "features.db_floor": Range(-300, 0, high_open=True, unit="dB"),
+    "features.speech_margin_db": Range(0, 120, unit="dB"),
+    "extract.shard_size": _COUNT,
+    "train.test_size": _FRACTION,
+    "train.test_actors": Range(0, 2**31 - 1),
+    "train.test_actor_fraction": _FRACTION,
+    "train.seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "keras.hidden_layers": Range(1, 100_000),
+    "keras.epochs": _COUNT,
+    "keras.batch_size": _BATCH,
+    "keras.learning_rate": _LEARNING_RATE,
+    "keras.input_dropout": _RATE,
+    "keras.dropout": _RATE,
+    "keras.l2": Range(0, 100),
+    "keras.label_smoothing": _RATE,
+    "keras.patience": _COUNT,
+    "keras.validation_fraction": _FRACTION,
+    "sklearn.hidden_layer_sizes": Range(1, 100_000),
+    "sklearn.alpha": Range(0, 1_000_000),
+    "sklearn.learning_rate_init": _LEARNING_RATE,
+    "sklearn.batch_size": _BATCH,
+    "sklearn.max_iter": _BATCH,
+    "sklearn.validation_fraction": _FRACTION,
+    "sklearn.n_iter_no_change": _COUNT,
+    "cnn.kernels": Range(1, 1024),
+    "cnn.dilations": Range(1, 1024),
+    "cnn.width": Range(1, 65536),
+    "cnn.dense": Range(1, 65536),
+    "cnn.dropout": _RATE,
+    "cnn.relative_floor_db": Range(0, 300, unit="dB"),
+    "cnn.epochs": _COUNT,
+    "cnn.batch_size": _BATCH,
+    "cnn.learning_rate": _LEARNING_RATE,
+    "cnn.weight_decay": Range(0, 100),
+    "cnn.label_smoothing": _RATE,
+    "cnn.freq_masks": Range(0, 64),
+    "cnn.freq_mask_bands": Range(0, 1024),
+    "cnn.time_masks": Range(0, 64),
+    "cnn.time_mask_fraction": _RATE,
+    # Ranges or blocks of less than a second only multiply the bookkeeping (a block of 1e-9 s holds
+    # no sample at all, so every file failed); blocks over an hour would break the memory bound.
+    "score.chunk_s": Range(1, 1_000_000, unit="s"),
+    "score.shard_s": Range(1, 1_000_000, unit="s"),
+    "score.shard_files": _COUNT,
+    "score.block_s": Range(1, 3600, unit="s"),
+    "score.min_speech_ratio": Range(0, 1),
+    "score.min_normalize_s": _SECONDS,
+    "ray.num_cpus": Range(0, 100_000),  # 0 = all of this machine's
+    "ray.max_retries": Range(0, 100),
+}
+
+
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     expected = type(default)
     if isinstance(default, tuple):
@@ -349,10 +449,25 @@ def _apply(config: Config, changes: Mapping[str, Mapping[str, Any]]) -> Config:
 
 
 def validate(config: Config) -> None:
-    """Raise :class:`ConfigError` when a value is out of range: one validator per section."""
-    for check in (_check_audio, _check_features, _check_extract, _check_train, _check_networks, _check_score,
-                  _check_ray):
+    """Raise :class:`ConfigError` when a value is out of range: every numeric key against
+    :data:`RANGES` first, then one validator per section."""
+    for check in (_check_ranges, _check_audio, _check_features, _check_extract, _check_train, _check_networks,
+                  _check_score):
         check(config)
+
+
+def _check_ranges(config: Config) -> None:
+    for name, allowed in RANGES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        values = value if isinstance(value, tuple) else (value,)
+        if all(allowed.holds(v) for v in values):
+            continue
+        kind = "whole number" if isinstance(values[0], int) else "number"
+        if isinstance(value, tuple):
+            raise ConfigError(f"{name} must list {kind}s in {allowed.describe()}, got "
+                              f"[{', '.join(_toml_value(v) for v in value)}]")
+        raise ConfigError(f"{name} must be a {kind} in {allowed.describe()}, got {_toml_value(value)}")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -362,10 +477,6 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def _check_audio(config: Config) -> None:
     audio = config.audio
-    if audio.sample_rate < 4000:
-        raise ConfigError(f"audio.sample_rate must be at least 4000 Hz, got {audio.sample_rate}")
-    if audio.max_duration_s < 0 or audio.max_file_s < 0:
-        raise ConfigError("audio.max_duration_s and audio.max_file_s must be >= 0 (0 = no limit)")
     if not audio.extensions or not all(e.startswith(".") for e in audio.extensions):
         raise ConfigError("audio.extensions must be a non-empty list like ['.wav', '.flac']")
 
@@ -377,21 +488,14 @@ def _check_features(config: Config) -> None:
         raise ConfigError(f"features.n_fft must be a power of two >= 64, got {feats.n_fft}")
     if not 0 < feats.hop_length <= feats.n_fft:
         raise ConfigError("features.hop_length must be in (0, n_fft]")
-    for key in ("n_mfcc", "n_chroma", "n_mels", "contrast_bands"):
-        if getattr(feats, key) < 1:
-            raise ConfigError(f"features.{key} must be >= 1")
     if feats.n_mfcc > feats.n_mels:
         raise ConfigError("features.n_mfcc cannot exceed features.n_mels")
-    if feats.window_s < 0 or feats.window_hop_s <= 0:
-        raise ConfigError("features.window_s must be >= 0 and features.window_hop_s > 0 seconds")
     if feats.window_s and feats.window_hop_s > feats.window_s:
         raise ConfigError("features.window_hop_s cannot exceed features.window_s (frames would be skipped)")
     if feats.recipe in PITCH_RECIPES and rate / 60.0 >= feats.n_fft - 1:
         # yin needs two periods of its lowest pitch (60 Hz) inside one frame.
         raise ConfigError(f"features.n_fft={feats.n_fft} is too short for the {feats.recipe} recipe's pitch tracking "
                           f"at {rate} Hz; use at least {_next_pow2(rate / 60.0 + 1)}")
-    if feats.contrast_fmin <= 0:
-        raise ConfigError("features.contrast_fmin must be > 0 Hz")
     _one_of("features.speech_detector", feats.speech_detector, SPEECH_DETECTORS)
     if feats.speech_detector == "bands" and feats.n_mels != 128:
         # Its bands are mel bands 8..88 of 128 (~190 Hz - 3 kHz at 16 kHz).
@@ -400,8 +504,6 @@ def _check_features(config: Config) -> None:
 
 def _check_extract(config: Config) -> None:
     extract = config.extract
-    if extract.shard_size < 1:
-        raise ConfigError("extract.shard_size must be >= 1")
     if not all(isinstance(name, str) for name in extract.augment):
         raise ConfigError(f"extract.augment must be a list of names, got {list(extract.augment)}")
     if len(set(extract.augment)) != len(extract.augment):
@@ -421,58 +523,28 @@ def _check_train(config: Config) -> None:
         raise ConfigError("train.split = \"corpus\" needs train.test_corpus (--test-corpus NAME)")
     _one_of("train.normalize", train.normalize, TRAIN_NORMALIZE)
     _one_of("train.narrowband", train.narrowband, NARROWBAND)
-    if not 0 < train.test_size < 1 or not 0 < train.test_actor_fraction < 1:
-        raise ConfigError("train.test_size and train.test_actor_fraction must be in (0, 1)")
 
 
 def _check_networks(config: Config) -> None:
-    keras, sk = config.keras, config.sklearn
-    for name, value in (("keras.validation_fraction", keras.validation_fraction),
-                        ("sklearn.validation_fraction", sk.validation_fraction)):
-        if not 0 < value < 1:
-            raise ConfigError(f"{name} must be in (0, 1)")
-    if not keras.hidden_layers or min(keras.hidden_layers) < 1 or not sk.hidden_layer_sizes \
-            or min(sk.hidden_layer_sizes) < 1:
+    # Each number's range is in RANGES; what is left: lists that must not be empty or must match.
+    if not config.keras.hidden_layers or not config.sklearn.hidden_layer_sizes:
         raise ConfigError("hidden layer sizes must be positive integers")
-    if min(keras.epochs, keras.batch_size, keras.patience, sk.batch_size, sk.max_iter, sk.n_iter_no_change) < 1:
-        raise ConfigError("epochs, batch sizes, patience and iteration counts must be >= 1")
-    if keras.learning_rate <= 0 or sk.learning_rate_init <= 0 or sk.alpha < 0 or keras.l2 < 0:
-        raise ConfigError("learning rates must be > 0, alpha and l2 >= 0")
-    if not all(0 <= d < 1 for d in (keras.input_dropout, *keras.dropout)) or not 0 <= keras.label_smoothing < 1:
-        raise ConfigError("keras dropout rates and label_smoothing must be in [0, 1)")
     cnn = config.cnn
-    if not cnn.kernels or len(cnn.kernels) != len(cnn.dilations) or min(*cnn.kernels, *cnn.dilations) < 1:
+    if not cnn.kernels or len(cnn.kernels) != len(cnn.dilations):
         raise ConfigError("cnn.kernels and cnn.dilations must be lists of positive integers of the same length")
-    if min(cnn.width, cnn.dense, cnn.epochs, cnn.batch_size) < 1 or cnn.learning_rate <= 0 or cnn.weight_decay < 0:
-        raise ConfigError("cnn.width, dense, epochs and batch_size must be >= 1, learning_rate > 0, weight_decay >= 0")
-    if not 0 <= cnn.dropout < 1 or not 0 <= cnn.label_smoothing < 1 or not 0 <= cnn.time_mask_fraction < 1:
-        raise ConfigError("cnn.dropout, label_smoothing and time_mask_fraction must be in [0, 1)")
-    if min(cnn.freq_masks, cnn.freq_mask_bands, cnn.time_masks) < 0 or cnn.relative_floor_db < 0:
-        raise ConfigError("cnn mask counts and widths and relative_floor_db must be >= 0")
 
 
 def _check_score(config: Config) -> None:
     score = config.score
     _one_of("score.framework", score.framework, SCORE_FRAMEWORKS)
     _one_of("score.channels", score.channels, CHANNELS)
-    if min(score.chunk_s, score.shard_s, score.block_s) <= 0 or score.shard_files < 1:
-        raise ConfigError("score.chunk_s, score.shard_s and score.block_s must be > 0 s, score.shard_files >= 1")
-    if not 0 <= score.min_speech_ratio <= 1:
-        raise ConfigError("score.min_speech_ratio must be in [0, 1]")
     _one_of("score.normalize", score.normalize, SCORE_NORMALIZE)
-    if score.min_normalize_s < 0:
-        raise ConfigError("score.min_normalize_s must be >= 0 s")
     # Whether the names are the bundle's is checked once the bundle is loaded (models.classes).
     if not all(isinstance(c, str) and c.strip() for c in score.classes):
         raise ConfigError(f"score.classes must be a list of class names like ['angry', 'sad'], "
                           f"got {list(score.classes)}")
     if len(set(score.classes)) != len(score.classes):
         raise ConfigError(f"score.classes names a class twice: {', '.join(score.classes)}")
-
-
-def _check_ray(config: Config) -> None:
-    if config.ray.num_cpus < 0 or config.ray.max_retries < 0:
-        raise ConfigError("ray.num_cpus and ray.max_retries must be >= 0")
 
 
 def _next_pow2(value: float) -> int:

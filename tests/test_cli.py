@@ -141,7 +141,7 @@ def test_extract_augment_option(ray_session: None, clean_corpus: Path, tmp_path:
 
 def test_extract_unknown_augmentation_is_one_line(tmp_path: Path, clean_corpus: Path) -> None:
     result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--augment", "telephone-gsm")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.startswith("error: unknown augmentation 'telephone-gsm' (known forms: telephone-pcm")
     assert not (tmp_path / "o").exists()
 
@@ -209,7 +209,7 @@ def test_without_fail_on_error_file_errors_exit_zero(ray_session: None, corpus: 
 )
 def test_bad_override(clean_corpus: Path, tmp_path: Path, override: str, fragment: str) -> None:
     result = invoke("extract", clean_corpus, "--out", tmp_path / "out", "--set", override)
-    assert_one_line_error(result, 1, fragment)
+    assert_one_line_error(result, 2, fragment)  # a refused setting is bad usage
     assert not (tmp_path / "out").exists()
 
 
@@ -217,7 +217,7 @@ def test_bad_config_file(clean_corpus: Path, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[features]\nrecipe = "foo"\n')
     result = invoke("extract", clean_corpus, "--out", tmp_path / "out", "--config", config)
-    assert_one_line_error(result, 1, "features.recipe must be one of fast, classic")
+    assert_one_line_error(result, 2, "features.recipe must be one of fast, classic")
 
 
 def test_recipe_classic(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
@@ -291,6 +291,55 @@ def test_impossible_feature_settings_fail_once_before_the_job(clean_corpus: Path
                                        "--set", "features.n_fft=64", "--set", "features.hop_length=16",
                                        "--set", "features.n_mels=16", "--set", "features.n_mfcc=13",
                                        "--set", "features.contrast_fmin=25.0"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("error: these feature settings cannot work on any file")
     assert not (tmp_path / "o").exists()
+
+
+# --- hostile settings and Ctrl-C (issue 16, points 6 and 8) ------------------------------------
+
+
+@pytest.mark.parametrize("override", ["score.chunk_s=nan", "ray.max_retries=99999999999999999999",
+                                      "score.block_s=nan", "score.block_s=1e-9", "features.db_floor=-inf"])
+@pytest.mark.parametrize("job", ["extract", "score", "train"])
+def test_a_setting_that_is_not_a_usable_number_is_bad_usage(clean_corpus: Path, tmp_path: Path, job: str,
+                                                            override: str) -> None:
+    result = invoke(job, clean_corpus, "--out", tmp_path / "out", "--set", override)
+    assert_one_line_error(result, 2, f"error: {override.split('=')[0]} must be a ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_in_any_command_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import ser_batch.reports.scoring as reports
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reports, "write_score_report", interrupted)
+    result = invoke("report", tmp_path)
+    assert result.exit_code == 130 and "interrupted (Ctrl-C)" in result.stderr
+    assert "Aborted!" not in result.output
+
+
+def test_sigint_exits_130_in_a_real_process() -> None:
+    """A real SIGINT, in the installed entry point's way (standalone click), not click's ``Aborted!`` and 1."""
+    import signal
+
+    script = ("import sys, time\n"
+              "from ser_batch.cli import main\n"
+              "@main.command()\n"
+              "def nap():\n"
+              "    print('ready', flush=True)\n"
+              "    time.sleep(60)\n"
+              "main(['nap'])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=ROOT)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Aborted!" not in stderr and "Traceback" not in stderr and "interrupted (Ctrl-C)" in stderr

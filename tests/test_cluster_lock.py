@@ -112,3 +112,105 @@ def test_extract_refuses_a_locked_output_and_takes_over_a_stale_one(ray_session:
     done = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
     assert done.exit_code == 0, done.output
     assert not (out / ".lock").exists() and (out / "_manifest.json").exists()
+
+
+# --- a lock that names no run (issue 16, point 8): a full disk, a cut-short write -------------
+
+
+def _age(path: Path, seconds: float) -> None:
+    import os
+    import time
+
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+@pytest.mark.parametrize("content", [b"", b'{"host": "x", "pi', b"\x00\x00\x00\x00", b"[1, 2]", b'"a string"',
+                                     b'{"host": "h", "pid": "12", "token": "t"}', b'{"pid": 12}'])
+def test_an_empty_or_unreadable_lock_is_stale(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / outlock.LOCK_NAME).write_bytes(content)
+    assert outlock.read_lock(tmp_path) is outlock.UNREADABLE
+    _age(tmp_path / outlock.LOCK_NAME, outlock.UNREADABLE_GRACE_S + 1)
+    with outlock.hold(tmp_path, job="score") as lock:
+        assert outlock.read_lock(tmp_path).token == lock.info.token
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_young_unreadable_lock_is_given_time_to_be_written(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a lock is created and then written (no hard links), it is empty for a moment."""
+    import threading
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (tmp_path / outlock.LOCK_NAME).write_bytes(b"")
+    threading.Timer(0.5, write_lock, args=(tmp_path,), kwargs={"pid": sleeper.pid}).start()
+    try:
+        with pytest.raises(DatasetError, match=f"in use by another score run, pid {sleeper.pid}"):
+            outlock.OutputLock(tmp_path, job="score").acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # one that stays empty past the grace time is stale
+    monkeypatch.setattr(outlock, "UNREADABLE_GRACE_S", 0.3)
+    (tmp_path / outlock.LOCK_NAME).write_bytes(b"")
+    with outlock.hold(tmp_path, job="extract"):
+        assert outlock.read_lock(tmp_path).job == "extract"
+
+
+def test_a_full_disk_while_locking_leaves_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        outlock.OutputLock(tmp_path, job="score").acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no empty lock, no temporary file
+    monkeypatch.undo()
+    with outlock.hold(tmp_path, job="score") as lock:  # the next run is not blocked
+        assert outlock.read_lock(tmp_path).token == lock.info.token
+
+
+def test_without_hard_links_the_lock_is_written_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+    from typing import Self
+
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with outlock.hold(tmp_path, job="score") as lock:
+        assert outlock.read_lock(tmp_path).token == lock.info.token
+        assert sorted(p.name for p in tmp_path.iterdir()) == [outlock.LOCK_NAME]
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle: object) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> Self:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    with pytest.raises(OSError, match="No space left"):
+        outlock.OutputLock(tmp_path, job="score").acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_score_runs_into_a_folder_whose_lock_was_cut_short(ray_session: None, tmp_path: Path) -> None:
+    write_audio(tmp_path / "in" / "a.wav", duration_s=1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / outlock.LOCK_NAME).write_bytes(b"")  # what a full disk left behind
+    _age(out / outlock.LOCK_NAME, outlock.UNREADABLE_GRACE_S + 1)
+    result = CliRunner().invoke(main, ["score", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "unknown run" not in result.output and not (out / outlock.LOCK_NAME).exists()

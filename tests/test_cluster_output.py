@@ -3,6 +3,7 @@ probe on every node, and the driver's check that it sees what the tasks wrote.""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from ser_batch.cluster import lock as outlock
 from ser_batch.cluster import output as launch
-from ser_batch.errors import ClusterError
+from ser_batch.errors import ClusterError, ConfigError
 
 
 def test_absolute_keeps_links_and_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,3 +60,42 @@ def test_node_sees_runs_without_ray(tmp_path: Path) -> None:
     lock.write_text('{"token": "abc"}')
     seen = launch.node_sees(inputs=[str(tmp_path), str(tmp_path / "nope")], lock_path=str(lock), token="abc")
     assert seen["missing"] == [str(tmp_path / "nope")] and seen["lock_seen"] and seen["host"] == os.uname().nodename
+
+
+# --- a relative --out inside a Ray job (issue 16, point 8) -------------------------------------
+
+JOB_ENV = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"},
+                      "metadata": {"job_submission_id": "raysubmit_abc", "job_name": "raysubmit_abc"}})
+
+
+def test_a_relative_out_is_refused_inside_a_ray_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(launch.RAY_JOB_CONFIG_ENV, raising=False)
+    assert launch.output_path("scores") == tmp_path / "scores"  # outside a job: against the current folder
+    monkeypatch.setenv(launch.RAY_JOB_CONFIG_ENV, JOB_ENV)
+    assert launch.ray_job_id() == "raysubmit_abc"
+    with pytest.raises(ConfigError, match=rf"^--out scores is relative, but this runs as Ray job raysubmit_abc in a "
+                                          rf"temporary working directory \({tmp_path}\) that is deleted"):
+        launch.output_path("scores")
+    assert launch.output_path(tmp_path / "abs") == tmp_path / "abs"
+    assert launch.output_path("~/x") == Path.home() / "x"  # ~ is not relative to the working copy
+
+
+@pytest.mark.parametrize("job", ["score", "extract", "train"])
+def test_every_job_refuses_a_relative_out_inside_a_ray_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           job: str) -> None:
+    from click.testing import CliRunner
+
+    from ser_batch.cli import main
+
+    from conftest import write_audio
+
+    write_audio(tmp_path / "in" / "a.wav", duration_s=0.5)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv(launch.RAY_JOB_CONFIG_ENV, JOB_ENV)
+    result = CliRunner().invoke(main, [job, str(tmp_path / "in"), "--out", "results"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --out results is relative, but this runs as Ray job raysubmit_abc")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list((tmp_path / "work").iterdir()) == []

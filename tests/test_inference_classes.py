@@ -55,5 +55,5 @@ def test_predict_classes_json_and_unknown_class(archive: Path) -> None:
         assert list(pred["probabilities"]) == FOUR and pred["label"] in FOUR
         assert abs(sum(pred["probabilities"].values()) - 1) < 1e-3
     bad = runner.invoke(main, ["predict", str(archive / "a.wav"), "--classes", "angry,bored"])
-    assert bad.exit_code == 1 and "unknown class 'bored'" in bad.output
+    assert bad.exit_code == 2 and "unknown class 'bored'" in bad.output  # a bad option value: bad usage
     assert len(bad.output.strip().splitlines()) == 1

@@ -172,4 +172,4 @@ def test_evaluate_classes_scores_only_those_rows_with_the_argmax_restricted(rich
         assert model["classes"] == ["angry", "happy", "neutral", "sad"]  # the bundle's order
         assert sum(map(sum, model["confusion"])) == 28
     refused = runner.invoke(main, ["evaluate", pretrained, str(rich_actor_01), "--all", "--classes", "angry,bored"])
-    assert refused.exit_code == 1 and "unknown class 'bored'" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == 2 and "unknown class 'bored'" in refused.output and "Traceback" not in refused.output

@@ -385,7 +385,7 @@ def test_train_exit_codes(tmp_path: Path, ray_session: None) -> None:
     result = runner.invoke(main, ["train", str(empty), "--out", str(tmp_path / "m")])
     assert result.exit_code == 1 and "no Parquet parts" in result.output and "Traceback" not in result.output
     result = runner.invoke(main, ["train", str(empty), "--models", "svm,keras"])
-    assert result.exit_code == 1 and "train.models" in result.output
+    assert result.exit_code == 2 and "train.models" in result.output  # a refused setting is bad usage
     result = runner.invoke(main, ["train", str(empty), "--test-actors", "x,y"])
     assert result.exit_code == 2
 

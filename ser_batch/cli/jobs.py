@@ -169,7 +169,7 @@ def train(features_dirs: tuple[Path, ...], out: Path, models: str | None, split:
     config = load_cli_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
     from ser_batch.cluster.output import absolute
 
-    summary = run_train([absolute(d) for d in features_dirs], absolute(out), config=config, overwrite=overwrite,
+    summary = run_train([absolute(d) for d in features_dirs], out, config=config, overwrite=overwrite,
                         address=address or config.ray.address or None)
     for line in summary.lines():
         click.echo(line)

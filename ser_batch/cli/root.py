@@ -2,7 +2,9 @@
 
 Heavy imports (Ray, librosa, TensorFlow) happen inside the commands so that ``--help``
 is instant. Every :class:`~ser_batch.errors.SerBatchError` becomes a one-line message on
-stderr and exit code 1; bad usage exits with 2 (click's convention).
+stderr and exit code 1; bad usage exits with 2 (click's convention), and so does a
+:class:`~ser_batch.errors.ConfigError` (a bad ``--set``, ``--config`` or option value); Ctrl-C
+exits with 130, as shells expect of a command stopped by SIGINT.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from typing import Any, Callable
 import click
 
 from ser_batch import __version__
-from ser_batch.errors import SerBatchError
+from ser_batch.errors import ConfigError, SerBatchError
 
+#: Exit code of bad usage: click's own errors, and settings or option values that are refused.
+EXIT_USAGE = 2
 #: Exit code when the job ran but some files failed and ``--fail-on-error`` was given.
 EXIT_FILE_ERRORS = 3
+#: Exit code after Ctrl-C (128 + SIGINT), what shells report for a command stopped that way.
+EXIT_INTERRUPTED = 130
 ADDRESS_HELP = ("Ray cluster to run on instead of an embedded local Ray: its GCS address HOST:PORT (or auto), "
                  "as printed by `ser-batch cluster start` or `ray start`; not the dashboard's http:// address, "
                  "which `ser-batch submit --jobs-address` takes. INPUT and --out must then be on storage every "
@@ -31,6 +37,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except ConfigError as exc:  # a setting or option value: bad usage, like click's own errors
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         except SerBatchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -62,7 +71,19 @@ def load_cli_config(config_path: Path | None, overrides: tuple[str, ...], **extr
     return config.replace(**{s: v for s, v in extra.items() if v})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class RootGroup(click.Group):
+    """The ``ser-batch`` group: Ctrl-C in any command exits with 130 (click alone prints
+    ``Aborted!`` and exits 1, which scripts cannot tell from a failure)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (Ctrl-C)", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="ser-batch")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:

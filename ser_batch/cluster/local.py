@@ -6,7 +6,13 @@ other Ray runtimes and other local clusters on the machine never collide, all un
 private Ray temporary folder (so ``ray.init(address="auto")`` elsewhere does not stumble on
 it). The dashboard and its Jobs API listen on 127.0.0.1 only; token authentication stays
 on (``RAY_AUTH_MODE=token``), with the token Ray keeps in ``~/.ray/auth_token`` (generated
-once if missing), which every ser-batch client on this machine sends.
+once if missing, readable by its owner only), which every ser-batch client on this machine sends.
+
+Ray's per-node Prometheus endpoints (``metrics-export-port``) have no authentication and listen
+on every interface; ``ray start`` offers no way to bind them to 127.0.0.1 (it turns a
+``--node-ip-address`` of 127.0.0.1 into the machine's address), so metrics collection is switched
+off (``RAY_enable_metrics_collection=0``). The dashboard's own metrics endpoint (port 44227) cannot
+be bound or switched off that way; docs/cluster.md says so.
 
 What was started is recorded in ``cluster.json`` in the state folder
 (``SER_BATCH_CLUSTER_DIR``, default ``~/.ser-batch/cluster``). ``stop_cluster`` ends exactly
@@ -122,16 +128,34 @@ def _environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # No per-node Prometheus endpoints: they answer anyone on every interface (see the module docstring).
+    env["RAY_enable_metrics_collection"] = "0"
     return env
 
 
 def _ensure_token(env: dict[str, str]) -> None:
-    if env.get("RAY_AUTH_TOKEN") or Path(token_source()).is_file():
+    """Generate Ray's token file if there is none, and keep it readable by its owner only."""
+    if env.get("RAY_AUTH_TOKEN"):
         return
-    result = subprocess.run([_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True,
-                            text=True, timeout=120)
-    if result.returncode != 0:
-        raise ClusterError(f"could not create a Ray authentication token: {_tail(result)}")
+    path = Path(token_source())
+    if not path.is_file():
+        # Ray writes the file with the default umask (mode 644); 077 creates it 600 from the start.
+        result = subprocess.run([_ray_executable(), "get-auth-token", "--generate"], env=env, capture_output=True,
+                                text=True, timeout=120, umask=0o077)
+        if result.returncode != 0:
+            raise ClusterError(f"could not create a Ray authentication token: {_tail(result)}")
+    private_token_file(path)
+
+
+def private_token_file(path: Path) -> None:
+    """Make the token file at ``path`` mode 600 if it is ours and others may read it: the token
+    lets anyone who holds it run any command on the cluster."""
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # not there, or not ours to change: Ray reports a missing token itself
 
 
 def _tail(result: subprocess.CompletedProcess[str], lines: int = 3) -> str:

@@ -7,10 +7,17 @@ removes it when it ends. A lock whose process is gone on this host is stale (a k
 run) and is taken over; a lock of another host cannot be checked from here, so it is
 refused with a message saying how to remove it. The hidden name keeps it out of Arrow's
 dataset discovery and out of the files the jobs manage.
+
+The lock appears complete or not at all: it is written to a temporary file, then hard-linked
+to ``.lock`` (which fails if one exists), so a disk that fills up mid-write leaves no lock
+rather than an empty one. An empty or unreadable lock (left by an older version, or on a
+file system without hard links, where the lock is created then written) therefore names no
+run: once it is :data:`UNREADABLE_GRACE_S` old it is stale and taken over.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -23,6 +30,12 @@ from typing import Iterator
 
 from ser_batch.errors import DatasetError
 from ser_batch.schema import LOCK_NAME
+
+#: An unreadable lock younger than this (seconds) may be one being written where hard links
+#: are not available (see :meth:`OutputLock.acquire`); older, it is stale.
+UNREADABLE_GRACE_S = 5.0
+#: Errors of ``os.link`` on file systems without hard links: the lock is then created and written.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 @dataclass(frozen=True)
@@ -67,16 +80,23 @@ def _alive(info: LockInfo) -> bool:
     return True
 
 
+#: What :func:`read_lock` returns for a lock that names no run (empty, cut short, not ser-batch's).
+UNREADABLE = LockInfo(host="?", pid=-1, started="?", job="unknown", token="")
+
+
 def read_lock(out: Path) -> LockInfo | None:
-    """The lock of ``out``, or ``None``; an unreadable lock counts as held by an unknown run."""
+    """The lock of ``out``; ``None`` if there is none, :data:`UNREADABLE` if it names no run."""
     path = Path(out) / LOCK_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return LockInfo(**{k: data.get(k) for k in LockInfo.__dataclass_fields__})
+        info = LockInfo(**{k: data.get(k) for k in LockInfo.__dataclass_fields__})
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError):
-        return LockInfo(host="?", pid=-1, started="?", job="unknown", token="")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return UNREADABLE
+    valid = (isinstance(info.host, str) and info.host and type(info.pid) is int and isinstance(info.token, str)
+             and (info.proc_start is None or type(info.proc_start) is int))
+    return info if valid else UNREADABLE
 
 
 class OutputLock:
@@ -104,35 +124,84 @@ class OutputLock:
         self.out.mkdir(parents=True, exist_ok=True)
         self._created = missing  # innermost first: removed again if the run leaves them empty
         blob = json.dumps(asdict(self.info), indent=2) + "\n"
-        for _ in range(3):
+        deadline = time.monotonic() + UNREADABLE_GRACE_S + 5
+        for attempt in range(100):
+            if self._create(blob):
+                return
+            if not self._take_over_if_stale() and time.monotonic() < deadline:
+                time.sleep(min(0.5, 0.05 * 2**attempt))  # a lock being written: look again
+        raise DatasetError(f"could not lock {self.out}: its lock keeps changing")
+
+    def _create(self, blob: str) -> bool:
+        """Create ``OUT/.lock`` holding ``blob``, complete or not at all; ``False`` if one exists."""
+        tmp = self.path.with_name(f"{LOCK_NAME}.tmp-{self.info.token}")
+        try:
+            with open(tmp, "x", encoding="utf-8") as handle:
+                handle.write(blob)
+                handle.flush()
+                os.fsync(handle.fileno())  # the lock's content is on disk before its name is
+            try:
+                os.link(tmp, self.path)  # atomic, and fails if a lock exists
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+            # No hard links here: create exclusively, then write (an unreadable lock is young for a moment).
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(blob)
-            return
-        raise DatasetError(f"could not lock {self.out}: its lock keeps changing")
+                return False
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(blob)
+            except OSError:
+                self.path.unlink(missing_ok=True)  # never leave a lock that names no run
+                raise
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def _take_over_if_stale(self) -> None:
+    def _take_over_if_stale(self) -> bool:
+        """Remove the lock if it is stale; ``True`` when the caller should try again at once,
+        ``False`` when the lock may still be being written (wait a moment).
+
+        Raises
+        ------
+        DatasetError
+            If a live run holds it, or a run of another host.
+        """
         other = read_lock(self.out)
         if other is None:
-            return  # released meanwhile: try again
+            return True  # released meanwhile: try again
         here = socket.gethostname()
-        if other.host == here and other.pid > 0 and not _alive(other):
-            # Only one of several runs finding the same stale lock wins this rename.
+        if other is UNREADABLE:
             try:
-                os.replace(self.path, self.path.with_name(f"{LOCK_NAME}.stale-{self.info.token}"))
+                age = time.time() - self.path.stat().st_mtime
             except FileNotFoundError:
-                return
-            self.path.with_name(f"{LOCK_NAME}.stale-{self.info.token}").unlink(missing_ok=True)
-            return
+                return True
+            if age < UNREADABLE_GRACE_S:
+                return False
+            self._remove_stale()  # empty or cut short (a full disk, an old version): names no run
+            return True
+        if other.host == here and other.pid > 0 and not _alive(other):
+            self._remove_stale()
+            return True
         if other.host == here:
             raise DatasetError(f"{self.out} is in use by another {other.describe()}; wait for it to finish "
                                "or choose another --out")
         raise DatasetError(f"{self.out} is in use by another {other.describe()}; if that run is gone, "
                            f"delete {self.path} and run again")
+
+    def _remove_stale(self) -> None:
+        # Only one of several runs finding the same stale lock wins this rename.
+        stale = self.path.with_name(f"{LOCK_NAME}.stale-{self.info.token}")
+        try:
+            os.replace(self.path, stale)
+        except FileNotFoundError:
+            return
+        stale.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Remove the lock if it is still ours, and folders the run created but left empty."""

@@ -2,6 +2,8 @@
 
 Every job that writes an output folder goes through :func:`job_output`:
 
+0. a symbolic link inside OUT where ser-batch writes (``OUT/segments``, ``OUT/.lock``, a part, ...)
+   is refused (:func:`ser_batch.data.parts.refuse_links`): every write, rename and delete stays in OUT;
 1. the Ray runtime is started or joined first, so a wrong address or a refused token fails
    before anything is written (a failed start leaves no trace in OUT);
 2. ``OUT/.lock`` is taken (:mod:`ser_batch.cluster.lock`), so two runs never share a folder;
@@ -11,7 +13,9 @@ Every job that writes an output folder goes through :func:`job_output`:
    so without shared storage a job would compute results the driver never sees.
 
 Paths are made absolute before any of this (:func:`absolute`): a task's working directory
-is not the driver's, and a Ray Job's driver runs in a temporary copy of the project.
+is not the driver's, and a Ray Job's driver runs in a temporary copy of the project. So a
+relative OUT is refused when this process is a Ray Job's entrypoint (:func:`output_path`):
+it would name a folder inside that copy, which is deleted when the job ends.
 
 Object stores would slot in at the same two places: a ``pyarrow.fs`` filesystem
 (``pyarrow.fs.FileSystem.from_uri("s3://bucket/out")``) in the tasks' writes and in the
@@ -20,6 +24,7 @@ driver's listing, with the lock as a conditional put; the paths here stay local 
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +32,50 @@ from typing import Any, Iterable, Iterator
 
 from ser_batch.cluster import lock as outlock
 from ser_batch.cluster import runtime
-from ser_batch.errors import ClusterError
+from ser_batch.data.parts import refuse_links
+from ser_batch.errors import ClusterError, ConfigError
+
+#: What Ray's job supervisor sets for a job's entrypoint: the job's config, with its submission id.
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def absolute(path: Path | str) -> Path:
     """``path`` made absolute against the current directory (``~`` expanded, links kept)."""
     return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def ray_job_id() -> str | None:
+    """The submission id when this process is the entrypoint of a Ray Job (``ray job submit``,
+    ``ser-batch submit``), else ``None``."""
+    blob = os.environ.get(RAY_JOB_CONFIG_ENV)
+    if not blob:
+        return None
+    try:
+        metadata = json.loads(blob).get("metadata") or {}
+    except (ValueError, AttributeError):
+        metadata = {}
+    return str(metadata.get("job_submission_id") or "?")
+
+
+def output_path(out: Path | str) -> Path:
+    """``out`` made absolute (:func:`absolute`); inside a Ray Job, a relative ``out`` is refused.
+
+    A Ray Job's entrypoint runs in a temporary copy of the project (its ``working_dir``) that Ray
+    deletes when the job ends, so ``--out results`` would report success and leave nothing.
+    ``ser-batch submit`` makes every path absolute before submitting, so this catches raw
+    ``ray job submit ... -- python jobs/score.py IN --out relative/path``.
+
+    Raises
+    ------
+    ConfigError
+        For a relative ``out`` inside a Ray Job.
+    """
+    job = ray_job_id()
+    if job is not None and not Path(out).expanduser().is_absolute():
+        raise ConfigError(f"--out {out} is relative, but this runs as Ray job {job} in a temporary working "
+                          f"directory ({os.getcwd()}) that is deleted when the job ends; give --out as an absolute "
+                          "path on storage every node shares (`ser-batch submit` makes paths absolute itself)")
+    return absolute(out)
 
 
 def node_sees(*, inputs: list[str], lock_path: str, token: str) -> dict[str, Any]:
@@ -77,8 +120,9 @@ def check_shared_storage(*, inputs: Iterable[Path], lock: outlock.OutputLock) ->
 @contextmanager
 def job_output(out: Path, *, job: str, inputs: Iterable[Path], address: str | None,
                num_cpus: int | None) -> Iterator[dict[str, Any]]:
-    """Runtime up, OUT locked, storage checked; yields the runtime info of
+    """No links in OUT, runtime up, OUT locked, storage checked; yields the runtime info of
     :func:`ser_batch.cluster.runtime.ray_runtime`. The lock is released on any exit."""
+    refuse_links(out)
     with runtime.ray_runtime(address=address, num_cpus=num_cpus) as info:
         with outlock.hold(out, job=job) as lock:
             if not info["local"]:

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ser_batch import schema
 from ser_batch.errors import DatasetError
 
 MANIFEST = "_manifest.json"
@@ -63,6 +64,52 @@ def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     _atomic_replace(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
+
+
+#: Names ser-batch writes, renames or deletes directly inside an output folder (besides the
+#: patterns of :func:`_managed`): the score folder's tables and records, the lock, the report.
+MANAGED_NAMES = frozenset({schema.LOCK_NAME, schema.FILES_DIR, schema.SEGMENTS_DIR, schema.SETTINGS,
+                           schema.RUN_RECORD, schema.REPORT_HTML, MANIFEST, CONFIG})
+#: Sub-folders every entry of which is ser-batch's.
+MANAGED_DIRS = (schema.FILES_DIR, schema.SEGMENTS_DIR)
+
+
+def _managed(name: str) -> bool:
+    """Whether ser-batch may write, rename or delete ``OUT/name``: the names above, parts
+    (``part-*``), ``_*`` records, temporary files (``.*.tmp-*``) and stale locks (``.lock.*``)."""
+    return (name in MANAGED_NAMES or name.startswith(("part-", ".part-", "_", f"{schema.LOCK_NAME}."))
+            or (name.startswith(".") and ".tmp-" in name))
+
+
+def refuse_links(out: Path, *, also: Iterable[str] = ()) -> None:
+    """Raise unless nothing ser-batch would write, rename or delete in ``out`` is a symbolic link
+    (the names of :func:`_managed`, and ``also``: e.g. the demo's sub-folders).
+
+    A link at ``OUT/segments`` (or ``OUT/report.html``, ``OUT/.lock``, a part, ...) would make a
+    run delete and write files in the folder it points to; writes stay inside OUT instead, so such
+    a link is refused before anything is touched. ``out`` itself may be a link (to a disk with room,
+    say): it is the folder the user named. Called by every job (:func:`ser_batch.cluster.output.job_output`)
+    and by ``report`` before they write.
+
+    Raises
+    ------
+    DatasetError
+        Naming the first link found and where it points.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return  # nothing in it yet (or not a folder: the callers say so)
+    also = set(also)
+    links = [out / e.name for e in os.scandir(out) if (_managed(e.name) or e.name in also) and e.is_symlink()]
+    for name in MANAGED_DIRS:
+        folder = out / name
+        if folder.is_dir() and not folder.is_symlink():
+            links += [folder / e.name for e in os.scandir(folder) if e.is_symlink()]
+    if links:
+        first = min(links)
+        raise DatasetError(f"{first} is a symbolic link (to {os.readlink(first)}); ser-batch writes and deletes "
+                           "only inside --out and never through links there: remove it (or move the real "
+                           "folder there), or choose another --out")
 
 
 def existing_parts(directory: Path) -> dict[str, Path]:

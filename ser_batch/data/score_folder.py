@@ -49,6 +49,8 @@ def write_part(table: pa.Table, out: Path, kind: str, key: str, *, segment_parts
         metadata[META_SEGMENT_PARTS] = json.dumps(sorted(segment_parts)).encode()
         table = table.replace_schema_metadata(metadata)
     path = part_path(out, kind, key)
+    if path.parent.is_symlink():  # the job refused it at start; a link put there since is not followed either
+        raise DatasetError(f"{path.parent} is a symbolic link; ser-batch writes only inside --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     storage.write_table_atomic(table, path)
     return path.name
@@ -110,7 +112,7 @@ def remove_leftovers(out: Path, committed: Committed) -> int:
     removed = 0
     for kind in (SEGMENTS_DIR, FILES_DIR):
         folder = Path(out) / kind
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():  # never deletes in a folder a link points to
             continue
         for path in folder.iterdir():
             stale_tmp = path.name.startswith(".part-") and ".tmp-" in path.name

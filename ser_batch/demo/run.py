@@ -114,6 +114,10 @@ def choose_examples(paths: Sequence[str], emotions: Sequence[str | None], actors
     return [c[0] for c in chosen]
 
 
+#: What the demo writes inside its OUT (each a job's output folder, or the calls it builds).
+DEMO_FOLDERS = ("features", "model", "calls", "scores", "scores-normalized")
+
+
 @dataclass
 class DemoRun:
     """What the stages share: where things are, and what earlier stages produced."""
@@ -363,7 +367,9 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
         When a stage fails for another reason than unreadable files (e.g. no disk space).
     """
     from ser_batch.cluster import runtime
+    from ser_batch.data.parts import refuse_links
 
+    refuse_links(out, also=DEMO_FOLDERS)  # the jobs below write only inside OUT, never through a link
     config = (config or load_config()).replace(features={"recipe": "rich"})
     data = Path(corpus) if corpus is not None and Path(corpus).is_dir() else Path(input_dir)
     paths = discover_audio(data, extensions=config.audio.extensions) if data.is_dir() else []

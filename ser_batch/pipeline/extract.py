@@ -279,7 +279,7 @@ def run_extract(
 
     started = time.perf_counter()
     # Absolute before anything runs elsewhere: tasks do not share the driver's working directory.
-    input_dir, out = launch.absolute(input_dir), launch.absolute(out)
+    input_dir, out = launch.absolute(input_dir), launch.output_path(out)
     paths = discover_audio(input_dir, extensions=config.audio.extensions)
     if not paths:
         raise DatasetError(

@@ -235,7 +235,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     from ser_batch.cluster import output as launch
     from ser_batch.errors import ClusterError
 
-    input_path, out = launch.absolute(input_path), launch.absolute(out)
+    input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
         raise DatasetError(f"input not found: {input_path}")
     with launch.job_output(out, job="score", inputs=[input_path], address=address,

@@ -274,7 +274,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
         If ``out`` exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = launch.output_path(out)  # absolute; refused if relative inside a Ray job
     if out.exists() and not overwrite:
         raise BundleError(f"model folder {out} already exists; pass --overwrite to replace it")
     dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from ser_batch import schema
 from ser_batch.data import score_folder as results
+from ser_batch.data.parts import refuse_links, write_text_atomic
 from ser_batch.errors import DatasetError
 
 #: Rows of the error table shown in the page (the files table has them all).
@@ -177,10 +178,10 @@ def write_score_report(out: Path, *, file_path: str | None = None) -> Path:
     Raises
     ------
     DatasetError
-        If ``out`` holds no results, or ``file_path`` is not one of its files.
+        If ``out`` holds no results, ``file_path`` is not one of its files, or a name the
+        report reads or writes in ``out`` is a symbolic link.
     """
+    refuse_links(out)  # a link at OUT/report.html (or OUT/files) is not followed
     data = read_results(out, file_path=file_path)
     body = report_page(data, distribution=distribution_chart(data), timeline=timeline_chart(data))
-    path = Path(out) / schema.REPORT_HTML
-    path.write_text(body, encoding="utf-8")
-    return path
+    return write_text_atomic(Path(out) / schema.REPORT_HTML, body)
