@@ -38,12 +38,13 @@ MAX_ARRAYS = 1024
 _KINDS = "fiuU"
 
 
-def read_arrays(path: Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, each header checked before its array is allocated.
 
     A header states a shape and dtype, which is what numpy allocates; here the bytes it claims
     must be the bytes the archive stores for it, and all arrays together at most ``max_bytes``,
-    so a small file claiming a huge shape is refused without allocating it.
+    so a small file claiming a huge shape is refused without allocating it. ``max_bytes``: default
+    :data:`MAX_ARRAY_BYTES`.
 
     Raises
     ------
@@ -52,6 +53,7 @@ def read_arrays(path: Path, *, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np
     """
     import zipfile
 
+    max_bytes = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
     try:
         archive = zipfile.ZipFile(Path(path))
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
