@@ -328,3 +328,15 @@ def test_duplicate_class_names_are_refused(tmp_path: Path) -> None:
     wav = write_audio(tmp_path / "a.wav", duration_s=1.0)
     line = one_line_error(CliRunner().invoke(main, ["predict", str(wav), "--model", str(bad)]))
     assert "class 'angry'" in line
+
+
+def test_a_bundle_error_inside_a_task_stops_the_job_instead_of_worker_died_rows(ray_session: None) -> None:
+    from ser_batch.cluster import runtime
+
+    def refuse(item: int) -> dict[str, int]:
+        if item == 1:
+            raise BundleError("bundle /b changed while the run was using it")
+        return {"item": item}
+
+    with pytest.raises(BundleError, match="changed while the run was using it"):
+        runtime.map_shards(refuse, [0, 1, 2], split=lambda shard: [shard], max_retries=1)
