@@ -177,6 +177,43 @@ def test_arrays_above_the_size_limit_are_refused_from_their_sizes(tmp_path: Path
     bundle_io.load_bundle(bad)  # under the real limit, an extra array is ignored
 
 
+def test_a_skops_file_whose_arrays_claim_absurd_shapes_is_refused_unpacked(tmp_path: Path) -> None:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ser_batch.models.estimators import save_sklearn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), np.array(["angry", "happy", "sad"])[rng.integers(0, 3, 30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipeline = Pipeline([("scaler", StandardScaler()), ("mlp", MLPClassifier((5,), max_iter=20))]).fit(X, y)
+    staging = bundle_io.staging_dir(tmp_path / "skops")
+    save_sklearn(pipeline, staging / bundle_io.SKLEARN_FILE)
+    (staging / "sklearn_mlp.npz").unlink()  # no array export: the skops file is what would be loaded
+    manifest = {"bundle_format": 2, "classes": ["angry", "happy", "sad"], "models": ["sklearn"],
+                "aggregation": "clip", "features": {"n_features": 4}}
+    bad = bundle_io.finalize_bundle(staging, tmp_path / "skops", manifest=manifest, overwrite=False)
+    bundle_io.load_bundle(bad)  # as written, it loads
+    skops = bad / bundle_io.SKLEARN_FILE
+    with zipfile.ZipFile(skops) as archive:
+        members = {m.filename: archive.read(m) for m in archive.infolist()}
+    victim = next(name for name in members if name.endswith(".npy"))
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (10**5, 10**5)})
+    members[victim] = buffer.getvalue() + b"\0" * 8
+    with zipfile.ZipFile(skops, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    rechecksum(bad)
+    with pytest.raises(BundleError, match=r"\(sklearn_mlp.skops\): array '.*': its header claims shape \(100000, 100000\)"):
+        bundle_io.load_bundle(bad)
+
+
 def test_a_keras_file_refused_by_safe_mode_is_reported_when_the_bundle_opens(tmp_path: Path) -> None:
     import keras
 

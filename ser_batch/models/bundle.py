@@ -336,6 +336,10 @@ class Bundle:
             from ser_batch.models.networks import DenseNetwork
 
             return DenseNetwork.load(path, classes=self.classes, n_features=n_features)
+        if framework == "keras" or self.format >= 2:  # zip archives (.keras, skops): sizes checked unpacked
+            from ser_batch.models.networks import check_archive
+
+            check_archive(path)
         if framework == "sklearn" and self.format >= 2:
             from ser_batch.models.estimators import load_sklearn
 

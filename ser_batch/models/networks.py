@@ -39,12 +39,8 @@ _KINDS = "fiuU"
 
 
 def read_arrays(path: Path, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, each header checked before its array is allocated.
-
-    A header states a shape and dtype, which is what numpy allocates; here the bytes it claims
-    must be the bytes the archive stores for it, and all arrays together at most ``max_bytes``,
-    so a small file claiming a huge shape is refused without allocating it. ``max_bytes``: default
-    :data:`MAX_ARRAY_BYTES`.
+    """The arrays of an ``.npz`` file, each header checked (:func:`check_archive`) before its
+    array is allocated.
 
     Raises
     ------
@@ -53,42 +49,80 @@ def read_arrays(path: Path, *, max_bytes: int | None = None) -> dict[str, np.nda
     """
     import zipfile
 
-    max_bytes = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
-    try:
-        archive = zipfile.ZipFile(Path(path))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        raise ValueError(f"not an array archive (.npz): {exc}") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > MAX_ARRAYS:
-            raise ValueError(f"it holds {len(members)} arrays (at most {MAX_ARRAYS})")
-        names = [m.filename for m in members]
-        if len(set(names)) != len(names):
-            raise ValueError("it holds two arrays of the same name")
-        stored = sum(m.file_size for m in members)
-        if stored > max_bytes:
-            raise ValueError(f"its arrays hold {stored / 2**20:.0f} MiB (at most {max_bytes / 2**20:.0f} MiB)")
+    with _open_archive(path, what="an array archive (.npz)") as archive:
+        members = _checked_members(archive, max_bytes=max_bytes, arrays_only=True)
         arrays = {}
         for member in members:
-            if not member.filename.endswith(".npy"):
-                raise ValueError(f"{member.filename!r} is not an array (.npy)")
             key = member.filename[: -len(".npy")]
             try:
                 with archive.open(member) as handle:
-                    shape, dtype, header = _array_header(handle)
-                claimed = dtype.itemsize * int(np.prod(shape, dtype=object))
-                if header + claimed != member.file_size:
-                    raise ValueError(f"its header claims shape {shape} of {dtype} ({claimed} bytes) but "
-                                     f"{member.file_size - header} bytes are stored")
-                if dtype.hasobject or dtype.kind not in _KINDS or dtype.fields is not None:
-                    raise ValueError(f"dtype {dtype} is not a plain number or text")
-                with archive.open(member) as handle:  # from its start again: read_array reads the header too
                     arrays[key] = np.lib.format.read_array(handle, allow_pickle=False)
-            except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
                 raise ValueError(f"array {key!r} is unreadable: {type(exc).__name__}: {exc}") from None
-            except ValueError as exc:
-                raise ValueError(f"array {key!r}: {exc}") from None
     return arrays
+
+
+def check_archive(path: Path, *, max_bytes: int | None = None) -> None:
+    """Refuse a zip-based model file (skops, ``.keras``) whose members would unpack to more than
+    ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`), or whose ``.npy`` members' headers claim other
+    bytes than they store: checked from the archive's directory and headers, nothing unpacked.
+
+    Raises
+    ------
+    ValueError
+        Saying which member is wrong and how.
+    """
+    with _open_archive(path, what="a zip archive") as archive:
+        _checked_members(archive, max_bytes=max_bytes, arrays_only=False)
+
+
+def _open_archive(path: Path, *, what: str) -> Any:
+    import zipfile
+
+    try:
+        return zipfile.ZipFile(Path(path))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise ValueError(f"not {what}: {exc}") from None
+
+
+def _checked_members(archive: Any, *, max_bytes: int | None, arrays_only: bool) -> list[Any]:
+    """The members of an open zip archive, once their sizes and array headers are checked.
+
+    A ``.npy`` header states a shape and dtype, which is what numpy allocates; here the bytes it
+    claims must be the bytes the archive stores for it, and all members together at most
+    ``max_bytes``, so a small file claiming a huge shape is refused without allocating it."""
+    import zipfile
+
+    max_bytes = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    members = archive.infolist()
+    if len(members) > MAX_ARRAYS:
+        raise ValueError(f"it holds {len(members)} members (at most {MAX_ARRAYS})")
+    names = [m.filename for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError("it holds two members of the same name")
+    stored = sum(m.file_size for m in members)
+    if stored > max_bytes:
+        raise ValueError(f"its arrays hold {stored / 2**20:.0f} MiB (at most {max_bytes / 2**20:.0f} MiB)")
+    for member in members:
+        if not member.filename.endswith(".npy"):
+            if arrays_only:
+                raise ValueError(f"{member.filename!r} is not an array (.npy)")
+            continue
+        key = member.filename[: -len(".npy")]
+        try:
+            with archive.open(member) as handle:
+                shape, dtype, header = _array_header(handle)
+        except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            raise ValueError(f"array {key!r} is unreadable: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"array {key!r}: {exc}") from None
+        claimed = dtype.itemsize * int(np.prod(shape, dtype=object))
+        if header + claimed != member.file_size:
+            raise ValueError(f"array {key!r}: its header claims shape {shape} of {dtype} ({claimed} bytes) but "
+                             f"{member.file_size - header} bytes are stored")
+        if arrays_only and (dtype.hasobject or dtype.kind not in _KINDS or dtype.fields is not None):
+            raise ValueError(f"array {key!r}: dtype {dtype} is not a plain number or text")
+    return members
 
 
 def _array_header(handle: Any) -> tuple[tuple[int, ...], np.dtype, int]:
