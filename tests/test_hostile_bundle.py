@@ -13,8 +13,9 @@ import json
 import shutil
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,8 +92,11 @@ BROKEN_ARRAYS = {
     "scaler width": ("sklearn_mlp.npz", lambda a: a.update(mean=a["mean"][:100]), "'mean' has shape (100,)"),
     "layer chain": ("keras_ann.npz", lambda a: a.update(kernel_2=a["kernel_2"][:49]), "kernel_2' has shape (49, 20)"),
     "bias": ("keras_ann.npz", lambda a: a.update(bias_0=a["bias_0"][:7]), "bias_0' has shape (7,)"),
-    "output classes": ("sklearn_mlp.npz", lambda a: a.update(kernel_1=a["kernel_1"][:, :7], bias_1=a["bias_1"][:7]),
-                       "7 outputs for the bundle's 8 classes"),
+    "output classes": (
+        "sklearn_mlp.npz",
+        lambda a: a.update(kernel_1=a["kernel_1"][:, :7], bias_1=a["bias_1"][:7]),
+        "7 outputs for the bundle's 8 classes",
+    ),
     "nan weights": ("keras_ann.npz", _nan_kernel, "'kernel_1' holds NaN"),
     "text weights": ("keras_ann.npz", _set("kernel_4", np.array([["x"] * 8] * 10)), "kernel_4' has dtype <U1"),
     "activation": ("keras_ann.npz", _set("activation_0", np.array("tanh")), "'activation_0' is 'tanh'"),
@@ -122,8 +126,9 @@ def test_an_unloadable_bundle_fails_score_predict_and_evaluate_at_once(tmp_path:
     out = tmp_path / "out"
     runner = CliRunner()
     # score: refused in the driver before Ray starts or OUT is created (no files/, no lock, nothing)
-    line = one_line_error(runner.invoke(main, ["score", str(audio), "--out", str(out), "--model", str(bad),
-                                               "--no-progress"]))
+    line = one_line_error(
+        runner.invoke(main, ["score", str(audio), "--out", str(out), "--model", str(bad), "--no-progress"])
+    )
     assert "keras_ann.npz" in line and "not an array archive" in line and "died" not in line
     assert not out.exists()
     line = one_line_error(runner.invoke(main, ["predict", str(audio / "a.wav"), "--model", str(bad)]))
@@ -163,8 +168,9 @@ def test_an_array_header_claiming_absurd_shapes_is_refused_before_allocating(tmp
     assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
-def test_arrays_above_the_size_limit_are_refused_from_their_sizes(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_arrays_above_the_size_limit_are_refused_from_their_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = hostile_copy(tmp_path)
     # a consistent archive of 3 MB of zeros (it compresses to a few KB): refused from the sizes it states
     rewrite_arrays(bad, "sklearn_mlp.npz", lambda a: a.update(extra=np.zeros((1000, 805), np.float32)))
@@ -195,8 +201,13 @@ def test_a_skops_file_whose_arrays_claim_absurd_shapes_is_refused_unpacked(tmp_p
     staging = bundle_io.staging_dir(tmp_path / "skops")
     save_sklearn(pipeline, staging / bundle_io.SKLEARN_FILE)
     (staging / "sklearn_mlp.npz").unlink()  # no array export: the skops file is what would be loaded
-    manifest = {"bundle_format": 2, "classes": ["angry", "happy", "sad"], "models": ["sklearn"],
-                "aggregation": "clip", "features": {"n_features": 4}}
+    manifest = {
+        "bundle_format": 2,
+        "classes": ["angry", "happy", "sad"],
+        "models": ["sklearn"],
+        "aggregation": "clip",
+        "features": {"n_features": 4},
+    }
     bad = bundle_io.finalize_bundle(staging, tmp_path / "skops", manifest=manifest, overwrite=False)
     bundle_io.load_bundle(bad)  # as written, it loads
     skops = bad / bundle_io.SKLEARN_FILE
@@ -210,7 +221,9 @@ def test_a_skops_file_whose_arrays_claim_absurd_shapes_is_refused_unpacked(tmp_p
         for name, data in members.items():
             archive.writestr(name, data)
     rechecksum(bad)
-    with pytest.raises(BundleError, match=r"\(sklearn_mlp.skops\): array '.*': its header claims shape \(100000, 100000\)"):
+    with pytest.raises(
+        BundleError, match=r"\(sklearn_mlp.skops\): array '.*': its header claims shape \(100000, 100000\)"
+    ):
         bundle_io.load_bundle(bad)
 
 
@@ -331,7 +344,7 @@ def test_refusing_an_outside_name_does_not_tell_whether_it_exists(tmp_path: Path
     messages = []
     for target in ("outside.npz", "no-such-file.npz"):
         bad = hostile_copy(tmp_path, f"bundle-{target}")
-        edit_manifest(bad, lambda m: m["files"].update({f"../{target}": "0" * 64}))
+        edit_manifest(bad, lambda m, name=f"../{target}": m["files"].update({name: "0" * 64}))
         with pytest.raises(BundleError) as error:
             bundle_io.load_bundle(bad)
         messages.append(str(error.value).replace(str(bad), "B").replace(target, "T"))
@@ -350,8 +363,9 @@ def test_a_symlinked_manifest_is_refused(tmp_path: Path) -> None:
 def test_the_shipped_bundle_passes_every_check() -> None:
     bundle = bundle_io.load_bundle()
     # every model of every set is loaded and checked when the bundle opens
-    assert set(bundle._models) == {f"{s}/{f}" if s != "global" else f
-                                   for s in bundle.model_sets for f in ("keras", "sklearn")}
+    assert set(bundle._models) == {
+        f"{s}/{f}" if s != "global" else f for s in bundle.model_sets for f in ("keras", "sklearn")
+    }
 
 
 # ------------------------------------------------------------------ 8. duplicate class names

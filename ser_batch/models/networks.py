@@ -270,7 +270,7 @@ class DenseNetwork:
         self.classes_ = np.asarray(classes)
 
     @classmethod
-    def load(cls, path: Path, *, classes: list[str], n_features: int | None = None) -> "DenseNetwork":
+    def load(cls, path: Path, *, classes: list[str], n_features: int | None = None) -> DenseNetwork:
         """The network of an array file, checked (:func:`read_arrays`, :func:`check_dense`)."""
         return cls(read_arrays(Path(path)), classes, n_features=n_features)
 

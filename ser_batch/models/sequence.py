@@ -301,7 +301,7 @@ class SequenceNetwork:
         self.classes_ = np.asarray(classes)
 
     @classmethod
-    def load(cls, path: Path, *, classes: list[str], n_bands: int | None = None) -> "SequenceNetwork":
+    def load(cls, path: Path, *, classes: list[str], n_bands: int | None = None) -> SequenceNetwork:
         """The network of an array file, checked (:func:`~ser_batch.models.networks.read_arrays`,
         :func:`check_sequence`)."""
         from ser_batch.models.networks import read_arrays
