@@ -48,12 +48,18 @@ import numpy as np
 from ser_batch import __version__, schema
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
+from ser_batch.models.bundle_checks import (
+    MANIFEST,
+    check_keras_shapes,
+    check_manifest_contract,
+    check_model_fits,
+    inside_bundle,
+)
 from ser_batch.models.model_sets import GLOBAL, ModelSet, choose_set, no_normalized_sets_message, parse_model_sets
 
 #: 2: the scikit-learn model is a skops file and the training rows are listed;
 #: 1: the scikit-learn model is only a joblib pickle (read with ``trust_pickle`` only).
 BUNDLE_FORMAT = 2
-MANIFEST = "manifest.json"
 SKLEARN_FILE = "sklearn_mlp.skops"
 SKLEARN_PICKLE = "sklearn_mlp.joblib"
 KERAS_FILE = "keras_ann.keras"
@@ -313,7 +319,7 @@ class Bundle:
         path = inside_bundle(self.path, name, what="model file")
         try:
             model = self._read_model(framework, path, native=native)
-            self._check_model(model)
+            check_model_fits(model, classes=self.classes, n_features=self.n_features)
         except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
             reason = " ".join(str(exc).split())[:400]  # one line, whatever the library printed
             if not isinstance(exc, ValueError):
@@ -351,21 +357,8 @@ class Bundle:
         from ser_batch.models.estimators import KerasANN
 
         model = KerasANN.load(path, classes=self.classes)
-        inputs, outputs = model.model_.input_shape, model.model_.output_shape
-        if (n_features is not None and tuple(inputs)[-1] != n_features) or tuple(outputs)[-1] != len(self.classes):
-            raise ValueError(f"the network maps {tuple(inputs)[1:]} inputs to {tuple(outputs)[1:]} outputs; the "
-                             f"bundle has {n_features} features and {len(self.classes)} classes")
+        check_keras_shapes(model.model_, classes=self.classes, n_features=n_features)
         return model
-
-    def _check_model(self, model: Any) -> None:
-        """A model read from a framework's own file must know the bundle's classes and features."""
-        known = [str(c) for c in getattr(model, "classes_", [])]
-        missing = [c for c in self.classes if c not in known]
-        if missing or len(known) != len(self.classes):
-            raise ValueError(f"its classes ({', '.join(known)}) are not the bundle's ({', '.join(self.classes)})")
-        width = getattr(model, "n_features_in_", None)
-        if width is not None and self.n_features is not None and int(width) != self.n_features:
-            raise ValueError(f"it takes {width} features, the bundle's recipe gives {self.n_features}")
 
     def load_models(self) -> None:
         """Load and check every model of every set, so that a bundle that cannot score fails here, in
@@ -468,7 +461,7 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
         raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
     if fmt < 1:
         raise BundleError(f"malformed {manifest_path}: bundle_format {fmt}")
-    _check_contract(manifest, manifest_path)
+    check_manifest_contract(manifest, manifest_path)
     # Every name is checked before any file is looked at: a name leading out of the bundle is
     # refused the same way whether or not something exists there.
     for name in files:
@@ -500,55 +493,6 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
                 raise BundleError(f"bundle {path} is corrupt or was modified: checksum mismatch for {name}")
     bundle.load_models()
     return bundle
-
-
-def inside_bundle(root: Path, name: Any, *, what: str) -> Path:
-    """``root / name`` for a relative ``name`` the manifest gives, refused unless it stays inside
-    the bundle: plain components only (no absolute path, ``..``, ``.``, empty part, backslash or NUL)
-    and no symbolic link among them (a link is not followed, wherever it points).
-
-    Raises
-    ------
-    BundleError
-        Naming the entry; the check never looks outside the bundle, so the message is the same
-        whether or not something exists there.
-    """
-    root = Path(root)
-    text = name if isinstance(name, str) else ""
-    parts = text.split("/")
-    if not text or text.startswith("/") or "\\" in text or "\0" in text or any(p in ("", ".", "..") for p in parts):
-        shown = repr(name) if len(repr(name)) <= 120 else repr(name)[:117] + "..."
-        raise BundleError(f"bundle {root} names {what} {shown} in its {MANIFEST}, which is not a path inside the "
-                          "bundle (every path a bundle names must be relative, without '..'); refused unread")
-    current = root
-    for part in parts:
-        current = current / part
-        if current.is_symlink():
-            raise BundleError(f"bundle {root}: {what} {text} is a symbolic link ({current.relative_to(root)}); a "
-                              "bundle's files must be regular files inside its folder, and no link is followed")
-    return current
-
-
-def _check_contract(manifest: dict[str, Any], manifest_path: Path) -> None:
-    """Refuse class and framework lists that no model could fit: duplicate or empty class names
-    (each becomes a ``p_<class>`` column), unknown or repeated frameworks, a feature count that
-    disagrees with the feature names."""
-    from ser_batch.models.networks import ARRAYS
-
-    classes, models, features = manifest["classes"], manifest["models"], manifest["features"]
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-        raise BundleError(f"malformed {manifest_path}: 'classes' must list at least two class names")
-    repeated = sorted({c for c in classes if classes.count(c) > 1})
-    if repeated:
-        raise BundleError(f"bundle {manifest_path.parent} lists class {repeated[0]!r} {classes.count(repeated[0])} "
-                          f"times in its {MANIFEST}; class names must be distinct (each is a column p_<class>)")
-    if not isinstance(models, list) or not models or any(m not in ARRAYS for m in models) \
-            or len(set(models)) != len(models):
-        raise BundleError(f"malformed {manifest_path}: 'models' is {str(models)[:80]}; it lists each of "
-                          f"{', '.join(ARRAYS)} at most once")
-    names, count = features.get("names"), features.get("n_features")
-    if count is not None and (not isinstance(count, int) or count < 1 or (names and len(names) != count)):
-        raise BundleError(f"malformed {manifest_path}: n_features {count!r} for {len(names or [])} feature names")
 
 
 def feature_contract(config: Config, metadata: dict[str, Any]) -> dict[str, Any]:
