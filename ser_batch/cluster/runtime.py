@@ -353,12 +353,27 @@ def map_shards(function: Callable[..., dict[str, Any]], shards: Sequence[Any], *
     """
     failed: list[Any] = []
     map_tasks(function, shards, kwargs=kwargs, max_retries=max_retries, on_result=on_result,
-              on_failure=lambda index, shard, exc: failed.append(shard))
+              on_failure=_record_lost(failed))
     singles = [single for shard in failed for single in split(shard)]
     lost: list[Any] = []
     if singles:
         log.warning("%d shard(s) lost their worker %d times; running their %d files one by one",
                     len(failed), max_retries + 1, len(singles))
         map_tasks(function, singles, kwargs=kwargs, max_retries=max_retries, on_result=on_result,
-                  on_failure=lambda index, shard, exc: lost.append(shard))
+                  on_failure=_record_lost(lost))
     return lost
+
+
+def _record_lost(into: list[Any]) -> Callable[[int, Any, BaseException], None]:
+    """``on_failure`` of :func:`map_shards`: a shard whose worker died is kept for a re-run, but a
+    task that raised a ser-batch error of its own (a model bundle a worker cannot load, say) did not
+    crash: every task would fail alike, so the job stops with that error instead of recording its
+    files as killing their workers."""
+
+    def record(index: int, shard: Any, exc: BaseException) -> None:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SerBatchError):
+            raise cause
+        into.append(shard)
+
+    return record

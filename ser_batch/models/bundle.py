@@ -15,7 +15,13 @@ Layout (bundle format 2)::
                            ``model_sets``: narrow band, per-speaker normalised; see
                            :mod:`ser_batch.models.model_sets`), arrays only
 
-:func:`load_bundle` verifies every checksum before any model is read. Checksums prove
+:func:`load_bundle` refuses every path the manifest names that could lead out of the
+bundle (absolute, ``..``, a symbolic link anywhere below the bundle's folder) before reading
+or even looking for it, verifies every checksum before any model is read, then loads and
+checks every model of every set (arrays that fit together, the bundle's features and
+distinct classes, finite weights; sizes checked from the array headers before anything is
+allocated), so a bundle that cannot score is refused when it is opened, with the file and
+the reason, and never in a worker. Checksums prove
 that the files are the ones the manifest lists, not who made them (the manifest travels
 with the files), so nothing a bundle holds is unpickled unless the caller says it trusts
 the bundle: the scikit-learn model is read with skops (scikit-learn and numpy types
@@ -43,12 +49,18 @@ import numpy as np
 from ser_batch import __version__, schema
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
+from ser_batch.models.bundle_checks import (
+    MANIFEST,
+    check_keras_shapes,
+    check_manifest_contract,
+    check_model_fits,
+    inside_bundle,
+)
 from ser_batch.models.model_sets import GLOBAL, ModelSet, choose_set, no_normalized_sets_message, parse_model_sets
 
 #: 2: the scikit-learn model is a skops file and the training rows are listed;
 #: 1: the scikit-learn model is only a joblib pickle (read with ``trust_pickle`` only).
 BUNDLE_FORMAT = 2
-MANIFEST = "manifest.json"
 SKLEARN_FILE = "sklearn_mlp.skops"
 SKLEARN_PICKLE = "sklearn_mlp.joblib"
 KERAS_FILE = "keras_ann.keras"
@@ -165,6 +177,14 @@ class Bundle:
         """Whether some model of the bundle (``cnn``) scores windows' log-mel frames."""
         return any("cnn" in s.models for s in self.model_sets.values()) or "cnn" in self.frameworks
 
+    @property
+    def n_features(self) -> int | None:
+        """Length of the feature vectors the dense models take (``None`` when the manifest does not say)."""
+        features = self.manifest["features"]
+        if "n_features" in features:
+            return int(features["n_features"])
+        return len(features["names"]) if features.get("names") else None
+
     @functools.cached_property
     def model_sets(self) -> dict[str, ModelSet]:
         """The bundle's model sets by name; ``global`` (the root's models) always among them."""
@@ -255,7 +275,7 @@ class Bundle:
             )
 
     def model(self, framework: str, model_set: str = GLOBAL) -> Any:
-        """The fitted estimator of ``framework`` ("keras" or "sklearn") in set ``model_set``."""
+        """The fitted estimator of ``framework`` ("keras", "sklearn" or "cnn") in set ``model_set``."""
         if model_set != GLOBAL:
             return self._set_model(framework, model_set)
         if framework not in self.frameworks:
@@ -267,38 +287,22 @@ class Bundle:
                     f"pickle ({SKLEARN_PICKLE}), and unpickling a file runs whatever code it holds. If you "
                     "trust where this bundle came from, pass --trust-pickle (trust_pickle=True); otherwise "
                     "use --framework keras or retrain it with this ser-batch")
-            try:
-                from ser_batch.models.networks import ARRAYS, DenseNetwork
+            from ser_batch.models.networks import ARRAYS
 
-                if framework == "cnn":
-                    from ser_batch.models.sequence import SequenceNetwork
-
-                    self._models[framework] = SequenceNetwork.load(self.path / ARRAYS[framework], classes=self.classes)
-                elif ARRAYS[framework] in self.manifest.get("files", {}):
-                    # The same network as the framework's own file, evaluated with numpy: no
-                    # TensorFlow or scikit-learn in the process, nothing unpickled.
-                    self._models[framework] = DenseNetwork.load(self.path / ARRAYS[framework], classes=self.classes)
-                elif framework == "sklearn" and self.format >= 2:
-                    from ser_batch.models.estimators import load_sklearn
-
-                    self._models[framework] = load_sklearn(self.path / SKLEARN_FILE)
-                elif framework == "sklearn":
-                    import joblib
-
-                    self._models[framework] = joblib.load(self.path / SKLEARN_PICKLE)
-                else:
-                    from ser_batch.models.estimators import KerasANN
-
-                    self._models[framework] = KerasANN.load(self.path / KERAS_FILE, classes=self.classes)
-            except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
-                made_with = self.manifest.get("library_versions", {})
-                raise BundleError(f"cannot load the {framework} model of {self.path}: {type(exc).__name__}: "
-                                  f"{exc} (bundle made with {made_with or 'unknown versions'})") from None
+            files = self.manifest.get("files", {})
+            if ARRAYS[framework] in files or framework == "cnn":
+                # The same network as the framework's own file, evaluated with numpy: no
+                # TensorFlow or scikit-learn in the process, nothing unpickled.
+                name, native = ARRAYS[framework], False
+            else:
+                name, native = model_files(self.format)[framework], True
+            self._models[framework] = self._load_model(framework, name, native=native,
+                                                       what=f"the {framework} model of {self.path}")
         return self._models[framework]
 
     def _set_model(self, framework: str, model_set: str) -> Any:
         """An extra set's network: its array export, evaluated with numpy."""
-        from ser_batch.models.networks import ARRAYS, DenseNetwork
+        from ser_batch.models.networks import ARRAYS
 
         entry = self.model_sets.get(model_set)
         if entry is None:
@@ -309,18 +313,76 @@ class Bundle:
                               f"(it has: {', '.join(entry.models)})")
         key = f"{model_set}/{framework}"
         if key not in self._models:
-            try:
-                if framework == "cnn":
-                    from ser_batch.models.sequence import SequenceNetwork
-
-                    network: Any = SequenceNetwork
-                else:
-                    network = DenseNetwork
-                self._models[key] = network.load(self.path / entry.dir / ARRAYS[framework], classes=self.classes)
-            except (OSError, ValueError, KeyError) as exc:
-                raise BundleError(f"cannot load the {framework} model of set {model_set!r} of {self.path}: "
-                                  f"{type(exc).__name__}: {exc}") from None
+            name = f"{entry.dir}/{ARRAYS[framework]}" if entry.dir else ARRAYS[framework]
+            self._models[key] = self._load_model(framework, name, native=False,
+                                                 what=f"the {framework} model of set {model_set!r} of {self.path}")
         return self._models[key]
+
+    def _load_model(self, framework: str, name: str, *, native: bool, what: str) -> Any:
+        """Read and check the model file ``name`` (a checksummed file of the manifest, relative to the
+        bundle): its arrays, or with ``native`` the framework's own file (skops, Keras safe mode, or a
+        trusted pickle). The model must take the bundle's features and give its classes."""
+        if name not in self.manifest.get("files", {}):
+            raise BundleError(f"cannot load {what}: {name} is not among the bundle's checksummed files")
+        path = inside_bundle(self.path, name, what="model file")
+        try:
+            model = self._read_model(framework, path, native=native)
+            check_model_fits(model, classes=self.classes, n_features=self.n_features)
+        except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
+            reason = " ".join(str(exc).split())[:400]  # one line, whatever the library printed
+            if not isinstance(exc, ValueError):
+                reason = f"{type(exc).__name__}: {reason}"
+            if native:
+                made_with = self.manifest.get("library_versions", {})
+                reason += f" (bundle made with {made_with or 'unknown versions'})"
+            raise BundleError(f"cannot load {what} ({name}): {reason}") from None
+        return model
+
+    def _read_model(self, framework: str, path: Path, *, native: bool) -> Any:
+        n_features = self.n_features
+        if framework == "cnn":
+            from ser_batch.features.melframes import n_bands
+            from ser_batch.models.sequence import SequenceNetwork
+
+            bands = n_bands(self.config.features) if "config" in self.manifest else None
+            return SequenceNetwork.load(path, classes=self.classes, n_bands=bands)
+        if not native:
+            from ser_batch.models.networks import DenseNetwork
+
+            return DenseNetwork.load(path, classes=self.classes, n_features=n_features)
+        if framework == "keras" or self.format >= 2:  # zip archives (.keras, skops): sizes checked unpacked
+            from ser_batch.models.networks import check_archive
+
+            check_archive(path)
+        if framework == "sklearn" and self.format >= 2:
+            from ser_batch.models.estimators import load_sklearn
+
+            return load_sklearn(path)
+        if framework == "sklearn":
+            import joblib
+
+            return joblib.load(path)
+        from ser_batch.models.estimators import KerasANN
+
+        model = KerasANN.load(path, classes=self.classes)
+        check_keras_shapes(model.model_, classes=self.classes, n_features=n_features)
+        return model
+
+    def load_models(self) -> None:
+        """Load and check every model of every set, so that a bundle that cannot score fails here, in
+        the process that opens it, naming the file and the reason (not in a worker). A format-1
+        bundle's scikit-learn pickle stays unread unless ``trust_pickle``: using it is refused then.
+
+        Raises
+        ------
+        BundleError
+            Naming the model file and what is wrong with it.
+        """
+        for name in self.model_sets:
+            for framework in self.set_frameworks(name):
+                if name == GLOBAL and framework == "sklearn" and self.format < 2 and not self.trust_pickle:
+                    continue
+                self.model(framework, name)
 
     def set_frameworks(self, model_set: str = GLOBAL) -> list[str]:
         """The frameworks of one set."""
@@ -389,19 +451,29 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
     """
     path = Path(path) if path is not None else default_bundle_path()
     manifest_path = path / MANIFEST
+    if manifest_path.is_symlink():
+        raise BundleError(f"bundle {path}: {MANIFEST} is a symbolic link; a bundle's files must be regular files "
+                          "inside its folder")
     if not manifest_path.is_file():
         raise BundleError(f"not a model bundle (no {MANIFEST}): {path}")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = dict(manifest["files"])
         fmt = int(manifest["bundle_format"])
-        manifest["classes"], manifest["models"], manifest["features"]  # noqa: B018
+        manifest["classes"], manifest["models"], dict(manifest["features"])
+        if not all(isinstance(digest, str) for digest in files.values()):
+            raise ValueError("a checksum in 'files' is not a string")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"malformed {manifest_path}: {exc}") from None
     if fmt > BUNDLE_FORMAT:
         raise BundleError(f"bundle format {fmt} is newer than this ser-batch ({__version__}) reads ({BUNDLE_FORMAT})")
     if fmt < 1:
         raise BundleError(f"malformed {manifest_path}: bundle_format {fmt}")
+    check_manifest_contract(manifest, manifest_path)
+    # Every name is checked before any file is looked at: a name leading out of the bundle is
+    # refused the same way whether or not something exists there.
+    for name in files:
+        inside_bundle(path, name, what="file")
     from ser_batch.models.networks import ARRAYS
 
     required = model_files(fmt)
@@ -410,6 +482,16 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
                 if f in required and required[f] not in files and not (fmt >= 2 and ARRAYS.get(f) in files)]
     if unlisted:
         raise BundleError(f"bundle {path} is incomplete: {', '.join(unlisted)} not in its manifest")
+    bundle = Bundle(path=path, manifest=manifest, trust_pickle=trust_pickle)
+    for name, entry in bundle.model_sets.items():  # a malformed model_sets entry is refused on opening
+        if entry.dir:
+            inside_bundle(path, entry.dir, what=f"folder of model set {name!r}")
+    listed = (manifest.get("training_data") or {}).get("files")
+    if isinstance(listed, dict) and "list" in listed:
+        inside_bundle(path, listed["list"], what="list of training files")
+        if verify and listed["list"] not in files:
+            raise BundleError(f"bundle {path} is incomplete: its list of training files {listed['list']} is not "
+                              "among its checksummed files")
     if verify:
         for name, digest in files.items():
             file = path / name
@@ -417,8 +499,7 @@ def load_bundle(path: Path | None = None, *, verify: bool = True, trust_pickle: 
                 raise BundleError(f"bundle {path} is incomplete: {name} is missing")
             if sha256_of(file) != digest:
                 raise BundleError(f"bundle {path} is corrupt or was modified: checksum mismatch for {name}")
-    bundle = Bundle(path=path, manifest=manifest, trust_pickle=trust_pickle)
-    bundle.model_sets  # noqa: B018 - a malformed model_sets entry is refused on opening
+    bundle.load_models()
     return bundle
 
 

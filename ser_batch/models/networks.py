@@ -6,6 +6,12 @@ as an ``.npz`` of those arrays (:func:`export_keras`, :func:`export_sklearn`); s
 evaluates them here, which gives the same probabilities to float32 rounding without
 importing TensorFlow or scikit-learn into a worker (seconds of start-up and hundreds of MB
 per process), and without unpickling anything (``allow_pickle=False``).
+
+An array file comes from a bundle, which anyone can make: :func:`read_arrays` checks every
+array's header (shape, dtype, and that the bytes it claims are the bytes stored) against
+:data:`MAX_ARRAY_BYTES` before allocating anything, and the networks check that their arrays
+fit together (each layer's input the previous one's output, the features and classes of the
+bundle) and are finite, so a bad file is refused with its reason when the bundle is opened.
 """
 
 from __future__ import annotations
@@ -23,6 +29,123 @@ ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS, "cnn": CNN_ARRAYS}
 
 #: Hidden layers are ReLU; the output is softmax, or logistic for a two-class MLP (one unit).
 _ACTIVATIONS = ("relu", "softmax", "logistic")
+#: Most bytes the arrays of one model file may hold once read (the pretrained networks hold
+#: under 2 MB; a 4096-4096 network on 805 features about 80 MB).
+MAX_ARRAY_BYTES = 256 * 2**20
+#: Most arrays one model file may hold.
+MAX_ARRAYS = 1024
+#: dtype kinds an exported network stores: floats (weights), integers (a dilation), text (an activation).
+_KINDS = "fiuU"
+
+
+def read_arrays(path: Path, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, each header checked (:func:`check_archive`) before its
+    array is allocated.
+
+    Raises
+    ------
+    ValueError
+        Saying which array is wrong and how, for anything but a plain archive of numeric or text arrays.
+    """
+    import zipfile
+
+    with _open_archive(path, what="an array archive (.npz)") as archive:
+        members = _checked_members(archive, max_bytes=max_bytes, arrays_only=True)
+        arrays = {}
+        for member in members:
+            key = member.filename[: -len(".npy")]
+            try:
+                with archive.open(member) as handle:
+                    arrays[key] = np.lib.format.read_array(handle, allow_pickle=False)
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+                raise ValueError(f"array {key!r} is unreadable: {type(exc).__name__}: {exc}") from None
+    return arrays
+
+
+def check_archive(path: Path, *, max_bytes: int | None = None) -> None:
+    """Refuse a zip-based model file (skops, ``.keras``) whose members would unpack to more than
+    ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`), or whose ``.npy`` members' headers claim other
+    bytes than they store: checked from the archive's directory and headers, nothing unpacked.
+
+    Raises
+    ------
+    ValueError
+        Saying which member is wrong and how.
+    """
+    with _open_archive(path, what="a zip archive") as archive:
+        _checked_members(archive, max_bytes=max_bytes, arrays_only=False)
+
+
+def _open_archive(path: Path, *, what: str) -> Any:
+    import zipfile
+
+    try:
+        return zipfile.ZipFile(Path(path))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise ValueError(f"not {what}: {exc}") from None
+
+
+def _checked_members(archive: Any, *, max_bytes: int | None, arrays_only: bool) -> list[Any]:
+    """The members of an open zip archive, once their sizes and array headers are checked.
+
+    A ``.npy`` header states a shape and dtype, which is what numpy allocates; here the bytes it
+    claims must be the bytes the archive stores for it, and all members together at most
+    ``max_bytes``, so a small file claiming a huge shape is refused without allocating it."""
+    import zipfile
+
+    max_bytes = MAX_ARRAY_BYTES if max_bytes is None else max_bytes
+    members = archive.infolist()
+    if len(members) > MAX_ARRAYS:
+        raise ValueError(f"it holds {len(members)} members (at most {MAX_ARRAYS})")
+    names = [m.filename for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError("it holds two members of the same name")
+    stored = sum(m.file_size for m in members)
+    if stored > max_bytes:
+        raise ValueError(f"its arrays hold {stored / 2**20:.0f} MiB (at most {max_bytes / 2**20:.0f} MiB)")
+    for member in members:
+        if not member.filename.endswith(".npy"):
+            if arrays_only:
+                raise ValueError(f"{member.filename!r} is not an array (.npy)")
+            continue
+        key = member.filename[: -len(".npy")]
+        try:
+            with archive.open(member) as handle:
+                shape, dtype, header = _array_header(handle)
+        except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            raise ValueError(f"array {key!r} is unreadable: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"array {key!r}: {exc}") from None
+        claimed = dtype.itemsize * int(np.prod(shape, dtype=object))
+        if header + claimed != member.file_size:
+            raise ValueError(f"array {key!r}: its header claims shape {shape} of {dtype} ({claimed} bytes) but "
+                             f"{member.file_size - header} bytes are stored")
+        if arrays_only and (dtype.hasobject or dtype.kind not in _KINDS or dtype.fields is not None):
+            raise ValueError(f"array {key!r}: dtype {dtype} is not a plain number or text")
+    return members
+
+
+def _array_header(handle: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and header length of the ``.npy`` stream ``handle`` (at its start)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        raise ValueError(f".npy format {version[0]}.{version[1]} is not read")
+    return tuple(int(n) for n in shape), dtype, handle.tell()
+
+
+def check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Refuse NaN or infinite weights (they make every probability NaN)."""
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ValueError(f"array {key!r} holds NaN or infinite values")
+
+
+def _shape_error(key: str, shape: tuple[int, ...], want: str) -> ValueError:
+    return ValueError(f"array {key!r} has shape {shape}, expected {want}")
 
 
 def _save(path: Path, mean: np.ndarray, scale: np.ndarray, layers: list[tuple[Any, Any, str]]) -> Path:
@@ -86,6 +209,49 @@ def cast_arrays(path: Path, dtype: str) -> Path:
     return Path(path)
 
 
+def check_dense(arrays: dict[str, np.ndarray], *, n_classes: int, n_features: int | None = None) -> None:
+    """Refuse arrays that are not one Dense ReLU network from ``n_features`` inputs to ``n_classes``
+    outputs (one logistic unit for two classes), with finite weights.
+
+    Raises
+    ------
+    ValueError
+        Naming the first array that does not fit.
+    """
+    count = sum(1 for k in arrays if k.startswith("kernel_"))
+    needed = ["mean", "scale" if "variance" not in arrays else "variance"]
+    needed += [f"{kind}_{i}" for i in range(count) for kind in ("kernel", "bias", "activation")]
+    missing = [k for k in needed if k not in arrays]
+    if not count or missing:
+        raise ValueError("not an exported network of Dense layers" + (f" (no {', '.join(missing)})" if missing else ""))
+    for key in needed:
+        kind = arrays[key].dtype.kind
+        if (kind != "U") if key.startswith("activation_") else (kind != "f"):
+            raise ValueError(f"array {key!r} has dtype {arrays[key].dtype}")
+    width = n_features if n_features is not None else int(np.prod(arrays["mean"].shape))
+    for key in needed[:2]:
+        if arrays[key].shape != (width,):
+            raise _shape_error(key, arrays[key].shape, f"({width},), one value per feature")
+    for i in range(count):
+        kernel, bias, activation = arrays[f"kernel_{i}"], arrays[f"bias_{i}"], arrays[f"activation_{i}"]
+        if kernel.ndim != 2 or kernel.shape[0] != width:
+            raise _shape_error(f"kernel_{i}", kernel.shape, f"({width}, units)")
+        width = kernel.shape[1]
+        if bias.shape != (width,):
+            raise _shape_error(f"bias_{i}", bias.shape, f"({width},)")
+        last = i == count - 1
+        if activation.shape != () or str(activation) not in (("softmax", "logistic") if last else ("relu",)):
+            raise ValueError(f"array 'activation_{i}' is {str(activation)[:20]!r}: hidden layers are relu, "
+                             "the output softmax or logistic")
+    logistic = str(arrays[f"activation_{count - 1}"]) == "logistic"
+    if (width, n_classes) != ((1, 2) if logistic else (n_classes, n_classes)):
+        raise ValueError(f"the network has {width} outputs for the bundle's {n_classes} classes")
+    check_finite({k: arrays[k] for k in needed})
+    scale = arrays["scale"] if "scale" in arrays else arrays["variance"]
+    if np.any(scale <= 0 if "scale" in arrays else scale < 0):
+        raise ValueError("array 'scale' holds values <= 0")
+
+
 class DenseNetwork:
     """An exported network: ``predict_proba`` like the estimator it was exported from.
 
@@ -94,20 +260,19 @@ class DenseNetwork:
     classes_ : np.ndarray of str, output order of the softmax
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str], *, n_features: int | None = None) -> None:
+        check_dense(arrays, n_classes=len(classes), n_features=n_features)
         self.mean = arrays["mean"]
         self.scale = arrays["scale"] if "scale" in arrays else np.maximum(np.sqrt(arrays["variance"]), 1e-7)
         count = sum(1 for k in arrays if k.startswith("kernel_"))
         self.layers = [(arrays[f"kernel_{i}"], arrays[f"bias_{i}"], str(arrays[f"activation_{i}"]))
                        for i in range(count)]
-        if not self.layers or any(a not in _ACTIVATIONS for _, _, a in self.layers):
-            raise ValueError("not an exported network of Dense ReLU/softmax layers")
         self.classes_ = np.asarray(classes)
 
     @classmethod
-    def load(cls, path: Path, *, classes: list[str]) -> "DenseNetwork":
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls({k: data[k] for k in data.files}, classes)
+    def load(cls, path: Path, *, classes: list[str], n_features: int | None = None) -> DenseNetwork:
+        """The network of an array file, checked (:func:`read_arrays`, :func:`check_dense`)."""
+        return cls(read_arrays(Path(path)), classes, n_features=n_features)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities [shape=(n, n_classes)] in ``classes_`` order."""

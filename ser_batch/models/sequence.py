@@ -226,6 +226,62 @@ def export_sequence(model: Any, path: Path) -> Path:
     return Path(path)
 
 
+#: Widest reach of one convolution, in frames (the shipped design reaches 8; more would only pad).
+MAX_CONV_REACH = 1024
+
+
+def check_sequence(arrays: dict[str, np.ndarray], *, n_classes: int, n_bands: int | None = None) -> None:
+    """Refuse arrays that are not one exported ``cnn``: convolutions ``(k, c_in, c_out)`` chained
+    from ``n_bands`` inputs, the Dense layer on twice the last width (mean and std pooled), an
+    output of ``n_classes``, integer dilations, finite float weights.
+
+    Raises
+    ------
+    ValueError
+        Naming the first array that does not fit.
+    """
+    from ser_batch.models.networks import check_finite
+
+    count = sum(1 for k in arrays if k.startswith("conv_kernel_"))
+    needed = ["floor", "dense_kernel", "dense_bias", "out_kernel", "out_bias"]
+    needed += [f"conv_{kind}_{i}" for i in range(count) for kind in ("kernel", "bias", "dilation")]
+    missing = [k for k in needed if k not in arrays]
+    if not count or missing:
+        raise ValueError("not an exported cnn network" + (f" (no {', '.join(missing)})" if missing else ""))
+    for key in needed:
+        kind = arrays[key].dtype.kind
+        if (kind not in "iu") if "dilation" in key else (kind != "f"):
+            raise ValueError(f"array {key!r} has dtype {arrays[key].dtype}")
+
+    def expect(key: str, shape: tuple[int, ...]) -> None:
+        if arrays[key].shape != shape:
+            raise ValueError(f"array {key!r} has shape {arrays[key].shape}, expected {shape}")
+
+    expect("floor", ())
+    width = n_bands
+    for i in range(count):
+        kernel = arrays[f"conv_kernel_{i}"]
+        if kernel.ndim != 3 or (width is not None and kernel.shape[1] != width) or 0 in kernel.shape:
+            raise ValueError(f"array 'conv_kernel_{i}' has shape {kernel.shape}, expected (taps, {width or 'bands'}, "
+                             "channels)")
+        width = kernel.shape[2]
+        expect(f"conv_bias_{i}", (width,))
+        expect(f"conv_dilation_{i}", ())
+        dilation = int(arrays[f"conv_dilation_{i}"])
+        if dilation < 1 or dilation * (kernel.shape[0] - 1) > MAX_CONV_REACH:
+            raise ValueError(f"convolution {i} has dilation {dilation} over {kernel.shape[0]} taps "
+                             f"(a reach of at most {MAX_CONV_REACH} frames)")
+    dense = arrays["dense_kernel"]
+    if dense.ndim != 2 or dense.shape[0] != 2 * width:
+        raise ValueError(f"array 'dense_kernel' has shape {dense.shape}, expected ({2 * width}, units)")
+    expect("dense_bias", (dense.shape[1],))
+    expect("out_kernel", (dense.shape[1], n_classes))
+    expect("out_bias", (n_classes,))
+    check_finite({k: arrays[k] for k in needed})
+    if float(arrays["floor"]) < 0:
+        raise ValueError("array 'floor' is negative")
+
+
 class SequenceNetwork:
     """An exported ``cnn`` network evaluated with numpy: ``predict_proba(windows, counts)``.
 
@@ -234,9 +290,8 @@ class SequenceNetwork:
     classes_ : np.ndarray of str, output order of the softmax
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str]) -> None:
-        if "out_kernel" not in arrays or "conv_kernel_0" not in arrays:
-            raise ValueError("not an exported cnn network")
+    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str], *, n_bands: int | None = None) -> None:
+        check_sequence(arrays, n_classes=len(classes), n_bands=n_bands)
         self.floor = float(arrays["floor"])
         count = sum(1 for k in arrays if k.startswith("conv_kernel_"))
         self.convs = [(arrays[f"conv_kernel_{i}"].astype(np.float32), arrays[f"conv_bias_{i}"].astype(np.float32),
@@ -246,9 +301,12 @@ class SequenceNetwork:
         self.classes_ = np.asarray(classes)
 
     @classmethod
-    def load(cls, path: Path, *, classes: list[str]) -> "SequenceNetwork":
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls({k: data[k] for k in data.files}, classes)
+    def load(cls, path: Path, *, classes: list[str], n_bands: int | None = None) -> SequenceNetwork:
+        """The network of an array file, checked (:func:`~ser_batch.models.networks.read_arrays`,
+        :func:`check_sequence`)."""
+        from ser_batch.models.networks import read_arrays
+
+        return cls(read_arrays(Path(path)), classes, n_bands=n_bands)
 
     def predict_proba(self, windows: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities ``(k, n_classes)`` of windows ``(k, window, b)``; ``counts`` (frames of

@@ -227,10 +227,11 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
-    Paths are made absolute first; the Ray runtime is started (or the cluster at ``address``
-    joined) and ``OUT/.lock`` taken before anything is written; on a cluster every node must
-    see INPUT and OUT (:mod:`ser_batch.cluster.output`), and afterwards this machine must see every
-    row the tasks committed. The work itself is :func:`_score_into`.
+    Paths are made absolute first; the bundle is loaded and checked whole (every model of every
+    set: :func:`open_scoring_bundle`) before the Ray runtime is started (or the cluster at ``address``
+    joined) and ``OUT/.lock`` taken, so a bundle that cannot score is one error and OUT is not
+    touched; on a cluster every node must see INPUT and OUT (:mod:`ser_batch.cluster.output`), and
+    afterwards this machine must see every row the tasks committed. The work itself is :func:`_score_into`.
     """
     from ser_batch.cluster import output as launch
     from ser_batch.errors import ClusterError
@@ -238,12 +239,13 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
         raise DatasetError(f"input not found: {input_path}")
+    bundle = open_scoring_bundle(model_dir, config)
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.local_cpus):
         committed = None if rescore else results.read_committed(out)
         summary = _score_into(input_path, out, config=config, model_dir=model_dir, rescore=rescore,
                               retry_errors=retry_errors, prune=prune, progress=progress, on_progress=on_progress,
-                              committed=committed)
+                              committed=committed, bundle=bundle)
         # What was there before and kept: the rows _score_into replaced (changed or retried files)
         # left ``committed`` when they were dropped, so their new rows count as seen.
         before = set(committed.identities.items()) if committed is not None else set()
@@ -257,14 +259,35 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     return summary
 
 
+def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
+    """The bundle at ``model_dir`` (default: the pretrained one), every model of every set loaded
+    and checked, and refused unless it can score audio with ``config``'s framework, normalisation
+    and classes: all before any task starts, so no worker ever meets a bundle that cannot load.
+
+    Raises
+    ------
+    BundleError, ConfigError
+        Naming the bundle file and the reason, or the setting.
+    """
+    from ser_batch.inference.scoring import check_normalize, check_scoring_bundle, class_subset
+    from ser_batch.models.bundle import load_bundle
+
+    bundle = load_bundle(model_dir)
+    check_scoring_bundle(bundle, config.score.framework)
+    check_normalize(bundle, config.score)
+    class_subset(bundle, config.score)  # a bad --classes is refused before any task starts
+    return bundle
+
+
 def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
                 retry_errors: bool = False, prune: bool = False, progress: bool = True,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                committed: results.Committed | None = None) -> ScoreSummary:
+                committed: results.Committed | None = None, bundle: Any = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
     ``committed``: what :func:`ser_batch.data.score_folder.read_committed` found in ``out`` before the
-    run, when the caller has read it already (it is read here otherwise).
+    run, when the caller has read it already (it is read here otherwise). ``bundle``: the bundle
+    :func:`open_scoring_bundle` opened from ``model_dir``, when the caller has opened it already.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
@@ -283,16 +306,12 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
     from ser_batch.inference.scoring import bundle_id as id_of
-    from ser_batch.inference.scoring import check_normalize, check_scoring_bundle, class_subset
-    from ser_batch.models.bundle import load_bundle
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     started = time.perf_counter()
     out = Path(out)
-    bundle = load_bundle(model_dir)
-    check_scoring_bundle(bundle, config.score.framework)
-    check_normalize(bundle, config.score)
-    class_subset(bundle, config.score)  # a bad --classes is refused before any task starts
+    if bundle is None:
+        bundle = open_scoring_bundle(model_dir, config)
     bid = id_of(bundle)
     entries = list_input(Path(input_path), extensions=config.audio.extensions)
     if not entries:
