@@ -108,3 +108,21 @@ def test_train_on_two_corpora_holds_one_out_and_evaluates_it_restricted(two_corp
     assert columns == ["p_angry", "p_happy", "p_sad"]
     speech = files.dropna(subset=columns)
     assert len(speech) and np.allclose(speech[columns].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_train_on_everything_with_cnn_and_float16_arrays(two_corpora: dict[str, Path], tmp_path: Path) -> None:
+    """`make pretrained`'s shape: --split none (no test rows: the cnn had none to score and failed)
+    with float16 array exports only, then predict with the bundle."""
+    runner = CliRunner()
+    bundle = tmp_path / "bundle"
+    result = runner.invoke(main, ["train", str(two_corpora["alpha"]), str(two_corpora["beta"]), "--out", str(bundle),
+                                  "--split", "none", "--models", "sklearn,cnn", "--num-cpus", "2", *FAST,
+                                  "--set", "train.array_dtype=float16"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert sorted(manifest["models"]) == ["cnn", "sklearn"]
+    assert (bundle / "cnn.npz").is_file() and not (bundle / "cnn.keras").exists()
+    clip = next((two_corpora["beta_audio"] / "spk101").glob("angry-*.wav"))
+    result = runner.invoke(main, ["predict", str(clip), "--model", str(bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    assert {"cnn", "sklearn", "both"} <= set(json.loads(result.output)[0]["predictions"])

@@ -180,7 +180,7 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
                                    threads=threads).fit(frames_train[0], frames_train[1])
         files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
         history = model.history_
-        X_test = frames_test if frames_test is not None else X_test[:0]
+        X_test = frames_test  # None without test rows (--split none)
     elif kind == "keras":
         from ser_batch.models.estimators import KerasANN
 
@@ -217,7 +217,7 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
     if kind == "cnn" and X_test is not None and not len(X_test[0]):
-        X_test = []
+        X_test = None
     if X_test is not None and len(X_test):
         proba = np.asarray(model.predict_proba(*X_test) if kind == "cnn" else model.predict_proba(X_test),
                            dtype=np.float64)
