@@ -152,7 +152,7 @@ def cost(bundle: Path, seconds: float = 60.0) -> dict[str, float]:
     audio, total = [], 0
     for clip in clips:
         y, rate = sf.read(clip, dtype="float32")
-        audio.append(y)
+        audio.append(y.mean(axis=1) if y.ndim > 1 else y)  # a few RAVDESS clips are stereo
         total += len(y)
         if total >= seconds * rate:
             break
