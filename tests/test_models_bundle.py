@@ -71,7 +71,7 @@ def test_pretrained_bundle_matches_golden_probabilities(tmp_path: Path) -> None:
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))["probabilities"]
     assert "synthetic_speech_3s" in got
     for name, models in got.items():
-        assert set(models) == set(expected[name]) == {"keras", "sklearn", "both"}
+        assert set(models) == set(expected[name]) == {"keras", "sklearn", "cnn", "both"}
         for model, probabilities in models.items():
             want = expected[name][model]
             assert list(probabilities) == list(want) == bundle.classes
@@ -90,14 +90,18 @@ def test_pretrained_bundle_ships_verified_safe_and_predicts(tmp_path: Path) -> N
     size = sum(p.stat().st_size for p in bundle.path.iterdir())
     # A few MB: each network in its framework's own file and as the arrays scoring evaluates.
     assert size < 6 * 2**20, f"pretrained bundle is {size / 2**20:.1f} MiB"
-    assert {"keras_ann.npz", "sklearn_mlp.npz"} <= set(bundle.manifest["files"])
-    assert {type(bundle.model(f)).__name__ for f in bundle.frameworks} == {"DenseNetwork"}
+    assert {"keras_ann.npz", "sklearn_mlp.npz", "cnn.npz"} <= set(bundle.manifest["files"])
+    assert {f: type(bundle.model(f)).__name__ for f in bundle.frameworks} == {
+        "keras": "DenseNetwork", "sklearn": "DenseNetwork", "cnn": "SequenceNetwork"}
     assert bundle.format == bundle_io.BUNDLE_FORMAT and not bundle.trust_pickle
     assert not list(bundle.path.glob("*.joblib")) and not list(bundle.path.glob("*.pkl"))
-    assert bundle.frameworks == ["keras", "sklearn"] and bundle.aggregation == "segments"
+    assert bundle.frameworks == ["keras", "sklearn", "cnn"] and bundle.aggregation == "segments"
+    assert bundle.config.features.speech_detector == "bands"
     assert bundle.manifest["features"]["recipe"] == "rich"
-    assert bundle.manifest["training_data"]["actors"] == list(range(1, 21))
-    assert len(bundle.training_files()) == 1200 and "Actor_20/03-01-08-02-02-02-20.wav" in bundle.training_files()
+    # RAVDESS actors 1-20 and EMOVO's six (101-106), every clip, keyed by corpus and path.
+    assert bundle.manifest["training_data"]["actors"] == list(range(1, 21)) + list(range(101, 107))
+    assert len(bundle.training_files()) == 1788 and bundle.training_files_qualified
+    assert "ravdess:Actor_20/03-01-08-02-02-02-20.wav" in bundle.training_files()
     wav = write_audio(tmp_path / "speech.wav", duration_s=2.0)
     result = CliRunner().invoke(main, ["predict", str(wav), "--framework", "sklearn", "--json"])
     assert result.exit_code == 0, result.output
