@@ -497,9 +497,11 @@ def _check_features(config: Config) -> None:
         raise ConfigError(f"features.n_fft={feats.n_fft} is too short for the {feats.recipe} recipe's pitch tracking "
                           f"at {rate} Hz; use at least {_next_pow2(rate / 60.0 + 1)}")
     _one_of("features.speech_detector", feats.speech_detector, SPEECH_DETECTORS)
-    if feats.speech_detector == "bands" and feats.n_mels != 128:
-        # Its bands are mel bands 8..88 of 128 (~190 Hz - 3 kHz at 16 kHz).
-        raise ConfigError(f"features.speech_detector = \"bands\" needs features.n_mels = 128, got {feats.n_mels}")
+    if feats.recipe == "rich" and feats.speech_detector == "bands" and feats.n_mels != 128:
+        # Its bands are mel bands 8..88 of 128 (~190 Hz - 3 kHz at 16 kHz); only the rich recipe
+        # judges speech.
+        raise ConfigError(f"features.speech_detector = \"bands\" needs features.n_mels = 128, got {feats.n_mels} "
+                          "(or set features.speech_detector = \"energy\")")
 
 
 def _check_extract(config: Config) -> None:

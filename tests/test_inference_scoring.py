@@ -29,10 +29,10 @@ def test_predict_files_gives_each_model_and_their_mean(pretrained: bundle_io.Bun
     wav = write_audio(tmp_path / "speech.wav", duration_s=2.5, seed=4)
     [entry] = predict_files([wav], bundle=pretrained, framework="both")
     assert entry["error"] is None and entry["path"] == str(wav) and entry["duration_s"] == 2.5
-    assert list(entry["predictions"]) == ["keras", "sklearn", "both"]
+    assert list(entry["predictions"]) == ["keras", "sklearn", "cnn", "both"]
     table = {name: np.array([p["probabilities"][c] for c in pretrained.classes])
              for name, p in entry["predictions"].items()}
-    np.testing.assert_allclose(table["both"], (table["keras"] + table["sklearn"]) / 2, atol=1e-4)
+    np.testing.assert_allclose(table["both"], (table["keras"] + table["sklearn"] + table["cnn"]) / 3, atol=1e-4)
     for name, pred in entry["predictions"].items():
         assert abs(table[name].sum() - 1) < 1e-3
         assert pred["label"] == pretrained.classes[int(np.argmax(table[name]))]

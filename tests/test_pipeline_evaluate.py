@@ -146,14 +146,14 @@ def test_pretrained_bundle_has_no_held_out_ravdess_rows(rich_actor_01: Path, tmp
     refused = runner.invoke(main, ["evaluate", pretrained, str(rich_actor_01)])
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert refused.output.startswith("error: no held-out rows: the models were trained on all 60 labelled rows")
-    assert "1200 training files" in refused.output and "pass --all" in refused.output
+    assert "1788 training files" in refused.output and "pass --all" in refused.output
 
     flattering = runner.invoke(main, ["evaluate", pretrained, str(rich_actor_01), "--all", "--out", str(out)])
     assert flattering.exit_code == 0, flattering.output
     assert "WARNING: 60 of the 60 rows scored were used to train these models" in flattering.output
     metrics = json.loads(out.read_text())
     assert metrics["rows"] == 60 and metrics["training_rows_included"] is True and metrics["warnings"]
-    assert set(metrics["models"]) == {"keras", "sklearn", "both"}
+    assert set(metrics["models"]) == {"keras", "sklearn", "cnn", "both"}
 
 
 @needs_shared
