@@ -357,3 +357,22 @@ def test_pretrained_bundle_has_every_model_set_and_scores_telephony_with_the_nar
     outputs = [bundle.predict_proba(X, framework="both", model_set=name, frames=frames) for name in bundle.model_sets]
     assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs)
     assert not np.allclose(outputs[0], outputs[2])  # four different networks, not one copied
+
+
+def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn() -> None:
+    """The cnn is not fitted per speaker (its input is normalised per window); without it a
+    normalised stream (`score --normalize file`) lost the cnn's 7 points (docs/accuracy.md)."""
+    bundle = bundle_io.load_bundle()
+    assert bundle.ensemble("global") == [("keras", "global"), ("sklearn", "global"), ("cnn", "global")]
+    assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "global")]
+    assert bundle.ensemble("narrow-speaker")[-1] == ("cnn", "narrow")
+    X = np.random.default_rng(4).normal(size=(3, bundle.manifest["features"]["n_features"])).astype(np.float32)
+    frames = (np.random.default_rng(5).normal(-3.0, 1.0, size=(3, 47, 64)).astype(np.float32), np.full(3, 47))
+    both = bundle.predict_proba(X, framework="both", model_set="narrow-speaker", frames=frames)
+    parts = [bundle.predict_proba(X, framework="keras", model_set="narrow-speaker"),
+             bundle.predict_proba(X, framework="sklearn", model_set="narrow-speaker"),
+             bundle.predict_proba(X, framework="cnn", model_set="narrow", frames=frames)]
+    np.testing.assert_allclose(both, np.mean(parts, axis=0), rtol=1e-6)
+    # `--framework cnn` on a normalised set is the plain set's cnn, not an error.
+    np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="narrow-speaker", frames=frames),
+                               parts[2], rtol=1e-6)

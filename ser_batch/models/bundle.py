@@ -388,6 +388,21 @@ class Bundle:
         """The frameworks of one set."""
         return list(self.model_sets[model_set].models) if model_set != GLOBAL else self.frameworks
 
+    def ensemble(self, model_set: str = GLOBAL) -> list[tuple[str, str]]:
+        """The ``(framework, set)`` pairs whose mean is ``both`` in ``model_set``: the set's own models,
+        and for a normalised set without a cnn the cnn of the plain set of its band. The cnn's input is
+        normalised per window already (relative floor, band means subtracted), so training does not
+        fit it per speaker, and leaving it out would cost normalised streams its gain (docs/accuracy.md)."""
+        entry = self.model_sets.get(model_set)
+        if entry is None:
+            return [(f, model_set) for f in self.frameworks]  # an unknown set: self.model says so
+        own = [(f, model_set) for f in self.set_frameworks(model_set)]
+        if not entry.normalized or "cnn" in entry.models:
+            return own
+        plain = next((s.name for s in self.model_sets.values()
+                      if s.band == entry.band and not s.normalized and "cnn" in s.models), None)
+        return own + [("cnn", plain)] if plain is not None else own
+
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
                      keep: np.ndarray | None = None, model_set: str = GLOBAL,
                      frames: list[np.ndarray] | None = None) -> np.ndarray:
@@ -422,9 +437,11 @@ class Bundle:
         dense models see the vectors ``X``; ``cnn`` sees ``frames``, the same windows' log-mel
         frames ``(n, window, bands)`` and frame counts ``(n,)``.
         """
+        members = self.ensemble(model_set)
         if framework == ENSEMBLE:
-            return np.mean([self.predict_proba(X, framework=f, model_set=model_set, frames=frames)
-                            for f in self.set_frameworks(model_set)], axis=0)
+            return np.mean([self.predict_proba(X, framework=f, model_set=s, frames=frames) for f, s in members],
+                           axis=0)
+        model_set = dict(members).get(framework, model_set)  # a normalised set's cnn is its band's plain one
         model = self.model(framework, model_set)
         if framework == "cnn":
             if frames is None:
