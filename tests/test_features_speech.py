@@ -185,8 +185,11 @@ def test_an_unknown_speech_detector_is_refused() -> None:
 
 
 def test_bands_needs_the_128_mel_bands_it_reads() -> None:
-    with pytest.raises(ConfigError, match="n_mels = 128"):
-        Config().replace(features={"speech_detector": "bands", "n_mels": 64})
+    with pytest.raises(ConfigError, match=r"n_mels = 128, got 64 \(or set features.speech_detector = \"energy\"\)"):
+        Config().replace(features={"recipe": "rich", "speech_detector": "bands", "n_mels": 64})
+    # The other recipes judge no speech: the default detector does not stop them using other mel bands.
+    assert Config().replace(features={"recipe": "fast", "n_mels": 64}).features.n_mels == 64
+    assert Config().replace(features={"recipe": "rich", "speech_detector": "energy", "n_mels": 64}).features.n_mels == 64
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 17, 40])
