@@ -14,7 +14,9 @@
 4. Runs Debian's ``chromium`` headless (``apt-get install -y chromium``) on the page and writes
    the PNG (default ``WORK/report.png``; never commit it).
 
-Exits with status 2 and a message when the data or the browser is missing.
+Exits with status 2 and a message when the data or the browser is missing. The pretrained
+bundle has heard actors 01-20, so the truth agreement on the page flatters it: the point here
+is the layout.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def screenshot(page: Path, png: Path, *, width: int, height: int) -> None:
     """Render ``page`` with headless chromium (a new empty profile) to ``png``."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        sys.exit("no chromium on PATH: apt-get install -y chromium")
+        print("no chromium on PATH: apt-get install -y chromium", file=sys.stderr)
+        sys.exit(2)
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
                         f"--window-size={width},{height}", page.resolve().as_uri()],

@@ -339,15 +339,20 @@ def test_minutes_and_clock_and_ticks() -> None:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on PATH (apt-get install -y chromium)")
-def test_the_page_renders_in_a_headless_browser(folder: Path, tmp_path: Path) -> None:
-    from benchmarks.report_screenshot import screenshot
+def test_the_page_renders_and_sorts_in_a_headless_browser(folder: Path, tmp_path: Path) -> None:
+    """A real browser: the page renders to a PNG, and clicking a share's header sorts the table by it."""
+    from benchmarks.report_screenshot import CHROMIUM_FLAGS, screenshot
 
-    report(folder)
+    page = report(folder)
     png = tmp_path / "report.png"
     screenshot(folder / "report.html", png, width=1200, height=1600)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                          "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}",
-                          "--dump-dom", (folder / "report.html").as_uri()],
-                         check=True, capture_output=True, text=True, timeout=120).stdout
+    happy = parse(page).headers["files"].index("happy")
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.replace("</body>", f"<script>document.querySelectorAll('#files th')[{happy}].click()"
+                                               "</script></body>"), encoding="utf-8")
+    dom = subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          clicked.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
+    order = [r[1]["text"] for r in parse(dom).tables["files"][1:]]
+    assert order[0] == "calls/b.wav"  # 60% happy; before the click, a.wav (rank 1, no happy window) is first
     assert 'data-stream="calls/a.wav"' in dom and "<svg" in dom

@@ -58,7 +58,8 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:78em;margin:1.5em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-td.n,th.n{text-align:right;white-space:nowrap}.wide{overflow-x:auto}th{background:#f5f5f5}
+td.n,th.n{text-align:right;white-space:nowrap}.wide{overflow-x:auto}th{background:#f5f5f5;white-space:nowrap}
+#files{font-size:.8em}#files th{white-space:normal;vertical-align:bottom}#files td{white-space:nowrap}
 table.sortable th{cursor:pointer}
 table.sortable th:after{content:' \\2195';color:#aaa}
 .figures td:first-child{color:#555}.note{color:#555;font-size:.9em}
