@@ -219,6 +219,19 @@ def test_nothing_stands_out_says_so(tmp_path: Path) -> None:
     assert "nothing stands out" in report(out)
 
 
+def test_a_folder_where_every_file_failed_still_gets_a_page(tmp_path: Path) -> None:
+    out = write_score_folder(tmp_path / "o", {}, errors={"a.wav": "not audio", "b.wav": "broken link"})
+    page = report(out)
+    assert "No file was scored: see the errors below." in page and "broken link" in page
+    assert parse(page).ribbons == {} and "2 rows: 0 scored, 2 failed" in page
+
+
+def test_a_file_not_in_the_results_is_one_line(folder: Path) -> None:
+    code, output = _invoke(str(folder), "--file", "calls/nope.wav")
+    assert code == 1
+    assert output == f"error: calls/nope.wav is not in {folder / 'files'} (use its path as in the path column)\n"
+
+
 def test_the_per_file_table_is_sortable_by_each_share(folder: Path) -> None:
     page = report(folder)
     parsed = parse(page)

@@ -247,6 +247,8 @@ def _agreement(row: Any) -> str:
 
 def _listen_first(data: ScoreResults) -> str:
     s = data.streams
+    if s.empty:
+        return "<p>No file was scored: see the errors below.</p>"
     worth = s[(s["alarm_share"] > 0) | (s["arousal_s"] > 0)].head(LISTEN_FIRST)
     if worth.empty:
         return ("<p>No stream has speech labelled angry or fearful, nor a stretch of high arousal: nothing stands "
