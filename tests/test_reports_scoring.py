@@ -369,3 +369,46 @@ def test_the_page_renders_and_sorts_in_a_headless_browser(folder: Path, tmp_path
     order = [r[1]["text"] for r in parse(dom).tables["files"][1:]]
     assert order[0] == "calls/b.wav"  # 60% happy; before the click, a.wav (rank 1, no happy window) is first
     assert 'data-stream="calls/a.wav"' in dom and "<svg" in dom
+
+
+def test_a_real_score_run_draws_its_noise_blank(ray_session: None, tmp_path: Path) -> None:
+    """The score job on generated audio: speech, 4 s of low noise, speech. The windows it leaves
+    unlabelled get no bar, whatever their probabilities, and the shares match the segments table."""
+    import soundfile as sf
+
+    from ser_batch.config import load_config
+    from ser_batch.pipeline.score import run_score
+
+    from conftest import noise, speech_like
+
+    rate = 16_000
+    call = np.concatenate([speech_like(sample_rate=rate, duration_s=4.0, seed=1),
+                           noise(sample_rate=rate, duration_s=4.0, amp=0.002, seed=2),
+                           speech_like(sample_rate=rate, duration_s=4.0, f0_hz=240.0, seed=3)])
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "call.wav", call, rate)
+    sf.write(tmp_path / "in" / "other.wav", speech_like(sample_rate=rate, duration_s=3.0, seed=4), rate)
+    out = tmp_path / "scores"
+    run_score(tmp_path / "in", out, config=load_config(), progress=False)
+    segments = pd.read_parquet(out / "segments")
+    windows = segments[segments[schema.PATH] == "call.wav"].sort_values(schema.START_S)
+    middle = (windows[schema.START_S] + windows[schema.END_S]) / 2
+    assert windows[(middle > 5.5) & (middle < 6.5)][schema.LABEL].isna().all()  # the noise: no label
+    assert windows[schema.LABEL].notna().sum() >= 4
+    page = report(out)
+    # The ribbon spans the file, or its last window when that reaches past the end (padded).
+    duration = max(len(call) / rate, float(windows[schema.END_S].max()))
+    bars = emotion_bars(parse(page).ribbons["call.wav"])
+    assert bars
+    hop = score_figures.window_hop_s(segments.assign(channel=-1))
+    spans = [(m - hop / 2, m + hop / 2) for m in middle[windows[schema.LABEL].notna()]]
+    for bar in bars:  # each bar lies over labelled windows only
+        left = float(bar["x"]) / 1000 * duration
+        right = left + float(bar["width"]) / 1000 * duration
+        assert any(a - 0.01 <= left <= b for a, b in spans) and any(a <= right <= b + 0.01 for a, b in spans)
+        assert not (left < 6.0 < right)  # nothing over the middle of the noise
+    labelled = segments[segments[schema.LABEL].notna()]
+    share = labelled.groupby(schema.PATH)[schema.LABEL].apply(lambda s: s.isin(["angry", "fearful"]).mean())
+    streams = score_figures.read_results(out).streams.set_index(schema.PATH)
+    for path, value in share.items():
+        assert streams.loc[path, "alarm_share"] == pytest.approx(value)
