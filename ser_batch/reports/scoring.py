@@ -166,7 +166,7 @@ def ribbon_svg(windows: pd.DataFrame, duration_s: float, *, hop_s: float, colour
                      f'<text x="{x:.1f}" y="{axis_y + 13}" font-size="11" fill="#555" '
                      f'text-anchor="{anchor}">{clock(k * step)}</text>')
     total_h = axis_y + 16
-    return (f'<svg viewBox="0 0 {WIDTH} {total_h}" preserveAspectRatio="none" role="img">'
+    return (f'<svg viewBox="0 0 {WIDTH} {total_h}" role="img">'
             + "".join(parts) + "</svg>")
 
 
@@ -271,7 +271,8 @@ def _listen_first(data: ScoreResults) -> str:
     return (f"<p class=note>Ranked by the share of speech labelled {' or '.join(figures.ALARM)}, then by the longest "
             f"stretch of consecutive speech windows labelled {', '.join(figures.HIGH_AROUSAL)} with confidence at "
             f"least {figures.HIGH_CONFIDENCE:g} (m:ss). Click a column to sort.</p>"
-            f'<table class="sortable"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+            f'<div class=wide><table class="sortable"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
+            "</table></div>")
 
 
 def _ribbons(data: ScoreResults, colours: dict[str, str]) -> str:
