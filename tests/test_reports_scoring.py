@@ -212,6 +212,7 @@ def test_listen_first_ranks_and_leaves_out_calm_calls(folder: Path) -> None:
     assert [r[3]["text"] for r in rows] == ["50%", "5%"]
     assert rows[1][4]["text"] == "0:08"  # 12 hops + one window = 7.6 s, as m:ss
     assert "Ranked by the share of speech labelled angry or fearful" in listen
+    assert "One bar per 1.5 s window (every 0.51 s)" in page
 
 
 def test_nothing_stands_out_says_so(tmp_path: Path) -> None:
@@ -268,6 +269,14 @@ def test_the_run_figures(folder: Path) -> None:
     assert "5 rows: 4 scored, 1 failed" in run and "36.0x" in run and "wall_s = 2.5 s" in run
     assert "5 listed, 5 scored, 0 already done, 1 errors" in run and "1.5 min" in run
     assert "calls/bad.wav" in page and "not audio" in page
+
+
+def test_file_names_are_escaped(tmp_path: Path) -> None:
+    name = 'calls/<b>"x" & y</b>.wav'
+    out = write_score_folder(tmp_path / "o", {(name, None): [("angry", 0.9)] * 3})
+    page = report(out)
+    assert '<b>"x"' not in page and "&lt;b&gt;&quot;x&quot; &amp; y&lt;/b&gt;.wav" in page
+    assert list(parse(page).ribbons) == [name]
 
 
 def test_channels_split_get_a_ribbon_each(tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ class ScoreResults:
     hop_s: float
     minutes_by_label: dict[str, float]
     run: dict[str, Any]
+    #: Length of a window (s): the median over the windows.
+    window_s: float = 1.504
     truth: pd.DataFrame | None = None
     truth_path: Path | None = None
     truth_unmatched: list[str] = field(default_factory=list)
@@ -307,5 +309,6 @@ def read_results(out: Path, *, file_path: str | None = None, truth: Path | None 
     key_of = list(zip(windows[schema.PATH], windows[schema.CHANNEL]))
     mask = np.fromiter((k in drawn for k in key_of), dtype=bool, count=len(key_of))
     by_stream = {k: g.sort_values(schema.START_S) for k, g in windows[mask].groupby([schema.PATH, schema.CHANNEL])}
+    window_s = float((windows[schema.END_S] - windows[schema.START_S]).median()) if len(windows) else 1.504
     return ScoreResults(out, files, classes, streams, by_stream, ribbons, hop_s, minutes_by_label, run_record(out),
-                        truth_frame, Path(truth) if truth is not None else None, unmatched)
+                        window_s, truth_frame, Path(truth) if truth is not None else None, unmatched)

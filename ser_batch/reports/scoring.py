@@ -302,8 +302,9 @@ def _ribbons(data: ScoreResults, colours: dict[str, str]) -> str:
              f"<code>--file PATH</code> to put one first)." if len(data.ribbons) < total
              else f"All {total} streams are drawn, in listen-first order.")
     truth_note = " The thin ribbon under a stream is the truth table's emotion." if data.truth is not None else ""
-    return (f"<p class=note>One bar per 1.5 s window, coloured by its label, paler when less confident; blank where "
-            f"the window has too little speech to label. {shown}{truth_note} Hover a bar for its times.</p>"
+    return (f"<p class=note>One bar per {data.window_s:.1f} s window (every {data.hop_s:.2f} s), coloured by its "
+            f"label, paler when less confident; blank where the window has too little speech to label. {shown}"
+            f"{truth_note} Hover a bar for its times.</p>"
             + legend(colours) + "".join(blocks))
 
 
