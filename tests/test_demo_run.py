@@ -186,6 +186,7 @@ def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_pat
     # The held-out clips, joined into a call, scored as an archive with the trained model.
     assert "6 held-out clips joined into 1 call with noise between them" in result.stdout
     assert (out / "scores" / "report.html").is_file() and (out / "calls" / "truth.csv").is_file()
+    assert f"Truth from <code>{out / 'calls' / 'truth.csv'}</code>" in (out / "scores" / "report.html").read_text()
     assert "1 file scored (0 already done), 0 errors" in result.stdout
     assert " of 6 clips (" in result.stdout and "get their emotion from the windows over them" in result.stdout
     # The speaker split also trained normalised models; the call is scored again with them

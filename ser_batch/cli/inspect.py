@@ -121,16 +121,25 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
 
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, metavar="CSV",
+              help="Truth table (columns file,start_s,end_s,emotion, as the demo writes in calls/truth.csv): drawn "
+                   "under each ribbon, with each file's agreement.")
+@click.option("--ribbons", "max_ribbons", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Streams drawn as emotion ribbons (the first in listen-first order).")
 @click.option("--file", "file_path", default=None, metavar="PATH",
-              help="File whose windows the timeline shows (its path as in the files table)  [default: the longest]")
+              help="Draw this file's ribbon first (its path as in the files table).")
 @handle_errors
-def report(out: Path, file_path: str | None) -> None:
+def report(out: Path, truth: Path | None, max_ribbons: int, file_path: str | None) -> None:
     """Write OUT/report.html for the results of `score` in OUT.
 
-    A self-contained page: the emotion distribution over files and over hours of speech,
-    a timeline of one file's windows with their probabilities, and the table of errors.
+    A self-contained page for whoever listens to the calls: the run's figures, the calls
+    to listen to first (most speech labelled angry or fearful, longest high-arousal stretch),
+    an emotion ribbon per file (blank where there is no speech), the emotions overall, a
+    per-file table sortable by each emotion's share, and the errors.
+
+    Example: ser-batch report output/scores --truth output/calls/truth.csv
     """
     from ser_batch.reports.scoring import write_score_report
 
-    path = write_score_report(out, file_path=file_path)
+    path = write_score_report(out, file_path=file_path, truth=truth, max_ribbons=max_ribbons)
     click.echo(f"report written to {path}")

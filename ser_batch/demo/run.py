@@ -276,7 +276,7 @@ def _score(run: DemoRun) -> None:
     report = summary.failure_report()
     if report:
         run.warn(report)
-    run.say(f"report: {write_score_report(out)}")
+    run.say(f"report: {write_score_report(out, truth=target / 'truth.csv' if truth else None)}")
     if not truth:
         return
     bundle = load_bundle(run.model)
