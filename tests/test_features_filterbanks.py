@@ -119,6 +119,14 @@ def test_stft_window_is_librosas() -> None:
     np.testing.assert_allclose(window, librosa.filters.get_window("hann", 2048, fftbins=True), atol=1e-7)
 
 
+@pytest.mark.parametrize("n_fft", [1, 2, 3, 64, 255, 512, 1000, 1024, 2048, 4096, 65536])
+def test_stft_window_equals_scipys_periodic_hann_bit_for_bit(n_fft: int) -> None:
+    import scipy.signal
+
+    expected = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    np.testing.assert_array_equal(filterbanks.stft_window(n_fft), expected)
+
+
 @pytest.mark.parametrize(("sample_rate", "n_fft", "n_mels"), [(16_000, 2048, 128), (8_000, 1024, 128),
                                                                 (22_050, 512, 40), (16_000, 64, 16)])
 def test_mel_blocks_hold_the_whole_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> None:

@@ -92,10 +92,18 @@ def tuning_bins(sample_rate: int, n_fft: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=16)
 def stft_window(n_fft: int) -> np.ndarray:
-    """librosa.stft's default window: periodic Hann, float32 ``(n_fft,)``."""
-    import scipy.signal
+    """librosa.stft's default window: periodic Hann, float32 ``(n_fft,)``.
 
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    ``scipy.signal.get_window("hann", n_fft, fftbins=True)`` as scipy computes it (a symmetric
+    window of ``n_fft + 1`` points without its last), in numpy: importing scipy.signal costs a
+    worker ~70 ms, the rest of its first clip."""
+    if n_fft <= 1:
+        return np.ones(n_fft, dtype=np.float32)
+    fac = np.linspace(-np.pi, np.pi, n_fft + 1, dtype=np.float64)
+    w = np.zeros(n_fft + 1, dtype=np.float64)
+    for k, a in enumerate((0.5, 0.5)):  # scipy's general_cosine with hann's coefficients
+        w += a * np.cos(k * fac)
+    return w[:-1].astype(np.float32)
 
 
 #: Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per
