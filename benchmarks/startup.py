@@ -41,14 +41,17 @@ mark("ray.init")
 def first_task(settings):
     import numpy as np
     from ser_batch.config import config_from_dict
-    from ser_batch.features.recipes import file_features
+    from ser_batch.features.recipes import signal_features
     y = np.random.default_rng(0).uniform(-0.1, 0.1, 48000).astype(np.float32)
-    file_features(y, 16000, config=config_from_dict(settings).features)
+    signal_features(y, 16000, config=config_from_dict(settings).features)
+    import sys
+    return [m for m in ("librosa", "numba") if m in sys.modules]
 
-ray.get([first_task.remote(config_to_dict(config)) for _ in range(2)])
+loaded = ray.get([first_task.remote(config_to_dict(config)) for _ in range(2)])
 mark("first task in 2 workers")
 ray.shutdown()
 mark("ray.shutdown")
+print("librosa/numba in the workers:", loaded)
 print(json.dumps(phases))
 """
 
@@ -68,10 +71,11 @@ def main() -> None:
             load = os.getloadavg()[0]
             out = subprocess.run([sys.executable, "-c", _ONE_RUN, args.recipe], env=env, cwd=ROOT,
                                  capture_output=True, text=True, check=True)
-        phases = json.loads(out.stdout.strip().splitlines()[-1])
+        *notes, last = out.stdout.strip().splitlines()
+        phases = json.loads(last)
         runs.append(phases)
         print(f"load {load:4.1f}  " + "  ".join(f"{k} {v:.2f}" for k, v in phases.items())
-              + f"  total {sum(phases.values()):.2f} s", flush=True)
+              + f"  total {sum(phases.values()):.2f} s  " + " ".join(notes[-1:]), flush=True)
     print(f"median over {len(runs)} runs, {os.cpu_count()} cores, {'cold' if args.cold else 'warm'} numba cache, "
           f"recipe {args.recipe}:")
     for name in runs[0]:

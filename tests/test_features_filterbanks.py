@@ -1,5 +1,5 @@
-"""Tests for :mod:`ser_batch.features.filterbanks`: the cached layouts equal librosa's, and the signal
-checks every recipe shares give the promised messages.
+"""Tests for :mod:`ser_batch.features.filterbanks`: the cached layouts and the numpy mel and chroma
+filterbanks equal librosa's, and the signal checks every recipe shares give the promised messages.
 
 Everything is generated; no audio files are read.
 """
@@ -119,6 +119,14 @@ def test_stft_window_is_librosas() -> None:
     np.testing.assert_allclose(window, librosa.filters.get_window("hann", 2048, fftbins=True), atol=1e-7)
 
 
+@pytest.mark.parametrize("n_fft", [1, 2, 3, 64, 255, 512, 1000, 1024, 2048, 4096, 65536])
+def test_stft_window_equals_scipys_periodic_hann_bit_for_bit(n_fft: int) -> None:
+    import scipy.signal
+
+    expected = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    np.testing.assert_array_equal(filterbanks.stft_window(n_fft), expected)
+
+
 @pytest.mark.parametrize(("sample_rate", "n_fft", "n_mels"), [(16_000, 2048, 128), (8_000, 1024, 128),
                                                                 (22_050, 512, 40), (16_000, 64, 16)])
 def test_mel_blocks_hold_the_whole_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> None:
@@ -156,3 +164,33 @@ def test_tonnetz_basis_t_is_librosas_projection() -> None:
     reference = librosa.feature.tonnetz(chroma=chroma)
     ours = filterbanks.tonnetz_basis_t(12).T @ (chroma / chroma.sum(axis=0))
     np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("sample_rate", [4_000, 8_000, 11_025, 16_000, 22_050, 44_100, 48_000])
+@pytest.mark.parametrize("n_fft", [64, 512, 2048, 4096])
+def test_mel_filters_equal_librosa_bit_for_bit(sample_rate: int, n_fft: int) -> None:
+    for n_mels in (1, 13, 40, 128, 256):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # empty filters with many bands
+            reference = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+        ours = filterbanks.mel_filters(sample_rate, n_fft, n_mels)
+        assert ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, reference, err_msg=f"n_mels={n_mels}")
+
+
+def test_mel_scale_round_trips_and_bends_at_1_khz() -> None:
+    hz = np.array([0.0, 500.0, 1000.0, 4000.0, 8000.0])
+    np.testing.assert_allclose(filterbanks.mel_to_hz(filterbanks.hz_to_mel(hz)), hz, rtol=1e-12)
+    np.testing.assert_array_equal(filterbanks.hz_to_mel(hz), librosa.hz_to_mel(hz))
+    assert filterbanks.hz_to_mel(np.array([1000.0]))[0] == pytest.approx(15.0)  # 1000 Hz / (200/3 Hz per mel)
+
+
+@pytest.mark.parametrize("sample_rate", [8_000, 16_000, 22_050, 48_000])
+@pytest.mark.parametrize("n_chroma", [7, 12, 24, 36])
+def test_chroma_filters_equal_librosa_bit_for_bit(sample_rate: int, n_chroma: int) -> None:
+    for n_fft in (256, 2048, 4096):
+        for tuning in (0.0, -0.5, 0.13, 0.49):
+            reference = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=tuning)
+            ours = filterbanks.chroma_filters(sample_rate, n_fft, n_chroma, tuning)
+            assert ours.dtype == np.float32 and ours.flags.c_contiguous
+            np.testing.assert_array_equal(ours, reference, err_msg=f"n_fft={n_fft} tuning={tuning}")

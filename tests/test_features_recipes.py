@@ -33,7 +33,7 @@ from ser_batch.data import parts as storage
 from ser_batch.data.featureset import load_feature_set
 from ser_batch.errors import AudioError, BundleError, FeatureError
 from ser_batch.features import fast as features
-from ser_batch.features import recipes
+from ser_batch.features import pitch, recipes
 from ser_batch.features.names import feature_names, frame_column_names, rich_frame_names, rich_names
 from ser_batch.features.windows import signal_frames, signal_windows
 from ser_batch.models import bundle as bundle_io
@@ -229,9 +229,9 @@ def test_every_recipe_refuses_a_signal_shorter_than_a_frame(recipe: str, sample_
 
 def test_non_finite_f0_is_a_feature_error(monkeypatch: pytest.MonkeyPatch,
                                           make_signal: Callable[..., np.ndarray]) -> None:
-    monkeypatch.setattr(librosa, "yin", lambda y, **kw: np.full(1 + (y.size - kw["frame_length"]) // kw["hop_length"],
-                                                                np.nan))
-    with pytest.raises(FeatureError, match=r"^f0 values \(librosa.yin\) are not finite$"):
+    monkeypatch.setattr(pitch, "yin", lambda y, **kw: np.full(1 + (y.size - kw["frame_length"]) // kw["hop_length"],
+                                                              np.nan))
+    with pytest.raises(FeatureError, match=r"^f0 values \(yin\) are not finite$"):
         recipes.signal_features(make_signal("speech", duration_s=1.0), 16_000, config=RICH)
 
 

@@ -7,7 +7,10 @@ tests/test_pipeline_train.py; the pretrained bundle's exact outputs in tests/tes
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from ser_batch.inference.scoring import predict_files
 from ser_batch.models import bundle as bundle_io
 
 from conftest import write_audio
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +80,33 @@ def test_framework_errors_come_before_any_audio_is_read(pretrained: bundle_io.Bu
     wav = write_audio(tmp_path / "speech.wav", duration_s=1.0)
     [entry] = predict_files([wav], bundle=sklearn_only, framework="both")
     assert list(entry["predictions"]) == ["sklearn"]  # no ensemble of one model
+
+
+#: Scores its argv's files with the pretrained bundle in a fresh interpreter, then prints the
+#: predictions and which of the heavy libraries the scoring path pulled in.
+_FRESH_SCORER = r"""
+import json, sys
+import ser_batch.pipeline.score  # the module whose score_shard runs in every score worker
+from ser_batch.inference.scoring import predict_files
+from ser_batch.models.bundle import load_bundle
+results = predict_files(sys.argv[1:], bundle=load_bundle(), framework="both")
+print(json.dumps({"predictions": [r["predictions"] for r in results], "errors": [r["error"] for r in results],
+                  "loaded": [m for m in ("librosa", "numba", "llvmlite", "tensorflow") if m in sys.modules]}))
+"""
+
+
+def test_scoring_imports_neither_librosa_nor_numba(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
+    # A wide-band call (the global set) and a narrow-band one (the 8 kHz set), 3 s each.
+    wavs = [write_audio(tmp_path / "wide.wav", duration_s=3.0, seed=5),
+            write_audio(tmp_path / "narrow.wav", sample_rate=8_000, duration_s=3.0, seed=6)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", _FRESH_SCORER, *map(str, wavs)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["errors"] == [None, None]
+    assert report["loaded"] == []  # no librosa, numba or TensorFlow in a scoring process
+    # The same predictions as this process, where librosa is loaded (the tests import it).
+    expected = [entry["predictions"] for entry in predict_files(wavs, bundle=pretrained, framework="both")]
+    assert report["predictions"] == json.loads(json.dumps(expected))
+    assert all(set(p) == {*pretrained.frameworks, "both"} for p in report["predictions"])

@@ -11,7 +11,6 @@ with :func:`check_signal` rather than return a vector of padding.
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -93,22 +92,70 @@ def tuning_bins(sample_rate: int, n_fft: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=16)
 def stft_window(n_fft: int) -> np.ndarray:
-    """librosa.stft's default window: periodic Hann, float32 ``(n_fft,)``."""
-    import scipy.signal
+    """librosa.stft's default window: periodic Hann, float32 ``(n_fft,)``.
 
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    ``scipy.signal.get_window("hann", n_fft, fftbins=True)`` as scipy computes it (a symmetric
+    window of ``n_fft + 1`` points without its last), in numpy: importing scipy.signal costs a
+    worker ~70 ms, the rest of its first clip."""
+    if n_fft <= 1:
+        return np.ones(n_fft, dtype=np.float32)
+    fac = np.linspace(-np.pi, np.pi, n_fft + 1, dtype=np.float64)
+    w = np.zeros(n_fft + 1, dtype=np.float64)
+    for k, a in enumerate((0.5, 0.5)):  # scipy's general_cosine with hann's coefficients
+        w += a * np.cos(k * fac)
+    return w[:-1].astype(np.float32)
+
+
+#: Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per
+#: factor 6.4), as librosa's ``hz_to_mel(htk=False)``.
+_MEL_F_SP = 200.0 / 3
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
+    """Slaney mels of frequencies (Hz), float64: librosa's ``hz_to_mel(htk=False)``."""
+    frequencies = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
+    mels = frequencies / _MEL_F_SP
+    log = frequencies >= _MEL_MIN_LOG_HZ
+    mels[log] = _MEL_MIN_LOG_MEL + np.log(frequencies[log] / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return mels
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Frequencies (Hz) of Slaney mels, float64: librosa's ``mel_to_hz(htk=False)``."""
+    mels = np.atleast_1d(np.asarray(mels, dtype=np.float64))
+    freqs = _MEL_F_SP * mels
+    log = mels >= _MEL_MIN_LOG_MEL
+    freqs[log] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[log] - _MEL_MIN_LOG_MEL))
+    return freqs
+
+
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-normalised triangular mel filters from 0 Hz to Nyquist, float32 ``(n_mels, 1 + n_fft/2)``.
+
+    ``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)`` (``htk=False``,
+    ``norm="slaney"``) step by step in the same dtypes, without its empty-filter warning
+    (many mel bands at a low sample rate leave some filters without a bin)."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    edges = hz_to_mel(np.array([0.0, float(sample_rate) / 2]))
+    mel_f = mel_to_hz(np.linspace(edges[0], edges[1], n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        # Rising edge from band i's lower corner, falling edge to its upper one, floored at 0.
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    # Slaney norm: each triangle's area ~ constant, 2 / (bandwidth in Hz); float64 product, float32 result.
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
 
 
 @lru_cache(maxsize=16)
 def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """librosa's mel filterbank ``(n_mels, 1 + n_fft/2)``, float32."""
-    import librosa
-
-    with warnings.catch_warnings():
-        # librosa warns about empty filters for many mel bands at low sample rates.
-        warnings.simplefilter("ignore", UserWarning)
-        basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-    return basis.astype(np.float32)
+    """librosa's mel filterbank ``(n_mels, 1 + n_fft/2)``, float32 (:func:`mel_filters`)."""
+    return mel_filters(sample_rate, n_fft, n_mels)
 
 
 @lru_cache(maxsize=16)
@@ -154,13 +201,44 @@ def mel_blocks(sample_rate: int, n_fft: int, n_mels: int) -> tuple[tuple[int, in
     return tuple(reversed(blocks))
 
 
+#: librosa.filters.chroma's defaults: Gaussian octave weighting centred on octave 5 (C5, ~523
+#: Hz), 2 octaves wide.
+_CHROMA_CENTRE_OCTAVE = 5.0
+_CHROMA_OCTAVE_WIDTH = 2.0
+
+
+def chroma_filters(sample_rate: int, n_fft: int, n_chroma: int, tuning: float = 0.0) -> np.ndarray:
+    """Chroma filters (pitch classes from C) over the STFT bins, float32 ``(n_chroma, 1 + n_fft/2)``.
+
+    ``librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=tuning)``
+    (``ctroct=5``, ``octwidth=2``, ``norm=2``, ``base_c=True``) step by step in the same dtypes.
+    ``tuning``: offset in fractions of a chroma bin."""
+    frequencies = np.linspace(0, sample_rate, n_fft, endpoint=False)[1:]  # no DC
+    a440 = 440.0 * 2.0 ** (tuning / n_chroma)
+    frqbins = n_chroma * np.log2(frequencies / (float(a440) / 16))
+    # DC gets a made-up bin 1.5 octaves below bin 1: 50% rotated from it, and broad.
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidthbins = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    distance = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
+    half = np.round(float(n_chroma) / 2)
+    # Into -n_chroma/2 .. n_chroma/2 (the 10 * n_chroma keeps the remainder's argument positive).
+    distance = np.remainder(distance + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * distance / np.tile(binwidthbins, (n_chroma, 1))) ** 2)  # Gaussian bumps
+    # librosa.util.normalize(norm=2, axis=0): unit columns; a column of norm < tiny is left as is.
+    length = np.sum(np.abs(wts) ** 2, axis=0, keepdims=True) ** (1.0 / 2)
+    length[length < np.finfo(wts.dtype).tiny] = 1.0
+    wts = wts / length
+    wts *= np.tile(np.exp(-0.5 * (((frqbins / n_chroma - _CHROMA_CENTRE_OCTAVE) / _CHROMA_OCTAVE_WIDTH) ** 2)),
+                   (n_chroma, 1))
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)  # start at C, not A
+    return np.ascontiguousarray(wts[:, : int(1 + n_fft / 2)], dtype=np.float32)
+
+
 @lru_cache(maxsize=256)
 def chroma_basis_t(sample_rate: int, n_fft: int, n_chroma: int, tuning: float) -> np.ndarray:
-    """librosa's chroma filterbank for one tuning offset, transposed: ``(1 + n_fft/2, n_chroma)``."""
-    import librosa
-
-    basis = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=tuning, n_chroma=n_chroma)
-    return np.ascontiguousarray(basis.T, dtype=np.float32)
+    """librosa's chroma filterbank for one tuning offset, transposed: ``(1 + n_fft/2, n_chroma)``
+    (:func:`chroma_filters`)."""
+    return np.ascontiguousarray(chroma_filters(sample_rate, n_fft, n_chroma, tuning).T)
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,8 @@ adds what they lose when averaged, for better accuracy at ~3x the cost of ``fast
   own samples only;
 * pooled over the clip or a window: mean, standard deviation, mean absolute frame-to-
   frame change and standard deviation of that change of every column (4 x 199);
-* pitch: 9 statistics of the log2 f0 track of ``librosa.yin`` (60-600 Hz, on a 4 kHz copy):
+* pitch: 9 statistics of the log2 f0 track of YIN (:mod:`.pitch`, equal to ``librosa.yin``;
+  60-600 Hz, on a 4 kHz copy):
   mean, std, 10/50/90th percentiles, 90-10 range, mean absolute change, voiced fraction,
   and the duration in seconds.
 

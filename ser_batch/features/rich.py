@@ -3,8 +3,8 @@
 Every frame is **local**: the dB scales have the fixed floor ``features.db_floor`` and chroma
 is not retuned, so a frame depends on its own samples only, and a window pooled from frames
 (:mod:`ser_batch.features.windows`) is the same inside a long call as alone. The pitch
-constants live here too: yin runs on a copy at :data:`PITCH_RATE` Hz, between
-:data:`F0_MIN_HZ` and :data:`F0_MAX_HZ`.
+constants live here too: yin (:mod:`ser_batch.features.pitch`, librosa's YIN in numpy) runs on
+a copy at :data:`PITCH_RATE` Hz, between :data:`F0_MIN_HZ` and :data:`F0_MAX_HZ`.
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     -------
     frames : np.ndarray [shape=(t, 199)], float32, columns :func:`rich_frame_names` (mel in dB
         with the fixed floor ``features.db_floor``)
-    f0 : np.ndarray [shape=(t,)], float32, Hz (yin on the low-rate copy; 0 in near-silent
+    f0 : np.ndarray [shape=(t,)], float32, Hz (:func:`ser_batch.features.pitch.yin`, equal to
+        ``librosa.yin``, on the low-rate copy; 0 in near-silent
         frames; -1 in frames not tracked)
     """
-    import librosa
-
     from ser_batch.features.fast import mel_columns, power_to_db, spectral_frames
+    from ser_batch.features.pitch import yin
     from ser_batch.features.rich import F0_MAX_HZ, F0_MIN_HZ, PITCH_GATE_DB, PITCH_RATE
 
     n_fft, hop = config.n_fft, config.hop_length
@@ -144,9 +144,9 @@ def rich_segment_frames(segment: np.ndarray, low: np.ndarray, sample_rate: int, 
     f0 = np.full(n, -1.0, dtype=np.float32)
     odd = first_frame % 2  # the first frame of the segment that is even in the signal
     if n > odd:
-        tracked = librosa.yin(low[odd * hop // factor :], fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE,
-                              frame_length=n_fft // factor, hop_length=2 * hop // factor, center=False)
-        f0[odd::2] = check_finite(tracked, "f0 values (librosa.yin)")[: len(f0[odd::2])]
+        tracked = yin(low[odd * hop // factor :], fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=PITCH_RATE,
+                      frame_length=n_fft // factor, hop_length=2 * hop // factor, center=False)
+        f0[odd::2] = check_finite(tracked, "f0 values (yin)")[: len(f0[odd::2])]
         # Near-silent frames have no pitch: yin would read one into the resampler's rounding
         # noise, whose level depends on the loudest audio near it (not local).
         f0[odd::2][frames[odd::2, width] < PITCH_GATE_DB] = 0.0
