@@ -238,7 +238,8 @@ def main() -> int:
         print("| --- | --- | --- | --- | --- |")
         for mix in mixes:
             for key, row in report["mixes"][mix]["calls"].items():
-                print(f"| {mix} | {key} | {row['calls_speech']:.1f} | {row['normalized']:.1f} | {row['separate']:.1f} |")
+                cells = f"{row['calls_speech']:.1f} | {row['normalized']:.1f} | {row['separate']:.1f}"
+                print(f"| {mix} | {key} | {cells} |")
     c = report["cost_ms_per_s"]
     print(f"\nCPU ms per second of audio, one thread ({c['windows']} windows of a 60 s signal): rich features "
           f"{c['features']:.2f}; keras {c['keras']:.3f}; sklearn {c['sklearn']:.3f}; cnn {c['cnn']:.3f}")

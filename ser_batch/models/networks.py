@@ -262,10 +262,13 @@ class DenseNetwork:
 
     def __init__(self, arrays: dict[str, np.ndarray], classes: list[str], *, n_features: int | None = None) -> None:
         check_dense(arrays, n_classes=len(classes), n_features=n_features)
-        self.mean = arrays["mean"]
-        self.scale = arrays["scale"] if "scale" in arrays else np.maximum(np.sqrt(arrays["variance"]), 1e-7)
+        # float16 exports are widened once here, not on every call (the arithmetic is float32 either way).
+        self.mean = np.asarray(arrays["mean"], dtype=np.float32)
+        scale = arrays["scale"] if "scale" in arrays else np.maximum(np.sqrt(arrays["variance"]), 1e-7)
+        self.scale = np.asarray(scale, dtype=np.float32)
         count = sum(1 for k in arrays if k.startswith("kernel_"))
-        self.layers = [(arrays[f"kernel_{i}"], arrays[f"bias_{i}"], str(arrays[f"activation_{i}"]))
+        self.layers = [(np.asarray(arrays[f"kernel_{i}"], dtype=np.float32),
+                        np.asarray(arrays[f"bias_{i}"], dtype=np.float32), str(arrays[f"activation_{i}"]))
                        for i in range(count)]
         self.classes_ = np.asarray(classes)
 
@@ -278,7 +281,7 @@ class DenseNetwork:
         """Class probabilities [shape=(n, n_classes)] in ``classes_`` order."""
         x = (np.asarray(X, dtype=np.float32) - self.mean) / self.scale
         for kernel, bias, activation in self.layers:
-            x = x @ kernel.astype(np.float32, copy=False) + bias.astype(np.float32, copy=False)
+            x = x @ kernel + bias
             if activation == "relu":
                 np.maximum(x, 0.0, out=x)
         x = x.astype(np.float64)
