@@ -60,7 +60,12 @@ def test_score_reports_training_files_by_path_and_content(trained: tuple[Path, P
     assert result.exit_code == 0, result.output
     assert ("5 of 7 files were in the bundle's training data (by path/content): their labels say nothing "
             "about accuracy") in result.output
-    record = json.loads((out / "_run.json").read_text())["training_overlap"]
+    run = json.loads((out / "_run.json").read_text())
+    # one definition of the time: the whole command, Ray start included and labelled
+    assert f"incl. Ray start {run['ray_start_s']:.1f} s)" in result.output
+    assert run["wall_s"] >= run["tasks_wall_s"] + run["ray_start_s"] > 0
+    assert run["realtime_factor"] == pytest.approx(run["audio_s"] / run["wall_s"], rel=0.02)
+    record = run["training_overlap"]
     assert {k: record[k] for k in ("files", "by_path", "by_content")} == {"files": 5, "by_path": 4, "by_content": 1}
     assert str(inbox / "call_0042.wav") in record["examples"]
     assert not any(p.endswith(("other.wav", "03-01-05-01-02-01-01.wav")) for p in record["examples"])
@@ -87,3 +92,21 @@ def test_corpus_qualified_keys_match_by_their_path(trained: tuple[Path, Path], t
                           "training_files": lambda self: frozenset(names)})()
     found = find_overlap(fake, [audio / CLIPS[0], audio / "Actor_01"])
     assert (found.by_path, found.by_content) == (1, 0)
+
+
+def test_predict_marks_training_files(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    audio, bundle = trained
+    renamed = tmp_path / "renamed.wav"
+    shutil.copy(audio / CLIPS[1], renamed)
+    fresh = tmp_path / "fresh.wav"
+    write_audio(fresh, duration_s=2.0, seed=55)
+    files = [str(audio / CLIPS[0]), str(renamed), str(fresh)]
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", *files, "--model", str(bundle), "--framework", "sklearn"])
+    assert result.exit_code == 0, result.output
+    assert ("2 of 3 files were in the bundle's training data (by path/content): their labels say nothing "
+            "about accuracy") in result.output
+    result = runner.invoke(main, ["predict", *files, "--model", str(bundle), "--framework", "sklearn", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [e["in_training"] for e in listed] == ["path", "content", None]

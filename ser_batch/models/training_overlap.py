@@ -101,29 +101,41 @@ def _training_index(bundle: Any) -> tuple[set[tuple[str, ...]], set[int], dict[t
     return parts, {size for size, _ in by_content}, by_content
 
 
-def find_overlap(bundle: Any, sources: Sequence[Path]) -> TrainingOverlap:
-    """Which of ``sources`` (input files) the bundle was trained on."""
-    found = TrainingOverlap(total=len(sources))
+def matches(bundle: Any, sources: Sequence[Path]) -> dict[str, str] | None:
+    """``{str(source): "path" | "content"}`` for the ``sources`` the bundle was trained on;
+    ``None`` when the bundle does not list its training files (format 1)."""
     index = _training_index(bundle)
     if index is None:
-        found.known = False
-        return found
+        return None
     parts, sizes, hashes = index
     lengths = sorted({len(p) for p in parts})
+    found: dict[str, str] = {}
     for source in sources:
         tail = Path(source).absolute().parts
         if any(tail[-n:] in parts for n in lengths if n <= len(tail)):
-            found.by_path += 1
-            found.paths.append(str(source))
+            found[str(source)] = "path"
             continue
         if not sizes:
             continue
         try:
             size = Path(source).stat().st_size
             if size in sizes and (size, head_hash(source)) in hashes:
-                found.by_content += 1
-                found.paths.append(str(source))
+                found[str(source)] = "content"
         except OSError:
-            continue  # its task makes the error row
-    found.files = found.by_path + found.by_content
+            continue  # not readable: scoring it makes the error
     return found
+
+
+def find_overlap(bundle: Any, sources: Sequence[Path]) -> TrainingOverlap:
+    """Which of ``sources`` (input files) the bundle was trained on, counted."""
+    found = matches(bundle, sources)
+    if found is None:
+        return TrainingOverlap(total=len(sources), known=False)
+    return overlap_of(found, total=len(sources))
+
+
+def overlap_of(found: dict[str, str], *, total: int) -> TrainingOverlap:
+    """The counts of :func:`matches`' answer for ``total`` input files."""
+    kinds = list(found.values())
+    return TrainingOverlap(files=len(found), by_path=kinds.count("path"), by_content=kinds.count("content"),
+                           total=total, paths=list(found))

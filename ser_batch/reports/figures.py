@@ -22,12 +22,14 @@ def per_core_factor(audio_s: float, cpu_s: float) -> float:
 
 def timing(wall_s: float, ray_start_s: float | None, audio_s: float | None = None) -> str:
     """``in 14.7 s (43x realtime over the whole run incl. Ray start 9.1 s)``: the time of the whole
-    command, labelled with what it includes (no realtime factor when ``audio_s`` is ``None``)."""
-    parts = []
-    if audio_s is not None:
-        parts.append(f"{realtime_factor(audio_s, wall_s):.0f}x realtime over the whole run")
+    command, labelled with what it includes (no realtime factor when ``audio_s`` is ``None``;
+    no Ray part when Ray was not started)."""
+    inside = [f"{realtime_factor(audio_s, wall_s):.0f}x realtime over the whole run"] if audio_s is not None else []
     if ray_start_s is not None:
-        parts.append(f"incl. Ray start {ray_start_s:.1f} s")
-    elif audio_s is not None:
-        parts.append("no Ray start")
-    return f"in {wall_s:.1f} s ({' '.join(parts)})" if parts else f"in {wall_s:.1f} s"
+        inside.append(ray_part(ray_start_s))
+    return f"in {wall_s:.1f} s ({' '.join(inside)})" if inside else f"in {wall_s:.1f} s"
+
+
+def ray_part(ray_start_s: float) -> str:
+    """``incl. Ray start 9.1 s``."""
+    return f"incl. Ray start {ray_start_s:.1f} s"
