@@ -31,6 +31,6 @@ def test_score_and_extract_lines_say_the_same_thing() -> None:
 def test_overlap_note_comes_first_and_only_when_there_is_one() -> None:
     score = ScoreSummary(out=Path("out"), files_total=3,
                          training_overlap=TrainingOverlap(files=2, by_path=2, by_content=0, total=3))
-    assert score.notes() == ["2 of 3 files were in the bundle's training data (by path): their labels say nothing "
-                             "about accuracy"]
+    assert score.notes() == [("2 of 3 files were in the bundle's training data (by path): their labels say nothing "
+                              "about accuracy")]
     assert ScoreSummary(out=Path("out"), training_overlap=TrainingOverlap(total=3)).notes() == []
