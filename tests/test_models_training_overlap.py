@@ -108,5 +108,5 @@ def test_predict_marks_training_files(trained: tuple[Path, Path], tmp_path: Path
             "about accuracy") in result.output
     result = runner.invoke(main, ["predict", *files, "--model", str(bundle), "--framework", "sklearn", "--json"])
     assert result.exit_code == 0, result.output
-    listed = json.loads(result.stdout)
+    listed = json.loads(result.output)  # one JSON document: no line besides it
     assert [e["in_training"] for e in listed] == ["path", "content", None]

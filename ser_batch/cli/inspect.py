@@ -87,7 +87,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
     A file's emotion is the mean over its 1.5 s windows with speech, exactly as `score`
     summarises files, with the settings stored in the model bundle. Exits with 1 if any
     file could not be read. Files the bundle was trained on (by path or content) are counted in
-    a line on stderr (`in_training` with --json): their labels say nothing about accuracy. For
+    a line on stderr (with --json: `in_training` of each file instead): their labels say nothing about accuracy. For
     folders and archives, use `score`.
 
     Example: ser-batch predict call.wav --framework keras
@@ -119,7 +119,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
                 top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]
                 click.echo(f"{entry['path']}  {name:7s} {pred['label']:9s} "
                            + "  ".join(f"{c} {p:.2f}" for c, p in top))
-    if overlap:
+    if overlap and not as_json:  # --json carries it as in_training, and stays one JSON document
         click.echo(overlap, err=True)
     if any(entry["error"] for entry in results):
         sys.exit(1)
