@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -85,7 +86,9 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
 
     A file's emotion is the mean over its 1.5 s windows with speech, exactly as `score`
     summarises files, with the settings stored in the model bundle. Exits with 1 if any
-    file could not be read. For folders and archives, use `score`.
+    file could not be read. Files the bundle was trained on (by path or content) are counted in
+    a line on stderr (with --json: `in_training` of each file instead): their labels say nothing about accuracy. For
+    folders and archives, use `score`.
 
     Example: ser-batch predict call.wav --framework keras
     """
@@ -104,6 +107,7 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
     config = Config().replace(score={"classes": classes or ()})
     bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
     results = predict_files(list(files), bundle=bundle, framework=framework, config=config)
+    overlap = _training_overlap(bundle, results)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -115,8 +119,22 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
                 top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]
                 click.echo(f"{entry['path']}  {name:7s} {pred['label']:9s} "
                            + "  ".join(f"{c} {p:.2f}" for c, p in top))
+    if overlap and not as_json:  # --json carries it as in_training, and stays one JSON document
+        click.echo(overlap, err=True)
     if any(entry["error"] for entry in results):
         sys.exit(1)
+
+
+def _training_overlap(bundle: Any, results: list[dict[str, Any]]) -> str | None:
+    """Mark each result ``in_training`` ("path", "content" or None) and return the summary line
+    when some file was in the bundle's training data."""
+    from ser_batch.models.training_overlap import matches, overlap_of
+
+    paths = [Path(entry["path"]) for entry in results]
+    found = matches(bundle, paths) or {}
+    for entry in results:
+        entry["in_training"] = found.get(entry["path"])
+    return overlap_of(found, total=len(paths)).line() if found else None
 
 
 @main.command()

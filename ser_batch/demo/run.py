@@ -211,6 +211,8 @@ def _evaluate(run: DemoRun) -> None:
 def _predict(run: DemoRun) -> None:
     from ser_batch.inference.scoring import predict_files
     from ser_batch.models.bundle import load_bundle
+    from ser_batch.models.training_overlap import matches as training_matches
+    from ser_batch.models.training_overlap import overlap_of
 
     if not run.usable:
         run.say("skipped: no file could be read")
@@ -222,12 +224,17 @@ def _predict(run: DemoRun) -> None:
     truth = dict(zip(run.usable["paths"], run.usable["emotions"]))
     bundle = load_bundle(run.model)
     # Table paths are stored names (bytes that are not UTF-8 as \xHH): open by the real name.
-    for entry in predict_files([run.data / fs_path(p) for p in chosen], bundle=bundle, framework=ENSEMBLE):
+    sources = [run.data / fs_path(p) for p in chosen]
+    heard = training_matches(bundle, sources) or {}
+    if heard:
+        run.say(overlap_of(heard, total=len(sources)).line())
+    for entry in predict_files(sources, bundle=bundle, framework=ENSEMBLE):
         rel = stored_path(Path(entry["path"]).relative_to(run.data).as_posix())
         if entry["error"]:
             run.warn(f"{rel}: {entry['error']}")
             continue
         known = f" (labelled {truth[rel]})" if truth.get(rel) else ""
+        known += " (in the bundle's training data)" if entry["path"] in heard else ""
         votes = "  ".join(f"{name} {p['label']} {max(p['probabilities'].values()):.2f}"
                           for name, p in entry["predictions"].items())
         run.say(f"{rel}{known}: {votes}")
@@ -272,6 +279,8 @@ def _score(run: DemoRun) -> None:
     out = run.out / "scores"
     summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address,
                         progress=False)
+    for note in summary.notes():
+        run.say(note)
     run.say(summary.line())
     report = summary.failure_report()
     if report:

@@ -27,6 +27,7 @@ from ser_batch.data.paths import stored_path
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
+from ser_batch.reports import figures
 from ser_batch.reports.failures import SHOWN, counted, format_failures
 from ser_batch.reports.progress import progress_bar
 
@@ -60,6 +61,8 @@ class ExtractSummary:
     failures: tuple[tuple[str, str], ...] = ()
     augmented: int = 0
     augment: tuple[str, ...] = ()
+    #: Seconds of ``wall_s`` (the whole command) spent starting or joining Ray; ``None``: no Ray.
+    ray_start_s: float | None = None
 
     @property
     def files_per_s(self) -> float:
@@ -81,8 +84,12 @@ class ExtractSummary:
         skipped = f", {self.skipped_parts} kept from before" if self.skipped_parts else ""
         return (
             f"{counts}, {counted(self.parts, 'part')}{skipped} "
-            f"in {self.wall_s:.1f} s ({self.files_per_s:.1f} files/s) -> {self.out}"
+            f"in {self.wall_s:.1f} s ({self.files_per_s:.1f} files/s{self._ray()}) -> {self.out}"
         )
+
+    def _ray(self) -> str:
+        """`` over the whole run incl. Ray start 4.1 s`` (``wall_s`` covers the whole command)."""
+        return "" if self.ray_start_s is None else f" over the whole run {figures.ray_part(self.ray_start_s)}"
 
     def failure_report(self) -> str:
         """The failed files (the first few, with reasons) and where the rest are; ``""`` if none."""
@@ -300,8 +307,10 @@ def run_extract(
     kwargs = {"root": str(input_dir), "out": str(out), "config": config_to_dict(config), "labels": labels,
               "corpus": corpus}
     # Nothing is written before the runtime is up and OUT is ours: a failed start leaves no trace.
+    ray_starting = time.perf_counter()
     with launch.job_output(out, job="extract", inputs=[input_dir], address=address,
                            num_cpus=config.ray.local_cpus) as ray_info:
+        ray_start_s = time.perf_counter() - ray_starting
         done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
         todo = [s for s in shards if s.name not in done]
         log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
@@ -323,7 +332,7 @@ def run_extract(
         augmented += sum(r.get("augmented", 0) for r in results)
         failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
         summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
-                                 tuple(failures), augmented, config.extract.augment)
+                                 tuple(failures), augmented, config.extract.augment, ray_start_s=ray_start_s)
         _write_manifest(summary, input_dir=input_dir, config=config, parts={*done, *(r["part"] for r in results)},
                         ray_info=ray_info)
     return summary
@@ -359,7 +368,8 @@ def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config,
         "augment": list(config.extract.augment),
         "augmented_rows": summary.augmented,
         "parts": sorted(parts),
-        "wall_s": round(summary.wall_s, 3),
+        "wall_s": round(summary.wall_s, 3),  # the whole command, Ray start included
+        "ray_start_s": None if summary.ray_start_s is None else round(summary.ray_start_s, 3),
         "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

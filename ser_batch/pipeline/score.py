@@ -32,6 +32,7 @@ from ser_batch.data import score_folder as results
 from ser_batch.errors import DatasetError, SerBatchError
 from ser_batch.pipeline.score_plan import Shard, Unit, cut_units, identity_of, list_input, plan_shards, settings_of
 from ser_batch.pipeline.score_tables import ScoreTables, file_rows_of
+from ser_batch.reports import figures
 from ser_batch.reports.failures import counted, format_failures
 from ser_batch.reports.progress import progress_bar
 
@@ -64,6 +65,10 @@ class ScoreSummary:
     files_pruned: int = 0
     #: Error rows in the output folder after the run (this run's and earlier ones').
     errors_in_folder: int = 0
+    #: Seconds of ``wall_s`` spent starting (or joining) Ray; ``None`` when Ray was not started.
+    ray_start_s: float | None = None
+    #: Input files the bundle was trained on (:mod:`ser_batch.models.training_overlap`).
+    training_overlap: Any = None
 
     @property
     def did_work(self) -> bool:
@@ -72,18 +77,22 @@ class ScoreSummary:
 
     @property
     def realtime_factor(self) -> float:
-        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+        """Audio seconds / seconds of the whole command (:mod:`ser_batch.reports.figures`)."""
+        return figures.realtime_factor(self.audio_s, self.wall_s)
 
     def line(self) -> str:
         """One-line summary for the CLI."""
         return (f"{counted(self.files_scored, 'file')} scored ({self.files_skipped} already done), "
-                f"{counted(len(self.errors), 'error')}, {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
-                f"({self.realtime_factor:.0f}x realtime) -> {self.out}")
+                f"{counted(len(self.errors), 'error')}, {self.audio_s / 3600:.2f} h of audio "
+                f"{figures.timing(self.wall_s, self.ray_start_s, self.audio_s)} -> {self.out}")
 
     def notes(self) -> list[str]:
         """Lines after :meth:`line` on what the run left for later: failed files skipped, rows
         without a file."""
         notes = []
+        overlap = self.training_overlap.line() if self.training_overlap is not None else None
+        if overlap:
+            notes.append(overlap)
         if self.failed_skipped:
             one = self.failed_skipped == 1
             notes.append(f"{counted(self.failed_skipped, 'file')} failed before and {'was' if one else 'were'} "
@@ -239,13 +248,17 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
         raise DatasetError(f"input not found: {input_path}")
+    command_started = time.perf_counter()
     bundle = open_scoring_bundle(model_dir, config)
+    ray_starting = time.perf_counter()
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.local_cpus):
+        ray_start_s = time.perf_counter() - ray_starting
         committed = None if rescore else results.read_committed(out)
         summary = _score_into(input_path, out, config=config, model_dir=model_dir, rescore=rescore,
                               retry_errors=retry_errors, prune=prune, progress=progress, on_progress=on_progress,
-                              committed=committed, bundle=bundle)
+                              committed=committed, bundle=bundle,
+                              timing=(command_started, ray_start_s))
         # What was there before and kept: the rows _score_into replaced (changed or retried files)
         # left ``committed`` when they were dropped, so their new rows count as seen.
         before = set(committed.identities.items()) if committed is not None else set()
@@ -282,12 +295,15 @@ def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
 def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
                 retry_errors: bool = False, prune: bool = False, progress: bool = True,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                committed: results.Committed | None = None, bundle: Any = None) -> ScoreSummary:
+                committed: results.Committed | None = None, bundle: Any = None,
+                timing: tuple[float, float] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
     ``committed``: what :func:`ser_batch.data.score_folder.read_committed` found in ``out`` before the
     run, when the caller has read it already (it is read here otherwise). ``bundle``: the bundle
     :func:`open_scoring_bundle` opened from ``model_dir``, when the caller has opened it already.
+    ``timing``: (``perf_counter`` at the command's start, seconds Ray took to start), so that
+    ``wall_s`` is the whole command's (:mod:`ser_batch.reports.figures`).
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
@@ -306,6 +322,7 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
     from ser_batch.inference.scoring import bundle_id as id_of
+    from ser_batch.models.training_overlap import find_overlap
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     started = time.perf_counter()
@@ -322,6 +339,7 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
         committed = results.read_committed(out)
     results.remove_leftovers(out, committed)
     summary = ScoreSummary(out=out, files_total=len(entries))
+    summary.training_overlap = find_overlap(bundle, [source for _, source in entries])
     todo, changed = [], set()
     for rel, source in entries:
         size, mtime = identity_of(source)
@@ -349,6 +367,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     if shards:
         _run_shards(shards, out=out, bundle=bundle, bundle_id=bid, config=config, settings_key=settings["key"],
                     summary=summary, progress=progress, on_progress=on_progress)
+    if timing is not None:
+        started, summary.ray_start_s = timing
     summary.wall_s = time.perf_counter() - started
     _write_run_record(out, summary, config=config, bundle=bundle, bundle_id=bid, started=started_at)
     return summary
@@ -484,8 +504,11 @@ def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundl
         "task_cpu_s": round(summary.task_cpu_s, 3),
         "peak_rss_mb": round(summary.peak_rss_mb, 1),
         "tasks_wall_s": round(summary.tasks_wall_s, 3),
+        # audio_s / wall_s (the whole command, Ray start included) and audio_s / task_cpu_s
         "realtime_factor": round(summary.realtime_factor, 2),
-        "realtime_factor_per_core": round(summary.audio_s / summary.task_cpu_s, 2) if summary.task_cpu_s else 0.0,
+        "realtime_factor_per_core": round(figures.per_core_factor(summary.audio_s, summary.task_cpu_s), 2),
+        "ray_start_s": None if summary.ray_start_s is None else round(summary.ray_start_s, 3),
+        "training_overlap": summary.training_overlap.record() if summary.training_overlap is not None else None,
         "failed_skipped": summary.failed_skipped,
         "retried": summary.retried,
         "files_gone": summary.files_gone - summary.files_pruned,

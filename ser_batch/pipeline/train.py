@@ -393,7 +393,28 @@ def _training_data(features: FeatureSet, data: FeatureSet, split: Split, sets: l
         "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),
         # evaluate leaves exactly these rows out of any feature set of the same corpus
         "files": bundle_io.write_training_files(staging, train_paths, qualified=qualified),
+        **_training_hashes(data, split, features_dirs, train_paths, staging=staging),
     }
+
+
+def _training_hashes(data: FeatureSet, split: Split, features_dirs: list[Path], keys: list[str], *,
+                     staging: Path) -> dict[str, Any]:
+    """``{"hashes": entry}`` when the training audio is still where ``extract`` read it (its
+    manifest's ``input_dir``), so scoring can tell a renamed copy of a training file
+    (:mod:`ser_batch.models.training_overlap`); empty otherwise. Costs one 1 MiB read per training file."""
+    from ser_batch.data.parts import read_manifest
+    from ser_batch.models.training_overlap import write_training_hashes
+
+    manifests = [read_manifest(d) or {} for d in features_dirs]
+    inputs = [Path(m["input_dir"]) for m in manifests if m.get("input_dir")]
+    roots = {str(m.get("corpus")): Path(m["input_dir"]) for m in manifests if m.get("input_dir")}
+    rows = zip(keys, data.corpus[split.train], data.paths[split.train])
+    if len(features_dirs) == 1 and inputs:  # one folder: its rows' corpus may come from labels.csv
+        files = {key: inputs[0] / p for key, _, p in rows}
+    else:
+        files = {key: roots[str(c)] / p for key, c, p in rows if str(c) in roots}
+    entry = write_training_hashes(staging, sorted(files.items()))
+    return {"hashes": entry} if entry else {}
 
 
 def set_test_metrics(model_set: SetData, results: list[dict[str, Any]], labels: np.ndarray,
