@@ -90,6 +90,9 @@ class ScoreSummary:
                          f"skipped; --retry-errors scores {'it' if one else 'them'} again")
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
+        if not self.did_work and not self.errors and self.files_skipped == self.files_total:
+            every = "its only file is" if self.files_total == 1 else f"all {self.files_total} of its files are"
+            notes.append(f"nothing to do: {every} already scored in {self.out}")
         if self.files_pruned:
             notes.append(f"{counted(self.files_pruned, 'file')} no longer in the input: "
                          f"{'its rows' if self.files_pruned == 1 else 'their rows'} removed (--prune)")
@@ -236,10 +239,25 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     from ser_batch.cluster import output as launch
     from ser_batch.errors import ClusterError
 
+    from ser_batch.cluster import lock as outlock
+    from ser_batch.data.parts import refuse_links
+
     input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
         raise DatasetError(f"input not found: {input_path}")
+    results.refuse_foreign(out)  # notes, audio, an extract output, a bundle: before anything is written
+    refuse_links(out)
     bundle = open_scoring_bundle(model_dir, config)
+    if not _has_work(input_path, out, config=config, bundle=bundle, rescore=rescore, retry_errors=retry_errors,
+                     prune=prune):
+        # Nothing to score or remove: the run record is rewritten under the lock, without Ray.
+        try:
+            with outlock.hold(out, job="score"):
+                return _score_into(input_path, out, config=config, model_dir=model_dir, retry_errors=retry_errors,
+                                   prune=prune, progress=progress, on_progress=on_progress, bundle=bundle,
+                                   with_ray=False)
+        except _WorkAppeared:
+            pass  # a file came in since the check: the run below scores it
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.local_cpus):
         committed = None if rescore else results.read_committed(out)
@@ -257,6 +275,28 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
                                f"have no row visible in {out} from this machine; --out must be on storage every "
                                "node shares")
     return summary
+
+
+class _WorkAppeared(Exception):
+    """Work found by a run that was planned to have none (a file came in meanwhile)."""
+
+
+def _has_work(input_path: Path, out: Path, *, config: Config, bundle: Any, rescore: bool, retry_errors: bool,
+              prune: bool) -> bool:
+    """Whether a run has anything to score or remove, found without writing anything or starting
+    Ray; raises what the run itself would (no audio in INPUT, OUT holding other settings)."""
+    from ser_batch.inference.scoring import bundle_id as id_of
+
+    entries = list_input(Path(input_path), extensions=config.audio.extensions)
+    if not entries:
+        raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
+    if rescore:
+        return True
+    results.settings_conflict(out, settings_of(bundle, id_of(bundle), config))
+    committed = results.read_committed(out)
+    if any(not committed.is_done(rel, *identity_of(source), retry_errors=retry_errors) for rel, source in entries):
+        return True
+    return prune and bool(gone_rows(Path(input_path), committed, listed={rel for rel, _ in entries}))
 
 
 def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
@@ -282,12 +322,15 @@ def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
 def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
                 retry_errors: bool = False, prune: bool = False, progress: bool = True,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                committed: results.Committed | None = None, bundle: Any = None) -> ScoreSummary:
+                committed: results.Committed | None = None, bundle: Any = None,
+                with_ray: bool = True) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
     ``committed``: what :func:`ser_batch.data.score_folder.read_committed` found in ``out`` before the
     run, when the caller has read it already (it is read here otherwise). ``bundle``: the bundle
     :func:`open_scoring_bundle` opened from ``model_dir``, when the caller has opened it already.
+    ``with_ray=False``: no runtime is up (the caller found nothing to do); work found all the same
+    raises :class:`_WorkAppeared` before any is done.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
@@ -346,6 +389,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
         results.drop_paths(out, committed, changed)
     units = [u for file_units in todo for u in file_units]
     shards = plan_shards(units, config=config, settings_key=settings["key"])
+    if shards and not with_ray:
+        raise _WorkAppeared()
     if shards:
         _run_shards(shards, out=out, bundle=bundle, bundle_id=bid, config=config, settings_key=settings["key"],
                     summary=summary, progress=progress, on_progress=on_progress)
