@@ -230,17 +230,19 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
-    Paths are made absolute first; the bundle is loaded and checked whole (every model of every
+    Paths are made absolute first; an OUT that is neither empty nor a score folder is refused
+    (:func:`ser_batch.data.score_folder.refuse_foreign`); the bundle is loaded and checked whole (every model of every
     set: :func:`open_scoring_bundle`) before the Ray runtime is started (or the cluster at ``address``
     joined) and ``OUT/.lock`` taken, so a bundle that cannot score is one error and OUT is not
     touched; on a cluster every node must see INPUT and OUT (:mod:`ser_batch.cluster.output`), and
-    afterwards this machine must see every row the tasks committed. The work itself is :func:`_score_into`.
+    afterwards this machine must see every row the tasks committed. A run with nothing to score or
+    remove (:func:`_has_work`) only rewrites the run record, under the lock, and never starts Ray.
+    The work itself is :func:`_score_into`.
     """
-    from ser_batch.cluster import output as launch
-    from ser_batch.errors import ClusterError
-
     from ser_batch.cluster import lock as outlock
+    from ser_batch.cluster import output as launch
     from ser_batch.data.parts import refuse_links
+    from ser_batch.errors import ClusterError
 
     input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
