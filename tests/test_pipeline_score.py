@@ -220,7 +220,7 @@ def test_cli_exit_codes_and_messages(scored: tuple[Path, Path], tmp_path: Path) 
     archive, _ = scored
     runner = CliRunner()
     missing = runner.invoke(main, ["score", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert missing.exit_code == 1 and missing.output.startswith("error: input not found")
+    assert missing.exit_code == 2 and f"Path '{tmp_path / 'nope'}' does not exist." in missing.output
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     unusable = runner.invoke(main, ["score", str(archive), "--out", str(blocker)])
@@ -387,3 +387,28 @@ def test_a_rerun_with_nothing_to_do_does_not_start_ray(scored: tuple[Path, Path]
     (tmp_path / "silent").mkdir()
     nothing = CliRunner().invoke(main, ["score", str(tmp_path / "silent"), "--out", str(tmp_path / "o")])
     assert nothing.exit_code == 1 and "no audio files" in nothing.output and not (tmp_path / "o").exists()
+
+
+def test_normalize_file_says_how_many_streams_fell_back_and_progress_lines(
+        ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream with too little speech to normalise is scored by the plain models: the summary
+    counts both kinds (also in _run.json); shards move plain progress lines on a non-terminal."""
+    from ser_batch.reports import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    archive = tmp_path / "archive"
+    write_audio(archive / "short.wav", duration_s=2.0, seed=1)
+    write_audio(archive / "long.wav", duration_s=9.0, seed=2)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--normalize", "file",
+                                       "--set", "score.min_normalize_s=4", "--set", "score.shard_files=1"])
+    assert result.exit_code == 0, result.output
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files.loc["long.wav", "normalized"] and not files.loc["short.wav", "normalized"]
+    assert ("--normalize file: 1 of 2 streams normalised; 1 with less than 4 s of speech (score.min_normalize_s) "
+            "scored by the plain models") in result.output.splitlines()
+    run = json.loads((out / "_run.json").read_text())
+    assert (run["streams_normalized"], run["streams_not_normalized"]) == (1, 1)
+    assert [line.split(",")[0] for line in result.output.splitlines() if line.startswith("score: ")] == \
+        ["score: 1/2 files (50%)", "score: 2/2 files (100%)"]
+    assert "\x1b" not in result.output

@@ -245,5 +245,6 @@ def read_table(out: Path, kind: str) -> pa.Table:
     folder = Path(out) / kind
     parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
-        raise DatasetError(f"no {kind} results in {out} (run `ser-batch score` first)")
+        what = "per-file" if kind == FILES_DIR else "per-window"
+        raise DatasetError(f"{out} holds no scores: no {what} results in {folder} (run `ser-batch score` first)")
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")

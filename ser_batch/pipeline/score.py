@@ -64,6 +64,12 @@ class ScoreSummary:
     files_pruned: int = 0
     #: Error rows in the output folder after the run (this run's and earlier ones').
     errors_in_folder: int = 0
+    #: With ``score.normalize = "file"``: streams scored normalised, and streams with too little
+    #: speech for it (under ``score.min_normalize_s``) scored by the plain models instead.
+    normalize: str = "none"
+    min_normalize_s: float = 0.0
+    streams_normalized: int = 0
+    streams_not_normalized: int = 0
 
     @property
     def did_work(self) -> bool:
@@ -88,6 +94,13 @@ class ScoreSummary:
             one = self.failed_skipped == 1
             notes.append(f"{counted(self.failed_skipped, 'file')} failed before and {'was' if one else 'were'} "
                          f"skipped; --retry-errors scores {'it' if one else 'them'} again")
+        if self.normalize == "file" and (self.streams_normalized or self.streams_not_normalized):
+            total = self.streams_normalized + self.streams_not_normalized
+            note = f"--normalize file: {self.streams_normalized} of {counted(total, 'stream')} normalised"
+            if self.streams_not_normalized:
+                note += (f"; {self.streams_not_normalized} with less than {self.min_normalize_s:g} s of speech "
+                         "(score.min_normalize_s) scored by the plain models")
+            notes.append(note)
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
         if not self.did_work and not self.errors and self.files_skipped == self.files_total:
@@ -149,6 +162,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     chunks: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     audio_s = 0.0
+    normalized = not_normalized = 0
     for unit, streams, error in done:
         if unit.chunk >= 0:
             part = None
@@ -166,6 +180,9 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
             errors.append((unit.path, error))
         file_rows.extend(file_rows_of(unit, [(s.channel, s.info, s.summary) for s in streams], error,
                                       classes=classes, bundle_id=bundle_id, frame_s=frame_s))
+        if error is None and cfg.score.normalize == "file":
+            normalized += sum(bool(s.summary.normalized) for s in streams)
+            not_normalized += sum(not s.summary.normalized for s in streams)
     owned = []
     if segments:
         owned.append(results.write_part(pa.concat_tables(segments), Path(out), results.SEGMENTS_DIR, shard.key))
@@ -176,6 +193,8 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
         "errors": errors,
         "chunks": chunks,
         "audio_s": audio_s,
+        "normalized": normalized,
+        "not_normalized": not_normalized,
         "cpu_s": time.process_time() - cpu0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -366,7 +385,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     if committed is None or rescore:
         committed = results.read_committed(out)
     results.remove_leftovers(out, committed)
-    summary = ScoreSummary(out=out, files_total=len(entries))
+    summary = ScoreSummary(out=out, files_total=len(entries), normalize=config.score.normalize,
+                           min_normalize_s=config.score.min_normalize_s)
     todo, changed = [], set()
     for rel, source in entries:
         size, mtime = identity_of(source)
@@ -443,6 +463,8 @@ def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, 
         summary.task_cpu_s += result["cpu_s"]
         summary.peak_rss_mb = max(summary.peak_rss_mb, result["peak_rss_mb"])
         summary.errors.extend(result["errors"])
+        summary.streams_normalized += result.get("normalized", 0)
+        summary.streams_not_normalized += result.get("not_normalized", 0)
         for chunk in result["chunks"]:
             parts = chunk_results.setdefault(chunk["path"], [])
             parts.append(chunk)
@@ -537,6 +559,8 @@ def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundl
         "retried": summary.retried,
         "files_gone": summary.files_gone - summary.files_pruned,
         "files_pruned": summary.files_pruned,
+        "streams_normalized": summary.streams_normalized,
+        "streams_not_normalized": summary.streams_not_normalized,
     }
     if not summary.did_work:
         last = last_work(Path(out))

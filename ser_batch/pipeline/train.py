@@ -285,7 +285,8 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
     features_dir = dirs[0]
     data = features.labelled()
     if len(set(data.emotion.astype(str))) < 2:
-        raise DatasetError(f"{', '.join(map(str, dirs))} need(s) labelled rows of at least two classes to train on")
+        raise DatasetError(f"the features in {', '.join(map(str, dirs))} need labelled rows of at least two classes "
+                           "to train on")
     extract_config = config_from_dict(features.metadata["config"])
     # The bundle carries the audio/feature settings the features were made with.
     effective = config.replace(audio=config_to_dict(extract_config)["audio"],

@@ -34,7 +34,7 @@ class PlainProgress:
             self.last = now
             self._print()
 
-    def set_postfix_str(self, text: str, refresh: bool = False) -> None:  # noqa: ARG002 - tqdm's signature
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:  # tqdm's signature
         self.postfix = text
 
     def write(self, text: str) -> None:
