@@ -7,7 +7,6 @@ labelled with RAVDESS names, one unlabelled) go through the CLI as ``make demo``
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pandas as pd
