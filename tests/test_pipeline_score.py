@@ -378,6 +378,9 @@ def test_a_rerun_with_nothing_to_do_does_not_start_ray(scored: tuple[Path, Path]
     run = json.loads((copy / "_run.json").read_text())
     assert run["files_scored"] == 0 and run["files_skipped"] == 8 and run["last_work"]["files_scored"] == 8
     assert not (copy / ".lock").exists()
+    # --fail-on-error counts the folder's error rows without Ray too.
+    failing = CliRunner().invoke(main, ["score", str(archive), "--out", str(copy), "--no-progress", "--fail-on-error"])
+    assert failing.exit_code == 3 and "error: 5 files in" in failing.output
     # A bad --out, other settings, and no audio answer without Ray too.
     blocker = tmp_path / "afile"
     blocker.write_text("x")

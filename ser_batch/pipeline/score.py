@@ -274,9 +274,11 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         # Nothing to score or remove: the run record is rewritten under the lock, without Ray.
         try:
             with outlock.hold(out, job="score"):
-                return _score_into(input_path, out, config=config, model_dir=model_dir, retry_errors=retry_errors,
-                                   prune=prune, progress=progress, on_progress=on_progress, bundle=bundle,
-                                   with_ray=False)
+                summary = _score_into(input_path, out, config=config, model_dir=model_dir,
+                                      retry_errors=retry_errors, prune=prune, progress=progress,
+                                      on_progress=on_progress, bundle=bundle, with_ray=False)
+                summary.errors_in_folder = results.read_committed(out).errors
+                return summary
         except _WorkAppeared:
             pass  # a file came in since the check: the run below scores it
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
