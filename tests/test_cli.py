@@ -160,6 +160,30 @@ def test_missing_input_folder_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("job", ["extract", "score", "train"])
+def test_a_missing_input_exits_2_from_every_command(tmp_path: Path, job: str) -> None:
+    """The same answer from every command: click's usage error naming the path, exit 2."""
+    result = invoke(job, tmp_path / "nope", "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert f"'{tmp_path / 'nope'}' does not exist." in result.output.splitlines()[-1]
+    assert result.output.splitlines()[-1].startswith("Error: Invalid value for '")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override", ["score.chunk_s", "=3", "nokey=1", "score=1", "score.chunk_s=abc"])
+@pytest.mark.parametrize("job", ["extract", "score", "train"])
+def test_a_malformed_set_exits_2_from_every_job(clean_corpus: Path, tmp_path: Path, job: str, override: str) -> None:
+    result = invoke(job, clean_corpus, "--out", tmp_path / "out", "--set", override)
+    assert_one_line_error(result, 2, "error: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_on_a_folder_without_scores_says_so_in_english(tmp_path: Path) -> None:
+    result = invoke("report", tmp_path)
+    assert_one_line_error(result, 1, f"error: {tmp_path} holds no scores: no per-file results in "
+                                     f"{tmp_path / 'files'} (run `ser-batch score` first)")
+
+
 def test_folder_without_audio(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("x")

@@ -427,13 +427,19 @@ def test_a_wrong_address_fails_within_seconds_and_leaves_out_untouched(tmp_path:
     (out / "notes.txt").write_text("mine")
     (port,) = local.free_ports(1)
     env = client_env(tmp_path / "no-state")
-    for job in ("extract", "score"):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # score refuses a folder of notes before it looks for a cluster; extract's OUT may hold them.
+    for job, folder, kept in (("extract", out, ["notes.txt"]), ("score", empty, [])):
         started = time.perf_counter()
-        result = ser(job, tmp_path / "in", "--out", out, "--address", f"127.0.0.1:{port}", env=env)
+        result = ser(job, tmp_path / "in", "--out", folder, "--address", f"127.0.0.1:{port}", env=env)
         assert result.returncode == 1 and time.perf_counter() - started < 15
         assert result.stderr.startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}")
         assert len(result.stderr.strip().splitlines()) == 1
-        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+        assert sorted(p.name for p in folder.iterdir()) == kept
+    foreign = ser("score", tmp_path / "in", "--out", out, "--address", f"127.0.0.1:{port}", env=env)
+    assert foreign.returncode == 1 and "is not empty and is not a score output folder" in foreign.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     http = ser("extract", tmp_path / "in", "--out", tmp_path / "new", "--address", "http://127.0.0.1:8265", env=env)
     assert http.returncode == 1 and "--jobs-address http://127.0.0.1:8265" in http.stderr
     assert not (tmp_path / "new").exists()

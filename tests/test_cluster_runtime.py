@@ -145,3 +145,51 @@ def test_run_on_each_node(ray_session: None) -> None:
 
     answers = runtime.run_on_each_node(where)
     assert len(answers) == 1 and answers[0][1] > 0  # the session runtime has one node
+
+
+def _stdout_on_a_terminal(code: str) -> bytes:
+    """What a Python process running ``code`` writes to its stdout when that is a terminal (a pty)."""
+    import os
+    import subprocess
+    import sys
+
+    main_fd, child_fd = os.openpty()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], stdout=child_fd, stderr=subprocess.DEVNULL, env=env,
+                          timeout=120, check=True)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    return b"".join(chunks)
+
+
+def test_no_stray_colour_reset_after_the_last_line() -> None:
+    """Ray's CLI logger initialises colorama, whose exit hook writes ESC[0m after the job's last
+    line; ser-batch drops that hook."""
+    setup = "import ray.autoscaler._private.cli_logger; from ser_batch.cluster import runtime; "
+    assert b"\x1b[0m" in _stdout_on_a_terminal(setup + "print('done')")  # what users saw
+    out = _stdout_on_a_terminal(setup + "runtime.no_colour_reset_at_exit(); print('done')")
+    assert out.strip() == b"done"
+
+
+def test_worker_lines_without_colour_when_stderr_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import os
+    import sys
+
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    runtime.plain_worker_logs()
+    assert os.environ["RAY_COLOR_PREFIX"] == "0"
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")  # the user's choice is kept
+    runtime.plain_worker_logs()
+    assert os.environ["RAY_COLOR_PREFIX"] == "1"

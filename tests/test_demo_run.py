@@ -6,6 +6,7 @@ labelled with RAVDESS names, one unlabelled) go through the CLI as ``make demo``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -174,8 +175,15 @@ def test_labelled_input_trains_evaluates_and_predicts(ray_session: None, tmp_pat
     assert stage_headers(result) == ["1/5 extract", "2/5 train", "3/5 evaluate", "4/5 predict", "5/5 score"]
     assert "== 2/5 train: speaker split, actor 3 held out" in result.stdout
     assert "19 files, 1 error, 1 part in" in result.stdout
-    assert result.stderr.splitlines()[:2] == ["1 of 19 files failed:",
-                                             "  broken.wav: not an audio file (unrecognised format)"]
+    progress = re.compile(r"^(extract|train \(\d+ model sets?\)|score): \d+/\d+ ")
+    assert [line for line in result.stderr.splitlines() if not progress.match(line)][:2] == [
+        "1 of 19 files failed:", "  broken.wav: not an audio file (unrecognised format)"]
+    # The first line comes before Ray starts; training (minutes on real data) says which model is done.
+    assert result.stdout.splitlines()[0] == f"{data}: 19 audio files, 5 stages; starting Ray..."
+    fitted = [line for line in result.stderr.splitlines() if line.startswith("train (2 model sets): ")]
+    assert fitted[0].startswith("train (2 model sets): 0/4 models (0%)") and len(fitted) == 5
+    assert fitted[-1].startswith("train (2 model sets): 4/4 models (100%), ")
+    assert "\x1b" not in result.output
     assert "6 clips of voices never heard in training:" in result.stdout
     predicted = [line for line in result.stdout.splitlines() if line.startswith("Actor_")]
     assert [line.split(" ")[0] for line in predicted] == [

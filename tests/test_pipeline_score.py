@@ -220,7 +220,7 @@ def test_cli_exit_codes_and_messages(scored: tuple[Path, Path], tmp_path: Path) 
     archive, _ = scored
     runner = CliRunner()
     missing = runner.invoke(main, ["score", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert missing.exit_code == 1 and missing.output.startswith("error: input not found")
+    assert missing.exit_code == 2 and f"Path '{tmp_path / 'nope'}' does not exist." in missing.output
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     unusable = runner.invoke(main, ["score", str(archive), "--out", str(blocker)])
@@ -303,3 +303,115 @@ def test_predict_on_a_folder_points_to_score(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "is a folder; predict takes audio files" in result.output
     assert f"ser-batch score {tmp_path / 'calls'} --out output/scores" in result.output
+
+
+def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any start (or join) of the Ray runtime, and any task, fail the test."""
+    from ser_batch.cluster import runtime
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(runtime, "ray_runtime", refuse)
+    monkeypatch.setattr(runtime, "map_shards", refuse)
+
+
+def _foreign_folders(root: Path) -> dict[str, Path]:
+    """Folders that are not score folders: notes and audio, an extract output, a model bundle."""
+    notes = root / "notes"
+    write_audio(notes / "call.wav", duration_s=1.0, seed=5)
+    (notes / "todo.txt").write_text("listen to the calls\n")
+    extract = root / "features"
+    (extract / "part-0123abcd.parquet").parent.mkdir(parents=True)
+    pd.DataFrame({"path": ["a.wav"], "f0": [1.0]}).to_parquet(extract / "part-0123abcd.parquet")
+    (extract / "_manifest.json").write_text("{}\n")
+    (extract / "_config.toml").write_text("")
+    bundle = root / "bundle"
+    shutil.copytree(load_bundle(None).path, bundle)
+    return {"notes": notes, "extract": extract, "bundle": bundle}
+
+
+@pytest.mark.parametrize("kind", ["notes", "extract", "bundle"])
+def test_score_refuses_a_folder_that_is_not_a_score_folder(kind: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring into notes, an extract output or a bundle is refused in one line, before Ray
+    starts and before anything is written, --rescore or not."""
+    archive = tmp_path / "archive"
+    write_audio(archive / "a.wav", duration_s=2.0, seed=1)
+    out = _foreign_folders(tmp_path)[kind]
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    _no_ray(monkeypatch)
+    for extra in ([], ["--rescore"]):
+        result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--no-progress", *extra])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out} is not empty and is not a score output folder")
+        assert "(no _score.json; it holds " in lines[0] and "choose an empty or new --out" in lines[0]
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+def test_score_into_an_empty_folder_or_one_a_killed_run_began(ray_session: None, tmp_path: Path) -> None:
+    """An empty OUT and one holding only what score writes (a killed run's lock) are not foreign."""
+    results.refuse_foreign(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    results.refuse_foreign(tmp_path / "empty")
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / ".lock").write_text("")
+    (tmp_path / "killed" / ".lock.tmp-1234").write_text("")
+    results.refuse_foreign(tmp_path / "killed")
+    (tmp_path / "killed" / "mine.txt").write_text("x")
+    with pytest.raises(DatasetError, match="it holds mine.txt"):
+        results.refuse_foreign(tmp_path / "killed")
+
+
+def test_a_rerun_with_nothing_to_do_does_not_start_ray(scored: tuple[Path, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    archive, out = scored
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    _no_ray(monkeypatch)
+    result = CliRunner().invoke(main, ["score", str(archive), "--out", str(copy), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert f"nothing to do: all 8 of its files are already scored in {copy}" in lines
+    assert lines[-1].startswith("0 files scored (8 already done), 0 errors")
+    run = json.loads((copy / "_run.json").read_text())
+    assert run["files_scored"] == 0 and run["files_skipped"] == 8 and run["last_work"]["files_scored"] == 8
+    assert not (copy / ".lock").exists()
+    # --fail-on-error counts the folder's error rows without Ray too.
+    failing = CliRunner().invoke(main, ["score", str(archive), "--out", str(copy), "--no-progress", "--fail-on-error"])
+    assert failing.exit_code == 3 and "error: 5 files in" in failing.output
+    # A bad --out, other settings, and no audio answer without Ray too.
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert "not a folder" in CliRunner().invoke(main, ["score", str(archive), "--out", str(blocker)]).output
+    other = CliRunner().invoke(main, ["score", str(archive), "--out", str(copy), "--channels", "split"])
+    assert other.exit_code == 1 and "other settings" in other.output
+    (tmp_path / "silent").mkdir()
+    nothing = CliRunner().invoke(main, ["score", str(tmp_path / "silent"), "--out", str(tmp_path / "o")])
+    assert nothing.exit_code == 1 and "no audio files" in nothing.output and not (tmp_path / "o").exists()
+
+
+def test_normalize_file_says_how_many_streams_fell_back_and_progress_lines(
+        ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream with too little speech to normalise is scored by the plain models: the summary
+    counts both kinds (also in _run.json); shards move plain progress lines on a non-terminal."""
+    from ser_batch.reports import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    archive = tmp_path / "archive"
+    write_audio(archive / "short.wav", duration_s=2.0, seed=1)
+    write_audio(archive / "long.wav", duration_s=9.0, seed=2)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--normalize", "file",
+                                       "--set", "score.min_normalize_s=4", "--set", "score.shard_files=1"])
+    assert result.exit_code == 0, result.output
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files.loc["long.wav", "normalized"] and not files.loc["short.wav", "normalized"]
+    assert ("--normalize file: 1 of 2 streams normalised; 1 with less than 4 s of speech (score.min_normalize_s) "
+            "scored by the plain models") in result.output.splitlines()
+    run = json.loads((out / "_run.json").read_text())
+    assert (run["streams_normalized"], run["streams_not_normalized"]) == (1, 1)
+    assert [line.split(",")[0] for line in result.output.splitlines() if line.startswith("score: ")] == \
+        ["score: 1/2 files (50%)", "score: 2/2 files (100%)"]
+    assert "\x1b" not in result.output

@@ -451,3 +451,23 @@ def test_bundle_records_library_versions_and_wraps_load_errors(trained_bundle: P
     # opening the bundle loads every model: the broken one is refused then, naming its file
     with pytest.raises(BundleError, match=r"cannot load the sklearn model of .* \(sklearn_mlp.npz\): not an array"):
         bundle_io.load_bundle(copy, verify=False)
+
+
+@needs_shared
+def test_train_prints_a_progress_line_per_model_when_not_a_terminal(small_features: Path, tmp_path: Path) -> None:
+    """CliRunner's stderr is no terminal: each model fitted (of each model set) is one plain line,
+    and the first comes at once, before any model is done."""
+    import re
+
+    result = CliRunner().invoke(main, ["train", str(small_features), "--out", str(tmp_path / "m"),
+                                       "--test-actors", str(TEST_ACTOR), "--models", "sklearn",
+                                       "--normalize", "speaker", "--set", "sklearn.max_iter=30"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("train (")]
+    match = re.match(r"train \((\d+) model sets?\): 0/(\d+) models \(0%\), 0 s$", lines[0])
+    assert match, lines
+    total = int(match.group(2))
+    assert total >= 2 and len(lines) == total + 1
+    assert re.match(rf"train \(\d+ model sets?\): {total}/{total} models \(100%\), \S+ sklearn done, \d+ s$",
+                    lines[-1]), lines
+    assert "\x1b" not in result.output

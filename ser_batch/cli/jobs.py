@@ -209,7 +209,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (segments/, files/, _run.json)  [default: score.out of the config, output/scores]")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,

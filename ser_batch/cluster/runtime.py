@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -127,6 +128,7 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
         If the address is not a GCS address, nothing answers there, or Ray refuses to start
         or join (the message says why, e.g. a wrong token).
     """
+    plain_worker_logs()
     import ray
 
     import ser_batch
@@ -165,6 +167,32 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
     finally:
         if started:
             ray.shutdown()
+        no_colour_reset_at_exit()
+
+
+def plain_worker_logs() -> None:
+    """Workers' lines (warnings) forwarded to the driver without colour codes when stderr is not
+    a terminal, where ``ESC[36m(fit_set_model pid=...)ESC[0m`` would be raw bytes in a log; Ray
+    reads ``RAY_COLOR_PREFIX`` as it prints each line. A value the user set is kept."""
+    if "RAY_COLOR_PREFIX" not in os.environ and not _is_terminal(sys.stderr):
+        os.environ["RAY_COLOR_PREFIX"] = "0"
+
+
+def no_colour_reset_at_exit() -> None:
+    """Drop the exit hook of the colorama Ray bundles (its CLI logger calls ``colorama.init``):
+    it writes ``ESC[0m`` to stdout after the job's last line, and ser-batch sets no colour to reset."""
+    import atexit
+
+    initialise = sys.modules.get("colorama.initialise")
+    if initialise is not None and hasattr(initialise, "reset_all"):
+        atexit.unregister(initialise.reset_all)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

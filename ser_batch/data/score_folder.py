@@ -153,6 +153,69 @@ def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
         committed.part_paths[name] = part_paths - paths
 
 
+#: What ``score`` itself puts in OUT: a folder holding only these is a score folder (or one a
+#: killed run began), whatever it holds besides ``_score.json``.
+OWN_NAMES = frozenset({SEGMENTS_DIR, FILES_DIR, SETTINGS, RUN_RECORD, "report.html", schema.LOCK_NAME})
+
+
+def refuse_foreign(out: Path) -> None:
+    """Refuse an ``out`` that exists and is neither empty nor a score folder, before anything is
+    written: a folder of notes or audio, an ``extract`` output, a model bundle. A score folder
+    has ``_score.json`` (or holds only what ``score`` writes: a run killed before it wrote one).
+
+    Raises
+    ------
+    DatasetError
+        Naming the folder and some of what it holds.
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"output path exists and is not a folder: {out}")
+    if (out / SETTINGS).is_file():
+        return
+    try:
+        foreign = sorted(p.name for p in out.iterdir() if not _own_name(p.name))
+    except OSError as exc:
+        raise DatasetError(f"cannot list the output folder {out}: {exc}") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DatasetError(f"{out} is not empty and is not a score output folder (no {SETTINGS}; it holds {shown}); "
+                           "choose an empty or new --out")
+
+
+def _own_name(name: str) -> bool:
+    """Whether ``name`` in OUT is one ``score`` writes (its temporary files and lock files included)."""
+    return (name in OWN_NAMES or name.startswith(f"{schema.LOCK_NAME}.")
+            or (name.startswith(".") and ".tmp-" in name and name[1:].split(".tmp-")[0] in OWN_NAMES))
+
+
+def settings_conflict(out: Path, settings: dict[str, Any]) -> None:
+    """Raise, writing nothing, if ``out`` holds results made with other settings than ``settings``
+    or of unknown settings (what :func:`check_settings` refuses without ``rescore``)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output path exists and is not a folder: {out}")
+    record = out / SETTINGS
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"unreadable {record}: {exc}; pass --rescore to start over") from None
+        if not isinstance(previous, dict):
+            raise DatasetError(f"unreadable {record}: not a JSON object; pass --rescore to start over")
+        if previous.get("key") != settings["key"]:
+            differs = [k for k in ("bundle_id", "framework", "channels", "normalize", "min_normalize_s", "classes")
+                       if previous.get(k) != settings.get(k)]
+            what = ", ".join(f"{k} {previous.get(k)!r} -> {settings.get(k)!r}" for k in differs) or "settings"
+            raise DatasetError(f"{out} holds results made with another bundle or other settings ({what}); "
+                               "pass --rescore to replace them, or choose another --out")
+    elif (out / FILES_DIR).is_dir() or (out / SEGMENTS_DIR).is_dir():
+        raise DatasetError(f"{out} holds results of unknown settings (no {SETTINGS}); "
+                           "pass --rescore to replace them, or choose another --out")
+
+
 def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> None:
     """Make ``out`` ready for results made with ``settings`` (bundle id and every setting
     that changes a number).
@@ -163,29 +226,16 @@ def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> Non
     import shutil
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"output path exists and is not a folder: {out}")
     record = out / SETTINGS
-    has_results = (out / FILES_DIR).is_dir() or (out / SEGMENTS_DIR).is_dir()
     if rescore:
+        if out.exists() and not out.is_dir():
+            raise DatasetError(f"output path exists and is not a folder: {out}")
         for name in (SEGMENTS_DIR, FILES_DIR):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (SETTINGS, RUN_RECORD, "report.html"):
             (out / name).unlink(missing_ok=True)
-    elif record.is_file():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"unreadable {record}: {exc}; pass --rescore to start over") from None
-        if previous.get("key") != settings["key"]:
-            differs = [k for k in ("bundle_id", "framework", "channels", "normalize", "min_normalize_s", "classes")
-                       if previous.get(k) != settings.get(k)]
-            what = ", ".join(f"{k} {previous.get(k)!r} -> {settings.get(k)!r}" for k in differs) or "settings"
-            raise DatasetError(f"{out} holds results made with another bundle or other settings ({what}); "
-                               "pass --rescore to replace them, or choose another --out")
-    elif has_results:
-        raise DatasetError(f"{out} holds results of unknown settings (no {SETTINGS}); "
-                           "pass --rescore to replace them, or choose another --out")
+    else:
+        settings_conflict(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     storage.write_text_atomic(record, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
@@ -195,5 +245,6 @@ def read_table(out: Path, kind: str) -> pa.Table:
     folder = Path(out) / kind
     parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
-        raise DatasetError(f"no {kind} results in {out} (run `ser-batch score` first)")
+        what = "per-file" if kind == FILES_DIR else "per-window"
+        raise DatasetError(f"{out} holds no scores: no {what} results in {folder} (run `ser-batch score` first)")
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")

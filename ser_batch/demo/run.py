@@ -277,8 +277,7 @@ def _score(run: DemoRun) -> None:
         which = "held-out clips" if held else "clips"
         run.say(f"{len(truth)} {which} joined into {counted(calls, 'call')} with noise between them -> {target}")
     out = run.out / "scores"
-    summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address,
-                        progress=False)
+    summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address)
     for note in summary.notes():
         run.say(note)
     run.say(summary.line())
@@ -302,9 +301,11 @@ def _score(run: DemoRun) -> None:
         normalized = run.out / "scores-normalized"
         config = run.config.replace(score={"normalize": "file"})
         summary = run_score(target, normalized, config=config, model_dir=run.model, rescore=True,
-                            address=run.address, progress=False)
+                            address=run.address)
         right = right_in(normalized)
         run.say(f"with --normalize file ({normalized}): {right} of {len(truth)} clips ({right / len(truth):.0%})")
+        for note in summary.notes():  # how many calls had enough speech to be normalised
+            run.say(note)
 
 
 def _title_score(run: DemoRun) -> str:
@@ -397,6 +398,9 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
     stages = plan_stages(run)
     if run.plan is None:
         say(f"{data}: {len(paths)} audio files; no training: {run.plan_reason}")
+    # A first line at once: Ray takes seconds to start. Then each stage shows its progress on
+    # stderr (a plain line every few seconds, or one per model fitted, when it is not a terminal).
+    say(f"{data}: {len(paths)} audio files, {len(stages)} stages; starting Ray...")
     # One Ray runtime for every stage: each job would otherwise start (and pay for) its own.
     with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None):
         for number, stage in enumerate(stages, start=1):

@@ -69,6 +69,12 @@ class ScoreSummary:
     ray_start_s: float | None = None
     #: Input files the bundle was trained on (:mod:`ser_batch.models.training_overlap`).
     training_overlap: Any = None
+    #: With ``score.normalize = "file"``: streams scored normalised, and streams with too little
+    #: speech for it (under ``score.min_normalize_s``) scored by the plain models instead.
+    normalize: str = "none"
+    min_normalize_s: float = 0.0
+    streams_normalized: int = 0
+    streams_not_normalized: int = 0
 
     @property
     def did_work(self) -> bool:
@@ -97,8 +103,18 @@ class ScoreSummary:
             one = self.failed_skipped == 1
             notes.append(f"{counted(self.failed_skipped, 'file')} failed before and {'was' if one else 'were'} "
                          f"skipped; --retry-errors scores {'it' if one else 'them'} again")
+        if self.normalize == "file" and (self.streams_normalized or self.streams_not_normalized):
+            total = self.streams_normalized + self.streams_not_normalized
+            note = f"--normalize file: {self.streams_normalized} of {counted(total, 'stream')} normalised"
+            if self.streams_not_normalized:
+                note += (f"; {self.streams_not_normalized} with less than {self.min_normalize_s:g} s of speech "
+                         "(score.min_normalize_s) scored by the plain models")
+            notes.append(note)
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
+        if not self.did_work and not self.errors and self.files_skipped == self.files_total:
+            every = "its only file is" if self.files_total == 1 else f"all {self.files_total} of its files are"
+            notes.append(f"nothing to do: {every} already scored in {self.out}")
         if self.files_pruned:
             notes.append(f"{counted(self.files_pruned, 'file')} no longer in the input: "
                          f"{'its rows' if self.files_pruned == 1 else 'their rows'} removed (--prune)")
@@ -155,6 +171,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
     chunks: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     audio_s = 0.0
+    normalized = not_normalized = 0
     for unit, streams, error in done:
         if unit.chunk >= 0:
             part = None
@@ -172,6 +189,9 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
             errors.append((unit.path, error))
         file_rows.extend(file_rows_of(unit, [(s.channel, s.info, s.summary) for s in streams], error,
                                       classes=classes, bundle_id=bundle_id, frame_s=frame_s))
+        if error is None and cfg.score.normalize == "file":
+            normalized += sum(bool(s.summary.normalized) for s in streams)
+            not_normalized += sum(not s.summary.normalized for s in streams)
     owned = []
     if segments:
         owned.append(results.write_part(pa.concat_tables(segments), Path(out), results.SEGMENTS_DIR, shard.key))
@@ -182,6 +202,8 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
         "errors": errors,
         "chunks": chunks,
         "audio_s": audio_s,
+        "normalized": normalized,
+        "not_normalized": not_normalized,
         "cpu_s": time.process_time() - cpu0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -236,20 +258,40 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
-    Paths are made absolute first; the bundle is loaded and checked whole (every model of every
+    Paths are made absolute first; an OUT that is neither empty nor a score folder is refused
+    (:func:`ser_batch.data.score_folder.refuse_foreign`); the bundle is loaded and checked whole (every model of every
     set: :func:`open_scoring_bundle`) before the Ray runtime is started (or the cluster at ``address``
     joined) and ``OUT/.lock`` taken, so a bundle that cannot score is one error and OUT is not
     touched; on a cluster every node must see INPUT and OUT (:mod:`ser_batch.cluster.output`), and
-    afterwards this machine must see every row the tasks committed. The work itself is :func:`_score_into`.
+    afterwards this machine must see every row the tasks committed. A run with nothing to score or
+    remove (:func:`_has_work`) only rewrites the run record, under the lock, and never starts Ray.
+    The work itself is :func:`_score_into`.
     """
+    from ser_batch.cluster import lock as outlock
     from ser_batch.cluster import output as launch
+    from ser_batch.data.parts import refuse_links
     from ser_batch.errors import ClusterError
 
     input_path, out = launch.absolute(input_path), launch.output_path(out)
     if not input_path.exists() and not input_path.is_symlink():
         raise DatasetError(f"input not found: {input_path}")
     command_started = time.perf_counter()
+    results.refuse_foreign(out)  # notes, audio, an extract output, a bundle: before anything is written
+    refuse_links(out)
     bundle = open_scoring_bundle(model_dir, config)
+    if not _has_work(input_path, out, config=config, bundle=bundle, rescore=rescore, retry_errors=retry_errors,
+                     prune=prune):
+        # Nothing to score or remove: the run record is rewritten under the lock, without Ray.
+        try:
+            with outlock.hold(out, job="score"):
+                summary = _score_into(input_path, out, config=config, model_dir=model_dir,
+                                      retry_errors=retry_errors, prune=prune, progress=progress,
+                                      on_progress=on_progress, bundle=bundle, with_ray=False,
+                                      timing=(command_started, None))
+                summary.errors_in_folder = results.read_committed(out).errors
+                return summary
+        except _WorkAppeared:
+            pass  # a file came in since the check: the run below scores it
     ray_starting = time.perf_counter()
     with launch.job_output(out, job="score", inputs=[input_path], address=address,
                            num_cpus=config.ray.local_cpus):
@@ -270,6 +312,28 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
                                f"have no row visible in {out} from this machine; --out must be on storage every "
                                "node shares")
     return summary
+
+
+class _WorkAppeared(Exception):
+    """Work found by a run that was planned to have none (a file came in meanwhile)."""
+
+
+def _has_work(input_path: Path, out: Path, *, config: Config, bundle: Any, rescore: bool, retry_errors: bool,
+              prune: bool) -> bool:
+    """Whether a run has anything to score or remove, found without writing anything or starting
+    Ray; raises what the run itself would (no audio in INPUT, OUT holding other settings)."""
+    from ser_batch.inference.scoring import bundle_id as id_of
+
+    entries = list_input(Path(input_path), extensions=config.audio.extensions)
+    if not entries:
+        raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
+    if rescore:
+        return True
+    results.settings_conflict(out, settings_of(bundle, id_of(bundle), config))
+    committed = results.read_committed(out)
+    if any(not committed.is_done(rel, *identity_of(source), retry_errors=retry_errors) for rel, source in entries):
+        return True
+    return prune and bool(gone_rows(Path(input_path), committed, listed={rel for rel, _ in entries}))
 
 
 def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
@@ -296,14 +360,16 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
                 retry_errors: bool = False, prune: bool = False, progress: bool = True,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
                 committed: results.Committed | None = None, bundle: Any = None,
-                timing: tuple[float, float] | None = None) -> ScoreSummary:
+                timing: tuple[float, float | None] | None = None, with_ray: bool = True) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
     ``committed``: what :func:`ser_batch.data.score_folder.read_committed` found in ``out`` before the
     run, when the caller has read it already (it is read here otherwise). ``bundle``: the bundle
     :func:`open_scoring_bundle` opened from ``model_dir``, when the caller has opened it already.
-    ``timing``: (``perf_counter`` at the command's start, seconds Ray took to start), so that
-    ``wall_s`` is the whole command's (:mod:`ser_batch.reports.figures`).
+    ``timing``: (``perf_counter`` at the command's start, seconds Ray took to start, None without
+    Ray), so that ``wall_s`` is the whole command's (:mod:`ser_batch.reports.figures`).
+    ``with_ray=False``: no runtime is up (the caller found nothing to do); work found all the same
+    raises :class:`_WorkAppeared` before any is done.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
@@ -338,7 +404,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     if committed is None or rescore:
         committed = results.read_committed(out)
     results.remove_leftovers(out, committed)
-    summary = ScoreSummary(out=out, files_total=len(entries))
+    summary = ScoreSummary(out=out, files_total=len(entries), normalize=config.score.normalize,
+                           min_normalize_s=config.score.min_normalize_s)
     summary.training_overlap = find_overlap(bundle, [source for _, source in entries])
     todo, changed = [], set()
     for rel, source in entries:
@@ -364,6 +431,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
         results.drop_paths(out, committed, changed)
     units = [u for file_units in todo for u in file_units]
     shards = plan_shards(units, config=config, settings_key=settings["key"])
+    if shards and not with_ray:
+        raise _WorkAppeared()
     if shards:
         _run_shards(shards, out=out, bundle=bundle, bundle_id=bid, config=config, settings_key=settings["key"],
                     summary=summary, progress=progress, on_progress=on_progress)
@@ -416,6 +485,8 @@ def _run_shards(shards: list[Shard], *, out: Path, bundle: Any, bundle_id: str, 
         summary.task_cpu_s += result["cpu_s"]
         summary.peak_rss_mb = max(summary.peak_rss_mb, result["peak_rss_mb"])
         summary.errors.extend(result["errors"])
+        summary.streams_normalized += result.get("normalized", 0)
+        summary.streams_not_normalized += result.get("not_normalized", 0)
         for chunk in result["chunks"]:
             parts = chunk_results.setdefault(chunk["path"], [])
             parts.append(chunk)
@@ -513,6 +584,8 @@ def _write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundl
         "retried": summary.retried,
         "files_gone": summary.files_gone - summary.files_pruned,
         "files_pruned": summary.files_pruned,
+        "streams_normalized": summary.streams_normalized,
+        "streams_not_normalized": summary.streams_not_normalized,
     }
     if not summary.did_work:
         last = last_work(Path(out))

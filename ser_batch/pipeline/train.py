@@ -30,6 +30,8 @@ from ser_batch.models.metrics import classification_metrics
 from ser_batch.models.model_sets import GLOBAL
 from ser_batch.pipeline.train_sets import SetData, plan_sets
 from ser_batch.reports import training as report
+from ser_batch.reports.failures import counted
+from ser_batch.reports.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +264,10 @@ class TrainSummary:
 
 
 def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config, overwrite: bool = False,
-              address: str | None = None) -> TrainSummary:
+              address: str | None = None, progress: bool = True) -> TrainSummary:
     """Fit the configured models on ``features_dir`` (one feature folder or several, e.g. one per
-    corpus, extracted alike) and write a bundle to ``out``.
+    corpus, extracted alike) and write a bundle to ``out``. With ``progress``, each model fitted
+    (of each model set) moves a bar on stderr, or prints a line there when it is not a terminal.
 
     Raises
     ------
@@ -282,7 +285,8 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
     features_dir = dirs[0]
     data = features.labelled()
     if len(set(data.emotion.astype(str))) < 2:
-        raise DatasetError(f"{', '.join(map(str, dirs))} need(s) labelled rows of at least two classes to train on")
+        raise DatasetError(f"the features in {', '.join(map(str, dirs))} need labelled rows of at least two classes "
+                           "to train on")
     extract_config = config_from_dict(features.metadata["config"])
     # The bundle carries the audio/feature settings the features were made with.
     effective = config.replace(audio=config_to_dict(extract_config)["audio"],
@@ -304,7 +308,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
                            num_cpus=config.ray.local_cpus) as ray_info:
         staging = bundle_io.staging_dir(out)
         try:
-            results = _fit_sets(sets, staging, config=effective, cpus=ray_info["cpus"])
+            results = _fit_sets(sets, staging, config=effective, cpus=ray_info["cpus"], progress=progress)
             set_metrics = {s.name: set_test_metrics(s, [r for r in results if r["set"] == s.name], labels, classes)
                            for s in sets}
             metrics = set_metrics[GLOBAL]
@@ -339,16 +343,28 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
                         {name: m for name, m in set_metrics.items() if name != GLOBAL})
 
 
-def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int) -> list[dict[str, Any]]:
+def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int,
+              progress: bool = True) -> list[dict[str, Any]]:
     """Fit every model of every set as parallel Ray tasks writing into ``staging``; their results."""
     items = [(s.name, kind) for s in sets for kind in s.models(config.train.models)]
     threads = min(max(1, cpus // len(items)), runtime.largest_node_cpus())
-    results = runtime.map_tasks(
-        fit_set_model, items,
-        kwargs={"sets": {s.name: s.arrays() for s in sets}, "config": config_to_dict(config),
-                "staging": str(staging.resolve()), "threads": threads},
-        num_cpus=threads, max_retries=config.ray.max_retries,
-    )
+    # One line per model fitted when stderr is not a terminal: a model may take minutes.
+    bar = progress_bar(total=len(items), desc=f"train ({counted(len(sets), 'model set')})", enabled=progress,
+                       unit="model", every_s=0, announce=True)
+
+    def done(result: dict[str, Any]) -> None:
+        bar.set_postfix_str(f"{result['set']} {result['model']} done", refresh=False)
+        bar.update(1)
+
+    try:
+        results = runtime.map_tasks(
+            fit_set_model, items,
+            kwargs={"sets": {s.name: s.arrays() for s in sets}, "config": config_to_dict(config),
+                    "staging": str(staging.resolve()), "threads": threads},
+            num_cpus=threads, max_retries=config.ray.max_retries, on_result=done,
+        )
+    finally:
+        bar.close()
     missing = [f for r in results for f in r["files"] if not (staging / f).is_file()]
     if missing:
         raise BundleError(f"model files {', '.join(missing)} were written where the driver cannot see "
