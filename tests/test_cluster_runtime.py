@@ -193,3 +193,18 @@ def test_worker_lines_without_colour_when_stderr_is_not_a_terminal(monkeypatch: 
     monkeypatch.setenv("RAY_COLOR_PREFIX", "1")  # the user's choice is kept
     runtime.plain_worker_logs()
     assert os.environ["RAY_COLOR_PREFIX"] == "1"
+
+
+def test_ray_dedup_notes_lose_their_colour_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[repeated 3x across cluster]` is coloured by Ray whatever RAY_COLOR_PREFIX says: seen as raw
+    ESC codes in train's output in the full test session."""
+    from ray._private import ray_logging
+
+    from ser_batch.cluster import runtime as rt
+
+    monkeypatch.setattr(ray_logging, "_color", ray_logging._color)  # restored after the test
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.setattr(rt, "_is_terminal", lambda stream: False)
+    assert "\x1b" in ray_logging._color(" [repeated 2x across cluster]")
+    rt.plain_worker_logs()
+    assert ray_logging._color(" [repeated 2x across cluster]") == " [repeated 2x across cluster]"

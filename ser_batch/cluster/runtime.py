@@ -176,6 +176,13 @@ def plain_worker_logs() -> None:
     reads ``RAY_COLOR_PREFIX`` as it prints each line. A value the user set is kept."""
     if "RAY_COLOR_PREFIX" not in os.environ and not _is_terminal(sys.stderr):
         os.environ["RAY_COLOR_PREFIX"] = "0"
+        # Ray's log deduplication colours its " [repeated 3x across cluster]" whatever that says.
+        try:
+            from ray._private import ray_logging
+        except ImportError:  # another Ray layout: its colour codes stay
+            return
+        if callable(getattr(ray_logging, "_color", None)):
+            ray_logging._color = lambda msg: msg
 
 
 def no_colour_reset_at_exit() -> None:

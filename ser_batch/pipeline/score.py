@@ -112,7 +112,7 @@ class ScoreSummary:
             notes.append(note)
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
-        if not self.did_work and not self.errors and self.files_skipped == self.files_total:
+        if self.files_total and not self.did_work and not self.errors and self.files_skipped == self.files_total:
             every = "its only file is" if self.files_total == 1 else f"all {self.files_total} of its files are"
             notes.append(f"nothing to do: {every} already scored in {self.out}")
         if self.files_pruned:
