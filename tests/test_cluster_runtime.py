@@ -202,7 +202,8 @@ def test_ray_dedup_notes_lose_their_colour_off_a_terminal(monkeypatch: pytest.Mo
 
     from ser_batch.cluster import runtime as rt
 
-    monkeypatch.setattr(ray_logging, "_color", ray_logging._color)  # restored after the test
+    # Ray's own colouring (an earlier job in this session may have replaced it already).
+    monkeypatch.setattr(ray_logging, "_color", lambda msg: f"\x1b[32m{msg}\x1b[0m")
     monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
     monkeypatch.setattr(rt, "_is_terminal", lambda stream: False)
     assert "\x1b" in ray_logging._color(" [repeated 2x across cluster]")
