@@ -17,7 +17,7 @@ bundle) and are finite, so a bad file is refused with its reason when the bundle
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -209,6 +209,24 @@ def cast_arrays(path: Path, dtype: str) -> Path:
     return Path(path)
 
 
+def require_arrays(arrays: dict[str, np.ndarray], needed: list[str], *, layers: int, what: str,
+                   kinds: Callable[[str], str]) -> None:
+    """Raise unless an export has at least one layer and every ``needed`` array, each of a dtype
+    kind in ``kinds(key)`` (numpy's ``dtype.kind`` letters: "f" float, "U" text, "iu" integer).
+
+    Raises
+    ------
+    ValueError
+        Naming what is missing, or the first array of the wrong dtype.
+    """
+    missing = [k for k in needed if k not in arrays]
+    if not layers or missing:
+        raise ValueError(f"not an exported {what}" + (f" (no {', '.join(missing)})" if missing else ""))
+    for key in needed:
+        if arrays[key].dtype.kind not in kinds(key):
+            raise ValueError(f"array {key!r} has dtype {arrays[key].dtype}")
+
+
 def check_dense(arrays: dict[str, np.ndarray], *, n_classes: int, n_features: int | None = None) -> None:
     """Refuse arrays that are not one Dense ReLU network from ``n_features`` inputs to ``n_classes``
     outputs (one logistic unit for two classes), with finite weights.
@@ -221,13 +239,8 @@ def check_dense(arrays: dict[str, np.ndarray], *, n_classes: int, n_features: in
     count = sum(1 for k in arrays if k.startswith("kernel_"))
     needed = ["mean", "scale" if "variance" not in arrays else "variance"]
     needed += [f"{kind}_{i}" for i in range(count) for kind in ("kernel", "bias", "activation")]
-    missing = [k for k in needed if k not in arrays]
-    if not count or missing:
-        raise ValueError("not an exported network of Dense layers" + (f" (no {', '.join(missing)})" if missing else ""))
-    for key in needed:
-        kind = arrays[key].dtype.kind
-        if (kind != "U") if key.startswith("activation_") else (kind != "f"):
-            raise ValueError(f"array {key!r} has dtype {arrays[key].dtype}")
+    require_arrays(arrays, needed, layers=count, what="network of Dense layers",
+                   kinds=lambda key: "U" if key.startswith("activation_") else "f")
     width = n_features if n_features is not None else int(np.prod(arrays["mean"].shape))
     for key in needed[:2]:
         if arrays[key].shape != (width,):

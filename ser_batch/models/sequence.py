@@ -240,18 +240,13 @@ def check_sequence(arrays: dict[str, np.ndarray], *, n_classes: int, n_bands: in
     ValueError
         Naming the first array that does not fit.
     """
-    from ser_batch.models.networks import check_finite
+    from ser_batch.models.networks import check_finite, require_arrays
 
     count = sum(1 for k in arrays if k.startswith("conv_kernel_"))
     needed = ["floor", "dense_kernel", "dense_bias", "out_kernel", "out_bias"]
     needed += [f"conv_{kind}_{i}" for i in range(count) for kind in ("kernel", "bias", "dilation")]
-    missing = [k for k in needed if k not in arrays]
-    if not count or missing:
-        raise ValueError("not an exported cnn network" + (f" (no {', '.join(missing)})" if missing else ""))
-    for key in needed:
-        kind = arrays[key].dtype.kind
-        if (kind not in "iu") if "dilation" in key else (kind != "f"):
-            raise ValueError(f"array {key!r} has dtype {arrays[key].dtype}")
+    require_arrays(arrays, needed, layers=count, what="cnn network",
+                   kinds=lambda key: "iu" if "dilation" in key else "f")
 
     def expect(key: str, shape: tuple[int, ...]) -> None:
         if arrays[key].shape != shape:

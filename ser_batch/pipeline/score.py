@@ -284,12 +284,10 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         # Nothing to score or remove: the run record is rewritten under the lock, without Ray.
         try:
             with outlock.hold(out, job="score"):
-                summary = _score_into(input_path, out, config=config, model_dir=model_dir,
-                                      retry_errors=retry_errors, prune=prune, progress=progress,
-                                      on_progress=on_progress, bundle=bundle, with_ray=False,
-                                      timing=(command_started, None))
-                summary.errors_in_folder = results.read_committed(out).errors
-                return summary
+                return _score_into(input_path, out, config=config, model_dir=model_dir,
+                                   retry_errors=retry_errors, prune=prune, progress=progress,
+                                   on_progress=on_progress, bundle=bundle, with_ray=False,
+                                   timing=(command_started, None))
         except _WorkAppeared:
             pass  # a file came in since the check: the run below scores it
     ray_starting = time.perf_counter()
@@ -433,6 +431,8 @@ def _score_into(input_path: Path, out: Path, *, config: Config, model_dir: Path 
     shards = plan_shards(units, config=config, settings_key=settings["key"])
     if shards and not with_ray:
         raise _WorkAppeared()
+    if not with_ray:  # nothing scored or removed: the folder's error rows are those read above
+        summary.errors_in_folder = committed.errors
     if shards:
         _run_shards(shards, out=out, bundle=bundle, bundle_id=bid, config=config, settings_key=settings["key"],
                     summary=summary, progress=progress, on_progress=on_progress)
