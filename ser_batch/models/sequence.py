@@ -294,6 +294,9 @@ class SequenceNetwork:
         self.dense = (arrays["dense_kernel"].astype(np.float32), arrays["dense_bias"].astype(np.float32))
         self.out = (arrays["out_kernel"].astype(np.float32), arrays["out_bias"].astype(np.float32))
         self.classes_ = np.asarray(classes)
+        #: Zero rows between windows in :meth:`_forward`: the farthest any tap reaches past an edge.
+        self._gap = max([max(d * (k.shape[0] - 1) // 2, d * (k.shape[0] - 1) - d * (k.shape[0] - 1) // 2)
+                         for k, _, d in self.convs] + [1])
 
     @classmethod
     def load(cls, path: Path, *, classes: list[str], n_bands: int | None = None) -> SequenceNetwork:
@@ -309,22 +312,47 @@ class SequenceNetwork:
         return _by_length(self._forward, windows, counts, len(self.out[1]))
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        """The network on windows ``(n, t, b)`` of one length: the same arithmetic as the Keras
+        model ("same" zero padding per window), laid out so that every tap of every convolution
+        is one matrix product over all windows at once with no copy of its input (no im2col).
+
+        The windows sit one after another in a single ``(rows, channels)`` array with ``gap``
+        zero rows before each (and after the last): enough zeros for the widest reach of any
+        layer, so a tap that reads past a window's edge reads zeros, as Keras's padding does.
+        A layer's output is computed for every row (the gap rows too) as the sum over its taps
+        of the input shifted by the tap's offset times its kernel; the gap rows are zeroed again
+        before the next layer."""
         if self.floor > 0:
             x = np.maximum(x, x.max(axis=(1, 2), keepdims=True) - np.float32(self.floor))
-        h = x - x.mean(axis=1, keepdims=True)
-        n, t, _ = h.shape
+        n, t, _ = x.shape
+        gap = self._gap
+        stride = t + gap
+        rows = n * stride + gap
+        h = np.zeros((rows, x.shape[2]), dtype=np.float32)
+        h[: n * stride].reshape(n, stride, -1)[:, gap:] = x - x.mean(axis=1, keepdims=True)
         for kernel, bias, dilation in self.convs:
             k = kernel.shape[0]
-            total = dilation * (k - 1)
-            padded = np.pad(h, ((0, 0), (total // 2, total - total // 2), (0, 0)))
-            # im2col: the k taps side by side, one matrix product per layer.
-            cols = np.concatenate([padded[:, j * dilation : j * dilation + t] for j in range(k)], axis=2)
-            h = cols.reshape(n * t, -1) @ kernel.reshape(-1, kernel.shape[2])
-            h = h.reshape(n, t, -1)
-            h += bias
-            np.maximum(h, 0.0, out=h)
-        mean = h.mean(axis=1)
-        std = np.sqrt(np.maximum((h * h).mean(axis=1) - mean * mean, STD_EPSILON))
+            before = dilation * (k - 1) // 2
+            out = np.empty((rows, kernel.shape[2]), dtype=np.float32)
+            body = out[gap : rows - gap]
+            step = np.empty_like(body) if k > 1 else None
+            for j in range(k):
+                offset = gap - before + j * dilation
+                shifted = h[offset : offset + rows - 2 * gap]
+                if j == 0:
+                    np.matmul(shifted, kernel[j], out=body)
+                else:
+                    np.matmul(shifted, kernel[j], out=step)
+                    body += step
+            body += bias
+            np.maximum(body, 0.0, out=body)
+            out[:gap] = 0.0
+            out[rows - gap :] = 0.0
+            out[: n * stride].reshape(n, stride, -1)[:, :gap] = 0.0
+            h = out
+        frames = h[: n * stride].reshape(n, stride, -1)[:, gap:]
+        mean = frames.mean(axis=1)
+        std = np.sqrt(np.maximum((frames * frames).mean(axis=1) - mean * mean, STD_EPSILON))
         z = np.maximum(np.concatenate([mean, std], axis=1) @ self.dense[0] + self.dense[1], 0.0)
         z = (z @ self.out[0] + self.out[1]).astype(np.float64)
         z -= z.max(axis=1, keepdims=True)

@@ -1,0 +1,335 @@
+"""Where a scoring worker's CPU goes: a per-stage table in CPU milliseconds per second of audio.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/stages.py [--baseline REF] [--repeats 3] [--minutes 10] [--model DIR] [--json F]
+
+In one process, on one thread (BLAS and OpenMP limited with ``threadpoolctl``), the score job's
+worker function (:func:`ser_batch.pipeline.score.score_shard`, no Ray) scores an archive built
+from the RAVDESS 16-kHz clips (generated speech without ../shared): a ``--minutes`` long 16 kHz
+FLAC file (scored block by block as it streams, as ``score`` does for files over 2 minutes),
+a 90 s 8 kHz mu-law call and 40 clips as separate files (scored in one batch per shard, as
+``score`` does for short files). The bundle is the default one (the pretrained bundle, every
+model of it: ``score.framework = "both"``); its load is timed apart.
+
+Each stage is a function of the scoring path wrapped with a timer of the thread's CPU time,
+**exclusive** of the stages it calls (the STFT is not counted again in the frame features).
+"other" is the worker's total minus the stages: the glue between them. A pass scores the
+archive into a fresh output folder; the first pass warms the caches and is not counted; each
+stage keeps its median over ``--repeats`` passes.
+
+With ``--baseline REF`` the same runs are made on the tree of a git ref (``git archive``) in a
+second process, alternating with this tree, and the table gets a column per tree and their
+ratio; stages whose function the baseline does not have show "-" (``librosa.yin`` is its own
+stage for trees that still call it).
+
+A script, not a test: exits 0 whatever the figures, 2 when the bundle is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+
+#: (stage, module, attribute): the functions timed. ``Class.method`` attributes wrap the method.
+#: Order = the table's order (the scoring path's order).
+STAGES: list[tuple[str, str, str]] = [
+    ("decode (soundfile)", "soundfile", "SoundFile.read"),
+    ("resample (soxr)", "soxr", "resample"),
+    ("resample (soxr)", "soxr", "ResampleStream.resample_chunk"),
+    ("STFT |X|", "ser_batch.features.fast", "stft_magnitude"),
+    ("mel, chroma, contrast, mfcc", "ser_batch.features.fast", "spectral_frames"),
+    ("other frame columns", "ser_batch.features.rich", "rich_segment_frames"),
+    ("pitch (yin)", "ser_batch.features.pitch", "yin"),
+    ("pitch (yin)", "librosa", "yin"),
+    ("speech detector", "ser_batch.features.windows", "judge_speech"),
+    ("pooling", "ser_batch.features.windows", "pool_windows"),
+    ("cnn input frames", "ser_batch.features.windows", "_frames_of"),
+    ("window glue", "ser_batch.features.windows", "stream_windows"),
+    ("model: keras", "ser_batch.models.networks", "DenseNetwork.predict_proba"),
+    ("model: cnn", "ser_batch.models.sequence", "SequenceNetwork.predict_proba"),
+    ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments"),
+    ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.files"),
+    ("Parquet writing", "ser_batch.data.score_folder", "write_part"),
+]
+#: keras and sklearn are both DenseNetwork: told apart by the instance.
+DENSE_NAMES = {"model: keras": "keras", "model: sklearn": "sklearn"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--baseline", default=None, help="git ref to compare with (its tree, same runs)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per tree (median per stage)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the long 16 kHz file")
+    parser.add_argument("--model", type=Path, default=None, help="bundle (default: the pretrained one)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS 16-kHz WAVs")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)  # archive folder
+    parser.add_argument("--passes", type=int, default=1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------- the archive
+
+
+def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]:
+    """The long FLAC file, the mu-law call and 40 clips; returns what the child needs."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips: list[np.ndarray] = []
+    if data.is_dir():
+        files = sorted(data.rglob("*.wav"))
+        picked = [files[i] for i in rng.choice(len(files), size=min(120, len(files)), replace=False)]
+        clips = [sf.read(str(p), dtype="float32")[0] for p in picked]
+    else:
+        t = np.arange(int(3.0 * 16000)) / 16000
+        for k in range(120):
+            f0 = 110 + 10 * (k % 12) + 30 * np.sin(2 * np.pi * 0.7 * t)
+            phase = 2 * np.pi * np.cumsum(f0) / 16000
+            voice = sum(np.sin(h * phase) / h for h in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
+            clips.append((0.05 * voice + 0.002 * rng.standard_normal(len(t))).astype(np.float32))
+
+    def join(pieces: list[np.ndarray], seconds: float) -> np.ndarray:
+        out, total, i = [], 0, 0
+        while total < seconds * 16000:
+            gap = (0.002 * rng.standard_normal(int(rng.uniform(0.4, 1.6) * 16000))).astype(np.float32)
+            out += [pieces[i % len(pieces)], gap]
+            total += len(pieces[i % len(pieces)]) + len(gap)
+            i += 1
+        return np.concatenate(out)[: int(seconds * 16000)]
+
+    long = join(clips, minutes * 60)
+    sf.write(str(folder / "long.flac"), long, 16000, format="FLAC", subtype="PCM_16")
+    call = soxr.resample(join(clips[::-1], 90.0), 16000, 8000)
+    sf.write(str(folder / "call_ulaw.wav"), call, 8000, format="WAV", subtype="ULAW")
+    (folder / "clips").mkdir(exist_ok=True)
+    for i, clip in enumerate(clips[:40]):
+        sf.write(str(folder / "clips" / f"clip{i:02d}.wav"), clip, 16000, subtype="PCM_16")
+    return {"source": "RAVDESS" if data.is_dir() else "generated speech"}
+
+
+# ---------------------------------------------------------------------- the child: timed passes
+
+
+class StageTimer:
+    """Exclusive thread-CPU time per stage of wrapped functions (a stack of open calls)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.stack: list[list[float]] = []  # per open call: [child time]
+
+    def wrap(self, stage: str | Callable[..., str], function: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.stack.append([0.0])
+            t0 = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - t0
+                children = self.stack.pop()[0]
+                name = stage(*args) if callable(stage) else stage
+                self.totals[name] = self.totals.get(name, 0.0) + spent - children
+                if self.stack:
+                    self.stack[-1][0] += spent
+
+        return timed
+
+
+def _dense_stage(network: Any, *args: Any) -> str:
+    return getattr(network, "_stage_name", "model: keras")
+
+
+def install(timer: StageTimer) -> list[str]:
+    """Wrap every stage function this tree has; returns the stages found."""
+    import importlib
+
+    found = []
+    for stage, module_name, attribute in STAGES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        owner: Any = module
+        *path, name = attribute.split(".")
+        try:
+            for part in path:
+                owner = getattr(owner, part)
+            function = getattr(owner, name)
+        except AttributeError:
+            continue
+        label: Any = _dense_stage if attribute == "DenseNetwork.predict_proba" else stage
+        setattr(owner, name, timer.wrap(label, function))
+        found.append(stage)
+        # Modules that imported the function by name get the wrapped one too.
+        if not path:
+            for other in list(sys.modules.values()):
+                if getattr(other, "__name__", "").startswith("ser_batch") and getattr(other, name, None) is function:
+                    setattr(other, name, getattr(owner, name))
+    return sorted(set(found), key=[s for s, _, _ in STAGES].index)
+
+
+def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from ser_batch.config import Config, config_to_dict
+    from ser_batch.pipeline import score as job
+    from ser_batch.pipeline.score_plan import Shard, Unit
+
+    timer = StageTimer()
+    found = install(timer)
+    from ser_batch.audio.decode import probe_audio
+    from ser_batch.inference import scoring
+
+    config = Config()
+    bundle_path = model or job.open_scoring_bundle(None, config).path
+    t0 = time.thread_time()
+    bundle = scoring.cached_bundle(bundle_path)
+    load_s = time.thread_time() - t0
+    for name in ("keras", "sklearn"):
+        if name in bundle.frameworks:
+            for set_name in bundle.model_sets:
+                try:
+                    bundle.model(name, set_name)._stage_name = f"model: {name}"
+                except Exception:  # noqa: BLE001 - a set without that model
+                    pass
+    bid = scoring.bundle_id(bundle)
+    files = [folder / "long.flac", folder / "call_ulaw.wav"] + sorted((folder / "clips").glob("*.wav"))
+    units = []
+    for path in files:
+        info = probe_audio(path)
+        st = path.stat()
+        units.append(Unit(path=path.name, source=str(path), size=st.st_size, mtime=st.st_mtime,
+                          duration_s=info.duration_s))
+    audio_s = sum(u.duration_s for u in units)
+    settings = config_to_dict(config)
+    runs = []
+    for _ in range(passes + 1):
+        out = Path(tempfile.mkdtemp(prefix="stages-out-", dir=folder))
+        timer.totals.clear()
+        t0 = time.thread_time()
+        for i, unit in enumerate(units[:2]):  # the long file and the call: one shard each
+            job.score_shard(Shard(units=(unit,), key=f"s{i}"), out=str(out), bundle_path=str(bundle_path),
+                            bundle_id=bid, config=settings, settings_key="k")
+        job.score_shard(Shard(units=tuple(units[2:]), key="clips"), out=str(out), bundle_path=str(bundle_path),
+                        bundle_id=bid, config=settings, settings_key="k")
+        total = time.thread_time() - t0
+        runs.append({"total_s": total, "stages": dict(timer.totals)})
+    return {"audio_s": audio_s, "bundle_load_s": load_s, "found": found, "runs": runs[1:]}
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+def run_child(tree: Path, folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    command = [sys.executable, str(ROOT / "benchmarks" / "stages.py"), "--child", str(folder),
+               "--passes", str(passes)]
+    if model is not None:
+        command += ["--model", str(model)]
+    done = subprocess.run(command, env=env, cwd=str(tree), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"the run on {tree} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    runs = [r for result in results for r in result["runs"]]
+    audio_s = results[0]["audio_s"]
+    names = sorted({s for r in runs for s in r["stages"]}, key=_order)
+    stages = {n: 1000 * statistics.median(r["stages"].get(n, 0.0) for r in runs) / audio_s for n in names}
+    total = 1000 * statistics.median(r["total_s"] for r in runs) / audio_s
+    stages["other"] = total - sum(stages.values())
+    return {"audio_s": audio_s, "ms_per_s": stages, "total_ms_per_s": total, "realtime_per_core": 1000 / total,
+            "bundle_load_s": statistics.median(r["bundle_load_s"] for r in results),
+            "found": results[0]["found"]}
+
+
+def _order(stage: str) -> int:
+    order = list(dict.fromkeys([s for s, _, _ in STAGES[:12]] + ["model: keras", "model: sklearn"]
+                               + [s for s, _, _ in STAGES[12:]]))
+    return order.index(stage) if stage in order else len(order)
+
+
+def print_table(columns: dict[str, dict[str, Any]]) -> None:
+    names = list(columns)
+    stages = sorted({s for c in columns.values() for s in c["ms_per_s"]}, key=_order)
+    head = f"{'stage (CPU ms per audio second)':34s}" + "".join(f"{n:>14s}" for n in names)
+    if len(names) == 2:
+        head += f"{'ratio':>9s}"
+    print(head)
+    for stage in stages:
+        cells = []
+        for n in names:
+            c = columns[n]
+            known = stage == "other" or stage in c["found"]
+            cells.append(f"{c['ms_per_s'].get(stage, 0.0):14.4f}" if known else f"{'-':>14s}")
+        line = f"{stage:34s}" + "".join(cells)
+        if len(names) == 2:
+            a, b = (columns[n]["ms_per_s"].get(stage, 0.0) for n in names)
+            line += f"{a / b:9.2f}x" if b > 1e-4 and a > 1e-4 else f"{'':9s}"
+        print(line)
+    totals = [columns[n]["total_ms_per_s"] for n in names]
+    print(f"{'total':34s}" + "".join(f"{t:14.4f}" for t in totals)
+          + (f"{totals[0] / totals[1]:9.2f}x" if len(names) == 2 else ""))
+    print(f"{'= realtime per core (warm)':34s}" + "".join(f"{1000 / t:13.0f}x" for t in totals))
+    print(f"{'bundle load (CPU s, once)':34s}" + "".join(f"{columns[n]['bundle_load_s']:14.3f}" for n in names))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child, model=args.model, passes=args.passes)))
+        return 0
+    if args.model is not None and not (args.model / "manifest.json").is_file():
+        print(f"error: no bundle at {args.model}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="ser-stages-") as tmp:
+        work = Path(tmp)
+        meta = build_archive(work / "archive", data=args.data, minutes=args.minutes)
+        trees = {"this tree": ROOT}
+        if args.baseline:
+            base = work / "baseline"
+            base.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            trees = {args.baseline: base, "this tree": ROOT}
+        results: dict[str, list[dict[str, Any]]] = {n: [] for n in trees}
+        for _ in range(args.repeats):
+            for name, tree in trees.items():  # alternating, so load drift hits both
+                results[name].append(run_child(tree, work / "archive", model=args.model, passes=1))
+        columns = {n: summarise(r) for n, r in results.items()}
+    audio = columns["this tree"]["audio_s"]
+    print(f"archive: {audio / 60:.1f} min of {meta['source']} (a {args.minutes:g}-min 16 kHz FLAC file, a 90 s "
+          f"8 kHz mu-law call, 40 clips); one thread; median of {args.repeats} passes after a warm one; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print_table(columns)
+    if args.json:
+        args.json.write_text(json.dumps({"columns": columns, "archive": meta}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
