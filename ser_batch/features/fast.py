@@ -106,7 +106,7 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool =
     np.ndarray [shape=(1 + n // hop_length, 1 + n_fft // 2)], float32
         Time-major: one row per frame (``1 + (n - n_fft) // hop_length`` rows without centring).
     """
-    import scipy.fft
+    from ser_batch.features.fft import rfft
 
     frames = _frames(y, n_fft=n_fft, hop_length=hop_length, center=center)
     n_frames = frames.shape[0]
@@ -117,8 +117,8 @@ def stft_magnitude(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool =
         stop = min(start + _BLOCK_FRAMES, n_frames)
         block = windowed[: stop - start]
         np.multiply(frames[start:stop], window, out=block)
-        # scipy's pocketfft keeps float32 and is ~5x faster than numpy's here.
-        np.abs(scipy.fft.rfft(block, axis=-1, overwrite_x=True), out=magnitude[start:stop])
+        # scipy's pocketfft keeps float32 and is ~2x faster than numpy's here.
+        np.abs(rfft(block, axis=-1), out=magnitude[start:stop])
     return magnitude
 
 

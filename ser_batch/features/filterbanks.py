@@ -244,9 +244,9 @@ def chroma_basis_t(sample_rate: int, n_fft: int, n_chroma: int, tuning: float) -
 @lru_cache(maxsize=4)
 def dct_t(n: int, k: int) -> np.ndarray:
     """First ``k`` rows of the orthonormal DCT-II of size ``n``, transposed: float64 ``(n, k)``."""
-    import scipy.fft
+    from ser_batch.features.fft import dct_ortho
 
-    return np.ascontiguousarray(scipy.fft.dct(np.eye(n), type=2, norm="ortho", axis=0)[:k].T)
+    return np.ascontiguousarray(dct_ortho(np.eye(n), axis=0)[:k].T)
 
 
 @lru_cache(maxsize=4)

@@ -3,17 +3,18 @@
 :func:`yin` frames the signal, takes the difference function from an FFT autocorrelation,
 normalises it by its cumulative mean, picks the first trough under the threshold (else the
 global minimum) and refines it by parabolic interpolation, exactly as librosa 0.11 does, dtype
-by dtype and with the same FFT (librosa's default FFT library, ``scipy.fft``; ``numpy.fft``
-rounds differently), so the two agree to the last bit. The scoring workers use it so that they never import librosa,
-whose import and numba start-up cost more than a second per worker.
+by dtype and with the same FFT (librosa's default FFT library, scipy's pocketfft, called through
+:mod:`ser_batch.features.fft`; ``numpy.fft`` rounds differently), so the two agree to the last
+bit. The scoring workers use it so that they never import librosa, whose import and numba
+start-up cost more than a second per worker.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from ser_batch.errors import FeatureError
+from ser_batch.features import fft
 
 #: librosa.yin's default ``trough_threshold``.
 TROUGH_THRESHOLD = 0.1
@@ -59,11 +60,11 @@ def yin(y: np.ndarray, *, fmin: float, fmax: float, sr: float, frame_length: int
 
     # Autocorrelation by FFT, zero-padded past 2 * frame_length - 1 to a fast length. librosa
     # uses scipy.fft along the frame axis; each transform rounds alike in rows or columns.
-    n_pad = scipy.fft.next_fast_len(2 * frame_length - 1, real=True)
-    spectrum = scipy.fft.rfft(frames, n=n_pad, axis=-1)
+    n_pad = fft.next_fast_len(2 * frame_length - 1)
+    spectrum = fft.rfft(frames, n=n_pad, axis=-1)
     power = np.square(spectrum.real)
     power += np.square(spectrum.imag)  # librosa's numba abs2: re^2 + im^2 in the input's precision
-    acf = scipy.fft.irfft(power, n=n_pad, axis=-1)[:, : max_period + 1]
+    acf = fft.irfft(power, n=n_pad, axis=-1)[:, : max_period + 1]
 
     # Difference function d(k) = 2 (r(0) - r(k)) - sum_{m<k} y(m)^2, k = 1..max_period, in the
     # frames' dtype; the running sum is sequential, so its prefix is librosa's full cumsum's.
