@@ -61,3 +61,28 @@ def test_bad_arguments_are_refused_like_scipy() -> None:
         fft.rfft(np.zeros(8), n=0)
     with pytest.raises(TypeError, match="real sequence"):
         fft.rfft(np.zeros(8, complex))
+
+
+def test_scipy_fft_imported_after_the_kernel_uses_the_same_module() -> None:
+    """A process that loads the kernel alone and later imports scipy.fft (librosa does, for the classic
+    recipe) ends up with one kernel module, and scipy.fft works."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from ser_batch.features import fft\n"
+            "kernel = fft.kernel()\n"
+            "assert 'scipy.fft' not in sys.modules and kernel is not None\n"
+            "import scipy.fft\n"
+            "from scipy.fft._pocketfft import basic\n"
+            "assert basic.pfft is kernel\n"
+            "x = np.arange(16.0)\n"
+            "assert np.array_equal(scipy.fft.rfft(x), fft.rfft(x))\n"
+            "print('ok')\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
