@@ -62,6 +62,11 @@ GAP_S = (0.4, 1.6)
 NOISE_STD = 0.002
 CPUS = 2
 TARGET_PER_CORE = 1000.0
+#: Issue #18: a warm worker >= 2000x per core; end to end >= 800x per core on the 2-hour file.
+TARGET_WARM = 2000.0
+TARGET_E2E_PER_CORE = 800.0
+#: Actors whose clips make the calls of ``--speed-only`` with a bundle that heard every actor.
+SPEED_ACTORS = (17, 18, 19, 20)
 TARGET_PEAK_MB = 1024.0
 #: Flat: from the 10-minute to the long file, memory grows by less than this share of what
 #: it would grow if it rose with the audio as it does from one clip to the 10-minute file.
@@ -91,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep the archive and outputs here (reused when built with the same settings) "
                              "[default: a temporary folder, removed at the end]")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the speed, memory and scaling runs: any bundle will do (default: the shipped "
+                             "pretrained one, the default bundle of `score`); calls from actors 17-20 when the "
+                             "bundle has no held-out actor")
     parser.add_argument("--accuracy-only", action="store_true",
                         help="only the accuracy runs (calls with global and per-file normalised models, "
                              "separate clips): no speed, memory or scaling runs")
@@ -324,6 +333,10 @@ def shown(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.speed_only and args.model is None:
+        from ser_batch.models.bundle import default_bundle_path
+
+        args.model = default_bundle_path()
     model = args.model or DEFAULT_MODEL
     if not (model / "manifest.json").is_file():
         hint = "" if args.model else " (the default; `make demo` trains it, or pass --model DIR)"
@@ -333,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RAVDESS not found at {args.data} (pass --data DIR)", file=sys.stderr)
         return 2
     actors = held_out_actors(model, args.data)
+    if not actors and args.speed_only:
+        actors = [a for a in SPEED_ACTORS if (args.data / f"Actor_{a:02d}").is_dir()]
     if not actors:
         print(f"the bundle {model} has no held-out actor in {args.data} (it trained on all of them): train one "
               "with a speaker split (`make demo` does) and pass --model DIR", file=sys.stderr)
@@ -378,8 +393,9 @@ def run(args: argparse.Namespace, model: Path, work: Path, actors: list[int], cl
     for cpus in (1, CPUS):
         do(f"tiny {cpus}cpu", "tiny", cpus)
     do("calls", "calls", CPUS)
-    do("calls-normalized", "calls", CPUS, "score.normalize=file")
-    do("clips", "clips", CPUS)
+    if not args.speed_only:
+        do("calls-normalized", "calls", CPUS, "score.normalize=file")
+        do("clips", "clips", CPUS)
     do("10min", "long/10min", CPUS)
     pairs = []  # the long file with 1 and 2 CPUs, interleaved so that both see the same load
     for i in range(args.repeats):
@@ -391,6 +407,9 @@ def run(args: argparse.Namespace, model: Path, work: Path, actors: list[int], cl
     report["speed"] = report_speed(runs, long, pairs[len(pairs) // 2])
     report["memory"] = report_memory(runs, long)
     report["speedup"] = report_speedup(runs, pairs, long)
+    if args.speed_only:
+        report["pass"] = {k: report[k]["pass"] for k in ("speed", "memory", "speedup")}
+        return finish(args, report, runs, started)
     report["accuracy"] = report_accuracy(work, truth, classes)
     report["pass"] = {k: report[k]["pass"] for k in ("speed", "memory", "speedup", "accuracy")}
     return finish(args, report, runs, started)
@@ -434,10 +453,17 @@ def report_speed(runs: dict[str, dict[str, Any]], long: str, pair: tuple[dict, d
           f"{tiny2['wall_s']:.1f} s with {CPUS}")
     calls = rows["calls"]
     ok = calls["per_core"] >= TARGET_PER_CORE
-    print(f"  {verdict(ok)}  per core inside the workers, all calls: {calls['per_core']:.0f}x (target >= "
-          f"{TARGET_PER_CORE:.0f}x); net of model loading {shown(calls['per_core_net'])}, and "
-          f"{shown(rows[pair[0]['name']]['per_core_net'])} on the {long} file with 1 CPU")
-    return {"pass": ok, "model_load_cpu_s": load_cpu, "runs": rows}
+    print(f"  {verdict(ok)}  per core inside the workers incl. each worker's start, all calls: "
+          f"{calls['per_core']:.0f}x (target >= {TARGET_PER_CORE:.0f}x)")
+    warm = rows[pair[0]["name"]]["per_core_net"] or 0.0
+    print(f"  {verdict(warm >= TARGET_WARM)}  per core in a warm worker (the {long} file with 1 CPU, net of model "
+          f"loading): {warm:.0f}x (target >= {TARGET_WARM:.0f}x); the calls net of it: {shown(calls['per_core_net'])}")
+    e2e = rows[pair[1]["name"]]["end_to_end"] / CPUS
+    print(f"  {verdict(e2e >= TARGET_E2E_PER_CORE)}  end to end per core on the {long} file (audio / whole "
+          f"command's wall / {CPUS} CPUs): {e2e:.0f}x (target >= {TARGET_E2E_PER_CORE:.0f}x; "
+          f"{rows[pair[1]['name']]['end_to_end']:.0f}x for the {CPUS} CPUs together)")
+    return {"pass": ok and warm >= TARGET_WARM and e2e >= TARGET_E2E_PER_CORE, "model_load_cpu_s": load_cpu,
+            "runs": rows, "warm_per_core": warm, "end_to_end_per_core_long": e2e}
 
 
 def report_memory(runs: dict[str, dict[str, Any]], long: str) -> dict[str, Any]:

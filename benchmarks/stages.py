@@ -96,7 +96,7 @@ def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]
     if data.is_dir():
         files = sorted(data.rglob("*.wav"))
         picked = [files[i] for i in rng.choice(len(files), size=min(120, len(files)), replace=False)]
-        clips = [sf.read(str(p), dtype="float32")[0] for p in picked]
+        clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1) for p in picked]
     else:
         t = np.arange(int(3.0 * 16000)) / 16000
         for k in range(120):
