@@ -145,6 +145,36 @@ def test_mel_blocks_hold_the_whole_filterbank(sample_rate: int, n_fft: int, n_me
     np.testing.assert_array_equal(rebuilt, basis)
 
 
+def _cheapest_cut(first: list[int], last: list[int], per_block: float) -> list[int]:
+    """The block starts of the cheapest cut, by the plain double loop (the latest start wins a tie)."""
+    n = len(first)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for stop in range(1, n + 1):
+        lo, hi = 10**9, 0
+        for start in range(stop - 1, -1, -1):
+            lo, hi = min(lo, first[start]), max(hi, last[start])
+            cost = best[start] + (stop - start) * max(hi - lo, 0) + per_block
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    starts, stop = [], n
+    while stop > 0:
+        starts.append(cut[stop])
+        stop = cut[stop]
+    return starts[::-1]
+
+
+@pytest.mark.parametrize(("sample_rate", "n_fft", "n_mels"), [(16_000, 2048, 128), (8_000, 1024, 128),
+                                                                (22_050, 512, 40), (16_000, 64, 16)])
+def test_mel_blocks_are_the_cheapest_cut(sample_rate: int, n_fft: int, n_mels: int) -> None:
+    basis = filterbanks.mel_basis(sample_rate, n_fft, n_mels)
+    used = basis != 0
+    nonempty = used.any(axis=1)
+    first = np.where(nonempty, used.argmax(axis=1), basis.shape[1]).tolist()
+    last = np.where(nonempty, basis.shape[1] - used[:, ::-1].argmax(axis=1), 0).tolist()
+    starts = [block[0] for block in filterbanks.mel_blocks(sample_rate, n_fft, n_mels)]
+    assert starts == _cheapest_cut(first, last, filterbanks._MEL_BLOCK_COST)
+
+
 @pytest.mark.parametrize("tuning", [0.0, 0.23, -0.5])
 def test_chroma_basis_t_is_librosas(tuning: float) -> None:
     ours = filterbanks.chroma_basis_t(16_000, 2048, 12, tuning)
