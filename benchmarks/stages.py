@@ -178,7 +178,7 @@ def install(timer: StageTimer) -> list[str]:
             continue
         label: Any = _dense_stage if attribute == "DenseNetwork.predict_proba" else stage
         setattr(owner, name, timer.wrap(label, function))
-        found.append(stage)
+        found += list(DENSE_NAMES) if attribute == "DenseNetwork.predict_proba" else [stage]
         # Modules that imported the function by name get the wrapped one too.
         if not path:
             for other in list(sys.modules.values()):
@@ -203,8 +203,11 @@ def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
 
     config = Config()
     bundle_path = model or job.open_scoring_bundle(None, config).path
+    from ser_batch.models.bundle import load_bundle
+
+    bid = scoring.bundle_id(load_bundle(Path(bundle_path), verify=False))
     t0 = time.thread_time()
-    bundle = scoring.cached_bundle(bundle_path)
+    bundle = scoring.cached_bundle(str(bundle_path), bid)  # the one score_shard gets from its cache
     load_s = time.thread_time() - t0
     for name in ("keras", "sklearn"):
         if name in bundle.frameworks:
@@ -213,7 +216,6 @@ def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
                     bundle.model(name, set_name)._stage_name = f"model: {name}"
                 except Exception:  # noqa: BLE001 - a set without that model
                     pass
-    bid = scoring.bundle_id(bundle)
     files = [folder / "long.flac", folder / "call_ulaw.wav"] + sorted((folder / "clips").glob("*.wav"))
     units = []
     for path in files:
