@@ -205,7 +205,8 @@ def job_run(data: Path, total: int, recipe: str) -> dict[str, float]:
     run["driver_s"] = run["job_wall_s"] - run["ray_start_s"] - run["tasks_wall_s"]
     run["shutdown_s"] = wall - run["job_wall_s"]
     print(f"{recipe} job: {wall:.2f} s wall = Ray start {run['ray_start_s']:.2f} + tasks {run['tasks_wall_s']:.2f} "
-          f"+ rest of the driver {run['driver_s']:.2f} + after the job (Ray shutdown) {run['shutdown_s']:.2f}; "
+          f"+ rest of the driver {run['driver_s']:.2f} + after the job (manifest, Ray shutdown) "
+          f"{run['shutdown_s']:.2f}; "
           f"{run['task_cpu_s']:.1f} CPU s in the tasks ({run['task_cpu_s'] / run['tasks_wall_s'] / JOB_CPUS:.0%} "
           f"of {JOB_CPUS} CPUs while they ran); {total / wall:.1f} files/s, {total / wall / JOB_CPUS:.1f} per core; "
           f"{size:.0f} MB written; load {load:.2f} before")
@@ -277,7 +278,7 @@ def whole_job(data: Path, paths: list[str], *, serial_files: int | None, recipes
                  for k in ("ray_start_s", "tasks_wall_s", "driver_s", "shutdown_s", "wall_s")}
         print(f"{recipe} job wall {parts['wall_s']:.2f} s (medians): Ray start {parts['ray_start_s']:.2f}, "
               f"tasks {parts['tasks_wall_s']:.2f}, rest of the driver {parts['driver_s']:.2f}, "
-              f"Ray shutdown {parts['shutdown_s']:.2f}")
+              f"manifest and Ray shutdown {parts['shutdown_s']:.2f}")
     loads = [r["load"] for rr in runs.values() for r in rr] + [load]
     print(f"load average (1 min) before the runs: {min(loads):.2f}-{max(loads):.2f}")
     if "fast" in runs:
