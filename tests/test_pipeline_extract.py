@@ -167,7 +167,7 @@ def test_schema_metadata(extracted: tuple[ExtractSummary, Path]) -> None:
 
 
 def test_config_and_manifest_written(extracted: tuple[ExtractSummary, Path], corpus: Path) -> None:
-    _, out = extracted
+    summary, out = extracted
     assert load_config(out / storage.CONFIG) == CONFIG
     manifest = storage.read_manifest(out)
     assert manifest is not None
@@ -175,6 +175,9 @@ def test_config_and_manifest_written(extracted: tuple[ExtractSummary, Path], cor
     assert manifest["parts"] == part_files(out)
     assert manifest["recipe"] == "fast" and manifest["schema_version"] == schema.SCHEMA_VERSION
     assert manifest["input_dir"] == str(corpus.resolve())
+    # The tasks' CPU and wall time: inside the whole command's wall time, and recorded in the summary.
+    assert 0 < manifest["task_cpu_s"] == round(summary.task_cpu_s, 3)
+    assert 0 < manifest["tasks_wall_s"] == round(summary.tasks_wall_s, 3) < manifest["wall_s"]
 
 
 def test_pandas_and_duckdb_read_the_folder(extracted: tuple[ExtractSummary, Path]) -> None:
@@ -272,6 +275,8 @@ def test_extract_shard_twice_leaves_one_file(corpus: Path, tmp_path: Path) -> No
     kwargs = {"root": str(corpus), "out": str(tmp_path), "config": config_to_dict(CONFIG), "labels": None}
     first = extract_shard(shard, **kwargs)
     second = extract_shard(shard, **kwargs)
+    # The task's CPU time (what files / task CPU s per core is computed from) differs run to run.
+    assert first.pop("cpu_s") > 0 and second.pop("cpu_s") > 0
     assert first == second == {"part": shard.name, "files": 3, "errors": 0, "augmented": 0, "failures": []}
     assert [p.name for p in tmp_path.iterdir()] == [shard.name]
     assert pq.read_table(tmp_path / shard.name).column(schema.PATH).to_pylist() == list(shard.paths)

@@ -63,6 +63,11 @@ class ExtractSummary:
     augment: tuple[str, ...] = ()
     #: Seconds of ``wall_s`` (the whole command) spent starting or joining Ray; ``None``: no Ray.
     ray_start_s: float | None = None
+    #: CPU seconds of the tasks that ran (their worker processes' CPU time while each ran), as
+    #: ``score`` records it: files / task_cpu_s is the speed per core without Ray start or driver.
+    task_cpu_s: float = 0.0
+    #: Wall seconds from the first task submitted to the last one done (no Ray start, no driver).
+    tasks_wall_s: float = 0.0
 
     @property
     def files_per_s(self) -> float:
@@ -148,9 +153,11 @@ def extract_shard(
     Returns
     -------
     dict
-        ``{"part": name, "files": n, "errors": m, "augmented": k, "failures": [(path, reason), ...]}``
-        with the shard's first :data:`~ser_batch.reports.failures.SHOWN` failed files.
+        ``{"part": name, "files": n, "errors": m, "augmented": k, "failures": [(path, reason), ...],
+        "cpu_s": s}`` with the shard's first :data:`~ser_batch.reports.failures.SHOWN` failed files and
+        the CPU seconds of the worker process during the task.
     """
+    cpu0 = time.process_time()
     cfg = config_from_dict(config)
     names = feature_names(cfg.features)
     bands = frame_bands(cfg)
@@ -202,7 +209,7 @@ def extract_shard(
     storage.write_table_atomic(table, Path(out) / shard.name)
     # Only the first few failures travel back: the summary names no more than that.
     return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "augmented": augmented,
-            "failures": failures[:SHOWN]}
+            "failures": failures[:SHOWN], "cpu_s": time.process_time() - cpu0}
 
 
 def frame_bands(config: Config) -> int:
@@ -323,7 +330,9 @@ def run_extract(
             if on_progress:
                 on_progress(result["files"])
 
+        tasks_started = time.perf_counter()
         results = _run_shards(todo, kwargs=kwargs, max_retries=config.ray.max_retries, on_result=advance)
+        tasks_wall_s = time.perf_counter() - tasks_started
         bar.close()
         # Tasks wrote their parts themselves: make sure this machine sees every one of them.
         launch.check_visible(out, [r["part"] for r in results])
@@ -332,7 +341,8 @@ def run_extract(
         augmented += sum(r.get("augmented", 0) for r in results)
         failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
         summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
-                                 tuple(failures), augmented, config.extract.augment, ray_start_s=ray_start_s)
+                                 tuple(failures), augmented, config.extract.augment, ray_start_s=ray_start_s,
+                                 task_cpu_s=sum(r.get("cpu_s", 0.0) for r in results), tasks_wall_s=tasks_wall_s)
         _write_manifest(summary, input_dir=input_dir, config=config, parts={*done, *(r["part"] for r in results)},
                         ray_info=ray_info)
     return summary
@@ -370,6 +380,9 @@ def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config,
         "parts": sorted(parts),
         "wall_s": round(summary.wall_s, 3),  # the whole command, Ray start included
         "ray_start_s": None if summary.ray_start_s is None else round(summary.ray_start_s, 3),
+        # CPU seconds inside the tasks, and their wall time from the first submitted to the last done
+        "task_cpu_s": round(summary.task_cpu_s, 3),
+        "tasks_wall_s": round(summary.tasks_wall_s, 3),
         "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
