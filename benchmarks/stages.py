@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long 16 kHz file")
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: the pretrained one)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS 16-kHz WAVs")
+    parser.add_argument("--framework", default="both",
+                        help="score.framework: both (the default: every model), keras, sklearn or cnn")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)  # archive folder
     parser.add_argument("--passes", type=int, default=1, help=argparse.SUPPRESS)
@@ -184,10 +186,10 @@ def install(timer: StageTimer) -> list[str]:
             for other in list(sys.modules.values()):
                 if getattr(other, "__name__", "").startswith("ser_batch") and getattr(other, name, None) is function:
                     setattr(other, name, getattr(owner, name))
-    return sorted(set(found), key=[s for s, _, _ in STAGES].index)
+    return sorted(set(found), key=_order)
 
 
-def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
+def child(folder: Path, *, model: Path | None, passes: int, framework: str = "both") -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -201,7 +203,7 @@ def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
     from ser_batch.audio.decode import probe_audio
     from ser_batch.inference import scoring
 
-    config = Config()
+    config = Config().replace(score={"framework": framework})
     bundle_path = model or job.open_scoring_bundle(None, config).path
     from ser_batch.models.bundle import load_bundle
 
@@ -243,10 +245,10 @@ def child(folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the driver
 
 
-def run_child(tree: Path, folder: Path, *, model: Path | None, passes: int) -> dict[str, Any]:
+def run_child(tree: Path, folder: Path, *, model: Path | None, passes: int, framework: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     command = [sys.executable, str(ROOT / "benchmarks" / "stages.py"), "--child", str(folder),
-               "--passes", str(passes)]
+               "--passes", str(passes), "--framework", framework]
     if model is not None:
         command += ["--model", str(model)]
     done = subprocess.run(command, env=env, cwd=str(tree), capture_output=True, text=True)
@@ -302,7 +304,7 @@ def print_table(columns: dict[str, dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child, model=args.model, passes=args.passes)))
+        print(json.dumps(child(args.child, model=args.model, passes=args.passes, framework=args.framework)))
         return 0
     if args.model is not None and not (args.model / "manifest.json").is_file():
         print(f"error: no bundle at {args.model}", file=sys.stderr)
@@ -321,12 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[dict[str, Any]]] = {n: [] for n in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():  # alternating, so load drift hits both
-                results[name].append(run_child(tree, work / "archive", model=args.model, passes=1))
+                results[name].append(run_child(tree, work / "archive", model=args.model, passes=1,
+                                               framework=args.framework))
         columns = {n: summarise(r) for n, r in results.items()}
     audio = columns["this tree"]["audio_s"]
     print(f"archive: {audio / 60:.1f} min of {meta['source']} (a {args.minutes:g}-min 16 kHz FLAC file, a 90 s "
-          f"8 kHz mu-law call, 40 clips); one thread; median of {args.repeats} passes after a warm one; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"8 kHz mu-law call, 40 clips); --framework {args.framework}; one thread; median of {args.repeats} "
+          f"passes after a warm one; load average {os.getloadavg()[0]:.1f}")
     print_table(columns)
     if args.json:
         args.json.write_text(json.dumps({"columns": columns, "archive": meta}, indent=2))

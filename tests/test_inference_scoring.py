@@ -113,3 +113,19 @@ def test_scoring_imports_neither_librosa_nor_numba(pretrained: bundle_io.Bundle,
     expected = [entry["predictions"] for entry in predict_files(wavs, bundle=pretrained, framework="both")]
     assert report["predictions"] == json.loads(json.dumps(expected))
     assert all(set(p) == {*pretrained.frameworks, "both"} for p in report["predictions"])
+
+
+def test_log_mel_frames_are_made_only_for_a_framework_that_reads_them(pretrained: bundle_io.Bundle,
+                                                                       tmp_path: Path) -> None:
+    """The cnn's input frames cost ~0.09 CPU ms per audio second: ``--framework keras`` skips them,
+    ``both`` and ``cnn`` get them (also when the settings name another framework than predict's)."""
+    from ser_batch.config import Config
+    from ser_batch.inference.scoring import file_windows
+
+    wav = write_audio(tmp_path / "speech.wav", duration_s=3.0, seed=2)
+    for framework, with_frames in (("keras", False), ("sklearn", False), ("cnn", True), ("both", True)):
+        [stream] = file_windows(wav, bundle=pretrained, config=Config().replace(score={"framework": framework}))
+        assert all((w.frames is not None) == with_frames for w in stream.windows), framework
+    config = Config().replace(score={"framework": "keras"})
+    [entry] = predict_files([wav], bundle=pretrained, framework="both", config=config)
+    assert set(entry["predictions"]) == {"keras", "sklearn", "cnn", "both"}

@@ -200,8 +200,10 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
     first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate)
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
+    # The cnn's log-mel frames only when a model that reads them may score (not for --framework keras).
+    frames = bundle.needs_frames and config.score.framework in ("cnn", ENSEMBLE)
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
-                                windows=windows, frames=bundle.needs_frames):
+                                windows=windows, frames=frames):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
         yield batch
@@ -331,6 +333,7 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     check_scoring_bundle(bundle, framework)
     check_normalize(bundle, config.score)
     keep = class_subset(bundle, config.score)
+    config = config.replace(score={"framework": framework})  # the windows carry what its models read
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
