@@ -14,16 +14,18 @@ Frames are computed block by block (:func:`stream_windows`), pooled from per-hop
 (one pass over the frames, whatever the number of windows), and each window also gets a
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
 noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
-frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
-window, so it is also the same in any block size. That is the ``energy`` detector (the default);
-``features.speech_detector = "bands"`` judges frames by the band-SNR detector of
-:mod:`ser_batch.features.speech` instead (robust to steady noise, 110 frames of context each side),
-which is local too (:func:`speech_context` says how many frames a stream keeps for it).
+frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level.
+That floor needs only frames near the window, so it is also the same in any block size.
+That is the ``energy`` detector; ``features.speech_detector = "bands"`` (the default) judges
+frames by the band-SNR detector of :mod:`ser_batch.features.speech` instead (robust to steady
+noise, 110 frames of context each side), which is local too (:func:`speech_context` says how
+many frames a stream keeps for it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -290,24 +292,35 @@ def judge_speech(frames: np.ndarray, first: int, *, grid: WindowGrid, config: Fe
     -------
     np.ndarray [shape=(hi - lo,)], bool
     """
-    from ser_batch.features.names import frame_column_names, rich_frame_names
-    from ser_batch.features.rich import level_column
-
-    level = level_column(config)
+    level, mel, flatness = _speech_columns(config)
     if config.speech_detector != "bands":
         return speech_frames(frames[:, level], first, grid=grid, margin_db=config.speech_margin_db,
                              n_frames=n_frames, lo=lo, hi=hi)
-    names = rich_frame_names(frame_column_names(config))
-    mel = names.index("mel_db_000")  # then the other n_mels mel_db_* columns
     return speech.speech_frames(frames[:, level], first, hop=grid.hop, margin_db=config.speech_margin_db,
                                 n_frames=n_frames, lo=lo, hi=hi, mel_db=frames[:, mel:mel + config.n_mels],
-                                flatness_log10=frames[:, names.index("flatness_log10")],
-                                params=_band_params(grid))
+                                flatness_log10=frames[:, flatness], params=_band_params(grid))
 
 
+@functools.lru_cache(maxsize=64)
+def _speech_columns(config: FeatureConfig) -> tuple[int, int, int]:
+    """Columns of the ``rich`` frames the speech detectors read: ``rms_db``, ``mel_db_000`` (the
+    first of the ``n_mels`` mel columns) and ``flatness_log10``.
+
+    Cached per config (a frozen, hashable dataclass; equal configs share the entry): the names
+    are a list of ~200 strings built in Python, which cost more than the ``energy`` detector
+    itself on every batch. A tuple of ints, so no caller can change the cached value."""
+    from ser_batch.features.names import frame_column_names, rich_frame_names
+    from ser_batch.features.rich import level_column
+
+    names = rich_frame_names(frame_column_names(config))
+    return level_column(config), names.index("mel_db_000"), names.index("flatness_log10")
+
+
+@functools.lru_cache(maxsize=64)
 def _band_params(grid: WindowGrid) -> speech.VadParams:
     """The ``bands`` detector's parameters: its defaults, with this module's noise context
-    (``NOISE_CONTEXT_S`` in frames), level-floor percentile and silence level."""
+    (``NOISE_CONTEXT_S`` in frames), level-floor percentile and silence level. Cached per grid
+    (both are frozen: the cached value cannot be changed by a caller)."""
     return speech.VadParams(context=grid.context, noise_percentile=NOISE_PERCENTILE, silence_db=SILENCE_DB)
 
 
