@@ -115,34 +115,57 @@ def pool_windows(frames: np.ndarray, f0: np.ndarray, starts: np.ndarray, ends: n
     starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
     if len(starts) and (np.any(ends <= starts) or starts.min() < 0 or ends.max() > len(frames)):
         raise FeatureError("cannot pool an empty or out-of-range window of frames")
-    x = frames.astype(np.float64)
     n = (ends - starts)[:, None].astype(np.float64)
-    mean = _window_sums(x, starts, ends) / n
-    std = np.sqrt(np.maximum(_window_sums(x * x, starts, ends) / n - mean * mean, 0.0))
-    delta = np.diff(x, axis=0)
     last = ends - 1  # a window of frames a..b-1 has the changes a..b-2
+    sx, sxx, sd, sdd = _window_sums(frames, starts, ends)
+    c = frames.shape[1]
+    out = np.empty((len(starts), 4 * c + 9), dtype=np.float32)  # written in place: no float64 copy of it all
+    mean = np.divide(sx, n, out=sx)
+    out[:, :c] = mean
+    var = np.divide(sxx, n, out=sxx)
+    var -= mean * mean
+    out[:, c : 2 * c] = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
     nd = (last - starts)[:, None].astype(np.float64)
     has = nd > 0
     safe = np.where(has, nd, 1.0)
-    if len(delta):
-        dabs = np.where(has, _window_sums(np.abs(delta), starts, last) / safe, 0.0)
-        d2 = np.where(has, _window_sums(delta * delta, starts, last) / safe, 0.0)
+    none = ~has[:, 0]
+    if len(frames) > 1:
+        dabs, d2 = np.divide(sd, safe, out=sd), np.divide(sdd, safe, out=sdd)
+        dabs[none] = d2[none] = 0.0
     else:
-        dabs = d2 = np.zeros_like(mean)
-    dmean = np.where(has, (x[last] - x[starts]) / safe, 0.0)  # the changes telescope
-    dstd = np.where(has, np.sqrt(np.maximum(d2 - dmean * dmean, 0.0)), 0.0)
-    pitch = pitch_stats(f0, starts, ends, frame_s=frame_s)
-    return np.concatenate([mean, std, dabs, dstd, pitch], axis=1).astype(np.float32)
+        dabs, d2 = np.zeros_like(mean), np.zeros_like(mean)
+    out[:, 2 * c : 3 * c] = dabs
+    dmean = frames[last].astype(np.float64)
+    dmean -= frames[starts]  # the changes telescope
+    dmean /= safe
+    dmean[none] = 0.0
+    dstd = np.subtract(d2, dmean * dmean, out=d2)
+    dstd = np.sqrt(np.maximum(dstd, 0.0, out=dstd), out=dstd)
+    dstd[none] = 0.0
+    out[:, 3 * c : 4 * c] = dstd
+    out[:, 4 * c :] = pitch_stats(f0, starts, ends, frame_s=frame_s)
+    return out
 
 
-def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sums of rows ``[starts[i], ends[i])`` of ``values`` ``(m, c)``: ``(k, c)``, float64.
+#: Hop-long groups of frame rows whose float64 values :func:`_window_sums` makes at a time: the
+#: temporaries of a few groups stay in the CPU cache (those of a whole block are megabytes).
+_GROUPS_PER_CHUNK = 8
+
+
+def _window_sums(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums, in float64, of ``x``, ``x * x`` over rows ``[starts[i], ends[i])`` of the frames ``x``
+    ``(m, c)``, and of ``|d|``, ``d * d`` over rows ``[starts[i], ends[i] - 1)`` of their changes
+    ``d = np.diff(x, axis=0)``: four ``(k, c)`` arrays.
 
     The windows of a regular grid (the common length, starts one hop apart) are sums of
     ``q`` consecutive hop-long groups minus the few rows past their end; the others (a last,
-    shorter window; irregular windows) are summed directly."""
-    k = len(starts)
-    out = np.empty((k, values.shape[1]))
+    shorter window; irregular windows) are summed directly. The groups' float64 values are made
+    a few groups at a time from the float32 frames (never the whole block's ``x``, ``x * x``,
+    ``d``, ``|d|``, ``d * d`` at once), in the same order of additions as summing whole float64
+    arrays: the sums are the same to the bit."""
+    k, c = len(starts), frames.shape[1]
+    out = tuple(np.empty((k, c)) for _ in range(4))
     lengths = ends - starts
     regular = np.zeros(k, dtype=bool)
     if k >= 2:
@@ -151,24 +174,74 @@ def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
         regular &= np.cumprod(regular).astype(bool)  # a regular run from the first window
     count = int(regular.sum())
     if count >= 2 and hop > 0:
-        q = -(-width // hop)
-        groups = count - 1 + q
         first = int(starts[0])
-        span = values[first : first + groups * hop]
-        if len(span) < groups * hop:  # the last groups run past the rows: zeros add nothing
-            span = np.concatenate([span, np.zeros((groups * hop - len(span), values.shape[1]))])
-        sums = span.reshape(groups, hop, -1).sum(axis=1)
-        total = sums[:count].copy()
-        for j in range(1, q):
-            total += sums[j : j + count]
-        for j in range(width, q * hop):  # rows of the last group past the window's end
-            total -= span[np.arange(count) * hop + j]
-        out[:count] = total
+        q_x, q_d = -(-width // hop), -(-(width - 1) // hop)  # groups per window of rows, of changes
+        groups = count - 1 + q_x
+        sums = _group_sums(frames, first, hop, groups)
+        for o, s, q, w in zip(out, sums, (q_x, q_x, q_d, q_d), (width, width, width - 1, width - 1)):
+            total = s[:count].copy() if w > 0 else np.zeros((count, c))  # windows of one frame: no change
+            for j in range(1, q):
+                total += s[j : j + count]
+            o[:count] = total
+        # Rows of the last group past the window's end: rows of x for the first two sums, rows
+        # of d for the other two (one row fewer per window).
+        at = first + np.arange(count) * hop
+        for j in range(width - 1, q_x * hop):
+            x, d = _rows(frames, at + j)
+            if j >= width:
+                out[0][:count] -= x
+                out[1][:count] -= x * x
+            if j < q_d * hop:
+                out[2][:count] -= np.abs(d)
+                out[3][:count] -= d * d
     else:
         count = 0
     for i in range(count, k):
-        out[i] = values[starts[i] : ends[i]].sum(axis=0)
+        x = frames[starts[i] : ends[i]].astype(np.float64)
+        d = np.diff(x, axis=0)
+        out[0][i], out[1][i] = x.sum(axis=0), (x * x).sum(axis=0)
+        out[2][i], out[3][i] = np.abs(d).sum(axis=0), (d * d).sum(axis=0)
     return out
+
+
+def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per hop-long group ``g`` of rows ``[first + g * hop, first + (g + 1) * hop)``: the sums
+    of ``x``, ``x * x``, ``|d|``, ``d * d`` over its rows, in float64, rows past the frames (of
+    ``x``; past the last change, of ``d``) adding zeros. ``(groups, c)`` each."""
+    m, c = frames.shape
+    out = tuple(np.empty((groups, c)) for _ in range(4))
+    chunk = min(groups, _GROUPS_PER_CHUNK) * hop
+    x_buf, d_buf, t_buf = np.empty((chunk + 1, c)), np.empty((chunk, c)), np.empty((chunk, c))
+    for g0 in range(0, groups, _GROUPS_PER_CHUNK):
+        g1 = min(groups, g0 + _GROUPS_PER_CHUNK)
+        a, rows = first + g0 * hop, (g1 - g0) * hop
+        have = max(0, min(rows + 1, m - a))
+        x, d, t = x_buf[: rows + 1], d_buf[:rows], t_buf[:rows]
+        x[:have] = frames[a : a + have]
+        x[have:] = 0.0
+        np.subtract(x[1:], x[:-1], out=d)
+        d[max(0, have - 1):] = 0.0  # no change past the last frame
+        x = x[:rows]
+        shape = (g1 - g0, hop, c)
+        x.reshape(shape).sum(axis=1, out=out[0][g0:g1])
+        np.multiply(x, x, out=t)
+        t.reshape(shape).sum(axis=1, out=out[1][g0:g1])
+        np.abs(d, out=t)
+        t.reshape(shape).sum(axis=1, out=out[2][g0:g1])
+        np.multiply(d, d, out=t)
+        t.reshape(shape).sum(axis=1, out=out[3][g0:g1])
+    return out
+
+
+def _rows(frames: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``at`` of ``x`` and of ``d = np.diff(x)`` in float64; zeros past the frames (of
+    ``x``) and past the last change (of ``d``), as :func:`_group_sums` counts them."""
+    m = len(frames)
+    here = frames[np.minimum(at, m - 1)].astype(np.float64)
+    after = frames[np.minimum(at + 1, m - 1)].astype(np.float64)
+    d = np.where((at < m - 1)[:, None], after - here, 0.0)
+    return np.where((at < m)[:, None], here, 0.0), d
 
 
 def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s: float) -> np.ndarray:
