@@ -235,10 +235,13 @@ def test_bands_needs_the_128_mel_bands_it_reads() -> None:
 def test_running_min_equals_brute_force_also_on_arrays_shorter_than_its_span(n: int, length: int) -> None:
     """Signals of a few frames (shorter than the detector's 16-frame reference span) must not
     break the running minimum: it was a broadcast error on 2-4 frames."""
-    from ser_batch.features.speech import _running_min
+    from ser_batch.features.speech import _running_min, _running_min_pair
 
     x = np.random.default_rng(n * 100 + length).normal(size=(n, 3))
     forward = np.array([x[t : t + length + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
     backward = np.array([x[max(0, t - length) : t + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
     np.testing.assert_array_equal(_running_min(x, length, forward=True), forward)
     np.testing.assert_array_equal(_running_min(x, length, forward=False), backward)
+    pair = _running_min_pair(x, length)  # the backward minima taken from the forward ones
+    np.testing.assert_array_equal(pair[0], backward)
+    np.testing.assert_array_equal(pair[1], forward)
