@@ -273,7 +273,7 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
     mean = filled.sum(axis=1) / safe
     var = np.where(voiced, (log_f0 - mean[:, None]) ** 2, 0.0).sum(axis=1) / safe
     ordered = np.sort(log_f0, axis=1)  # NaN (unvoiced) last
-    p10, p50, p90 = (_sorted_percentile(ordered, count, q) for q in (0.1, 0.5, 0.9))
+    p10, p50, p90 = _sorted_percentiles(ordered, count, (0.1, 0.5, 0.9)).T
     # Change between each voiced frame and the previous voiced frame of the window.
     position = np.where(voiced, np.arange(width)[None, :], -1)
     previous = np.maximum.accumulate(position, axis=1)
@@ -291,14 +291,20 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
 
 def _sorted_percentile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
     """numpy's linear percentile of the first ``count[i]`` values of each sorted row."""
-    pos = q * np.maximum(count - 1, 0)
+    return _sorted_percentiles(ordered, count, (q,))[:, 0]
+
+
+def _sorted_percentiles(ordered: np.ndarray, count: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """:func:`_sorted_percentile` for each of ``qs`` at once: ``(k, len(qs))`` (one pass of the
+    same arithmetic, not one per percentile: these arrays are small, the calls are what cost)."""
+    last = np.maximum(count - 1, 0)[:, None]
+    pos = np.asarray(qs, dtype=np.float64)[None, :] * last
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
-    rows = np.arange(len(count))
-    a, b = ordered[rows, lo], ordered[rows, hi]
+    hi = np.minimum(lo + 1, last)
+    a, b = np.take_along_axis(ordered, lo, axis=1), np.take_along_axis(ordered, hi, axis=1)
     with np.errstate(invalid="ignore"):  # rows without values hold inf or NaN; masked below
         value = a + (b - a) * (pos - lo)
-    return np.where(count > 0, value, 0.0)
+    return np.where(count[:, None] > 0, value, 0.0)
 
 
 # ---------------------------------------------------------------------- speech ratio
