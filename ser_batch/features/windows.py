@@ -177,21 +177,23 @@ def _window_sums(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray
         first = int(starts[0])
         q_x, q_d = -(-width // hop), -(-(width - 1) // hop)  # groups per window of rows, of changes
         groups = count - 1 + q_x
-        sums = _group_sums(frames, first, hop, groups)
+        # Rows of a window's last group past its end: offsets [o_x, hop) of group i + q_x - 1 of
+        # x for window i, offsets [o_d, hop) of group i + q_d - 1 of d.
+        o_x, o_d = width - (q_x - 1) * hop, width - 1 - (q_d - 1) * hop
+        tail = min(o_x, o_d) if q_d else o_x
+        sums, tail_x, tail_d = _group_sums(frames, first, hop, groups, tail)
         for o, s, q, w in zip(out, sums, (q_x, q_x, q_d, q_d), (width, width, width - 1, width - 1)):
             total = s[:count].copy() if w > 0 else np.zeros((count, c))  # windows of one frame: no change
             for j in range(1, q):
                 total += s[j : j + count]
             o[:count] = total
-        # Rows of the last group past the window's end: rows of x for the first two sums, rows
-        # of d for the other two (one row fewer per window).
-        at = first + np.arange(count) * hop
-        for j in range(width - 1, q_x * hop):
-            x, d = _rows(frames, at + j)
-            if j >= width:
-                out[0][:count] -= x
-                out[1][:count] -= x * x
-            if j < q_d * hop:
+        for offset in range(o_x, hop):  # in the order of the rows, as summing them would
+            x = tail_x[q_x - 1 : q_x - 1 + count, offset - tail]
+            out[0][:count] -= x
+            out[1][:count] -= x * x
+        if q_d:
+            for offset in range(o_d, hop):
+                d = tail_d[q_d - 1 : q_d - 1 + count, offset - tail]
                 out[2][:count] -= np.abs(d)
                 out[3][:count] -= d * d
     else:
@@ -204,13 +206,16 @@ def _window_sums(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray
     return out
 
 
-def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int, tail: int
+                ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """Per hop-long group ``g`` of rows ``[first + g * hop, first + (g + 1) * hop)``: the sums
     of ``x``, ``x * x``, ``|d|``, ``d * d`` over its rows, in float64, rows past the frames (of
-    ``x``; past the last change, of ``d``) adding zeros. ``(groups, c)`` each."""
+    ``x``; past the last change, of ``d``) adding zeros, ``(groups, c)`` each; and the float64
+    rows of ``x`` and of ``d`` at offsets ``[tail, hop)`` of each group, ``(groups, hop - tail, c)``
+    (the rows past a window's end, which its sums must lose)."""
     m, c = frames.shape
     out = tuple(np.empty((groups, c)) for _ in range(4))
+    tail_x, tail_d = np.empty((groups, hop - tail, c)), np.empty((groups, hop - tail, c))
     chunk = min(groups, _GROUPS_PER_CHUNK) * hop
     x_buf, d_buf, t_buf = np.empty((chunk + 1, c)), np.empty((chunk, c)), np.empty((chunk, c))
     for g0 in range(0, groups, _GROUPS_PER_CHUNK):
@@ -224,6 +229,8 @@ def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int
         d[max(0, have - 1):] = 0.0  # no change past the last frame
         x = x[:rows]
         shape = (g1 - g0, hop, c)
+        tail_x[g0:g1] = x.reshape(shape)[:, tail:]
+        tail_d[g0:g1] = d.reshape(shape)[:, tail:]
         x.reshape(shape).sum(axis=1, out=out[0][g0:g1])
         np.multiply(x, x, out=t)
         t.reshape(shape).sum(axis=1, out=out[1][g0:g1])
@@ -231,17 +238,7 @@ def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int
         t.reshape(shape).sum(axis=1, out=out[2][g0:g1])
         np.multiply(d, d, out=t)
         t.reshape(shape).sum(axis=1, out=out[3][g0:g1])
-    return out
-
-
-def _rows(frames: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``at`` of ``x`` and of ``d = np.diff(x)`` in float64; zeros past the frames (of
-    ``x``) and past the last change (of ``d``), as :func:`_group_sums` counts them."""
-    m = len(frames)
-    here = frames[np.minimum(at, m - 1)].astype(np.float64)
-    after = frames[np.minimum(at + 1, m - 1)].astype(np.float64)
-    d = np.where((at < m - 1)[:, None], after - here, 0.0)
-    return np.where((at < m)[:, None], here, 0.0), d
+    return out, tail_x, tail_d
 
 
 def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s: float) -> np.ndarray:
