@@ -60,6 +60,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("model: keras", "ser_batch.models.networks", "DenseNetwork.predict_proba"),
     ("model: cnn", "ser_batch.models.sequence", "SequenceNetwork.predict_proba"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments"),
+    ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments_of"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.files"),
     ("Parquet writing", "ser_batch.data.score_folder", "write_part"),
 ]
