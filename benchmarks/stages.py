@@ -97,7 +97,8 @@ def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]
     if data.is_dir():
         files = sorted(data.rglob("*.wav"))
         picked = [files[i] for i in rng.choice(len(files), size=min(120, len(files)), replace=False)]
-        clips = [sf.read(str(p), dtype="float32")[0] for p in picked]
+        # Mono (a few RAVDESS files are stereo: a 10-minute archive reached one and failed to join).
+        clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32) for p in picked]
     else:
         t = np.arange(int(3.0 * 16000)) / 16000
         for k in range(120):
