@@ -60,6 +60,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("model: keras", "ser_batch.models.networks", "DenseNetwork.predict_proba"),
     ("model: cnn", "ser_batch.models.sequence", "SequenceNetwork.predict_proba"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments"),
+    ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments_of"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.files"),
     ("Parquet writing", "ser_batch.data.score_folder", "write_part"),
 ]
@@ -98,7 +99,8 @@ def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]
     if data.is_dir():
         files = sorted(data.rglob("*.wav"))
         picked = [files[i] for i in rng.choice(len(files), size=min(120, len(files)), replace=False)]
-        clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1) for p in picked]
+        # Mono (a few RAVDESS files are stereo).
+        clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32) for p in picked]
     else:
         t = np.arange(int(3.0 * 16000)) / 16000
         for k in range(120):

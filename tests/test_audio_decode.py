@@ -373,6 +373,21 @@ def test_blocks_stitch_back_to_load_audio(
     assert np.abs(stream[skip:n] - whole[skip:n]).max() < 1e-3
 
 
+@pytest.mark.parametrize("overlap_s", [0.0, 0.7])
+def test_blocks_across_reads_are_the_samples_and_their_own_arrays(tmp_path: Path, overlap_s: float) -> None:
+    """Blocks of 2.5 s are joined from reads of 65 536 frames (a block spans two reads, a read
+    several blocks): exactly the file's samples, and each block its own array, which the caller
+    may change in place without changing the next block."""
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, 10 * 16_000 + 123).astype(np.float32)
+    path = write(tmp_path / "reads.wav", x, 16_000, subtype="FLOAT")
+    blocks = []
+    for start, block in iter_audio_blocks(path, sample_rate=16_000, block_s=2.5, overlap_s=overlap_s):
+        blocks.append((start, block.copy()))
+        block[:] = np.nan
+    assert len(blocks) == -(-(x.size - round(overlap_s * 16_000)) // round((2.5 - overlap_s) * 16_000))
+    np.testing.assert_array_equal(stitch(blocks, overlap=round(overlap_s * 16_000)), x)
+
+
 def test_blocks_of_file_with_exact_multiple_length(tmp_path: Path) -> None:
     # 65 536 frames = one internal read exactly, so the end is found by an empty read.
     x = np.random.default_rng(2).uniform(-0.5, 0.5, 65_536).astype(np.float32)

@@ -26,6 +26,10 @@ def test_mel_frames_average_band_pairs_of_the_mel_db_columns() -> None:
     assert mel.shape == (len(rich), n_bands(CONFIG)) == (len(rich), 64)
     first = rich[:, CONFIG.n_mfcc + CONFIG.n_chroma : CONFIG.n_mfcc + CONFIG.n_chroma + 2].mean(axis=1) / 20.0
     np.testing.assert_allclose(mel[:, 0], first, rtol=1e-6)
+    # Strided adds give numpy's mean of each pair to the bit.
+    pairs = np.ascontiguousarray(rich[:, CONFIG.n_mfcc + CONFIG.n_chroma:][:, :128]).reshape(len(rich), 64, 2)
+    np.testing.assert_array_equal(mel, pairs.mean(axis=2) / np.float32(20.0))
+    assert mel.dtype == np.float32 and mel.flags.c_contiguous
 
 
 def test_window_frames_pad_a_short_last_window_with_zeros() -> None:
@@ -35,6 +39,11 @@ def test_window_frames_pad_a_short_last_window_with_zeros() -> None:
     np.testing.assert_array_equal(out[1, :6], frames[4:10])
     out = window_frames(frames, np.array([6]), np.array([10]), width=6)
     np.testing.assert_array_equal(out[0, 4:], 0.0)
+    # Full windows only: each window's own rows, in an array of its own (not a view of the frames).
+    out = window_frames(frames, np.array([0, 3, 4]), np.array([6, 9, 10]), width=6)
+    np.testing.assert_array_equal(out, np.stack([frames[0:6], frames[3:9], frames[4:10]]))
+    out[0, 0] = -1.0
+    assert frames[0, 0] == 0.0 and out[1, 0, 0] == frames[3, 0]
 
 
 @pytest.mark.parametrize("block_s", [0.37, 1.0, 2.9])

@@ -164,13 +164,50 @@ def test_bands_is_the_default_and_energy_gives_the_old_numbers() -> None:
     _, whole = signal_windows(y, SR, config=ENERGY)
     starts, ends = GRID.bounds(0, GRID.n_windows(n), n)
     csum = np.concatenate([[0], np.cumsum(today)])
-    np.testing.assert_array_equal(whole.speech_ratio, ((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32))
+    np.testing.assert_array_equal(whole.speech_ratio,
+                                  ((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32))
     # The numbers of 11dbae3's windows.py (before the option existed) on this signal.
     assert whole.speech_frames == 200 and int((whole.speech_ratio >= 0.3).sum()) == 22 and len(starts) == 26
     streamed = _stream(y, 5000, ENERGY)
     np.testing.assert_array_equal(np.concatenate([b.speech_ratio for b in streamed]), whole.speech_ratio)
     # Streams keep and ask for the same samples as before.
     assert first_sample_needed(20, config=ENERGY, sample_rate=SR) == (20 * GRID.hop - 78) * 512 - 1024
+
+
+def test_the_columns_the_detectors_read_follow_each_config() -> None:
+    """``judge_speech`` caches its column indices per config: a config whose columns sit elsewhere
+    (more MFCCs) must get its own, not those of the config judged before it."""
+    from ser_batch.features import speech
+    from ser_batch.features.names import frame_column_names, rich_frame_names
+
+    y, _ = _call(5, n=3)
+    y = add_noise(y, 10.0, np.random.default_rng(2), sample_rate=SR)
+    judged = {}
+    for detector in ("bands", "energy"):
+        for n_mfcc in (40, 60):  # the default first: it fills the cache
+            config = FeatureConfig(recipe="rich", speech_detector=detector, n_mfcc=n_mfcc)
+            frames, _ = signal_frames(y, SR, config=config)
+            n, grid = len(frames), WindowGrid.of(config, SR)
+            names = rich_frame_names(frame_column_names(config))
+            level, mel, flat = (names.index(c) for c in ("rms_db", "mel_db_000", "flatness_log10"))
+            if detector == "bands":
+                expected = speech.speech_frames(frames[:, level], 0, hop=grid.hop, margin_db=config.speech_margin_db,
+                                                n_frames=n, lo=0, hi=n, mel_db=frames[:, mel:mel + 128],
+                                                flatness_log10=frames[:, flat], params=windows._band_params(grid))
+            else:
+                expected = speech_frames(frames[:, level], 0, grid=grid, margin_db=config.speech_margin_db,
+                                         n_frames=n, lo=0, hi=n)
+            got = judge_speech(frames, 0, grid=grid, config=config, n_frames=n, lo=0, hi=n)
+            np.testing.assert_array_equal(got, expected)
+            assert 0 < expected.sum() < n
+            judged[detector, n_mfcc] = (frames, expected)
+            # Equal configs share the entry; the cached value is a tuple (no caller can change it).
+            assert windows._speech_columns(FeatureConfig(**vars(config))) == (level, mel, flat)
+        # The default's columns read on the other layout judge other frames: a stale entry would show.
+        frames, expected = judged[detector, 60]
+        default = BANDS if detector == "bands" else ENERGY
+        assert not np.array_equal(judge_speech(frames, 0, grid=GRID, config=default, n_frames=len(frames), lo=0,
+                                               hi=len(frames)), expected)
 
 
 # ------------------------------------------------------------------------- config
@@ -189,7 +226,8 @@ def test_bands_needs_the_128_mel_bands_it_reads() -> None:
         Config().replace(features={"recipe": "rich", "speech_detector": "bands", "n_mels": 64})
     # The other recipes judge no speech: the default detector does not stop them using other mel bands.
     assert Config().replace(features={"recipe": "fast", "n_mels": 64}).features.n_mels == 64
-    assert Config().replace(features={"recipe": "rich", "speech_detector": "energy", "n_mels": 64}).features.n_mels == 64
+    energy_64 = Config().replace(features={"recipe": "rich", "speech_detector": "energy", "n_mels": 64})
+    assert energy_64.features.n_mels == 64
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 17, 40])
@@ -197,10 +235,13 @@ def test_bands_needs_the_128_mel_bands_it_reads() -> None:
 def test_running_min_equals_brute_force_also_on_arrays_shorter_than_its_span(n: int, length: int) -> None:
     """Signals of a few frames (shorter than the detector's 16-frame reference span) must not
     break the running minimum: it was a broadcast error on 2-4 frames."""
-    from ser_batch.features.speech import _running_min
+    from ser_batch.features.speech import _running_min, _running_min_pair
 
     x = np.random.default_rng(n * 100 + length).normal(size=(n, 3))
     forward = np.array([x[t : t + length + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
     backward = np.array([x[max(0, t - length) : t + 1].min(axis=0) for t in range(n)]).reshape(n, 3)
     np.testing.assert_array_equal(_running_min(x, length, forward=True), forward)
     np.testing.assert_array_equal(_running_min(x, length, forward=False), backward)
+    pair = _running_min_pair(x, length)  # the backward minima taken from the forward ones
+    np.testing.assert_array_equal(pair[0], backward)
+    np.testing.assert_array_equal(pair[1], forward)

@@ -104,6 +104,73 @@ def test_pooling_equals_per_window_statistics(grid: str) -> None:
         pool_windows(frames, f0, np.array([3]), np.array([3]), frame_s=0.032)
 
 
+def _sums_of_whole_arrays(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Window sums as pool_windows made them before it summed a few groups at a time: hop-long
+    group sums of the whole float64 array (zeros past its end), q of them per window, minus the
+    rows past the window's end; other windows summed directly."""
+    k, out = len(starts), np.empty((len(starts), values.shape[1]))
+    lengths, count = ends - starts, 0
+    if k >= 2:
+        hop, width = int(starts[1] - starts[0]), int(lengths[0])
+        regular = np.cumprod((lengths == width) & (starts - starts[0] == np.arange(k) * hop)).astype(bool)
+        count = int(regular.sum()) if hop > 0 else 0
+    if count >= 2:
+        q = -(-width // hop)
+        span = values[starts[0] : starts[0] + (count - 1 + q) * hop]
+        span = np.concatenate([span, np.zeros(((count - 1 + q) * hop - len(span), values.shape[1]))])
+        sums = span.reshape(count - 1 + q, hop, -1).sum(axis=1)
+        total = sums[:count].copy()
+        for j in range(1, q):
+            total += sums[j : j + count]
+        for j in range(width, q * hop):
+            total -= span[np.arange(count) * hop + j]
+        out[:count] = total
+    else:
+        count = 0
+    for i in range(count, k):
+        out[i] = values[starts[i] : ends[i]].sum(axis=0)
+    return out
+
+
+@pytest.mark.parametrize(("m", "width", "hop", "first", "k"), [
+    (1000, 47, 16, 0, 40),  # the default grid, whole windows only
+    (1000, 47, 16, 5, 70),  # ... its last groups past the frames, the last windows cut at the end
+    (700, 49, 16, 3, 44),  # 4 groups per window of frames, 3 per window of changes
+    (700, 48, 16, 0, 44),  # windows of whole groups
+    (300, 2, 1, 0, 300),  # one-frame hops; the last window of one frame
+    (300, 5, 7, 1, 43),  # hops longer than the windows
+    (1, 2, 1, 0, 1),  # a single frame
+])
+def test_pooling_is_the_float64_sums_of_whole_arrays_to_the_bit(m: int, width: int, hop: int, first: int,
+                                                                k: int) -> None:
+    """Summing a few hop-long groups at a time adds the same float64 values in the same order as
+    summing the whole block's float64 arrays: the pooled vectors are the same to the bit."""
+    rng = np.random.default_rng(m + width + hop)
+    frames = (rng.normal(size=(m, 9)) * [1, 10, 100, 1000, 0.01, 5, 2000, 1e-4, 30]).astype(np.float32)
+    f0 = rng.uniform(50, 400, m).astype(np.float32)
+    starts = first + np.arange(k) * hop
+    ends = np.minimum(starts + width, m)
+    keep = starts < m
+    starts, ends = starts[keep], ends[keep]
+    x = frames.astype(np.float64)
+    delta = np.diff(x, axis=0)
+    n = (ends - starts)[:, None].astype(np.float64)
+    mean = _sums_of_whole_arrays(x, starts, ends) / n
+    std = np.sqrt(np.maximum(_sums_of_whole_arrays(x * x, starts, ends) / n - mean * mean, 0.0))
+    nd = (ends - 1 - starts)[:, None].astype(np.float64)
+    has, safe = nd > 0, np.where(nd > 0, nd, 1.0)
+    if len(delta):
+        dabs = np.where(has, _sums_of_whole_arrays(np.abs(delta), starts, ends - 1) / safe, 0.0)
+        d2 = np.where(has, _sums_of_whole_arrays(delta * delta, starts, ends - 1) / safe, 0.0)
+    else:
+        dabs = d2 = np.zeros_like(mean)
+    dmean = np.where(has, (x[ends - 1] - x[starts]) / safe, 0.0)
+    dstd = np.where(has, np.sqrt(np.maximum(d2 - dmean * dmean, 0.0)), 0.0)
+    expected = np.concatenate([mean, std, dabs, dstd, pitch_stats(f0, starts, ends, frame_s=0.032)], axis=1)
+    np.testing.assert_array_equal(pool_windows(frames, f0, starts, ends, frame_s=0.032),
+                                  expected.astype(np.float32))
+
+
 def test_pitch_statistics_of_voiced_frames() -> None:
     f0 = np.array([100.0, 0.0, 200.0, 400.0, 700.0, 100.0], dtype=np.float32)  # 0 and 700 Hz: unvoiced
     stats = pitch_stats(f0, np.array([0, 0]), np.array([6, 3]), frame_s=0.5)

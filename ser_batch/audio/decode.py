@@ -271,7 +271,11 @@ def iter_audio_blocks(
             frames_read = seek
             # Output sample of the first decoded frame (exact: ``seek`` is on the rates' common grid).
             pending_start = seek * sample_rate // info.sample_rate
-            pending = np.zeros(0, dtype=np.float32)  # output samples not yet fully consumed
+            # Output samples not yet fully consumed, as the pieces they were decoded in: a block is
+            # one concatenation of its pieces (joining each read onto the rest would copy a block's
+            # samples once per read).
+            pending: list[np.ndarray] = []
+            pending_size = 0
             next_start = start_sample  # absolute sample index where the next block starts
             emitted_end = start_sample  # absolute sample index just past the last yielded block
             # Native frames per read such that the resampled output stays under _STREAM_READ_FRAMES
@@ -284,23 +288,52 @@ def iter_audio_blocks(
                 mono = _downmix(native) if channel is None else _one_channel(native, channel)
                 if resampler is not None:
                     mono = _resample(resampler.resample_chunk, mono, last=last)
-                pending = np.concatenate([pending, mono])
-                while next_start + block_len <= pending_start + pending.size:
-                    offset = next_start - pending_start
-                    yield next_start / sample_rate, pending[offset : offset + block_len].copy()
+                if mono.size:
+                    pending.append(mono)
+                    pending_size += mono.size
+                while next_start + block_len <= pending_start + pending_size:
+                    yield next_start / sample_rate, _take(pending, next_start - pending_start, block_len)
                     emitted_end = next_start + block_len
                     next_start += hop
                 # Keep only what later blocks still need; overlap lives in ``pending``.
-                drop = min(next_start - pending_start, pending.size)
-                pending, pending_start = pending[drop:], pending_start + drop
+                drop = min(next_start - pending_start, pending_size)
+                _drop(pending, drop)
+                pending_start, pending_size = pending_start + drop, pending_size - drop
                 if last:
                     break
             if frames_read < info.frames:
                 raise AudioError("truncated or corrupt audio data")
-            if pending_start + pending.size > emitted_end:
-                yield next_start / sample_rate, pending[next_start - pending_start :].copy()
+            if pending_start + pending_size > emitted_end:
+                offset = next_start - pending_start
+                yield next_start / sample_rate, _take(pending, offset, pending_size - offset)
     except sf.SoundFileError as exc:
         raise _audio_error_from(exc) from exc
+
+
+def _take(pieces: list[np.ndarray], offset: int, length: int) -> np.ndarray:
+    """Samples ``[offset, offset + length)`` of the pieces laid end to end, as a new array (a
+    block owns its samples: a caller may change it in place without touching the next one)."""
+    parts = []
+    for piece in pieces:
+        if offset >= piece.size:
+            offset -= piece.size
+            continue
+        parts.append(piece[offset : offset + length])
+        length -= parts[-1].size
+        offset = 0
+        if length <= 0:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _drop(pieces: list[np.ndarray], count: int) -> None:
+    """Remove the first ``count`` samples of the pieces, in place."""
+    while count > 0 and pieces:
+        if pieces[0].size <= count:
+            count -= pieces.pop(0).size
+        else:
+            pieces[0] = pieces[0][count:]
+            count = 0
 
 
 #: Seconds decoded before ``start_sample`` so that the resampler's start-up has passed.

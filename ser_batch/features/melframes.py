@@ -39,9 +39,16 @@ def mel_frames(rich_frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
     from ser_batch.features.fast import mel_columns
 
     mel = np.asarray(rich_frames[:, mel_columns(config)], dtype=np.float32)
-    bands = n_bands(config)
-    pooled = mel[:, : bands * BAND_POOL].reshape(len(mel), bands, BAND_POOL).mean(axis=2)
-    return (pooled / np.float32(DB_SCALE)).astype(np.float32)
+    stop = n_bands(config) * BAND_POOL
+    # The mean of each band pair as numpy's mean over a short last axis makes it (the values added
+    # in order, then divided by the count), but by strided adds straight from the frame rows: the
+    # mel columns are not contiguous in them, so the reshape for ``mean`` copied them first.
+    pooled = np.add(mel[:, 0:stop:BAND_POOL], mel[:, 1:stop:BAND_POOL]) if BAND_POOL > 1 else mel[:, :stop].copy()
+    for j in range(2, BAND_POOL):
+        pooled += mel[:, j:stop:BAND_POOL]
+    np.true_divide(pooled, np.intp(BAND_POOL), out=pooled, casting="unsafe")
+    pooled /= np.float32(DB_SCALE)
+    return pooled
 
 
 def window_frames(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, width: int) -> np.ndarray:
@@ -63,8 +70,14 @@ def window_frames(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, w
         return out
     full = (ends - starts) == width
     if full.any():
-        index = starts[full][:, None] + np.arange(width)[None, :]
-        out[full] = frames[index]
+        # Every full window is a (width, b) view of the frames: one gather of rows, no index array.
+        frames = np.asarray(frames, dtype=np.float32)
+        step, col = frames.strides
+        windows = np.lib.stride_tricks.as_strided(frames, shape=(len(frames) - width + 1, width, frames.shape[1]),
+                                                  strides=(step, step, col), writeable=False)
+        if full.all():
+            return windows[starts]
+        out[full] = windows[starts[full]]
     for i in np.flatnonzero(~full):
         out[i, : ends[i] - starts[i]] = frames[starts[i] : ends[i]]
     return out

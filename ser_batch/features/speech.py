@@ -196,8 +196,7 @@ def speech_frames(level_db: np.ndarray, first: int, *, hop: int, margin_db: floa
     floor = bfl[np.arange(f_lo, f_hi) // hop - g_first]
     if L:
         ext = bands[e_lo - base: e_hi - base]
-        left = _running_min(ext, L, forward=False)  # rows t-L .. t, cut only at the signal's edges
-        right = _running_min(ext, L, forward=True)  # rows t .. t+L
+        left, right = _running_min_pair(ext, L)  # rows t-L .. t and t .. t+L, cut only at the signal's edges
         off = f_lo - e_lo
         floor = np.maximum(floor, np.maximum(left, right)[off: off + len(here)])
     band_snr = np.clip(here - floor, 0.0, p.snr_cap_db)
@@ -247,6 +246,18 @@ def _running_min(x: np.ndarray, length: int, *, forward: bool) -> np.ndarray:
     return out
 
 
+def _running_min_pair(x: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_running_min` backward and forward: the backward minimum of rows ``t - length .. t``
+    is the forward one of row ``t - length`` (rows ``t - length .. t``, not cut at the end), and
+    a running minimum from the first row before that; one pass of minima instead of two."""
+    forward = _running_min(x, length, forward=True)
+    backward = np.empty_like(forward)
+    head = min(length, len(x))
+    np.minimum.accumulate(x[:head], axis=0, out=backward[:head])
+    backward[head:] = forward[: len(x) - head]
+    return backward, forward
+
+
 def _level_floor(level: np.ndarray, valid: np.ndarray, w_lo: np.ndarray, w_hi: np.ndarray,
                  p: VadParams) -> np.ndarray:
     """The energy detector's level floor per group: numpy's linear ``noise_percentile`` of the
@@ -283,10 +294,13 @@ def _band_floor(bands: np.ndarray, valid: np.ndarray, groups: np.ndarray, hop: i
     rows = np.full((n * hop, bands.shape[1]), np.inf, dtype=np.float32)
     a, b = c_first * hop - base, min((c_last + 1) * hop, end) - base
     rows[: b - a] = np.where(valid[a:b, None], bands[a:b], np.inf)
-    ordered = np.sort(rows.reshape(n, hop, -1), axis=1)
+    # Each (group, band)'s frames laid contiguous before sorting: numpy sorts a strided axis
+    # slice by slice through a buffer, several times slower.
+    ordered = np.ascontiguousarray(rows.reshape(n, hop, -1).transpose(0, 2, 1))
+    ordered.sort(axis=-1)
     count = np.concatenate([valid[a:b], np.zeros(n * hop - (b - a), bool)]).reshape(n, hop).sum(axis=1)
     rank = np.floor(p.group_quantile * np.maximum(count - 1, 0)).astype(np.int64)
-    q = ordered[np.arange(n), rank]
+    q = ordered[np.arange(n), :, rank]
     q[count == 0] = np.inf
     # Sliding minimum over groups g - span .. g + span (groups past the ends are inf).
     pad = np.full((span, q.shape[1]), np.inf, dtype=np.float32)

@@ -14,16 +14,18 @@ Frames are computed block by block (:func:`stream_windows`), pooled from per-hop
 (one pass over the frames, whatever the number of windows), and each window also gets a
 ``speech_ratio``: the fraction of its frames whose level is ``features.speech_margin_db`` above a
 noise floor, the 10th percentile of the frame levels within ``NOISE_CONTEXT_S`` of the
-frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level. That floor needs only frames near the
-window, so it is also the same in any block size. That is the ``energy`` detector (the default);
-``features.speech_detector = "bands"`` judges frames by the band-SNR detector of
-:mod:`ser_batch.features.speech` instead (robust to steady noise, 110 frames of context each side),
-which is local too (:func:`speech_context` says how many frames a stream keeps for it).
+frame's window hop (silence below ``SILENCE_DB`` left out), and above that silence level.
+That floor needs only frames near the window, so it is also the same in any block size.
+That is the ``energy`` detector; ``features.speech_detector = "bands"`` (the default) judges
+frames by the band-SNR detector of :mod:`ser_batch.features.speech` instead (robust to steady
+noise, 110 frames of context each side), which is local too (:func:`speech_context` says how
+many frames a stream keeps for it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -113,34 +115,57 @@ def pool_windows(frames: np.ndarray, f0: np.ndarray, starts: np.ndarray, ends: n
     starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
     if len(starts) and (np.any(ends <= starts) or starts.min() < 0 or ends.max() > len(frames)):
         raise FeatureError("cannot pool an empty or out-of-range window of frames")
-    x = frames.astype(np.float64)
     n = (ends - starts)[:, None].astype(np.float64)
-    mean = _window_sums(x, starts, ends) / n
-    std = np.sqrt(np.maximum(_window_sums(x * x, starts, ends) / n - mean * mean, 0.0))
-    delta = np.diff(x, axis=0)
     last = ends - 1  # a window of frames a..b-1 has the changes a..b-2
+    sx, sxx, sd, sdd = _window_sums(frames, starts, ends)
+    c = frames.shape[1]
+    out = np.empty((len(starts), 4 * c + 9), dtype=np.float32)  # written in place: no float64 copy of it all
+    mean = np.divide(sx, n, out=sx)
+    out[:, :c] = mean
+    var = np.divide(sxx, n, out=sxx)
+    var -= mean * mean
+    out[:, c : 2 * c] = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
     nd = (last - starts)[:, None].astype(np.float64)
     has = nd > 0
     safe = np.where(has, nd, 1.0)
-    if len(delta):
-        dabs = np.where(has, _window_sums(np.abs(delta), starts, last) / safe, 0.0)
-        d2 = np.where(has, _window_sums(delta * delta, starts, last) / safe, 0.0)
+    none = ~has[:, 0]
+    if len(frames) > 1:
+        dabs, d2 = np.divide(sd, safe, out=sd), np.divide(sdd, safe, out=sdd)
+        dabs[none] = d2[none] = 0.0
     else:
-        dabs = d2 = np.zeros_like(mean)
-    dmean = np.where(has, (x[last] - x[starts]) / safe, 0.0)  # the changes telescope
-    dstd = np.where(has, np.sqrt(np.maximum(d2 - dmean * dmean, 0.0)), 0.0)
-    pitch = pitch_stats(f0, starts, ends, frame_s=frame_s)
-    return np.concatenate([mean, std, dabs, dstd, pitch], axis=1).astype(np.float32)
+        dabs, d2 = np.zeros_like(mean), np.zeros_like(mean)
+    out[:, 2 * c : 3 * c] = dabs
+    dmean = frames[last].astype(np.float64)
+    dmean -= frames[starts]  # the changes telescope
+    dmean /= safe
+    dmean[none] = 0.0
+    dstd = np.subtract(d2, dmean * dmean, out=d2)
+    dstd = np.sqrt(np.maximum(dstd, 0.0, out=dstd), out=dstd)
+    dstd[none] = 0.0
+    out[:, 3 * c : 4 * c] = dstd
+    out[:, 4 * c :] = pitch_stats(f0, starts, ends, frame_s=frame_s)
+    return out
 
 
-def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Sums of rows ``[starts[i], ends[i])`` of ``values`` ``(m, c)``: ``(k, c)``, float64.
+#: Hop-long groups of frame rows whose float64 values :func:`_window_sums` makes at a time: the
+#: temporaries of a few groups stay in the CPU cache (those of a whole block are megabytes).
+_GROUPS_PER_CHUNK = 8
+
+
+def _window_sums(frames: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums, in float64, of ``x``, ``x * x`` over rows ``[starts[i], ends[i])`` of the frames ``x``
+    ``(m, c)``, and of ``|d|``, ``d * d`` over rows ``[starts[i], ends[i] - 1)`` of their changes
+    ``d = np.diff(x, axis=0)``: four ``(k, c)`` arrays.
 
     The windows of a regular grid (the common length, starts one hop apart) are sums of
     ``q`` consecutive hop-long groups minus the few rows past their end; the others (a last,
-    shorter window; irregular windows) are summed directly."""
-    k = len(starts)
-    out = np.empty((k, values.shape[1]))
+    shorter window; irregular windows) are summed directly. The groups' float64 values are made
+    a few groups at a time from the float32 frames (never the whole block's ``x``, ``x * x``,
+    ``d``, ``|d|``, ``d * d`` at once), in the same order of additions as summing whole float64
+    arrays: the sums are the same to the bit."""
+    k, c = len(starts), frames.shape[1]
+    out = tuple(np.empty((k, c)) for _ in range(4))
     lengths = ends - starts
     regular = np.zeros(k, dtype=bool)
     if k >= 2:
@@ -149,24 +174,71 @@ def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
         regular &= np.cumprod(regular).astype(bool)  # a regular run from the first window
     count = int(regular.sum())
     if count >= 2 and hop > 0:
-        q = -(-width // hop)
-        groups = count - 1 + q
         first = int(starts[0])
-        span = values[first : first + groups * hop]
-        if len(span) < groups * hop:  # the last groups run past the rows: zeros add nothing
-            span = np.concatenate([span, np.zeros((groups * hop - len(span), values.shape[1]))])
-        sums = span.reshape(groups, hop, -1).sum(axis=1)
-        total = sums[:count].copy()
-        for j in range(1, q):
-            total += sums[j : j + count]
-        for j in range(width, q * hop):  # rows of the last group past the window's end
-            total -= span[np.arange(count) * hop + j]
-        out[:count] = total
+        q_x, q_d = -(-width // hop), -(-(width - 1) // hop)  # groups per window of rows, of changes
+        groups = count - 1 + q_x
+        # Rows of a window's last group past its end: offsets [o_x, hop) of group i + q_x - 1 of
+        # x for window i, offsets [o_d, hop) of group i + q_d - 1 of d.
+        o_x, o_d = width - (q_x - 1) * hop, width - 1 - (q_d - 1) * hop
+        tail = min(o_x, o_d) if q_d else o_x
+        sums, tail_x, tail_d = _group_sums(frames, first, hop, groups, tail)
+        for o, s, q, w in zip(out, sums, (q_x, q_x, q_d, q_d), (width, width, width - 1, width - 1)):
+            total = s[:count].copy() if w > 0 else np.zeros((count, c))  # windows of one frame: no change
+            for j in range(1, q):
+                total += s[j : j + count]
+            o[:count] = total
+        for offset in range(o_x, hop):  # in the order of the rows, as summing them would
+            x = tail_x[q_x - 1 : q_x - 1 + count, offset - tail]
+            out[0][:count] -= x
+            out[1][:count] -= x * x
+        if q_d:
+            for offset in range(o_d, hop):
+                d = tail_d[q_d - 1 : q_d - 1 + count, offset - tail]
+                out[2][:count] -= np.abs(d)
+                out[3][:count] -= d * d
     else:
         count = 0
     for i in range(count, k):
-        out[i] = values[starts[i] : ends[i]].sum(axis=0)
+        x = frames[starts[i] : ends[i]].astype(np.float64)
+        d = np.diff(x, axis=0)
+        out[0][i], out[1][i] = x.sum(axis=0), (x * x).sum(axis=0)
+        out[2][i], out[3][i] = np.abs(d).sum(axis=0), (d * d).sum(axis=0)
     return out
+
+
+def _group_sums(frames: np.ndarray, first: int, hop: int, groups: int, tail: int
+                ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """Per hop-long group ``g`` of rows ``[first + g * hop, first + (g + 1) * hop)``: the sums
+    of ``x``, ``x * x``, ``|d|``, ``d * d`` over its rows, in float64, rows past the frames (of
+    ``x``; past the last change, of ``d``) adding zeros, ``(groups, c)`` each; and the float64
+    rows of ``x`` and of ``d`` at offsets ``[tail, hop)`` of each group, ``(groups, hop - tail, c)``
+    (the rows past a window's end, which its sums must lose)."""
+    m, c = frames.shape
+    out = tuple(np.empty((groups, c)) for _ in range(4))
+    tail_x, tail_d = np.empty((groups, hop - tail, c)), np.empty((groups, hop - tail, c))
+    chunk = min(groups, _GROUPS_PER_CHUNK) * hop
+    x_buf, d_buf, t_buf = np.empty((chunk + 1, c)), np.empty((chunk, c)), np.empty((chunk, c))
+    for g0 in range(0, groups, _GROUPS_PER_CHUNK):
+        g1 = min(groups, g0 + _GROUPS_PER_CHUNK)
+        a, rows = first + g0 * hop, (g1 - g0) * hop
+        have = max(0, min(rows + 1, m - a))
+        x, d, t = x_buf[: rows + 1], d_buf[:rows], t_buf[:rows]
+        x[:have] = frames[a : a + have]
+        x[have:] = 0.0
+        np.subtract(x[1:], x[:-1], out=d)
+        d[max(0, have - 1):] = 0.0  # no change past the last frame
+        x = x[:rows]
+        shape = (g1 - g0, hop, c)
+        tail_x[g0:g1] = x.reshape(shape)[:, tail:]
+        tail_d[g0:g1] = d.reshape(shape)[:, tail:]
+        x.reshape(shape).sum(axis=1, out=out[0][g0:g1])
+        np.multiply(x, x, out=t)
+        t.reshape(shape).sum(axis=1, out=out[1][g0:g1])
+        np.abs(d, out=t)
+        t.reshape(shape).sum(axis=1, out=out[2][g0:g1])
+        np.multiply(d, d, out=t)
+        t.reshape(shape).sum(axis=1, out=out[3][g0:g1])
+    return out, tail_x, tail_d
 
 
 def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s: float) -> np.ndarray:
@@ -198,7 +270,7 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
     mean = filled.sum(axis=1) / safe
     var = np.where(voiced, (log_f0 - mean[:, None]) ** 2, 0.0).sum(axis=1) / safe
     ordered = np.sort(log_f0, axis=1)  # NaN (unvoiced) last
-    p10, p50, p90 = (_sorted_percentile(ordered, count, q) for q in (0.1, 0.5, 0.9))
+    p10, p50, p90 = _sorted_percentiles(ordered, count, (0.1, 0.5, 0.9)).T
     # Change between each voiced frame and the previous voiced frame of the window.
     position = np.where(voiced, np.arange(width)[None, :], -1)
     previous = np.maximum.accumulate(position, axis=1)
@@ -216,14 +288,20 @@ def pitch_stats(f0: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, frame_s
 
 def _sorted_percentile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
     """numpy's linear percentile of the first ``count[i]`` values of each sorted row."""
-    pos = q * np.maximum(count - 1, 0)
+    return _sorted_percentiles(ordered, count, (q,))[:, 0]
+
+
+def _sorted_percentiles(ordered: np.ndarray, count: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """:func:`_sorted_percentile` for each of ``qs`` at once: ``(k, len(qs))`` (one pass of the
+    same arithmetic, not one per percentile: these arrays are small, the calls are what cost)."""
+    last = np.maximum(count - 1, 0)[:, None]
+    pos = np.asarray(qs, dtype=np.float64)[None, :] * last
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
-    rows = np.arange(len(count))
-    a, b = ordered[rows, lo], ordered[rows, hi]
+    hi = np.minimum(lo + 1, last)
+    a, b = np.take_along_axis(ordered, lo, axis=1), np.take_along_axis(ordered, hi, axis=1)
     with np.errstate(invalid="ignore"):  # rows without values hold inf or NaN; masked below
         value = a + (b - a) * (pos - lo)
-    return np.where(count > 0, value, 0.0)
+    return np.where(count[:, None] > 0, value, 0.0)
 
 
 # ---------------------------------------------------------------------- speech ratio
@@ -290,24 +368,35 @@ def judge_speech(frames: np.ndarray, first: int, *, grid: WindowGrid, config: Fe
     -------
     np.ndarray [shape=(hi - lo,)], bool
     """
-    from ser_batch.features.names import frame_column_names, rich_frame_names
-    from ser_batch.features.rich import level_column
-
-    level = level_column(config)
+    level, mel, flatness = _speech_columns(config)
     if config.speech_detector != "bands":
         return speech_frames(frames[:, level], first, grid=grid, margin_db=config.speech_margin_db,
                              n_frames=n_frames, lo=lo, hi=hi)
-    names = rich_frame_names(frame_column_names(config))
-    mel = names.index("mel_db_000")  # then the other n_mels mel_db_* columns
     return speech.speech_frames(frames[:, level], first, hop=grid.hop, margin_db=config.speech_margin_db,
                                 n_frames=n_frames, lo=lo, hi=hi, mel_db=frames[:, mel:mel + config.n_mels],
-                                flatness_log10=frames[:, names.index("flatness_log10")],
-                                params=_band_params(grid))
+                                flatness_log10=frames[:, flatness], params=_band_params(grid))
 
 
+@functools.lru_cache(maxsize=64)
+def _speech_columns(config: FeatureConfig) -> tuple[int, int, int]:
+    """Columns of the ``rich`` frames the speech detectors read: ``rms_db``, ``mel_db_000`` (the
+    first of the ``n_mels`` mel columns) and ``flatness_log10``.
+
+    Cached per config (a frozen, hashable dataclass; equal configs share the entry): the names
+    are a list of ~200 strings built in Python, which cost more than the ``energy`` detector
+    itself on every batch. A tuple of ints, so no caller can change the cached value."""
+    from ser_batch.features.names import frame_column_names, rich_frame_names
+    from ser_batch.features.rich import level_column
+
+    names = rich_frame_names(frame_column_names(config))
+    return level_column(config), names.index("mel_db_000"), names.index("flatness_log10")
+
+
+@functools.lru_cache(maxsize=64)
 def _band_params(grid: WindowGrid) -> speech.VadParams:
     """The ``bands`` detector's parameters: its defaults, with this module's noise context
-    (``NOISE_CONTEXT_S`` in frames), level-floor percentile and silence level."""
+    (``NOISE_CONTEXT_S`` in frames), level-floor percentile and silence level. Cached per grid
+    (both are frozen: the cached value cannot be changed by a caller)."""
     return speech.VadParams(context=grid.context, noise_percentile=NOISE_PERCENTILE, silence_db=SILENCE_DB)
 
 
@@ -533,6 +622,43 @@ def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:
     yield None
 
 
+class _Samples:
+    """A growing float32 array of samples, appended to at the end and dropped from the front.
+
+    One buffer reused for the whole stream: a push copies the new samples once, into memory
+    already touched, and the samples kept are moved to the front only when the space behind
+    them runs out (then few: the rest of a frame); joining each block onto the kept samples
+    with ``np.concatenate`` copied them all again into a new array every block. Views from
+    :attr:`view` are valid until the next :meth:`push`."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.lo = self.hi = 0
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.buffer[self.lo : self.hi]
+
+    def push(self, samples: np.ndarray) -> None:
+        n, live = len(samples), self.hi - self.lo
+        if self.hi + n > len(self.buffer):
+            if live + n <= len(self.buffer) // 2:  # room at the front: move the kept samples there
+                self.buffer[:live] = self.buffer[self.lo : self.hi]
+            else:
+                grown = np.empty(2 * (live + n), dtype=np.float32)
+                grown[:live] = self.buffer[self.lo : self.hi]
+                self.buffer = grown
+            self.lo, self.hi = 0, live
+        self.buffer[self.hi : self.hi + n] = samples
+        self.hi += n
+
+    def drop(self, count: int) -> None:
+        self.lo += min(count, self.hi - self.lo)
+
+
 class _Buffer:
     """The padded signal from padded index ``start`` on, and its copy at ``PITCH_RATE``.
 
@@ -550,13 +676,12 @@ class _Buffer:
         self.resampler = soxr.ResampleStream(sample_rate, PITCH_RATE, 1, dtype="float32", quality="HQ") \
             if self.factor > 1 else None
         self.start = start
-        self.data = np.zeros(0, dtype=np.float32)
-        self.low = np.zeros(0, dtype=np.float32)  # low[i] is padded index start + factor * i
+        self.data = _Samples()
+        self.low = _Samples()  # low[i] is padded index start + factor * i
 
     def push(self, block: np.ndarray, *, last: bool = False) -> None:
-        self.data = np.concatenate([self.data, block])
-        low = self.resampler.resample_chunk(block, last=last) if self.resampler is not None else block
-        self.low = np.concatenate([self.low, low])
+        self.data.push(block)
+        self.low.push(self.resampler.resample_chunk(block, last=last) if self.resampler is not None else block)
 
     def end(self) -> int:
         return self.start + len(self.data)
@@ -567,14 +692,16 @@ class _Buffer:
         return max(0, (end - n_fft) // hop_length + 1)
 
     def frame_samples(self, first: int, stop: int, hop_length: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples of frames ``[first, stop)`` and their low-rate copy: views, valid until the next push."""
         a = first * hop_length - self.start
         b = (stop - 1) * hop_length + n_fft - self.start
-        return self.data[a:b], self.low[a // self.factor : b // self.factor]
+        return self.data.view[a:b], self.low.view[a // self.factor : b // self.factor]
 
     def drop_before(self, index: int) -> None:
         cut = (index - self.start) // self.factor * self.factor
         if cut > 0:
-            self.data, self.low = self.data[cut:], self.low[cut // self.factor :]
+            self.data.drop(cut)
+            self.low.drop(cut // self.factor)
             self.start += cut
 
 

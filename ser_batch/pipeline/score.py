@@ -166,7 +166,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
         done.append((unit, streams, error))
     attach_probabilities(bundle, [s for _, streams, _ in done for s in streams], framework=cfg.score.framework,
                          score=cfg.score)
-    segments: list[pa.Table] = []
+    segments: list[tuple[str, list[Any]]] = []  # (path, streams) of the files scored whole, one table at the end
     file_rows: list[dict[str, Any]] = []
     chunks: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
@@ -183,7 +183,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
                            "streams": [_partial(s) for s in streams]})
             continue
         if error is None:
-            segments.append(tables.segments(unit.path, streams))
+            segments.append((unit.path, streams))
             audio_s += streams[0].info.duration_s
         else:
             errors.append((unit.path, error))
@@ -194,7 +194,7 @@ def score_shard(shard: Shard, *, out: str, bundle_path: str, bundle_id: str, con
             not_normalized += sum(not s.summary.normalized for s in streams)
     owned = []
     if segments:
-        owned.append(results.write_part(pa.concat_tables(segments), Path(out), results.SEGMENTS_DIR, shard.key))
+        owned.append(results.write_part(tables.segments_of(segments), Path(out), results.SEGMENTS_DIR, shard.key))
     if file_rows:
         results.write_part(tables.files(file_rows), Path(out), results.FILES_DIR, shard.key, segment_parts=owned)
     return {

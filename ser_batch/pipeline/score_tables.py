@@ -44,13 +44,22 @@ class ScoreTables:
 
     def segments(self, path: str, streams: list[Any]) -> pa.Table:
         """The windows of ``streams`` of one file, column by column."""
+        return self.segments_of([(path, streams)])
+
+    def segments_of(self, files: list[tuple[str, list[Any]]]) -> pa.Table:
+        """The windows of the streams of several files ``(path, streams)``, in order: the rows of
+        :meth:`segments` of each file, in one table (each column converted once, not per file:
+        a shard of short clips built ~15 small Arrow arrays and a table per clip)."""
         n_classes = len(self.classes)
+        streams = [s for _, file_streams in files for s in file_streams]
         proba = np.concatenate([s.proba for s in streams if s.proba is not None] or [np.zeros((0, n_classes))])
         speech = np.concatenate([s.speech for s in streams] or [np.zeros(0, dtype=bool)])
         best = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
         labels = np.asarray(self.classes, dtype=object)[best]
+        paths = [path for path, file_streams in files
+                 for _ in range(sum(len(s.proba) for s in file_streams if s.proba is not None))]
         columns: dict[str, Any] = {
-            schema.PATH: pa.array([path] * len(proba), pa.string()),
+            schema.PATH: pa.array(paths, pa.string()),
             schema.CHANNEL: pa.array([s.channel for s in streams for _ in range(s.summary.n_windows)], pa.int16()),
             schema.START_S: np.concatenate([s.column("start_s") for s in streams] or [np.zeros(0)]),
             schema.END_S: np.concatenate([s.column("end_s") for s in streams] or [np.zeros(0)]),
