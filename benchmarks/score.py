@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep the archive and outputs here (reused when built with the same settings) "
                              "[default: a temporary folder, removed at the end]")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="run `ser-batch score` from this checkout instead (e.g. `git archive` of an older "
+                             "commit extracted there), to compare commits on the same archive [default: this one]")
     parser.add_argument("--speed-only", action="store_true",
                         help="only the speed, memory and scaling runs: any bundle will do (default: the shipped "
                              "pretrained one, the default bundle of `score`); calls from actors 17-20 when the "
@@ -215,6 +218,10 @@ def prepare(work: Path, args: argparse.Namespace, actors: list[int]) -> pd.DataF
 # ------------------------------------------------------------------------- the runs
 
 
+#: The checkout whose ``ser-batch score`` runs (``--tree``).
+TREE = ROOT
+
+
 def score(work: Path, name: str, input_path: Path, *, model: Path, cpus: int, sets: tuple[str, ...] = ()
           ) -> dict[str, Any]:
     """One ``ser-batch score`` process into a fresh ``work/out/name``; its ``_run.json`` plus the
@@ -225,10 +232,10 @@ def score(work: Path, name: str, input_path: Path, *, model: Path, cpus: int, se
                "--model", str(model), "--num-cpus", str(cpus), "--no-progress"]
     for setting in sets:
         command += ["--set", setting]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TREE), os.environ.get("PYTHONPATH")])))
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=TREE, env=env, capture_output=True, text=True)
     process_s = time.perf_counter() - started
     if done.returncode:
         print(f"\nscore run {name!r} failed (exit {done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}",
@@ -363,8 +370,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, model: Path, work: Path, actors: list[int], classes: list[str]) -> int:
+    global TREE
+    TREE = (args.tree or ROOT).resolve()
     started = time.perf_counter()
-    print(f"ser-batch score benchmark: bundle {model}, held-out actors {','.join(map(str, actors))}, "
+    tree = f"tree {TREE}, " if TREE != ROOT else ""
+    print(f"ser-batch score benchmark: {tree}bundle {model}, held-out actors {','.join(map(str, actors))}, "
           f"{os.cpu_count()} cores, load average {load_average()}")
     truth = prepare(work, args, actors)
     call_s = truth.groupby("call")["end_s"].max()
