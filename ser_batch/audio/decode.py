@@ -271,11 +271,7 @@ def iter_audio_blocks(
             frames_read = seek
             # Output sample of the first decoded frame (exact: ``seek`` is on the rates' common grid).
             pending_start = seek * sample_rate // info.sample_rate
-            # Output samples not yet fully consumed, as the pieces they were decoded in: a block is
-            # one concatenation of its pieces (joining each read onto the rest would copy a block's
-            # samples once per read).
-            pending: list[np.ndarray] = []
-            pending_size = 0
+            pending = SampleBuffer()  # output samples not yet fully consumed
             next_start = start_sample  # absolute sample index where the next block starts
             emitted_end = start_sample  # absolute sample index just past the last yielded block
             # Native frames per read such that the resampled output stays under _STREAM_READ_FRAMES
@@ -288,52 +284,63 @@ def iter_audio_blocks(
                 mono = _downmix(native) if channel is None else _one_channel(native, channel)
                 if resampler is not None:
                     mono = _resample(resampler.resample_chunk, mono, last=last)
-                if mono.size:
-                    pending.append(mono)
-                    pending_size += mono.size
-                while next_start + block_len <= pending_start + pending_size:
-                    yield next_start / sample_rate, _take(pending, next_start - pending_start, block_len)
+                pending.push(mono)
+                while next_start + block_len <= pending_start + len(pending):
+                    offset = next_start - pending_start
+                    # A copy: a block is its caller's to change in place, the buffer is reused.
+                    yield next_start / sample_rate, pending.view[offset : offset + block_len].copy()
                     emitted_end = next_start + block_len
                     next_start += hop
                 # Keep only what later blocks still need; overlap lives in ``pending``.
-                drop = min(next_start - pending_start, pending_size)
-                _drop(pending, drop)
-                pending_start, pending_size = pending_start + drop, pending_size - drop
+                drop = min(next_start - pending_start, len(pending))
+                pending.drop(drop)
+                pending_start += drop
                 if last:
                     break
             if frames_read < info.frames:
                 raise AudioError("truncated or corrupt audio data")
-            if pending_start + pending_size > emitted_end:
-                offset = next_start - pending_start
-                yield next_start / sample_rate, _take(pending, offset, pending_size - offset)
+            if pending_start + len(pending) > emitted_end:
+                yield next_start / sample_rate, pending.view[next_start - pending_start :].copy()
     except sf.SoundFileError as exc:
         raise _audio_error_from(exc) from exc
 
 
-def _take(pieces: list[np.ndarray], offset: int, length: int) -> np.ndarray:
-    """Samples ``[offset, offset + length)`` of the pieces laid end to end, as a new array (a
-    block owns its samples: a caller may change it in place without touching the next one)."""
-    parts = []
-    for piece in pieces:
-        if offset >= piece.size:
-            offset -= piece.size
-            continue
-        parts.append(piece[offset : offset + length])
-        length -= parts[-1].size
-        offset = 0
-        if length <= 0:
-            break
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+class SampleBuffer:
+    """A growing float32 array of samples, appended to at the end and dropped from the front.
 
+    One buffer reused for a whole stream (decoded blocks here, the padded signal and its pitch
+    copy in :mod:`ser_batch.features.windows`): a push copies the new samples once, into memory
+    already touched, and the samples kept are moved to the front only when the space behind
+    them runs out (then few); joining each piece onto the kept samples with ``np.concatenate``
+    copied them all again every time. Views from :attr:`view` are valid until the next
+    :meth:`push`."""
 
-def _drop(pieces: list[np.ndarray], count: int) -> None:
-    """Remove the first ``count`` samples of the pieces, in place."""
-    while count > 0 and pieces:
-        if pieces[0].size <= count:
-            count -= pieces.pop(0).size
-        else:
-            pieces[0] = pieces[0][count:]
-            count = 0
+    def __init__(self) -> None:
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.lo = self.hi = 0
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.buffer[self.lo : self.hi]
+
+    def push(self, samples: np.ndarray) -> None:
+        n, live = len(samples), self.hi - self.lo
+        if self.hi + n > len(self.buffer):
+            if live + n <= len(self.buffer) // 2:  # room at the front: move the kept samples there
+                self.buffer[:live] = self.buffer[self.lo : self.hi]
+            else:
+                grown = np.empty(2 * (live + n), dtype=np.float32)
+                grown[:live] = self.buffer[self.lo : self.hi]
+                self.buffer = grown
+            self.lo, self.hi = 0, live
+        self.buffer[self.hi : self.hi + n] = samples
+        self.hi += n
+
+    def drop(self, count: int) -> None:
+        self.lo += min(count, self.hi - self.lo)
 
 
 #: Seconds decoded before ``start_sample`` so that the resampler's start-up has passed.

@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ser_batch.audio.decode import SampleBuffer
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
 from ser_batch.features import speech
@@ -622,43 +623,6 @@ def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:
     yield None
 
 
-class _Samples:
-    """A growing float32 array of samples, appended to at the end and dropped from the front.
-
-    One buffer reused for the whole stream: a push copies the new samples once, into memory
-    already touched, and the samples kept are moved to the front only when the space behind
-    them runs out (then few: the rest of a frame); joining each block onto the kept samples
-    with ``np.concatenate`` copied them all again into a new array every block. Views from
-    :attr:`view` are valid until the next :meth:`push`."""
-
-    def __init__(self) -> None:
-        self.buffer = np.zeros(0, dtype=np.float32)
-        self.lo = self.hi = 0
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    @property
-    def view(self) -> np.ndarray:
-        return self.buffer[self.lo : self.hi]
-
-    def push(self, samples: np.ndarray) -> None:
-        n, live = len(samples), self.hi - self.lo
-        if self.hi + n > len(self.buffer):
-            if live + n <= len(self.buffer) // 2:  # room at the front: move the kept samples there
-                self.buffer[:live] = self.buffer[self.lo : self.hi]
-            else:
-                grown = np.empty(2 * (live + n), dtype=np.float32)
-                grown[:live] = self.buffer[self.lo : self.hi]
-                self.buffer = grown
-            self.lo, self.hi = 0, live
-        self.buffer[self.hi : self.hi + n] = samples
-        self.hi += n
-
-    def drop(self, count: int) -> None:
-        self.lo += min(count, self.hi - self.lo)
-
-
 class _Buffer:
     """The padded signal from padded index ``start`` on, and its copy at ``PITCH_RATE``.
 
@@ -676,8 +640,8 @@ class _Buffer:
         self.resampler = soxr.ResampleStream(sample_rate, PITCH_RATE, 1, dtype="float32", quality="HQ") \
             if self.factor > 1 else None
         self.start = start
-        self.data = _Samples()
-        self.low = _Samples()  # low[i] is padded index start + factor * i
+        self.data = SampleBuffer()
+        self.low = SampleBuffer()  # low[i] is padded index start + factor * i
 
     def push(self, block: np.ndarray, *, last: bool = False) -> None:
         self.data.push(block)

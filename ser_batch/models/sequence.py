@@ -295,8 +295,7 @@ class SequenceNetwork:
         self.out = (arrays["out_kernel"].astype(np.float32), arrays["out_bias"].astype(np.float32))
         self.classes_ = np.asarray(classes)
         #: Zero rows between windows in :meth:`_forward`: the farthest any tap reaches past an edge.
-        self._gap = max([max(d * (k.shape[0] - 1) // 2, d * (k.shape[0] - 1) - d * (k.shape[0] - 1) // 2)
-                         for k, _, d in self.convs] + [1])
+        self._gap = max([-(-d * (k.shape[0] - 1) // 2) for k, _, d in self.convs] + [1])  # ceil(reach / 2)
 
     @classmethod
     def load(cls, path: Path, *, classes: list[str], n_bands: int | None = None) -> SequenceNetwork:
