@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"RAVDESS not found at {args.data} (pass --data DIR)", file=sys.stderr)
         return 2
+    if args.tree is not None and not (args.tree / "ser_batch" / "cli").is_dir():
+        print(f"--tree {args.tree} is not a ser-batch checkout (no ser_batch/cli in it)", file=sys.stderr)
+        return 2
     actors = held_out_actors(model, args.data)
     if not actors and args.speed_only:
         actors = [a for a in SPEED_ACTORS if (args.data / f"Actor_{a:02d}").is_dir()]
