@@ -56,6 +56,7 @@ SEGMENTS = "segments"
 SEGMENT_STARTS_S = "segment_starts_s"
 SEGMENT_SPEECH_RATIO = "segment_speech_ratio"
 FRAMES = "frames"
+FRAME_SPEECH = "frame_speech"
 ERROR = "error"
 
 #: Label columns, in table order; all nullable (a non-RAVDESS file has none).
@@ -86,8 +87,9 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any],
     ``wide`` (null when the file could not be read). ``corpus`` names the corpus of the row (see
     :data:`CORPUS`); tables written before it existed lack the column. With ``frame_bands``
     (``extract.store_frames``, rich recipe) a last column ``frames`` holds each row's log-mel frames,
-    ``frame_bands`` values per 32 ms frame (:mod:`ser_batch.features.melframes`); tables without it
-    read as before (a nullable addition: the schema version stays).
+    ``frame_bands`` values per 32 ms frame (:mod:`ser_batch.features.melframes`), and ``frame_speech``
+    which of them the speech detector keeps (the cnn pools its windows over those); tables without
+    them read as before (nullable additions: the schema version stays).
     """
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
@@ -111,6 +113,7 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any],
     ]
     if frame_bands:
         fields.append(pa.field(FRAMES, pa.list_(pa.list_(pa.float32(), frame_bands))))
+        fields.append(pa.field(FRAME_SPEECH, pa.list_(pa.bool_())))
     metadata = {
         META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
         META_TABLE: b"features",

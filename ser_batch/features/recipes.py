@@ -67,6 +67,8 @@ class FileFeatures:
     #: np.ndarray [shape=(n_frames, n_mels // 2)], float32: the signal's log-mel frames
     #: (:func:`ser_batch.features.melframes.mel_frames`; ``rich`` only), or None
     frames: np.ndarray | None = None
+    #: np.ndarray [shape=(n_frames,)], bool: the frames the speech detector keeps (``rich`` only), or None
+    frame_speech: np.ndarray | None = None
 
 
 def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
@@ -101,15 +103,14 @@ def _classic(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileF
 
 
 def _rich(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
-    from ser_batch.features.melframes import mel_frames
     from ser_batch.features.windows import frame_windows, signal_frames
 
     rich, f0 = signal_frames(y, sample_rate, config=config)
-    vector, windows = frame_windows(rich, f0, sample_rate, config=config)
+    vector, windows = frame_windows(rich, f0, sample_rate, config=config, frames=config.window_s > 0)
     if config.window_s <= 0:
         return FileFeatures(vector)
     return FileFeatures(vector, windows.vectors, windows.start_s.astype(np.float32), windows.speech_ratio,
-                        mel_frames(rich, config))
+                        windows.frames.frames, windows.frames.speech)
 
 
 @dataclass(frozen=True)

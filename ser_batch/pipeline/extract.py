@@ -256,6 +256,7 @@ def _append_row(rows: dict[str, list[Any]], rel: str, label_row: Mapping[str, An
     rows[schema.ERROR].append(error)
     if schema.FRAMES in rows:
         rows[schema.FRAMES].append(feats.frames if feats else None)
+        rows[schema.FRAME_SPEECH].append(feats.frame_speech if feats else None)
 
 
 def run_extract(
