@@ -42,8 +42,14 @@ ABSENT_CLASSES = ("mask", "none")
 TRAIN_NORMALIZE = ("none", "speaker")
 #: ``train.narrowband``: telephone-band rows get their own sets, or join the wideband ones.
 NARROWBAND = ("separate", "mixed")
-#: ``score.normalize``: z-score each stream by its own speech windows' statistics.
-SCORE_NORMALIZE = ("none", "file")
+#: ``score.normalize``: z-score each stream by its own speech windows' statistics ("file"), or
+#: every stream by the statistics of the whole archive's speech windows ("archive": a first pass).
+SCORE_NORMALIZE = ("none", "file", "archive")
+#: ``cnn.pooling``: the frames a window's encoder statistics are taken over.
+CNN_POOLINGS = ("speech", "all")
+#: ``cnn.augment``: noises, reverberation and gain applied to training frames
+#: (:mod:`ser_batch.models.frame_augment`).
+CNN_AUGMENTATIONS = ("babble", "white", "pink", "brown", "hum", "tones", "reverb", "gain")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,12 @@ class TrainConfig:
 
     #: Models to fit: any of :data:`FRAMEWORKS`.
     models: tuple[str, ...] = ("keras", "sklearn")
+    #: The bundle's ensemble (``--framework both``, the default of every command) in its plain sets:
+    #: its members among ``models``, each ``name`` or ``name:weight``; their probabilities are
+    #: averaged with those weights. Empty: every model, equal weights. ``ensemble_normalized``: the
+    #: same for the normalised sets (``--normalize file``), whose members also include the plain cnn.
+    ensemble: tuple[str, ...] = ()
+    ensemble_normalized: tuple[str, ...] = ()
     #: "speaker" (whole actors held out), "random" (stratified, the original recipe) or
     #: "none" (train on every row; for a final model whose accuracy was measured before).
     split: str = "speaker"
@@ -199,16 +211,32 @@ class CnnConfig:
     docs/accuracy.md ("frame-sequence model").
     """
 
-    #: Kernel size and dilation of each convolution ('same' padding, batch norm, ReLU).
+    #: Kernel size and dilation of each convolution of the encoder (batch norm, ReLU); each
+    #: ``dilation * (kernel - 1)`` must be even (the encoder's frames are centred).
     kernels: tuple[int, ...] = (5, 3, 3, 3)
     dilations: tuple[int, ...] = (1, 2, 3, 1)
     width: int = 128
     dense: int = 128
     dropout: float = 0.3
-    #: Floor of each window at its loudest value minus this many dB (before the band means
-    #: are subtracted); 0 = only the extraction's fixed floor (``features.db_floor``). 50 dB: +2.5
-    #: points over none in cross-validation over RAVDESS actors (docs/accuracy.md).
+    #: Per-frame normalisation (:func:`ser_batch.features.melframes.normalize_frames`): values raised
+    #: to the loudest value within ``norm_context_s`` minus this many dB (0: only the extraction's
+    #: fixed floor, ``features.db_floor``), then each band's mean within ``norm_context_s`` subtracted.
     relative_floor_db: float = 50.0
+    norm_context_s: float = 1.0
+    #: A window's encoder frames pooled over its frames judged speech ("speech"; all of them when
+    #: it has none) or over all its frames ("all").
+    pooling: str = "speech"
+    #: Training augmentation in the frame domain (:mod:`ser_batch.models.frame_augment`), drawn
+    #: afresh for every crop: any of :data:`CNN_AUGMENTATIONS`. A crop gets one of the noises named
+    #: with ``noise_prob`` at an SNR drawn from ``snr_db``, reverberation with ``reverb_prob``
+    #: (reverberation time from ``rt60_s``), a gain change of up to ``gain_db`` with ``gain_prob``.
+    augment: tuple[str, ...] = ()
+    noise_prob: float = 0.5
+    snr_db: tuple[float, ...] = (0.0, 20.0)
+    reverb_prob: float = 0.3
+    rt60_s: tuple[float, ...] = (0.2, 1.0)
+    gain_prob: float = 0.3
+    gain_db: float = 10.0
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 0.002
@@ -258,7 +286,9 @@ class ScoreConfig:
     #: Windows with a smaller fraction of speech frames get no label and stay out of summaries.
     min_speech_ratio: float = 0.3
     #: "file": z-score each stream (file, or channel with channels = "split") by the statistics
-    #: of its own speech windows and score it with the bundle's normalised models; "none": as extracted.
+    #: of its own speech windows and score it with the bundle's normalised models; "archive": z-score
+    #: every stream by the statistics of all the archive's speech windows (a first pass over the
+    #: archive computes them; for archives of short clips from many voices); "none": as extracted.
     normalize: str = "none"
     #: Streams with less speech than this (seconds) are scored by the global models instead
     #: (too few windows for trustworthy statistics); the files table says which was used.
@@ -382,6 +412,13 @@ RANGES: dict[str, Range] = {
     "cnn.dense": Range(1, 65536),
     "cnn.dropout": _RATE,
     "cnn.relative_floor_db": Range(0, 300, unit="dB"),
+    "cnn.norm_context_s": Range(0, 30, unit="s"),
+    "cnn.noise_prob": Range(0, 1),
+    "cnn.snr_db": Range(-30, 60, unit="dB"),
+    "cnn.reverb_prob": Range(0, 1),
+    "cnn.rt60_s": Range(0.05, 3, unit="s"),
+    "cnn.gain_prob": Range(0, 1),
+    "cnn.gain_db": Range(0, 60, unit="dB"),
     "cnn.epochs": _COUNT,
     "cnn.batch_size": _BATCH,
     "cnn.learning_rate": _LEARNING_RATE,
@@ -414,6 +451,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{section}.{key} must be a list, got {value!r}")
+        if default and isinstance(default[0], float):  # [0, 20] for floats: ints are fine
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         if default and not all(type(v) is type(default[0]) for v in value):
             raise ConfigError(f"{section}.{key} must be a list of {type(default[0]).__name__}, got {value!r}")
         return tuple(value)
@@ -524,7 +563,40 @@ def _check_train(config: Config) -> None:
     if train.split == "corpus" and not train.test_corpus:
         raise ConfigError("train.split = \"corpus\" needs train.test_corpus (--test-corpus NAME)")
     _one_of("train.normalize", train.normalize, TRAIN_NORMALIZE)
+    # Names and weights here; that the members are among train.models is checked by train, once the
+    # command's own --models has been applied.
+    parse_ensemble(train.ensemble, FRAMEWORKS)
+    parse_ensemble(train.ensemble_normalized, FRAMEWORKS)
     _one_of("train.narrowband", train.narrowband, NARROWBAND)
+
+
+def parse_ensemble(entries: Iterable[str], models: Iterable[str]) -> dict[str, float]:
+    """The weights of ``train.ensemble`` (``["cnn:0.7", "keras:0.3"]``, or names alone for equal
+    weights; empty: every one of ``models``), summing to 1, in ``models`` order.
+
+    Raises
+    ------
+    ConfigError
+        On a name that is not among ``models``, a weight that is not a positive number, or a name twice.
+    """
+    models = list(models)
+    weights: dict[str, float] = {}
+    for entry in entries or models:
+        name, _, value = str(entry).partition(":")
+        if name not in models:
+            raise ConfigError(f"train.ensemble names {name!r}, which is not among the models trained "
+                              f"({', '.join(models)}): add it to --models, or leave it out of the ensemble")
+        if name in weights:
+            raise ConfigError(f"train.ensemble names {name!r} twice")
+        try:
+            weight = float(value) if value else 1.0
+        except ValueError:
+            raise ConfigError(f"train.ensemble entry {entry!r}: the weight must be a number") from None
+        if not weight > 0 or weight == float("inf"):
+            raise ConfigError(f"train.ensemble entry {entry!r}: the weight must be a positive number")
+        weights[name] = weight
+    total = sum(weights.values())
+    return {m: weights[m] / total for m in models if m in weights}
 
 
 def _check_networks(config: Config) -> None:
@@ -534,6 +606,16 @@ def _check_networks(config: Config) -> None:
     cnn = config.cnn
     if not cnn.kernels or len(cnn.kernels) != len(cnn.dilations):
         raise ConfigError("cnn.kernels and cnn.dilations must be lists of positive integers of the same length")
+    if any(d * (k - 1) % 2 for k, d in zip(cnn.kernels, cnn.dilations)):
+        raise ConfigError(f"cnn.kernels {list(cnn.kernels)} with cnn.dilations {list(cnn.dilations)}: each "
+                          "dilation * (kernel - 1) must be even (odd kernels, or even dilations)")
+    _one_of("cnn.pooling", cnn.pooling, CNN_POOLINGS)
+    for name in cnn.augment:
+        _one_of("cnn.augment", name, CNN_AUGMENTATIONS)
+    for key in ("snr_db", "rt60_s"):
+        pair = getattr(cnn, key)
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ConfigError(f"cnn.{key} must be [low, high] with low <= high, got {list(pair)}")
 
 
 def _check_score(config: Config) -> None:

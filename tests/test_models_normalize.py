@@ -347,13 +347,23 @@ def test_train_and_evaluate_normalize_speaker(tmp_path: Path, ray_session: None)
     assert refused.exit_code == 1 and "no normalised models" in refused.output
 
 
+def _streams(rng: np.random.Generator, windows: int) -> list:
+    """One stream of ``windows`` full windows (every 16 frames) of random log-mel frames, all speech."""
+    from ser_batch.features.melframes import StreamFrames
+
+    n = 16 * (windows - 1) + 47
+    starts = np.arange(windows) * 16
+    return [StreamFrames.whole(rng.normal(-3.0, 1.0, size=(n, 64)).astype(np.float32), np.ones(n, dtype=bool),
+                               starts, starts + 47)]
+
+
 def test_pretrained_bundle_has_every_model_set_and_scores_telephony_with_the_narrow_ones() -> None:
     bundle = bundle_io.load_bundle()
     assert set(bundle.model_sets) == {"global", "speaker", "narrow", "narrow-speaker"}
     assert bundle.choose_set(8000) == "narrow" and bundle.choose_set(8000, True) == "narrow-speaker"
     assert bundle.choose_set(16000) == "global" and bundle.choose_set(48000, True) == "speaker"
     X = np.random.default_rng(2).normal(size=(4, bundle.manifest["features"]["n_features"])).astype(np.float32)
-    frames = (np.random.default_rng(3).normal(-3.0, 1.0, size=(4, 47, 64)).astype(np.float32), np.full(4, 47))
+    frames = _streams(np.random.default_rng(3), 4)
     outputs = [bundle.predict_proba(X, framework="both", model_set=name, frames=frames) for name in bundle.model_sets]
     assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs)
     assert not np.allclose(outputs[0], outputs[2])  # four different networks, not one copied
@@ -367,7 +377,7 @@ def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn() -> None:
     assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "global")]
     assert bundle.ensemble("narrow-speaker")[-1] == ("cnn", "narrow")
     X = np.random.default_rng(4).normal(size=(3, bundle.manifest["features"]["n_features"])).astype(np.float32)
-    frames = (np.random.default_rng(5).normal(-3.0, 1.0, size=(3, 47, 64)).astype(np.float32), np.full(3, 47))
+    frames = _streams(np.random.default_rng(5), 3)
     both = bundle.predict_proba(X, framework="both", model_set="narrow-speaker", frames=frames)
     parts = [bundle.predict_proba(X, framework="keras", model_set="narrow-speaker"),
              bundle.predict_proba(X, framework="sklearn", model_set="narrow-speaker"),
@@ -376,3 +386,104 @@ def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn() -> None:
     # `--framework cnn` on a normalised set is the plain set's cnn, not an error.
     np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="narrow-speaker", frames=frames),
                                parts[2], rtol=1e-6)
+
+
+# -------------------------------------------------- archive statistics, a normalised cnn
+
+
+def test_archive_sums_of_any_split_equal_the_statistics_of_all() -> None:
+    from ser_batch.models.normalize import StatsSums
+
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(3.0, 2.0, size=(500, 6)) * np.array([1, 10, 0.001, 1, 1, 1])
+    speech = rng.random(500) < 0.7
+    whole = fit_stats(vectors, speech)
+    for cuts in ([250], [1, 499], [100, 101, 300, 450]):
+        parts = [StatsSums.of(v, s) for v, s in zip(np.split(vectors, cuts), np.split(speech, cuts))]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        got = merged.stats()
+        assert got.n == whole.n == int(speech.sum())
+        np.testing.assert_allclose(got.mean, whole.mean, rtol=1e-12)
+        np.testing.assert_allclose(got.std, whole.std, rtol=1e-9)
+        again = StatsSums.from_json(json.loads(json.dumps(merged.to_json())))
+        assert again.n == merged.n and np.array_equal(again.total, merged.total)
+        assert np.array_equal(again.squares, merged.squares)
+    with pytest.raises(DatasetError, match="no window with speech"):
+        StatsSums.empty(6).stats()
+    with pytest.raises(DatasetError, match="unreadable"):
+        StatsSums.from_json({"n": 1, "total": [1.0, float("nan")], "squares": [1.0, 1.0]})
+
+
+def _cnn_set_bundle(out: Path) -> Path:
+    """The pretrained bundle's dense models, plus a random stream cnn in the global set and, in the
+    speaker set, the same encoder with another head that reads normalised statistics."""
+    from ser_batch.config import CnnConfig
+    from ser_batch.models.networks import read_arrays
+    from ser_batch.models.sequence import build_network, export_stream_network
+
+    base = make_set_bundle(out.with_name(out.name + "-base"), sets={"speaker": ALL_SETS["speaker"]})
+    staging = bundle_io.staging_dir(out)
+    manifest = json.loads((base / bundle_io.MANIFEST).read_text())
+    for name in manifest["files"]:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base / name, staging / name)
+    params = CnnConfig(width=16, dense=8, kernels=(3, 3), dilations=(1, 2))
+    model = build_network(params, n_bands=64, n_classes=len(manifest["classes"]))
+    export_stream_network(model, staging / ARRAYS["cnn"], params=params, context=31)
+    arrays = read_arrays(staging / ARRAYS["cnn"])
+    rng = np.random.default_rng(11)
+    arrays["dense_kernel"] = rng.normal(0, 0.3, arrays["dense_kernel"].shape).astype(np.float32)
+    arrays["normalized"] = np.array(1, dtype=np.int64)
+    np.savez_compressed(staging / "speaker" / ARRAYS["cnn"], **arrays)
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    manifest["models"] = [*manifest["models"], "cnn"]
+    for entry in manifest["model_sets"].values():
+        entry["models"] = [*entry["models"], "cnn"]
+    return bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=False)
+
+
+def test_a_normalised_sets_own_cnn_scores_z_scored_pooled_statistics(tmp_path: Path) -> None:
+    """A normalised set's own cnn (`train --normalize speaker` fits one) replaces the borrowed plain
+    one; its head reads pooled statistics z-scored per stream (--normalize file) or by the archive's
+    statistics (--normalize archive), and refuses to score without them."""
+    from ser_batch.inference.scoring import ArchiveStats, archive_sums, attach_probabilities, file_windows
+    from ser_batch.models.normalize import StatsSums
+
+    bundle = bundle_io.load_bundle(_cnn_set_bundle(tmp_path / "bundle"))
+    assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "speaker")]
+    cnn = bundle.model("cnn", "speaker")
+    assert cnn.normalized and not bundle.model("cnn").normalized
+    path = write_audio(tmp_path / "call.wav", duration_s=25.0, seed=4)
+    config = Config().replace(score={"normalize": "file", "min_normalize_s": 5.0})
+    [stream] = file_windows(path, bundle=bundle, config=config)
+    attach_probabilities(bundle, [stream], framework="cnn", score=config.score)
+    assert stream.summary.normalized and stream.summary.model_set == "speaker"
+    frames = [w.frames for w in stream.windows]
+    pooled = cnn.pool(frames)
+    expected = cnn.head(fit_stats(pooled, stream.speech).apply(pooled))
+    np.testing.assert_allclose(stream.proba, expected, atol=1e-6)
+    with pytest.raises(BundleError, match="normalised statistics"):
+        bundle.predict_proba(np.zeros((len(pooled), 0)), framework="cnn", model_set="speaker", frames=frames)
+
+    # --normalize archive: the first pass's sums are those of the speech windows' inputs; the second
+    # pass z-scores each window by them, as the blocks come.
+    sums = archive_sums(path, bundle=bundle, config=Config().replace(score={"normalize": "archive"}))
+    vectors = np.concatenate([w.vectors for w in stream.windows])
+    expected_sums = {"vectors": StatsSums.of(vectors, stream.speech), "cnn": StatsSums.of(pooled, stream.speech)}
+    assert set(sums) == {"speaker"} and set(sums["speaker"]) == set(expected_sums)
+    for kind, want in expected_sums.items():
+        np.testing.assert_allclose(sums["speaker"][kind].total, want.total, rtol=1e-6)
+    archive = ArchiveStats.from_sums(sums)
+    config = Config().replace(score={"normalize": "archive", "block_s": 7.0})
+    [scored] = file_windows(path, bundle=bundle, config=config, framework="both", archive=archive)
+    weights = bundle.ensemble_weights("speaker")
+    stats_v, stats_p = archive.of("speaker", "vectors"), archive.of("speaker", "cnn")
+    z = stats_v.apply(vectors)
+    expected = sum(weights[f] * bundle.predict_proba(z, framework=f, model_set="speaker") for f in ("keras", "sklearn"))
+    expected = expected + weights["cnn"] * cnn.head(stats_p.apply(pooled))
+    assert scored.summary.normalized and scored.summary.model_set == "speaker"
+    np.testing.assert_allclose(scored.proba, expected, atol=1e-5)
+    with pytest.raises(BundleError, match="archive's statistics"):
+        file_windows(path, bundle=bundle, config=config, framework="both")

@@ -225,7 +225,10 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
                    "its own speech windows and score it with the bundle's normalised models. For one voice per "
                    "stream with at least score.min_normalize_s (20 s) of speech; a stream with less falls back "
                    "to the global models (files.normalized says which). Not for mono recordings that mix "
-                   "speakers  [default: score.normalize, none]")
+                   "speakers. archive: a first pass takes the statistics of the speech windows of the whole "
+                   "input (kept in OUT/_score.json and reused by later runs into OUT), the second scores every "
+                   "stream z-scored by them: for archives of short clips from many voices  "
+                   "[default: score.normalize, none]")
 @click.option("--classes", default=None, metavar="LIST",
               help="Score over these of the bundle's classes only, e.g. angry,happy,neutral,sad: probabilities "
                    "renormalised over them, p_<class> columns only for them  [default: score.classes, all]")

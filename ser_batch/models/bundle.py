@@ -42,13 +42,14 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ser_batch import __version__, schema
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
 from ser_batch.errors import BundleError, ConfigError
+from ser_batch.features.melframes import StreamFrames
 from ser_batch.models.bundle_checks import (
     MANIFEST,
     check_keras_shapes,
@@ -175,7 +176,14 @@ class Bundle:
     @property
     def needs_frames(self) -> bool:
         """Whether some model of the bundle (``cnn``) scores windows' log-mel frames."""
-        return any("cnn" in s.models for s in self.model_sets.values()) or "cnn" in self.frameworks
+        return any("cnn" in self.set_frameworks(name) for name in self.model_sets)
+
+    @property
+    def frame_reach(self) -> int:
+        """Frames of context a stretch of a stream must hold past its windows on each side for the
+        bundle's ``cnn`` models (their normalisation and encoder; 0 without any): loads them."""
+        reach = [self.model("cnn", name).reach for name in self.model_sets if "cnn" in self.set_frameworks(name)]
+        return max(reach, default=0)
 
     @property
     def n_features(self) -> int | None:
@@ -342,10 +350,10 @@ class Bundle:
         n_features = self.n_features
         if framework == "cnn":
             from ser_batch.features.melframes import n_bands
-            from ser_batch.models.sequence import SequenceNetwork
+            from ser_batch.models.sequence import load_frame_network
 
             bands = n_bands(self.config.features) if "config" in self.manifest else None
-            return SequenceNetwork.load(path, classes=self.classes, n_bands=bands)
+            return load_frame_network(path, classes=self.classes, n_bands=bands)
         if not native:
             from ser_batch.models.networks import DenseNetwork
 
@@ -403,14 +411,41 @@ class Bundle:
                       if s.band == entry.band and not s.normalized and "cnn" in s.models), None)
         return own + [("cnn", plain)] if plain is not None else own
 
+    def ensemble_weights(self, model_set: str = GLOBAL) -> dict[str, float]:
+        """The weight of each framework in ``both`` for ``model_set`` (summing to 1): the manifest's
+        ``ensemble`` entry of the set (``train.ensemble``, ``train.ensemble_normalized``) restricted to
+        the set's members, or equal weights (bundles without the key, sets holding none of its members)."""
+        members = [f for f, _ in self.ensemble(model_set)]
+        chosen = (self.manifest.get("ensemble") or {}).get(model_set) or {}
+        weights = {f: float(chosen[f]) for f in members if f in chosen}
+        if not weights:
+            weights = {f: 1.0 for f in members}
+        total = sum(weights.values())
+        return {f: w / total for f, w in weights.items()}
+
+    def reads_vectors(self, framework: str, *, normalize: bool = False) -> bool:
+        """Whether scoring with ``framework`` reads window vectors: a dense model (keras, sklearn)
+        takes part, in the plain sets, or with ``normalize`` in any set. When not, scoring skips
+        computing them (:func:`ser_batch.features.windows.stream_windows` with ``vectors=False``)."""
+        if framework != ENSEMBLE:
+            return framework != "cnn"
+        sets = [name for name, entry in self.model_sets.items() if normalize or not entry.normalized]
+        return any(f != "cnn" for name in sets for f in self.ensemble_weights(name))
+
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
                      keep: np.ndarray | None = None, model_set: str = GLOBAL,
-                     frames: list[np.ndarray] | None = None) -> np.ndarray:
+                     frames: list[np.ndarray] | None = None, frame_speech: list[np.ndarray] | None = None,
+                     normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
         the bundle was trained on windows (only those in ``keep``, a mask over the stacked
         windows such as the ones with speech, when a row has any), else of the clip vectors ``X``.
-        ``frames``: each row's log-mel frames (the ``frames`` column), cut into the same windows for
-        a ``cnn`` model."""
+        ``frames``: each row's log-mel frames (the ``frames`` column) and ``frame_speech`` the frames
+        judged speech (``frame_speech``), each row one stream, for a ``cnn`` model.
+
+        Raises
+        ------
+        BundleError
+            If a ``cnn`` that pools over speech frames would score rows without ``frame_speech``."""
         if self.aggregation != "segments":
             return self.predict_proba(X, framework=framework, model_set=model_set)
         if segments is None:
@@ -421,33 +456,47 @@ class Bundle:
         stacked, rows = stack_segments(segments)
         windows = None
         if frames is not None and self.needs_frames:
-            from ser_batch.features.windows import row_windows
+            from ser_batch.features.windows import row_stream
 
-            cut = [row_windows(f, config=self.config.features, sample_rate=self.config.audio.sample_rate)
-                   for f in frames]
-            windows = (np.concatenate([w for w, _ in cut]), np.concatenate([c for _, c in cut]))
-        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows),
-                           rows, len(segments), keep=keep)
+            if frame_speech is None and any(getattr(self.model("cnn", name), "pooling", "all") == "speech"
+                                            for name in self.model_sets if "cnn" in self.set_frameworks(name)):
+                raise BundleError(f"the cnn of {self.path} pools windows over the frames judged speech, and these "
+                                  "features do not say which those are (no frame_speech column: written by an older "
+                                  "ser-batch); re-extract them")
+            windows = [row_stream(f, None if frame_speech is None else frame_speech[i], config=self.config.features,
+                                  sample_rate=self.config.audio.sample_rate) for i, f in enumerate(frames)]
+        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows,
+                                              normalize=normalize), rows, len(segments), keep=keep)
 
     def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL,
-                      frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                      frames: Sequence[StreamFrames] | None = None,
+                      normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order, by the models of ``model_set``.
 
-        ``framework="both"`` averages the models' probabilities (a soft-voting ensemble). The
-        dense models see the vectors ``X``; ``cnn`` sees ``frames``, the same windows' log-mel
-        frames ``(n, window, bands)`` and frame counts ``(n,)``.
+        ``framework="both"`` averages the models' probabilities with :meth:`ensemble_weights` (a
+        soft-voting ensemble). The
+        dense models see the vectors ``X``; ``cnn`` sees ``frames``, the stretches of log-mel frames
+        of the streams the same windows are in, in order (their windows are the rows of ``X``). A
+        normalised set's own cnn z-scores its pooled statistics with ``normalize``.
         """
         members = self.ensemble(model_set)
         if framework == ENSEMBLE:
-            return np.mean([self.predict_proba(X, framework=f, model_set=s, frames=frames) for f, s in members],
-                           axis=0)
+            weights = self.ensemble_weights(model_set)
+            return sum(weights[f] * self.predict_proba(X, framework=f, model_set=s, frames=frames, normalize=normalize)
+                       for f, s in members if f in weights)
         model_set = dict(members).get(framework, model_set)  # a normalised set's cnn is its band's plain one
         model = self.model(framework, model_set)
         if framework == "cnn":
             if frames is None:
                 raise BundleError(f"the cnn model of {self.path} scores windows' log-mel frames and none were "
                                   "given (feature tables need the frames column: extract.store_frames = true)")
-            proba = np.asarray(model.predict_proba(*frames), dtype=np.float64)
+            if getattr(model, "normalized", False):
+                if normalize is None:
+                    raise BundleError(f"the cnn of model set {model_set!r} of {self.path} scores normalised "
+                                      "statistics: score with --normalize file or archive")
+                proba = np.asarray(model.predict_proba(frames, normalize=normalize), dtype=np.float64)
+            else:
+                proba = np.asarray(model.predict_proba(frames), dtype=np.float64)
         else:
             proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
         order = [list(model.classes_).index(c) for c in self.classes]

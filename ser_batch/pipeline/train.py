@@ -24,11 +24,12 @@ from ser_batch.cluster import runtime
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
 from ser_batch.data.featureset import FeatureSet, concat_feature_sets, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
+from ser_batch.features.melframes import StreamFrames
 from ser_batch.models import bundle as bundle_io
 from ser_batch.models.estimators import mean_by_row
 from ser_batch.models.metrics import classification_metrics
 from ser_batch.models.model_sets import GLOBAL
-from ser_batch.pipeline.train_sets import SetData, plan_sets
+from ser_batch.pipeline.train_sets import CnnRows, SetData, plan_sets
 from ser_batch.reports import training as report
 from ser_batch.reports.failures import counted
 from ser_batch.reports.progress import progress_bar
@@ -138,17 +139,62 @@ def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], con
     data = dict(sets[name])
     directory = data.pop("dir")
     export_native = bool(config.get("train", {}).get("export_native", True))
+    normalized = data.pop("cnn_normalized")
+    test_groups = data.pop("test_groups")
     result = fit_model(kind, **data, config=config, staging=str(Path(staging) / directory), threads=threads,
                        arrays_only=bool(directory) or not export_native)
-    return dict(result, set=name, files=[f"{directory}/{f}" if directory else f for f in result["files"]])
+    result = dict(result, set=name, files=[f"{directory}/{f}" if directory else f for f in result["files"]])
+    if kind == "cnn" and normalized is not None:
+        result["also"] = [fit_normalized_cnn(result.pop("network"), data, test_groups, config=config,
+                                             staging=Path(staging), set_name=normalized[0], directory=normalized[1],
+                                             threads=threads)]
+    result.pop("network", None)
+    return result
+
+
+def fit_normalized_cnn(network: Any, data: dict[str, Any], test_groups: list[Any] | None, *, config: dict[str, Any],
+                       staging: Path, set_name: str, directory: str, threads: int) -> dict[str, Any]:
+    """The normalised set ``set_name``'s cnn: a head on the plain cnn's encoder, for statistics z-scored
+    per (speaker, recording) (:func:`ser_batch.models.sequence.fit_normalized_head`), written to
+    ``staging/directory/cnn.npz`` and tested on the same test rows, each group z-scored by its own windows."""
+    from ser_batch.features.windows import row_stream
+    from ser_batch.models.networks import ARRAYS, cast_arrays
+    from ser_batch.models.normalize import normalize_groups
+    from ser_batch.models.sequence import StreamNetwork, fit_normalized_head
+
+    cfg = config_from_dict(config)
+    started = time.perf_counter()
+    rows: CnnRows = data["frames_train"]
+    streams = [row_stream(f, None if rows.speech is None else rows.speech[i], config=cfg.features,
+                          sample_rate=cfg.audio.sample_rate) for i, f in enumerate(rows.frames)]
+    arrays = fit_normalized_head(network, streams, rows.labels, rows.groups, params=cfg.cnn,
+                                 min_speech_ratio=cfg.score.min_speech_ratio,
+                                 corpora=rows.corpora if cfg.train.absent_classes == "mask" else None,
+                                 seed=cfg.train.seed, threads=threads)
+    path = staging / directory / ARRAYS["cnn"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    if cfg.train.array_dtype != "float32":
+        cast_arrays(path, cfg.train.array_dtype)
+    head = StreamNetwork(arrays, list(network.classes_))
+    proba = np.zeros((0, len(network.classes_)), dtype=np.float32)
+    tests: list[StreamFrames] | None = data.get("frames_test")
+    if tests and test_groups is not None and data.get("test_rows") is not None:
+        owner = np.repeat(np.arange(len(tests)), [len(t) for t in tests])
+        keep = data["test_keep"]
+        windows = head.predict_proba(tests, normalize=lambda pooled: normalize_groups(
+            pooled, [test_groups[i] for i in owner], keep))
+        proba = mean_by_row(windows, data["test_rows"], int(data["test_rows"].max()) + 1, keep=keep).astype(np.float32)
+    return {"model": "cnn", "set": set_name, "classes": [str(c) for c in network.classes_], "proba": proba,
+            "history": {}, "fit_s": time.perf_counter() - started, "files": [f"{directory}/{ARRAYS['cnn']}"]}
 
 
 def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
               test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
               test_keep: np.ndarray | None = None, arrays_only: bool = False,
               groups_train: np.ndarray | None = None,
-              frames_train: tuple[list[np.ndarray], np.ndarray] | None = None,
-              frames_test: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+              frames_train: CnnRows | None = None,
+              frames_test: list[StreamFrames] | None = None) -> dict[str, Any]:
     """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
 
     With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
@@ -159,8 +205,8 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     loss the classes its corpus lacks (``train.absent_classes = "mask"``); the scikit-learn MLP
     has no per-row loss and ignores it.
     The ``cnn``
-    model trains on ``frames_train`` (each training row's log-mel frames and its label) and is
-    tested on ``frames_test`` (the test windows' frames and frame counts, in ``X_test``'s order).
+    model trains on ``frames_train`` (each training row's log-mel frames, speech flags and label) and
+    is tested on ``frames_test`` (each test row as one stream, windows in ``X_test``'s order).
 
     Returns
     -------
@@ -177,12 +223,21 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         from ser_batch.features.windows import WindowGrid
         from ser_batch.models.sequence import SequenceClassifier
 
+        if frames_train.speech is None and cfg.cnn.pooling == "speech":
+            raise DatasetError("the cnn pools its windows over the frames judged speech, and these features do not "
+                               "say which those are (no frame_speech column: extracted by an older ser-batch); "
+                               "re-extract them, or train with --set cnn.pooling=all")
         grid = WindowGrid.of(cfg.features, cfg.audio.sample_rate)
-        model = SequenceClassifier(params=cfg.cnn, window=grid.window, seed=cfg.train.seed,
-                                   threads=threads).fit(frames_train[0], frames_train[1])
+        model = SequenceClassifier(params=cfg.cnn, window=grid.window, frame_s=grid.frame_s, features=cfg.features,
+                                   sample_rate=cfg.audio.sample_rate, seed=cfg.train.seed, threads=threads)
+        rows = frames_train
+        model.fit(rows.frames, rows.labels, speech=rows.speech,
+                  groups=rows.corpora if cfg.train.absent_classes == "mask" else None,
+                  speakers=rows.speakers, sources=rows.files)
         files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
         history = model.history_
         X_test = frames_test  # None without test rows (--split none)
+        network = model.network_
     elif kind == "keras":
         from ser_batch.models.estimators import KerasANN
 
@@ -218,15 +273,15 @@ def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np
         cast_arrays(Path(staging) / ARRAYS[kind], cfg.train.array_dtype)
     fit_s = time.perf_counter() - started
     proba = np.zeros((0, len(model.classes_)))
-    if kind == "cnn" and X_test is not None and not len(X_test[0]):
-        X_test = None
     if X_test is not None and len(X_test):
-        proba = np.asarray(model.predict_proba(*X_test) if kind == "cnn" else model.predict_proba(X_test),
-                           dtype=np.float64)
+        proba = np.asarray(model.predict_proba(X_test), dtype=np.float64)
         if test_rows is not None:
             proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1, keep=test_keep)
-    return {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
-            "history": history, "fit_s": fit_s, "files": files}
+    result = {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
+              "history": history, "fit_s": fit_s, "files": files}
+    if kind == "cnn":
+        result["network"] = network  # for a normalised set's head (fit_set_model); not returned
+    return result
 
 
 def runtime_versions() -> dict[str, str]:
@@ -287,6 +342,10 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
     if len(set(data.emotion.astype(str))) < 2:
         raise DatasetError(f"the features in {', '.join(map(str, dirs))} need labelled rows of at least two classes "
                            "to train on")
+    from ser_batch.config import parse_ensemble
+
+    for spec in (config.train.ensemble, config.train.ensemble_normalized):
+        parse_ensemble(spec, config.train.models)  # members must be among the models trained
     extract_config = config_from_dict(features.metadata["config"])
     # The bundle carries the audio/feature settings the features were made with.
     effective = config.replace(audio=config_to_dict(extract_config)["audio"],
@@ -309,7 +368,9 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
         staging = bundle_io.staging_dir(out)
         try:
             results = _fit_sets(sets, staging, config=effective, cpus=ray_info["cpus"], progress=progress)
-            set_metrics = {s.name: set_test_metrics(s, [r for r in results if r["set"] == s.name], labels, classes)
+            ensembles = {s.name: set_ensemble(s, results, config=effective) for s in sets}
+            set_metrics = {s.name: set_test_metrics(s, [r for r in results if r["set"] == s.name], labels, classes,
+                                                    weights=ensembles[s.name])
                            for s in sets}
             metrics = set_metrics[GLOBAL]
             history = next((r["history"] for r in results if r["model"] == "keras" and r["set"] == GLOBAL), None)
@@ -320,6 +381,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "classes": classes,
                 "models": [r["model"] for r in results if r["set"] == GLOBAL],
+                "ensemble": ensembles,
                 "aggregation": "segments" if use_segments else "clip",
                 "features": bundle_io.feature_contract(effective, features.metadata),
                 "config": config_to_dict(effective),
@@ -346,7 +408,7 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
 def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int,
               progress: bool = True) -> list[dict[str, Any]]:
     """Fit every model of every set as parallel Ray tasks writing into ``staging``; their results."""
-    items = [(s.name, kind) for s in sets for kind in s.models(config.train.models)]
+    items = [(s.name, kind) for s in sets for kind in s.fitted(config.train.models)]
     threads = min(max(1, cpus // len(items)), runtime.largest_node_cpus())
     # One line per model fitted when stderr is not a terminal: a model may take minutes.
     bar = progress_bar(total=len(items), desc=f"train ({counted(len(sets), 'model set')})", enabled=progress,
@@ -365,6 +427,7 @@ def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int,
         )
     finally:
         bar.close()
+    results = [r for result in results for r in [result, *result.pop("also", [])]]
     missing = [f for r in results for f in r["files"] if not (staging / f).is_file()]
     if missing:
         raise BundleError(f"model files {', '.join(missing)} were written where the driver cannot see "
@@ -433,9 +496,24 @@ def _training_hashes(data: FeatureSet, split: Split, features_dirs: list[Path], 
     return {"hashes": entry} if entry else {}
 
 
+def set_ensemble(model_set: SetData, results: list[dict[str, Any]], *, config: Config) -> dict[str, float]:
+    """The weights of ``both`` in one set (the manifest's ``ensemble`` entry): ``train.ensemble`` for a
+    plain set, ``train.ensemble_normalized`` for a normalised one, over the models the set holds."""
+    from ser_batch.config import parse_ensemble
+
+    held = [r["model"] for r in results if r["set"] == model_set.name]
+    spec = config.train.ensemble
+    if model_set.normalize != "none":
+        spec = config.train.ensemble_normalized
+        if "cnn" in config.train.models and "cnn" not in held:
+            held.append("cnn")  # scoring borrows the plain set's cnn (Bundle.ensemble)
+    return parse_ensemble([e for e in spec if e.partition(":")[0] in held], held)
+
+
 def set_test_metrics(model_set: SetData, results: list[dict[str, Any]], labels: np.ndarray,
-                     classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Test metrics of each model of one set, and of their average (``both``); empty without test rows."""
+                     classes: list[str], *, weights: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Test metrics of each model of one set, and of their ensemble (``both``, averaged with ``weights``,
+    equal without); empty without test rows."""
     if not len(model_set.test_index):
         return {}
     y_test = labels[model_set.test_index]
@@ -446,6 +524,8 @@ def set_test_metrics(model_set: SetData, results: list[dict[str, Any]], labels: 
         probas.append(proba)
         metrics[result["model"]] = classification_metrics(y_test, proba, classes)
         metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
-    if len(probas) > 1:
-        metrics[ENSEMBLE] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
+    weights = {r["model"]: (weights or {}).get(r["model"], 0.0 if weights else 1.0) for r in results}
+    if len(probas) > 1 and sum(weights.values()) > 0:  # (a normalised set's own models may weigh nothing)
+        mixed = sum(weights[r["model"]] * p for r, p in zip(results, probas)) / sum(weights.values())
+        metrics[ENSEMBLE] = classification_metrics(y_test, mixed, classes)
     return metrics
