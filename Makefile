@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@# The GE2E speaker encoder's weights (an optional input, docs/accuracy.md) ship in Resemblyzer's
+	@# wheel; ser-batch reads them without torch, so the package goes in without its dependencies.
+	$(PY) -m pip install --quiet --no-deps resemblyzer==0.1.4
 	@# librosa compiles its numba functions on first use (~20 s on 2 cores) and caches them:
 	@# pay that here, once, instead of in the first extract or demo (yin: rich; tonnetz: classic).
 	$(PY) -W ignore -c "import numpy as np, librosa; y = np.random.default_rng(0).uniform(-0.1, 0.1, 16000).astype(np.float32); \
