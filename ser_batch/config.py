@@ -303,6 +303,12 @@ class Config:
         """Return a copy with ``section={key: value}`` changes applied and validated."""
         return _apply(self, {name: dict(values) for name, values in sections.items()})
 
+    def with_sections(self, **sections: Any) -> "Config":
+        """Return a copy with whole sections replaced (``audio=other.audio``), validated."""
+        result = dataclasses.replace(self, **sections)
+        validate(result)
+        return result
+
 
 class Range(NamedTuple):
     """The values a numeric key may take: ``low`` to ``high``, each end included unless open."""
@@ -571,15 +577,17 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], value
 
 
-def load_config(path: Path | None = None, *, overrides: Iterable[str] = ()) -> Config:
-    """Load defaults, then the TOML file at ``path`` (if any), then ``overrides``.
+def load_config(path: Path | None = None, *, overrides: Iterable[str] = (),
+                changes: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Load defaults, then the TOML file at ``path`` (if any), then ``overrides`` (``--set``), then
+    ``changes`` (a command's own options, section -> {key: value}): merged, then checked once.
 
     Raises
     ------
     ConfigError
         On a missing or malformed file, an unknown key, or a value of the wrong type.
     """
-    changes: dict[str, dict[str, Any]] = {}
+    merged: dict[str, dict[str, Any]] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -593,11 +601,13 @@ def load_config(path: Path | None = None, *, overrides: Iterable[str] = ()) -> C
         for section, values in data.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
-            changes.setdefault(section, {}).update(values)
+            merged.setdefault(section, {}).update(values)
     for text in overrides:
         section, key, value = parse_override(text)
-        changes.setdefault(section, {})[key] = value
-    return _apply(Config(), changes)
+        merged.setdefault(section, {})[key] = value
+    for section, values in (changes or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return _apply(Config(), merged)
 
 
 def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
