@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -196,7 +197,7 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
 
     threadpool_limits(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    from ser_batch.config import Config, config_to_dict
+    from ser_batch.config import Config
     from ser_batch.pipeline import score as job
     from ser_batch.pipeline.score_plan import Shard, Unit
 
@@ -228,20 +229,33 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
         units.append(Unit(path=path.name, source=str(path), size=st.st_size, mtime=st.st_mtime,
                           duration_s=info.duration_s))
     audio_s = sum(u.duration_s for u in units)
-    settings = config_to_dict(config)
+    score_units = _shard_scorer(job, config, bundle, bundle_path=str(bundle_path), bundle_id=bid)
     runs = []
     for _ in range(passes + 1):
         out = Path(tempfile.mkdtemp(prefix="stages-out-", dir=folder))
         timer.totals.clear()
         t0 = time.thread_time()
         for i, unit in enumerate(units[:2]):  # the long file and the call: one shard each
-            job.score_shard(Shard(units=(unit,), key=f"s{i}"), out=str(out), bundle_path=str(bundle_path),
-                            bundle_id=bid, config=settings, settings_key="k")
-        job.score_shard(Shard(units=tuple(units[2:]), key="clips"), out=str(out), bundle_path=str(bundle_path),
-                        bundle_id=bid, config=settings, settings_key="k")
+            score_units(Shard(units=(unit,), key=f"s{i}"), out)
+        score_units(Shard(units=tuple(units[2:]), key="clips"), out)
         total = time.thread_time() - t0
         runs.append({"total_s": total, "stages": dict(timer.totals)})
     return {"audio_s": audio_s, "bundle_load_s": load_s, "found": found, "runs": runs[1:]}
+
+
+def _shard_scorer(job: Any, config: Any, bundle: Any, *, bundle_path: str, bundle_id: str) -> Any:
+    """``score(shard, out)``: what a score task does with a shard, in the tree under test (its run
+    context since the shard-job engine, the plain task function before)."""
+    try:
+        from ser_batch.pipeline.score_shard import ScoreRun
+    except ImportError:  # a tree before the engine (--baseline)
+        from ser_batch.config import config_to_dict
+
+        return lambda shard, out: job.score_shard(shard, out=str(out), bundle_path=bundle_path, bundle_id=bundle_id,
+                                                  config=config_to_dict(config), settings_key="k")
+    frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
+    run = ScoreRun("", config, bundle_path, bundle_id, tuple(bundle.classes), "k", frame_s, job.bundle_hop(bundle))
+    return lambda shard, out: replace(run, out=str(out)).run_shard(shard)
 
 
 # ---------------------------------------------------------------------- the driver

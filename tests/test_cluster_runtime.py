@@ -26,7 +26,9 @@ def test_ray_runtime_reuses_a_running_one(ray_session: None) -> None:
     import ray
 
     with runtime.ray_runtime(num_cpus=1) as info:
-        assert info["started"] is False and info["cpus"] == 2
+        assert info.started is False and info.cpus == 2 and info.nodes == 1 and info.local
+        assert info.executor == runtime.RAY and info.address == ray.get_runtime_context().gcs_address
+        assert info.record() == {"address": info.address, "cpus": 2, "nodes": 1}
     assert ray.is_initialized()  # not shut down: this block did not start it
     assert runtime.largest_node_cpus() == 2
 
@@ -138,13 +140,30 @@ def test_token_auth_is_switched_on_when_a_token_exists(tmp_path: Path, mode: str
 
 
 def test_run_on_each_node(ray_session: None) -> None:
-    def where() -> int:
+    import os
+
+    import ray
+
+    def where(*, tag: str) -> tuple[str, str, bool]:
         import os
+        import socket
 
-        return os.getpid()
+        return tag, socket.gethostname(), os.getpid() != driver
 
-    answers = runtime.run_on_each_node(where)
-    assert len(answers) == 1 and answers[0][1] > 0  # the session runtime has one node
+    driver = os.getpid()
+    answers = runtime.run_on_each_node(where, kwargs={"tag": "x"})
+    # The session runtime has one node, this machine: one answer, from a worker process there.
+    assert answers == [(ray.util.get_node_ip_address(), ("x", os.uname().nodename, True))]
+
+
+def test_map_tasks_names_its_tasks(ray_session: None) -> None:
+    """Workers carry the job's task name (``ray::score_shard`` in ps and on log lines)."""
+
+    def title(item: int) -> str:
+        with open("/proc/self/cmdline", "rb") as handle:
+            return handle.read().split(b"\0")[0].decode()
+
+    assert runtime.map_tasks(title, [0], name="score_shard")[0].startswith("ray::score_shard")
 
 
 def _stdout_on_a_terminal(code: str) -> bytes:
