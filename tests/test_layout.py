@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ser_batch"
 #: Layers in order: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ("contracts", "audio", "features", "data", "models", "inference", "reports", "cluster", "pipeline", "demo",
           "cli")
-CONTRACTS = {"ser_batch", "ser_batch.errors", "ser_batch.config", "ser_batch.schema", "ser_batch.augmentations"}
+CONTRACTS = {"ser_batch", "ser_batch.errors", "ser_batch.config", "ser_batch.config_rules", "ser_batch.schema",
+             "ser_batch.augmentations"}
 #: ``ser_batch.bundle`` is an alias of ``ser_batch.models.bundle`` for scripts of the flat layout.
 ALIASES = {"ser_batch.bundle"}
 

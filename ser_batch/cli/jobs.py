@@ -27,7 +27,7 @@ from ser_batch.config import (
     ABSENT_CLASSES,
     CHANNELS,
     NARROWBAND,
-    RECIPES,
+    RECIPE_NAMES,
     SCORE_FRAMEWORKS,
     SCORE_NORMALIZE,
     SPLITS,
@@ -42,7 +42,7 @@ from ser_batch.reports.failures import counted
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder for the Parquet parts  [default: extract.out of the config, "
                    "output/features]")
-@click.option("--recipe", type=click.Choice(RECIPES), default=None,
+@click.option("--recipe", type=click.Choice(RECIPE_NAMES), default=None,
               help="Feature recipe: fast (the 193 classic values from one shared STFT), classic "
                    "(the reference librosa calls) or rich (805 pooled statistics and pitch; "
                    "best accuracy)  [default: features.recipe of the config, fast]")
