@@ -97,7 +97,7 @@ def main() -> None:
         summary = run_score(calls, scores, config=load_config(overrides=["ray.num_cpus=2"]), rescore=True,
                             progress=False)
         print(summary.line())
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     page = write_score_report(scores, truth=calls / "truth.csv")
     print(f"report: {page}")

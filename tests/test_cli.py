@@ -334,12 +334,12 @@ def test_a_setting_that_is_not_a_usable_number_is_bad_usage(clean_corpus: Path, 
 
 
 def test_ctrl_c_in_any_command_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import ser_batch.reports.scoring as reports
+    from ser_batch.reports import score_page
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reports, "write_score_report", interrupted)
+    monkeypatch.setattr(score_page, "write_score_report", interrupted)
     result = invoke("report", tmp_path)
     assert result.exit_code == 130 and "interrupted (Ctrl-C)" in result.stderr
     assert "Aborted!" not in result.output

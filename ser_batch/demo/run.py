@@ -256,7 +256,7 @@ def _score(run: DemoRun) -> None:
     from ser_batch.models.bundle import load_bundle
     from ser_batch.pipeline.score import run_score
     from ser_batch.reports.failures import counted
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     if not run.usable:
         run.say("skipped: no file could be read")

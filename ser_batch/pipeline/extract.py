@@ -30,7 +30,7 @@ from ser_batch.data.paths import stored_path
 from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
-from ser_batch.reports import figures
+from ser_batch.reports import timing
 from ser_batch.reports.failures import SHOWN, counted, format_failures
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class ExtractSummary:
 
     def _ray(self) -> str:
         """`` over the whole run incl. Ray start 4.1 s`` (``wall_s`` covers the whole command)."""
-        return "" if self.ray_start_s is None else f" over the whole run {figures.ray_part(self.ray_start_s)}"
+        return "" if self.ray_start_s is None else f" over the whole run {timing.ray_part(self.ray_start_s)}"
 
     def failure_report(self) -> str:
         """The failed files (the first few, with reasons) and where the rest are; ``""`` if none."""

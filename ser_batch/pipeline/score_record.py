@@ -16,7 +16,7 @@ from ser_batch import __version__
 from ser_batch.cluster.runtime import RuntimeInfo
 from ser_batch.config import Config, config_to_dict
 from ser_batch.data import parts, score_folder
-from ser_batch.reports import figures
+from ser_batch.reports import timing
 from ser_batch.reports.failures import counted, format_failures
 
 
@@ -63,14 +63,14 @@ class ScoreSummary:
 
     @property
     def realtime_factor(self) -> float:
-        """Audio seconds / seconds of the whole command (:mod:`ser_batch.reports.figures`)."""
-        return figures.realtime_factor(self.audio_s, self.wall_s)
+        """Audio seconds / seconds of the whole command (:mod:`ser_batch.reports.timing`)."""
+        return timing.realtime_factor(self.audio_s, self.wall_s)
 
     def line(self) -> str:
         """One-line summary for the CLI."""
         return (f"{counted(self.files_scored, 'file')} scored ({self.files_skipped} already done), "
                 f"{counted(len(self.errors), 'error')}, {self.audio_s / 3600:.2f} h of audio "
-                f"{figures.timing(self.wall_s, self.ray_start_s, self.audio_s)} -> {self.out}")
+                f"{timing.timing(self.wall_s, self.ray_start_s, self.audio_s)} -> {self.out}")
 
     def notes(self) -> list[str]:
         """Lines after :meth:`line` on what the run left for later: failed files skipped, rows
@@ -133,7 +133,7 @@ def write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle
         "tasks_wall_s": round(summary.tasks_wall_s, 3),
         # audio_s / wall_s (the whole command, Ray start included) and audio_s / task_cpu_s
         "realtime_factor": round(summary.realtime_factor, 2),
-        "realtime_factor_per_core": round(figures.per_core_factor(summary.audio_s, summary.task_cpu_s), 2),
+        "realtime_factor_per_core": round(timing.per_core_factor(summary.audio_s, summary.task_cpu_s), 2),
         "ray_start_s": None if summary.ray_start_s is None else round(summary.ray_start_s, 3),
         "training_overlap": summary.training_overlap.record() if summary.training_overlap is not None else None,
         "failed_skipped": summary.failed_skipped,
