@@ -211,18 +211,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.skip_cluster:
             return
         sys.path.insert(0, str(REPO_ROOT))
-        from ser_batch.cluster import local as cluster
+        from ser_batch.cluster import local
 
-        os.environ[cluster.STATE_ENV] = env[cluster.STATE_ENV] = str(Path(tmp) / "cluster")
+        os.environ[local.STATE_ENV] = env[local.STATE_ENV] = str(Path(tmp) / "cluster")
         try:
-            started = cluster.start_cluster(num_cpus=1)
+            started = local.start_cluster(num_cpus=1)
             head = measure(args, timed=timed, warmup=warmup, address=started.gcs_address, env=env)
             print(line("local cluster, 1 node (1 CPU)", head))
-            cluster.add_node(num_cpus=1)
+            local.add_node(num_cpus=1)
             both = measure(args, timed=timed, warmup=warmup, address=started.gcs_address, env=env)
             print(line("local cluster, 2 nodes (1 CPU each)", both, head))
         finally:
-            cluster.stop_cluster()
+            local.stop_cluster()
 
 
 if __name__ == "__main__":

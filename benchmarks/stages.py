@@ -198,7 +198,7 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
     threadpool_limits(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     from ser_batch.config import Config
-    from ser_batch.pipeline import score as job
+    from ser_batch.pipeline import score
     from ser_batch.pipeline.score_plan import Shard, Unit
 
     timer = StageTimer()
@@ -207,7 +207,7 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
     from ser_batch.inference import scoring
 
     config = Config().replace(score={"framework": framework})
-    bundle_path = model or job.open_scoring_bundle(None, config).path
+    bundle_path = model or score.open_scoring_bundle(None, config).path
     from ser_batch.models.bundle import load_bundle
 
     bid = scoring.bundle_id(load_bundle(Path(bundle_path), verify=False))
@@ -229,7 +229,7 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
         units.append(Unit(path=path.name, source=str(path), size=st.st_size, mtime=st.st_mtime,
                           duration_s=info.duration_s))
     audio_s = sum(u.duration_s for u in units)
-    score_units = _shard_scorer(job, config, bundle, bundle_path=str(bundle_path), bundle_id=bid)
+    score_units = _shard_scorer(score, config, bundle, bundle_path=str(bundle_path), bundle_id=bid)
     runs = []
     for _ in range(passes + 1):
         out = Path(tempfile.mkdtemp(prefix="stages-out-", dir=folder))
@@ -243,7 +243,7 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
     return {"audio_s": audio_s, "bundle_load_s": load_s, "found": found, "runs": runs[1:]}
 
 
-def _shard_scorer(job: Any, config: Any, bundle: Any, *, bundle_path: str, bundle_id: str) -> Any:
+def _shard_scorer(score: Any, config: Any, bundle: Any, *, bundle_path: str, bundle_id: str) -> Any:
     """``score(shard, out)``: what a score task does with a shard, in the tree under test (its run
     context since the shard-job engine, the plain task function before)."""
     try:
@@ -251,10 +251,10 @@ def _shard_scorer(job: Any, config: Any, bundle: Any, *, bundle_path: str, bundl
     except ImportError:  # a tree before the engine (--baseline)
         from ser_batch.config import config_to_dict
 
-        return lambda shard, out: job.score_shard(shard, out=str(out), bundle_path=bundle_path, bundle_id=bundle_id,
-                                                  config=config_to_dict(config), settings_key="k")
+        return lambda shard, out: score.score_shard(shard, out=str(out), bundle_path=bundle_path, bundle_id=bundle_id,
+                                                    config=config_to_dict(config), settings_key="k")
     frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
-    run = ScoreRun("", config, bundle_path, bundle_id, tuple(bundle.classes), "k", frame_s, job.bundle_hop(bundle))
+    run = ScoreRun("", config, bundle_path, bundle_id, tuple(bundle.classes), "k", frame_s, score.bundle_hop(bundle))
     return lambda shard, out: replace(run, out=str(out)).run_shard(shard)
 
 

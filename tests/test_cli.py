@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from ser_batch import schema
 from ser_batch.cli import main
 from ser_batch.cli.root import EXIT_FILE_ERRORS
-from ser_batch.data import parts as storage
+from ser_batch.data import parts
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 
@@ -105,7 +105,7 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
     assert result.stdout.strip() == result.stdout.strip().splitlines()[0]  # one line
     assert result.stdout.startswith(f"{N_FILES} files, 3 errors, 3 parts in ")
     assert result.stdout.strip().endswith(f"-> {out}")
-    assert storage.read_parts(out).num_rows == N_FILES
+    assert parts.read_parts(out).num_rows == N_FILES
     # Which files failed, and why, on stderr (the issue: "3 files, 1 errors" and nothing more).
     assert result.stderr.splitlines() == [
         f"3 of {N_FILES} files failed:",
@@ -129,10 +129,10 @@ def test_extract_augment_option(ray_session: None, clean_corpus: Path, tmp_path:
                     "--augment", "telephone-pcm, telephone-ulaw")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("3 files, 0 errors, 6 augmented rows (telephone-pcm, telephone-ulaw), 1 part in ")
-    table = storage.read_parts(out)
+    table = parts.read_parts(out)
     assert sorted(table.column(schema.AUGMENT).to_pylist(), key=str) == \
         [None] * 3 + ["telephone-pcm"] * 3 + ["telephone-ulaw"] * 3
-    assert 'augment = ["telephone-pcm", "telephone-ulaw"]' in (out / storage.CONFIG).read_text()
+    assert 'augment = ["telephone-pcm", "telephone-ulaw"]' in (out / parts.CONFIG).read_text()
     # The option wins over the config; an empty one turns augmentation off.
     result = invoke("extract", clean_corpus, "--out", tmp_path / "plain", "--no-progress", "--augment", "",
                     "--set", "extract.augment=gain-3db")
@@ -209,7 +209,7 @@ def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     assert f"{N_FILES} files, 3 errors" in result.stdout  # the job still ran to the end
     assert result.stderr.startswith(f"3 of {N_FILES} files failed:")
     assert result.stderr.splitlines()[-1] == "error: 3 files failed (--fail-on-error)"
-    assert storage.read_manifest(tmp_path / "features") is not None
+    assert parts.read_manifest(tmp_path / "features") is not None
 
 
 def test_fail_on_error_without_errors(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
@@ -248,10 +248,10 @@ def test_recipe_classic(ray_session: None, clean_corpus: Path, tmp_path: Path) -
     out = tmp_path / "features"
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--recipe", "classic")
     assert result.exit_code == 0, result.output
-    meta = schema.read_metadata(storage.read_parts(out).schema)
+    meta = schema.read_metadata(parts.read_parts(out).schema)
     assert meta["recipe"] == "classic"
     assert meta["config"]["features"]["recipe"] == "classic"
-    assert "recipe = \"classic\"" in (out / storage.CONFIG).read_text()
+    assert "recipe = \"classic\"" in (out / parts.CONFIG).read_text()
 
 
 def test_shard_size_override_changes_parts(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
@@ -261,8 +261,8 @@ def test_shard_size_override_changes_parts(ray_session: None, clean_corpus: Path
         result = invoke("extract", clean_corpus, "--out", out, "--no-progress",
                         "--set", f"extract.shard_size={size}")
         assert result.exit_code == 0, result.output
-        counts[size] = len(storage.existing_parts(out))
-        assert sum(pq.read_metadata(p).num_rows for p in storage.existing_parts(out).values()) == 3
+        counts[size] = len(parts.existing_parts(out))
+        assert sum(pq.read_metadata(p).num_rows for p in parts.existing_parts(out).values()) == 3
     assert counts == {1: 3, 2: 2}
 
 
@@ -275,8 +275,8 @@ def test_config_file_and_labels_option(ray_session: None, clean_corpus: Path, tm
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--config", config,
                     "--labels", labels)
     assert result.exit_code == 0, result.output
-    table = storage.read_parts(out)
-    assert len(storage.existing_parts(out)) == 3
+    table = parts.read_parts(out)
+    assert len(parts.existing_parts(out)) == 3
     assert schema.read_metadata(table.schema)["config"]["audio"]["sample_rate"] == 8000
     emotions = dict(zip(table.column(schema.PATH).to_pylist(), table.column(schema.EMOTION).to_pylist()))
     assert emotions == {"Actor_01/03-01-05-01-01-01-01.wav": "angry", "Actor_02/03-01-02-01-01-01-02.wav": "calm",

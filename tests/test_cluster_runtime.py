@@ -219,12 +219,10 @@ def test_ray_dedup_notes_lose_their_colour_off_a_terminal(monkeypatch: pytest.Mo
     ESC codes in train's output in the full test session."""
     from ray._private import ray_logging
 
-    from ser_batch.cluster import runtime as rt
-
     # Ray's own colouring (an earlier job in this session may have replaced it already).
     monkeypatch.setattr(ray_logging, "_color", lambda msg: f"\x1b[32m{msg}\x1b[0m")
     monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
-    monkeypatch.setattr(rt, "_is_terminal", lambda stream: False)
+    monkeypatch.setattr(runtime, "_is_terminal", lambda stream: False)
     assert "\x1b" in ray_logging._color(" [repeated 2x across cluster]")
-    rt.plain_worker_logs()
+    runtime.plain_worker_logs()
     assert ray_logging._color(" [repeated 2x across cluster]") == " [repeated 2x across cluster]"

@@ -212,9 +212,8 @@ def _evaluate(run: DemoRun) -> None:
 
 def _predict(run: DemoRun) -> None:
     from ser_batch.inference.scoring import predict_files
+    from ser_batch.models import training_overlap
     from ser_batch.models.bundle import load_bundle
-    from ser_batch.models.training_overlap import matches as training_matches
-    from ser_batch.models.training_overlap import overlap_of
 
     if not run.usable:
         run.say("skipped: no file could be read")
@@ -227,9 +226,9 @@ def _predict(run: DemoRun) -> None:
     bundle = load_bundle(run.model)
     # Table paths are stored names (bytes that are not UTF-8 as \xHH): open by the real name.
     sources = [run.data / fs_path(p) for p in chosen]
-    heard = training_matches(bundle, sources) or {}
+    heard = training_overlap.matches(bundle, sources) or {}
     if heard:
-        run.say(overlap_of(heard, total=len(sources)).line())
+        run.say(training_overlap.overlap_of(heard, total=len(sources)).line())
     for entry in predict_files(sources, bundle=bundle, framework=ENSEMBLE):
         rel = stored_path(Path(entry["path"]).relative_to(run.data).as_posix())
         if entry["error"]:

@@ -59,8 +59,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     BundleError
         If the bundle is unreadable or cannot score windows of audio.
     """
-    from ser_batch.inference.scoring import bundle_id as id_of
-    from ser_batch.inference.scoring import class_subset
+    from ser_batch.inference.scoring import bundle_id, class_subset
     from ser_batch.models.training_overlap import find_overlap
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -73,7 +72,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     parts.refuse_links(out)
     bundle = open_scoring_bundle(model_dir, config)
     subset = class_subset(bundle, config.score)
-    bid = id_of(bundle)
+    bid = bundle_id(bundle)
     settings = settings_of(bundle, bid, config, subset)
     entries = list_input(input_path, extensions=config.audio.extensions)
     if not entries:
