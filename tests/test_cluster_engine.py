@@ -21,7 +21,8 @@ from ser_batch.cluster.engine import Executor, Progress, ShardJob, run_shards
 from ser_batch.config import Config
 from ser_batch.data.labels import discover_audio
 from ser_batch.errors import ClusterError
-from ser_batch.pipeline.extract import ExtractRun, plan_shards, run_extract
+from ser_batch.pipeline.extract import plan_shards, run_extract
+from ser_batch.pipeline.extract_shard import ExtractRun
 from ser_batch.pipeline.score import run_score
 from ser_batch.pipeline.train import run_train
 

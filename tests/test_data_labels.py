@@ -378,7 +378,8 @@ def test_labels_csv_with_byte_order_mark(tmp_path: Path) -> None:
 
 def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
     """A features folder of two generated files (8 kHz and 16 kHz) written by one shard, no Ray."""
-    from ser_batch.pipeline.extract import ExtractRun, plan_shards
+    from ser_batch.pipeline.extract import plan_shards
+    from ser_batch.pipeline.extract_shard import ExtractRun
 
     from conftest import write_audio
 

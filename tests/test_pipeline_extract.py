@@ -24,7 +24,8 @@ from ser_batch.data.labels import discover_audio
 from ser_batch.errors import DatasetError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import file_features
-from ser_batch.pipeline.extract import ExtractResult, ExtractRun, ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract import ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract_shard import ExtractResult, ExtractRun
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 

@@ -18,7 +18,8 @@ from ser_batch.data import parts
 from ser_batch.data.featureset import load_feature_set
 from ser_batch.data.labels import discover_audio
 from ser_batch.features.recipes import checked_features, decode_for_features
-from ser_batch.pipeline.extract import ExtractRun, ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract import ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract_shard import ExtractRun
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD
 

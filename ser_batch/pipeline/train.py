@@ -15,21 +15,21 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ser_batch import __version__
 from ser_batch.cluster import output
-from ser_batch.cluster.engine import Executor, Progress, ShardJob, Workers, run_shards
+from ser_batch.cluster.engine import Executor, Progress, Workers, run_shards
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
 from ser_batch.data.featureset import FeatureSet, concat_feature_sets, load_feature_set
-from ser_batch.errors import BundleError, ClusterError, DatasetError
+from ser_batch.errors import BundleError, DatasetError
 from ser_batch.models import bundle
-from ser_batch.models.estimators import mean_by_row
 from ser_batch.models.metrics import classification_metrics
 from ser_batch.models.model_sets import GLOBAL
 from ser_batch.pipeline.train_sets import SetData, plan_sets
+from ser_batch.pipeline.train_shard import FitJob, FitResult
 from ser_batch.reports import training
 from ser_batch.reports.failures import counted
 
@@ -129,135 +129,6 @@ def _check_actors_unique(data: FeatureSet) -> None:
                                "the actors of each corpus apart (EMOVO's are 101-106) or use --split corpus/random")
 
 
-@dataclass(frozen=True)
-class FitResult:
-    """What fitting one model gave: its classes, its test probabilities and history, its files."""
-
-    set: str
-    model: str
-    classes: list[str]
-    #: Probabilities of the test rows [shape=(n_test_rows, n_classes)], in ``classes`` order.
-    proba: np.ndarray
-    history: dict[str, Any]
-    fit_s: float
-    #: Files written into the staging folder, relative to it.
-    files: list[str]
-
-
-@dataclass(frozen=True)
-class FitJob(ShardJob[tuple[str, str], FitResult]):
-    """The run context of ``train``'s fits, sent whole to the workers: every set's arrays
-    (:meth:`ser_batch.pipeline.train_sets.SetData.arrays`), the settings, the staging folder and
-    the threads each fit uses. A shard is one ``(set name, model)``."""
-
-    sets: dict[str, dict[str, Any]]
-    config: Config
-    staging: str
-    threads: int
-    doing: ClassVar[str] = "fitting"
-    task: ClassVar[str] = "fit_model"
-
-    def run_shard(self, shard: tuple[str, str]) -> FitResult:
-        """Fit model ``kind`` of set ``name`` (``shard = (name, kind)``) on that set's data. Sets other
-        than the root's keep only the array export of their models."""
-        name, kind = shard
-        data = dict(self.sets[name])
-        directory = data.pop("dir")
-        fitted = fit_model(kind, **data, config=self.config, staging=str(Path(self.staging) / directory),
-                           threads=self.threads, arrays_only=bool(directory) or not self.config.train.export_native)
-        files = [f"{directory}/{f}" if directory else f for f in fitted.files]
-        return FitResult(name, kind, fitted.classes, fitted.proba, fitted.history, fitted.fit_s, files)
-
-    def lost(self, shard: tuple[str, str], error: str) -> FitResult:
-        name, kind = shard
-        raise ClusterError(f"fitting {kind} of model set {name} failed: {error.replace('this file', 'it')}")
-
-
-def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-              test_rows: np.ndarray | None, config: Config, staging: str, threads: int,
-              test_keep: np.ndarray | None = None, arrays_only: bool = False,
-              groups_train: np.ndarray | None = None,
-              frames_train: tuple[list[np.ndarray], np.ndarray] | None = None,
-              frames_test: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
-    """Fit one model, save it into ``staging`` and score the test rows (runs in a worker).
-
-    With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
-    and a row's probabilities are the mean over its windows with speech (``test_keep``), or
-    over all of them when none has speech -- the rule ``score`` summarises files by.
-    ``arrays_only`` keeps only the array export (``*.npz``, what scoring evaluates).
-    ``groups_train`` (the corpus of each training vector) lets the Keras ANN leave out of a row's
-    loss the classes its corpus lacks (``train.absent_classes = "mask"``); the scikit-learn MLP
-    has no per-row loss and ignores it.
-    The ``cnn``
-    model trains on ``frames_train`` (each training row's log-mel frames and its label) and is
-    tested on ``frames_test`` (the test windows' frames and frame counts, in ``X_test``'s order).
-
-    Returns
-    -------
-    FitResult
-        Of the set ``""`` (:class:`FitJob` names it).
-    """
-    cfg = config
-    started = time.perf_counter()
-    Path(staging).mkdir(parents=True, exist_ok=True)
-    if kind == "cnn" and frames_train is None:
-        raise DatasetError("the cnn model trains on each row's log-mel frames, and these features have none: "
-                           "re-extract with the rich recipe (extract.store_frames = true)")
-    if kind == "cnn":
-        from ser_batch.features.windows import WindowGrid
-        from ser_batch.models.sequence import SequenceClassifier
-
-        grid = WindowGrid.of(cfg.features, cfg.audio.sample_rate)
-        model = SequenceClassifier(params=cfg.cnn, window=grid.window, seed=cfg.train.seed,
-                                   threads=threads).fit(frames_train[0], frames_train[1])
-        files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
-        history = model.history_
-        X_test = frames_test  # None without test rows (--split none)
-    elif kind == "keras":
-        from ser_batch.models.estimators import KerasANN
-
-        groups = groups_train if cfg.train.absent_classes == "mask" else None
-        model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train,
-                                                                                        groups=groups)
-        files = [p.name for p in model.save(Path(staging), h5=cfg.train.export_h5)]
-        history = model.history_
-    else:
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
-        from ser_batch.models.estimators import build_sklearn_mlp, save_sklearn
-
-        with warnings.catch_warnings():
-            # A fixed iteration budget is the tuned setting (docs/accuracy.md), not a failure.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = build_sklearn_mlp(cfg.sklearn, seed=cfg.train.seed).fit(X_train, y_train.astype(str))
-        pickle_path = Path(staging) / bundle.SKLEARN_PICKLE if cfg.train.export_joblib else None
-        files = [p.name for p in save_sklearn(model, Path(staging) / bundle.SKLEARN_FILE,
-                                              pickle_path=pickle_path)]
-        history = {"loss": [float(v) for v in model[-1].loss_curve_]}
-    if arrays_only:
-        from ser_batch.models.networks import ARRAYS
-
-        for name in [f for f in files if f != ARRAYS[kind]]:
-            (Path(staging) / name).unlink()
-        files = [ARRAYS[kind]]
-    if cfg.train.array_dtype != "float32":
-        from ser_batch.models.networks import ARRAYS, cast_arrays
-
-        cast_arrays(Path(staging) / ARRAYS[kind], cfg.train.array_dtype)
-    fit_s = time.perf_counter() - started
-    proba = np.zeros((0, len(model.classes_)))
-    if kind == "cnn" and X_test is not None and not len(X_test[0]):
-        X_test = None
-    if X_test is not None and len(X_test):
-        proba = np.asarray(model.predict_proba(*X_test) if kind == "cnn" else model.predict_proba(X_test),
-                           dtype=np.float64)
-        if test_rows is not None:
-            proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1, keep=test_keep)
-    return FitResult("", kind, [str(c) for c in model.classes_], proba.astype(np.float32), history, fit_s, files)
-
-
 def runtime_versions() -> dict[str, str]:
     """Versions of the libraries whose files a bundle holds (skops, pickles and Keras files)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -341,14 +212,14 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
             set_metrics = {s.name: set_test_metrics(s, [r for r in results if r.set == s.name], labels, classes)
                            for s in sets}
             metrics = set_metrics[GLOBAL]
-            history = next((r.history for r in results if r.model == "keras" and r.set == GLOBAL), None)
+            history = next((r.history for r in results if r.framework == "keras" and r.set == GLOBAL), None)
             manifest = {
                 "bundle_format": bundle.BUNDLE_FORMAT,
                 "ser_batch_version": __version__,
                 "library_versions": runtime_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "classes": classes,
-                "models": [r.model for r in results if r.set == GLOBAL],
+                "models": [r.framework for r in results if r.set == GLOBAL],
                 "aggregation": "segments" if use_segments else "clip",
                 "features": bundle.feature_contract(config, features.metadata),
                 "config": config_to_dict(config),
@@ -376,18 +247,18 @@ def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, workers: Wo
               progress: bool = True) -> list[FitResult]:
     """Fit every model of every set in parallel, writing into ``staging``; their results, in the
     order of the sets and their models."""
-    shards = [(s.name, kind) for s in sets for kind in s.models(config.train.models)]
+    shards = [(s.name, framework) for s in sets for framework in s.models(config.train.models)]
     threads = min(max(1, workers.info.cpus // len(shards)), workers.largest_node_cpus())
     job = FitJob({s.name: s.arrays() for s in sets}, config, str(staging.resolve()), threads)
     fitted: dict[tuple[str, str], FitResult] = {}
 
     def commit(result: FitResult) -> int:
-        fitted[result.set, result.model] = result
+        fitted[result.set, result.framework] = result
         return 1
 
     def postfix() -> str:
-        name, kind = list(fitted)[-1]
-        return f"{name} {kind} done"
+        name, framework = list(fitted)[-1]
+        return f"{name} {framework} done"
 
     # One line per model fitted when stderr is not a terminal: a model may take minutes.
     run_shards(job, shards, workers=workers, commit=commit, max_retries=config.ray.max_retries, postfix=postfix,
@@ -473,8 +344,8 @@ def set_test_metrics(model_set: SetData, results: list[FitResult], labels: np.nd
     for result in results:
         proba = result.proba[:, [result.classes.index(c) for c in classes]]
         probas.append(proba)
-        metrics[result.model] = classification_metrics(y_test, proba, classes)
-        metrics[result.model]["fit_s"] = round(result.fit_s, 2)
+        metrics[result.framework] = classification_metrics(y_test, proba, classes)
+        metrics[result.framework]["fit_s"] = round(result.fit_s, 2)
     if len(probas) > 1:
         metrics[ENSEMBLE] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
     return metrics
