@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +39,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS, ROOT, checkout, run_json  # noqa: E402
 
 #: (stage, module, attribute): the functions timed. ``Class.method`` attributes wrap the method.
 #: Order = the table's order (the scoring path's order).
@@ -76,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per tree (median per stage)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long 16 kHz file")
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: the pretrained one)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS 16-kHz WAVs")
+    parser.add_argument("--data", type=Path, default=RAVDESS, help="RAVDESS 16-kHz WAVs")
     parser.add_argument("--framework", default="both",
                         help="score.framework: both (the default: every model), keras, sklearn or cnn")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -262,16 +261,11 @@ def _shard_scorer(score: Any, config: Any, bundle: Any, *, bundle_path: str, bun
 
 
 def run_child(tree: Path, folder: Path, *, model: Path | None, passes: int, framework: str) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     command = [sys.executable, str(ROOT / "benchmarks" / "stages.py"), "--child", str(folder),
                "--passes", str(passes), "--framework", framework]
     if model is not None:
         command += ["--model", str(model)]
-    done = subprocess.run(command, env=env, cwd=str(tree), capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"the run on {tree} failed")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(command, tree=tree, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,12 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = build_archive(work / "archive", data=args.data, minutes=args.minutes)
         trees = {"this tree": ROOT}
         if args.baseline:
-            base = work / "baseline"
-            base.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-            trees = {args.baseline: base, "this tree": ROOT}
+            trees = {args.baseline: checkout(args.baseline, work / "baseline"), "this tree": ROOT}
         results: dict[str, list[dict[str, Any]]] = {n: [] for n in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():  # alternating, so load drift hits both
