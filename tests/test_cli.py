@@ -212,14 +212,41 @@ def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     assert parts.read_manifest(tmp_path / "features") is not None
 
 
-def test_fail_on_error_without_errors(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
-    result = invoke("extract", clean_corpus, "--out", tmp_path / "f", "--no-progress", "--fail-on-error")
+def test_fail_on_error_without_errors(clean_corpus: Path, tmp_path: Path) -> None:
+    """Nothing failed: exit 0, the summary alone, no failure report and no --fail-on-error line."""
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "f", "--no-progress", "--fail-on-error",
+                    "--in-process")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 files, 0 errors, 1 part in ") and result.stderr == ""
+    assert parts.read_parts(tmp_path / "f").column(schema.ERROR).null_count == 3
 
 
-def test_without_fail_on_error_file_errors_exit_zero(ray_session: None, corpus: Path, tmp_path: Path) -> None:
-    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress")
+def test_without_fail_on_error_file_errors_exit_zero(corpus: Path, tmp_path: Path) -> None:
+    """Files failed: still exit 0 without --fail-on-error, but the failures are reported and recorded."""
+    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress", "--in-process")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{N_FILES} files, 3 errors") and "--fail-on-error" not in result.stderr
+    assert result.stderr.startswith(f"3 of {N_FILES} files failed:") and "broken/empty.wav: empty file" in result.stderr
+    errors = parts.read_parts(tmp_path / "features").column(schema.ERROR).to_pylist()
+    assert sum(e is not None for e in errors) == 3 and parts.read_manifest(tmp_path / "features")["errors"] == 3
+
+
+def test_in_process_and_an_address_exclude_each_other(clean_corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--in-process", "--address", "10.0.0.1:6379")
+    assert result.exit_code == 2 and "--in-process runs the job in this process" in result.output
+    assert not (tmp_path / "o").exists()
+    # An address from the environment is not the user's choice on this command: --in-process wins.
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--in-process", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert parts.read_manifest(tmp_path / "o")["executor"] == "in-process"
+
+
+def test_every_job_command_has_the_runtime_options() -> None:
+    for job in ("extract", "train", "score", "demo"):
+        help_text = invoke(job, "--help").output
+        assert all(option in help_text for option in ("--num-cpus", "--address", "--in-process")), job
 
 
 @pytest.mark.parametrize(
