@@ -261,7 +261,7 @@ class ScoreConfig:
     framework: str = setting(ENSEMBLE, SCORE_FRAMEWORKS)
     #: "mix": channels averaged into one stream; "split": each channel scored as its own stream.
     channels: str = setting("mix", CHANNELS)
-    #: Files longer than this (seconds) are cut into ranges that separate tasks score.
+    #: Files longer than this (seconds) are cut into chunks (ranges of windows) that separate tasks score.
     chunk_s: float = setting(600.0, Range(1, 1_000_000, unit="s"))
     #: Audio per task (seconds): shards are balanced by duration, not by file count.
     shard_s: float = setting(300.0, Range(1, 1_000_000, unit="s"))

@@ -239,7 +239,7 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
 
     INPUT is a folder (searched recursively, symlinked folders followed) or a text file
     listing audio paths, one per line. Long files are streamed in blocks and cut into
-    ranges scored in parallel; each 1.5 s window gets class probabilities and a speech
+    chunks (score.chunk_s) scored in parallel; each 1.5 s window gets class probabilities and a speech
     ratio (windows without speech get no label), each file the mean over its speech
     windows. Runs are incremental: files already scored (same path, size and mtime) are
     skipped, so the same command every night scores only what is new. A file that cannot
