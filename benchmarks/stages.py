@@ -204,11 +204,10 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
     found = install(timer)
     from ser_batch.audio.decode import probe_audio
     from ser_batch.inference import scoring
+    from ser_batch.models.bundle import default_bundle_path, load_bundle
 
     config = Config().replace(score={"framework": framework})
-    bundle_path = model or score.open_scoring_bundle(None, config).path
-    from ser_batch.models.bundle import load_bundle
-
+    bundle_path = model or default_bundle_path()
     bid = scoring.bundle_id(load_bundle(Path(bundle_path), verify=False))
     t0 = time.thread_time()
     bundle = scoring.cached_bundle(str(bundle_path), bid)  # the one score_shard gets from its cache

@@ -59,7 +59,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     BundleError
         If the bundle is unreadable or cannot score windows of audio.
     """
-    from ser_batch.inference.scoring import bundle_id, class_subset
+    from ser_batch.inference.scoring import bundle_id
     from ser_batch.models.training_overlap import find_overlap
 
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -70,8 +70,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         raise DatasetError(f"input not found: {input_path}")
     score_folder.refuse_foreign(out)  # notes, audio, an extract output, a bundle: before anything is written
     parts.refuse_links(out)
-    bundle = open_scoring_bundle(model_dir, config)
-    subset = class_subset(bundle, config.score)
+    bundle, subset = open_scoring_bundle(model_dir, config)
     bid = bundle_id(bundle)
     settings = settings_of(bundle, bid, config, subset)
     entries = list_input(input_path, extensions=config.audio.extensions)
@@ -126,10 +125,11 @@ def _prepare(out: Path, plan: ScorePlan, *, settings: dict[str, Any], rescore: b
         score_folder.drop_paths(out, plan.committed, plan.changed)
 
 
-def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
+def open_scoring_bundle(model_dir: Path | None, config: Config) -> tuple[Any, tuple[str, ...] | None]:
     """The bundle at ``model_dir`` (default: the pretrained one), every model of every set loaded
     and checked, and refused unless it can score audio with ``config``'s framework, normalisation
     and classes: all before any task starts, so no worker ever meets a bundle that cannot load.
+    With it, the classes ``score.classes`` keeps (``None``: all the bundle's), parsed here once.
 
     Raises
     ------
@@ -142,8 +142,7 @@ def open_scoring_bundle(model_dir: Path | None, config: Config) -> Any:
     bundle = load_bundle(model_dir)
     check_scoring_bundle(bundle, config.score.framework)
     check_normalize(bundle, config.score)
-    class_subset(bundle, config.score)  # a bad --classes is refused before any task starts
-    return bundle
+    return bundle, class_subset(bundle, config.score)  # a bad --classes is refused before any task starts
 
 
 def bundle_hop(bundle: Any) -> int:
