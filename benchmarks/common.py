@@ -1,9 +1,6 @@
-"""What the benchmark scripts share: where the data are, an older checkout to time against, a child
-process whose last line of output is its JSON report, and a verdict against a target.
-
-The scripts put the project root first on ``sys.path`` and import ``benchmarks.common``, so that
-they run as ``.venv/bin/python benchmarks/NAME.py`` from anywhere and measure this checkout.
-"""
+"""What the benchmark scripts share: the data, an older checkout to time against, a child process
+whose last line of output is its JSON report, and a verdict. The scripts put the project root first
+on ``sys.path`` and import ``benchmarks.common``, so they measure this checkout from anywhere."""
 
 from __future__ import annotations
 
@@ -25,8 +22,7 @@ EMOVO = SHARED_DATA / "emovo"
 
 
 def checkout(ref: str, into: Path) -> Path:
-    """The files of git ref ``ref`` of this repository (``git archive``), extracted in ``into``: the
-    baseline a script times against the working tree."""
+    """The files of git ref ``ref`` of this repository, extracted in ``into`` (a baseline to time)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
@@ -53,8 +49,21 @@ def run_json(command: Sequence[str], **options: Any) -> dict[str, Any]:
     return json.loads(run_child(command, **options).stdout.strip().splitlines()[-1])
 
 
+def generated_speech(rate: int, seconds: float, *, seed: int) -> Any:
+    """Speech without a corpus: harmonics of a gliding f0 under a syllable envelope, light noise (float32)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(rate * seconds)) / rate
+    f0 = (120.0 + 40 * seed) * (1.0 + 0.1 * np.sin(2 * np.pi * 1.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 * (1.0 + np.sin(2 * np.pi * 4.0 * t - np.pi / 2))
+    return (0.3 * envelope * voiced + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
 def verdict(ok: bool) -> str:
-    """``PASS`` or ``FAIL``: how every script marks a target met or missed."""
+    """How every script marks a target met or missed."""
     return "PASS" if ok else "FAIL"
 
 

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ import soundfile as sf
 import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout under test, also as a plain script
-from benchmarks.common import RAVDESS, ROOT, load_average, verdict  # noqa: E402
+from benchmarks.common import RAVDESS, ROOT, load_average, run_child, verdict  # noqa: E402
 from ser_batch import schema  # noqa: E402
 from ser_batch.audio.decode import load_audio  # noqa: E402
 from ser_batch.data import score_folder  # noqa: E402
@@ -227,15 +226,10 @@ def score(work: Path, name: str, input_path: Path, *, model: Path, cpus: int, se
                "--model", str(model), "--num-cpus", str(cpus), "--no-progress"]
     for setting in sets:
         command += ["--set", setting]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TREE), os.environ.get("PYTHONPATH")])))
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=TREE, env=env, capture_output=True, text=True)
+    run_child(command, tree=TREE)
     process_s = time.perf_counter() - started
-    if done.returncode:
-        print(f"\nscore run {name!r} failed (exit {done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}",
-              file=sys.stderr)
-        sys.exit(1)
     record = json.loads((out / score_folder.RUN_RECORD).read_text())
     if record["errors"]:
         print(f"warning: run {name!r}: {record['errors']} file(s) failed: {record['failed_files'][:3]}",

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RAVDESS, ROOT, checkout, run_json  # noqa: E402
+from benchmarks.common import RAVDESS, ROOT, checkout, generated_speech, run_json  # noqa: E402
 
 #: (stage, module, attribute): the functions timed. ``Class.method`` attributes wrap the method.
 #: Order = the table's order (the scoring path's order).
@@ -102,12 +102,7 @@ def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]
         # Mono (a few RAVDESS files are stereo).
         clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32) for p in picked]
     else:
-        t = np.arange(int(3.0 * 16000)) / 16000
-        for k in range(120):
-            f0 = 110 + 10 * (k % 12) + 30 * np.sin(2 * np.pi * 0.7 * t)
-            phase = 2 * np.pi * np.cumsum(f0) / 16000
-            voice = sum(np.sin(h * phase) / h for h in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
-            clips.append((0.05 * voice + 0.002 * rng.standard_normal(len(t))).astype(np.float32))
+        clips = [generated_speech(16_000, 3.0, seed=k % 12) for k in range(120)]
 
     def join(pieces: list[np.ndarray], seconds: float) -> np.ndarray:
         out, total, i = [], 0, 0
