@@ -372,6 +372,32 @@ def test_ctrl_c_in_any_command_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "Aborted!" not in result.output
 
 
+def test_sigterm_ends_a_job_and_releases_its_output(tmp_path: Path) -> None:
+    """``jobs stop`` and schedulers send SIGTERM: the command exits (status 15, as Ray's driver
+    does) through its cleanup, so OUT's lock is gone, also before any runtime is up (here none)."""
+    import signal
+    import time
+
+    for i in range(6):
+        write_audio(tmp_path / "in" / f"{i}.wav", duration_s=30.0, seed=i)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "ser_batch.cli", "score", str(tmp_path / "in"), "--out",
+                                str(out), "--in-process", "--no-progress", "--set", "score.shard_files=1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".lock").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (out / ".lock").exists(), process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 15, stderr
+    assert not (out / ".lock").exists() and "Traceback" not in stderr
+
+
 def test_sigint_exits_130_in_a_real_process() -> None:
     """A real SIGINT, in the installed entry point's way (standalone click), not click's ``Aborted!`` and 1."""
     import signal

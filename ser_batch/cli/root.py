@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -143,6 +145,16 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    stop_cleanly_on_sigterm()
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (``ser-batch jobs stop``, a scheduler's stop) ends the command as an exit would: OUT's
+    lock is released and temporary files go, as when Ray's driver gets it (``ray.init`` installs
+    the same handler; a job takes OUT's lock before it starts or joins Ray, and only plans with
+    work start it at all). Exit status 15, Ray's."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
 
 def parse_test_actors(text: str | None) -> dict[str, Any]:
