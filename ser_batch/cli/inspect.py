@@ -158,7 +158,7 @@ def report(out: Path, truth: Path | None, max_ribbons: int, file_path: str | Non
 
     Example: ser-batch report output/scores --truth output/calls/truth.csv
     """
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     path = write_score_report(out, file_path=file_path, truth=truth, max_ribbons=max_ribbons)
     click.echo(f"report written to {path}")

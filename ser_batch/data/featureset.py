@@ -107,9 +107,9 @@ def load_feature_set(directory: Path) -> FeatureSet:
     DatasetError
         If the folder is missing, has no parts, is not a features table, or has no usable row.
     """
-    from ser_batch.data import parts as storage
+    from ser_batch.data import parts
 
-    table = storage.read_parts(Path(directory))
+    table = parts.read_parts(Path(directory))
     metadata = schema.read_metadata(table.schema)
     if metadata.get("table") != "features" or schema.FEATURES not in table.column_names:
         raise DatasetError(f"{directory} is not a ser-batch feature dataset (no features table metadata)")

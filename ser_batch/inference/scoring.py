@@ -212,9 +212,10 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
 
 def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
                  windows: tuple[int, int | None] = (0, None), framework: str | None = None,
-                 archive: ArchiveStats | None = None) -> list[StreamResult]:
+                 archive: ArchiveStats | None = None, info: AudioInfo | None = None) -> list[StreamResult]:
     """The windows of every stream of one file: one (``channels="mix"``) or one per channel
-    (``split``), not yet scored (see :func:`attach_probabilities`).
+    (``split``), not yet scored (see :func:`attach_probabilities`). ``info``: the file's header,
+    when the caller has probed it already (``score``'s driver does, once per file).
 
     With ``framework``, each block's windows are scored as they come and their feature
     vectors dropped, so that memory does not grow with the file's length (long files);
@@ -222,7 +223,7 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
     ``archive``'s statistics). With ``score.normalize = "file"`` a stream needs all its windows
     before any can be scored: its vectors are kept (about 3 KB per window, 0.5 s of audio) and it
     is scored at its end."""
-    info = probe_audio(Path(path))
+    info = info if info is not None else probe_audio(Path(path))
     if info.frames <= 0:
         raise FeatureError("no audio samples")
     n_fft, rate = bundle.config.features.n_fft, bundle.config.audio.sample_rate
