@@ -351,6 +351,7 @@ def main() -> int:
                         help="a configuration to train (repeatable) [default: the configuration as it is]")
     parser.add_argument("--archive", action="store_true", help="also score with normalize archive")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--extract-only", action="store_true", help="only extract the features (kept in --work)")
     args = parser.parse_args()
     for source in (RAVDESS, EMOVO):
         if not source.is_dir():
@@ -371,6 +372,8 @@ def main() -> int:
     print(f"transfer benchmark: seeds {seeds}, stages {stages}, candidates {list(candidates)}, work {args.work}",
           flush=True)
     features = extract_all(args.work)
+    if args.extract_only:
+        return 0
     report: dict[str, Any] = {"seeds": seeds, "augment": AUGMENT, "candidates": candidates, "stages": {}}
     chosen: list[str] | None = None
     for stage in stages:

@@ -487,3 +487,67 @@ def test_a_normalised_sets_own_cnn_scores_z_scored_pooled_statistics(tmp_path: P
     np.testing.assert_allclose(scored.proba, expected, atol=1e-5)
     with pytest.raises(BundleError, match="archive's statistics"):
         file_windows(path, bundle=bundle, config=config, framework="both")
+
+
+def test_score_normalize_archive_two_passes_one_statistic_reused_and_kept(tmp_path: Path) -> None:
+    """`score --normalize archive`: a first pass takes the statistics of every speech window of the
+    input (the same in one shard or many), the second scores every stream z-scored by them; they are
+    recorded in _score.json and reused by a later run into the folder (new files normalised alike);
+    a folder whose rows were normalised by statistics it no longer records is refused."""
+    from ser_batch.inference.scoring import ArchiveStats, archive_sums, file_windows, merge_archive_sums
+
+    bundle_dir = _cnn_set_bundle(tmp_path / "bundle")
+    archive = tmp_path / "clips"
+    for i in range(4):
+        write_audio(archive / f"clip{i}.wav", duration_s=3.0 + i, seed=20 + i)
+    runs = {}
+    for name, shard_files in (("one", 100), ("many", 1)):
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                           "--normalize", "archive", "--in-process", "--no-progress",
+                                           "--set", f"score.shard_files={shard_files}"])
+        assert result.exit_code == 0, result.output
+        assert "--normalize archive: statistics of" in result.output
+        runs[name] = json.loads((out / "_score.json").read_text())["archive_stats"]
+    for kind in ("vectors", "cnn"):
+        one, many = runs["one"]["speaker"][kind], runs["many"]["speaker"][kind]
+        assert one["n"] == many["n"] > 0
+        np.testing.assert_allclose(one["total"], many["total"], rtol=1e-9)
+        np.testing.assert_allclose(one["squares"], many["squares"], rtol=1e-9)
+    # The second pass z-scored every stream by those statistics (what the library gives, in process).
+    bundle = bundle_io.load_bundle(bundle_dir)
+    config = Config().replace(score={"normalize": "archive"})
+    sums = merge_archive_sums([archive_sums(p, bundle=bundle, config=config) for p in sorted(archive.iterdir())])
+    stats = ArchiveStats.from_sums(sums)
+    np.testing.assert_allclose(sums["speaker"]["cnn"].total, runs["one"]["speaker"]["cnn"]["total"], rtol=1e-9)
+    out = tmp_path / "one"
+    segments = pd.read_parquet(out / "segments")
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files[schema.NORMALIZED].all() and set(files[schema.MODEL_SET]) == {"speaker"}
+    columns = [schema.proba_column(c) for c in bundle.classes]
+    [stream] = file_windows(archive / "clip2.wav", bundle=bundle, config=config, framework="both", archive=stats)
+    got = segments[segments[schema.PATH] == "clip2.wav"].sort_values(schema.START_S)[columns].to_numpy()
+    np.testing.assert_allclose(got, stream.proba, atol=1e-5)
+    record = json.loads((out / "_run.json").read_text())
+    assert record["archive_statistics"] == {"windows": runs["one"]["speaker"]["vectors"]["n"], "reused": False}
+    # A later run with a new file reuses the recorded statistics: the new file is normalised as the others.
+    write_audio(archive / "clip9.wav", duration_s=4.0, seed=29)
+    again = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                      "--normalize", "archive", "--in-process", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "1 file scored (4 already done)" in again.output and "recorded by the first run" in again.output
+    assert json.loads((out / "_score.json").read_text())["archive_stats"] == runs["one"]
+    assert json.loads((out / "_run.json").read_text())["archive_statistics"]["reused"] is True
+    [new] = file_windows(archive / "clip9.wav", bundle=bundle, config=config, framework="both", archive=stats)
+    segments = pd.read_parquet(out / "segments")
+    got = segments[segments[schema.PATH] == "clip9.wav"].sort_values(schema.START_S)[columns].to_numpy()
+    np.testing.assert_allclose(got, new.proba, atol=1e-5)
+    # Rows normalised by statistics the folder no longer records: refused, nothing scored.
+    settings = json.loads((out / "_score.json").read_text())
+    del settings["archive_stats"]
+    (out / "_score.json").write_text(json.dumps(settings))
+    write_audio(archive / "clip10.wav", duration_s=3.0, seed=30)
+    refused = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                        "--normalize", "archive", "--in-process", "--no-progress"])
+    assert refused.exit_code != 0 and "does not record" in refused.output
+    assert not (segments[schema.PATH] == "clip10.wav").any()

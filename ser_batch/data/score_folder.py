@@ -216,6 +216,16 @@ def settings_conflict(out: Path, settings: dict[str, Any]) -> None:
                            "pass --rescore to replace them, or choose another --out")
 
 
+def read_settings(out: Path) -> dict[str, Any] | None:
+    """``OUT/_score.json``, or None when it is missing or not a JSON object (callers that need it
+    refuse such a folder through :func:`settings_conflict`)."""
+    try:
+        recorded = json.loads((Path(out) / SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> None:
     """Make ``out`` ready for results made with ``settings`` (bundle id and every setting
     that changes a number).

@@ -86,9 +86,9 @@ def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
 
 
 def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
-    """Refuse ``score.normalize = "file"`` with a bundle that has no normalised models (before any
-    audio is decoded)."""
-    if score.normalize == "file":
+    """Refuse ``score.normalize = "file"`` or ``"archive"`` with a bundle that has no normalised models
+    (before any audio is decoded)."""
+    if score.normalize != "none":
         bundle.require_normalized()
 
 
@@ -455,20 +455,31 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     check_normalize(bundle, config.score)
     keep = class_subset(bundle, config.score)
     config = config.replace(score={"framework": framework})  # the windows carry what its models read
+    archive = None
+    if config.score.normalize == "archive":  # the files given are the archive: a first pass over them
+        found = []
+        for path in paths:
+            try:
+                found.append(archive_sums(Path(path), bundle=bundle, config=config))
+            except SerBatchError:
+                continue  # (its error comes with its entry below)
+        sums = merge_archive_sums(found)
+        if any(part.n for kinds in sums.values() for part in kinds.values()):
+            archive = ArchiveStats.from_sums(sums)
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
                                  "model_set": None, "normalized": False, "predictions": {}, "error": None}
         results.append(entry)
         try:
-            stream = file_windows(Path(path), bundle=bundle, config=config)[0]
+            stream = file_windows(Path(path), bundle=bundle, config=config, archive=archive)[0]
         except SerBatchError as exc:
             entry["error"] = str(exc)
             continue
         entry["duration_s"] = round(stream.info.duration_s, 3)
         entry["windows"] = stream.summary.n_windows
         entry["speech_windows"] = int(stream.speech.sum())
-        vectors, model_set, pooled = stream_inputs(bundle, stream, score=config.score)
+        vectors, model_set, pooled = stream_inputs(bundle, stream, score=config.score, archive=archive)
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
         probas = (_file_probas(bundle, vectors, names=names, model_set=model_set, keep=keep,
                               frames=batch_frames(stream.windows), rows=stream.speech, normalize=pooled,

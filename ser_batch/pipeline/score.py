@@ -16,6 +16,7 @@ at the end (:mod:`ser_batch.pipeline.score_record`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from ser_batch.data import parts, score_folder
 from ser_batch.errors import DatasetError
 from ser_batch.pipeline.score_plan import ScorePlan, list_input, plan_score, settings_of
 from ser_batch.pipeline.score_record import ScoreSummary, write_run_record
-from ser_batch.pipeline.score_shard import ChunkScores, ScoreRun, ShardScores
+from ser_batch.pipeline.score_shard import ArchivePass, ChunkScores, ScoreRun, ShardScores
 from ser_batch.pipeline.score_tables import file_rows_of
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,17 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
                                files_gone=len(plan.gone), files_pruned=plan.pruned,
                                normalize=config.score.normalize, min_normalize_s=config.score.min_normalize_s)
         summary.training_overlap = find_overlap(bundle, [source for _, source in entries])
+        stored = _stored_archive(out, settings, committed, rescore=rescore) if config.score.normalize == "archive" \
+            else None
         runtime = None
         if plan.shards:
             with output.start_workers(executor, held=held, inputs=[input_path]) as workers:
                 runtime = workers.info
                 summary.ray_start_s = runtime.start_s
+                if config.score.normalize == "archive":
+                    job, sums = _archive_pass(job, plan, stored, workers=workers, progress=progress)
+                    settings = dict(settings, archive_stats=sums)
+                    summary.archive_windows, summary.archive_reused = _windows_of(sums), stored is not None
                 _prepare(out, plan, settings=settings, rescore=rescore)
                 commit = _Commit(job, plan, summary, on_progress)
                 ran = run_shards(job, plan.shards, workers=workers, commit=commit, max_retries=config.ray.max_retries,
@@ -107,6 +114,8 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
                 # Tasks wrote their parts themselves: make sure this machine sees every one of them.
                 output.check_visible(out / score_folder.FILES_DIR, commit.files_parts)
         else:
+            if stored is not None:
+                settings = dict(settings, archive_stats=stored)
             _prepare(out, plan, settings=settings, rescore=rescore)
         # The error rows in OUT now: those kept (a row dropped for a new one left ``committed``) and this run's.
         summary.errors_in_folder = len(plan.committed.failed) + len(summary.errors)
@@ -114,6 +123,53 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         write_run_record(out, summary, config=config, bundle_path=job.bundle_path, bundle_id=bid,
                          started=started_at, runtime=runtime)
     return summary
+
+
+def _stored_archive(out: Path, settings: dict[str, Any], committed: score_folder.Committed, *,
+                    rescore: bool) -> dict[str, Any] | None:
+    """The archive statistics an earlier run into ``out`` recorded with the same settings (reused:
+    every row of the folder is normalised alike); None when there are none to reuse.
+
+    Raises
+    ------
+    DatasetError
+        If ``out`` holds rows normalised by statistics it does not record.
+    """
+    if rescore:
+        return None
+    recorded = score_folder.read_settings(out)
+    stats = recorded.get("archive_stats") if recorded and recorded.get("key") == settings["key"] else None
+    if stats is None and committed.rows:
+        raise DatasetError(f"{out} holds rows normalised by archive statistics it does not record; pass --rescore "
+                           "to score the whole input again")
+    return stats
+
+
+def _archive_pass(job: ScoreRun, plan: ScorePlan, stored: dict[str, Any] | None, *, workers: Any,
+                  progress: bool) -> tuple[ScoreRun, dict[str, Any]]:
+    """The first pass of ``--normalize archive``: the statistics of the speech windows of every file
+    of the plan, reduced over its shards (or those an earlier run into OUT recorded, reused so that
+    every row of the folder is normalised alike); the scoring job that carries them, and their record."""
+    from ser_batch.inference.scoring import ArchiveStats, merge_archive_sums
+    from ser_batch.models.normalize import StatsSums
+
+    if stored is None:
+        found: list[dict[str, Any]] = []
+        first = ArchivePass(job.config, job.bundle_path, job.bundle_id)
+        run_shards(first, plan.shards, workers=workers, commit=lambda r: found.append(r) or 0,
+                   max_retries=job.config.ray.max_retries,
+                   progress=Progress(len(plan.shards), "archive statistics", progress, unit="shard"))
+        sums = merge_archive_sums(found)
+        if not any(part.n for kinds in sums.values() for part in kinds.values()):
+            raise DatasetError("--normalize archive: no window of the input has speech to take statistics of")
+        stored = {name: {kind: part.to_json() for kind, part in kinds.items()} for name, kinds in sums.items()}
+    sums = {name: {kind: StatsSums.from_json(part) for kind, part in kinds.items()} for name, kinds in stored.items()}
+    return dataclasses.replace(job, archive=ArchiveStats.from_sums(sums)), stored
+
+
+def _windows_of(record: dict[str, Any]) -> int:
+    """Speech windows behind recorded archive statistics (the most of any input of any set)."""
+    return max((int(part.get("n", 0)) for kinds in record.values() for part in kinds.values()), default=0)
 
 
 def _prepare(out: Path, plan: ScorePlan, *, settings: dict[str, Any], rescore: bool) -> None:

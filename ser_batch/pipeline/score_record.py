@@ -55,6 +55,10 @@ class ScoreSummary:
     min_normalize_s: float = 0.0
     streams_normalized: int = 0
     streams_not_normalized: int = 0
+    #: With ``score.normalize = "archive"``: the speech windows the statistics were taken over, and
+    #: whether they were an earlier run's (kept, so that every row of OUT is normalised alike).
+    archive_windows: int = 0
+    archive_reused: bool = False
 
     @property
     def did_work(self) -> bool:
@@ -83,6 +87,10 @@ class ScoreSummary:
             one = self.failed_skipped == 1
             notes.append(f"{counted(self.failed_skipped, 'file')} failed before and {'was' if one else 'were'} "
                          f"skipped; --retry-errors scores {'it' if one else 'them'} again")
+        if self.normalize == "archive" and self.archive_windows:
+            notes.append(f"--normalize archive: statistics of {counted(self.archive_windows, 'speech window')}"
+                         + (" recorded by the first run into this folder (--rescore takes them afresh)"
+                            if self.archive_reused else " of this input"))
         if self.normalize == "file" and (self.streams_normalized or self.streams_not_normalized):
             total = self.streams_normalized + self.streams_not_normalized
             note = f"--normalize file: {self.streams_normalized} of {counted(total, 'stream')} normalised"
@@ -142,6 +150,9 @@ def write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle
         "files_pruned": summary.files_pruned,
         "streams_normalized": summary.streams_normalized,
         "streams_not_normalized": summary.streams_not_normalized,
+        # --normalize archive: the speech windows its statistics came from, and whether an earlier run took them.
+        "archive_statistics": {"windows": summary.archive_windows, "reused": summary.archive_reused}
+        if summary.normalize == "archive" else None,
         # Where the shards ran: "ray" or "in-process"; none when there was nothing to score.
         "executor": runtime.executor if runtime is not None else None,
     }

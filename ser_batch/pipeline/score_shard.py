@@ -80,6 +80,8 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
     #: Seconds per frame, and frames between window starts, of the bundle's features.
     frame_s: float
     hop: int
+    #: With ``score.normalize = "archive"``: the archive's statistics (the first pass's, :class:`ArchivePass`).
+    archive: Any = None
     doing: ClassVar[str] = "scoring"
     task: ClassVar[str] = "score_shard"
 
@@ -106,7 +108,7 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
             streams, error = self._unit_windows(unit, bundle)
             done.append((unit, streams, error))
         attach_probabilities(bundle, [s for _, streams, _ in done for s in streams], framework=score.framework,
-                             score=score)
+                             score=score, archive=self.archive)
         tables = self.tables()
         out = Path(self.out)
         whole: list[tuple[str, list[Any]]] = []  # (path, streams) of the files scored whole: one table at the end
@@ -132,7 +134,7 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
                 errors.append((unit.path, error))
             file_rows.extend(file_rows_of(unit, list(summaries), error, classes=list(self.classes),
                                           bundle_id=self.bundle_id, frame_s=self.frame_s))
-            if error is None and score.normalize == "file":
+            if error is None and score.normalize != "none":
                 normalized += sum(bool(s.summary.normalized) for s in streams)
                 not_normalized += sum(not s.summary.normalized for s in streams)
         owned = []
@@ -166,7 +168,7 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
         framework = score.framework if unit.duration_s > STREAM_SCORING_S else None
         try:
             return file_windows(Path(unit.source), bundle=bundle, config=self.config, channels=score.channels,
-                                windows=unit.windows, framework=framework, info=unit.info), None
+                                windows=unit.windows, framework=framework, info=unit.info, archive=self.archive), None
         except SerBatchError as exc:
             return [], str(exc) or type(exc).__name__
         except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
@@ -179,3 +181,39 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
         duration = streams[0].info.duration_s if streams else 0.0
         stop = duration if unit.windows[1] is None else min(duration, unit.windows[1] * self.hop * self.frame_s)
         return max(0.0, stop - start)
+
+
+@dataclass(frozen=True)
+class ArchivePass(ShardJob[Shard, dict]):
+    """The first pass of ``score --normalize archive``: per shard, the sums of the speech windows'
+    inputs of the normalised set that scores each stream (:func:`ser_batch.inference.scoring.archive_sums`),
+    merged; the driver adds up every shard's into the archive's statistics. A file that cannot be
+    read adds nothing here (the scoring pass gives it its error row)."""
+
+    config: Config
+    bundle_path: str
+    bundle_id: str
+    doing: ClassVar[str] = "taking the archive statistics of"
+    task: ClassVar[str] = "archive_shard"
+
+    def run_shard(self, shard: Shard) -> dict:
+        from ser_batch.inference.scoring import archive_sums, cached_bundle, merge_archive_sums
+
+        bundle = cached_bundle(self.bundle_path, self.bundle_id)
+        found = []
+        for unit in shard.units:
+            crash_if_asked(unit.path)
+            try:
+                found.append(archive_sums(Path(unit.source), bundle=bundle, config=self.config,
+                                          channels=self.config.score.channels, windows=unit.windows))
+            except SerBatchError:
+                continue
+            except Exception:  # noqa: BLE001 - as in scoring: one odd file must not sink the job
+                log.exception("unexpected error on %s (archive statistics)", unit.path)
+        return merge_archive_sums(found)
+
+    def split(self, shard: Shard) -> list[Shard]:
+        return [Shard((u,), parts.content_key(u.path, u.windows, "archive")) for u in shard.units]
+
+    def lost(self, shard: Shard, error: str) -> dict:
+        return {}  # (its file's error row comes from the scoring pass)
