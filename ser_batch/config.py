@@ -244,7 +244,7 @@ class CnnConfig:
     #: afresh for every crop: any of :data:`CNN_AUGMENTATIONS`. A crop gets one of the noises named
     #: with ``noise_prob`` at an SNR drawn from ``snr_db``, reverberation with ``reverb_prob``
     #: (reverberation time from ``rt60_s``), a gain change of up to ``gain_db`` with ``gain_prob``.
-    augment: tuple[str, ...] = setting((), CNN_AUGMENTATIONS)
+    augment: tuple[str, ...] = setting(CNN_AUGMENTATIONS, CNN_AUGMENTATIONS)
     noise_prob: float = setting(0.5, Range(0, 1))
     snr_db: tuple[float, ...] = setting((0.0, 20.0), Range(-30, 60, unit="dB"))
     reverb_prob: float = setting(0.3, Range(0, 1))

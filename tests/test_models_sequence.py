@@ -145,7 +145,7 @@ def test_tiny_fit_saves_both_files_and_its_arrays_predict_like_keras(tmp_path) -
         speech.append(rng.random(len(x)) < 0.8)
         labels.append("b" if i % 2 else "a")
     params = CnnConfig(kernels=(3, 3), dilations=(1, 2), width=16, dense=16, epochs=15, batch_size=8,
-                       learning_rate=0.01, norm_context_s=0.3)
+                       learning_rate=0.01, norm_context_s=0.3, augment=())
     model = SequenceClassifier(params=params, window=20, seed=0).fit(rows, np.array(labels), speech=speech)
     assert len(model.history_["loss"]) == 15
     paths = model.save(tmp_path)

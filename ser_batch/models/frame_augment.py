@@ -115,6 +115,9 @@ class FrameAugmenter:
         features = features or FeatureConfig(recipe="rich")
         banks = {kind: noise_bank(kind, features, sample_rate) for kind in params.augment
                  if kind in FRAME_NOISES and kind != "babble"}
+        if rows and any(bank.shape[1] != rows[0].shape[1] for bank in banks.values()):
+            raise ValueError(f"the training frames have {rows[0].shape[1]} bands and the noise frames of these feature "
+                             f"settings {next(iter(banks.values())).shape[1]}: augment frames made with them")
         levels = np.array([speech_level(r, s) for r, s in zip(rows, speech)])
         return cls(params, rows, levels, None if speakers is None else np.asarray(speakers), banks,
                    features.db_floor / DB_SCALE, frame_s)

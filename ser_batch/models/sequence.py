@@ -196,7 +196,6 @@ class SequenceClassifier:
 
     def fit(self, rows: list[np.ndarray], y: np.ndarray, *, speech: list[np.ndarray] | None = None,
             groups: np.ndarray | None = None, speakers: np.ndarray | None = None,
-            sources: np.ndarray | None = None,
             on_epoch: Callable[[int, "SequenceClassifier"], None] | None = None) -> "SequenceClassifier":
         """Fit on ``rows`` (a list of ``(t_i, b)`` frame matrices, whole rows) and string labels ``y`` ``(n,)``.
 
@@ -207,8 +206,6 @@ class SequenceClassifier:
         groups : ``(n,)`` the corpus of each row: a row's loss leaves out the classes its corpus
             lacks (:func:`ser_batch.models.estimators.masked_crossentropy`)
         speakers : ``(n,)`` the speaker of each row: babble is made of other speakers' rows
-        sources : ``(n,)`` the file each row was made from (copies share it): each epoch takes one
-            row of each file, so that ``cnn.epochs`` counts passes over the files, not the copies
         on_epoch : called after each epoch with its number and this classifier (research)
         """
         from ser_batch.models.estimators import class_mask, configure_tensorflow, masked_crossentropy
@@ -233,16 +230,15 @@ class SequenceClassifier:
         r = conv_reach(params.kernels, params.dilations)
         augmenter = FrameAugmenter.of(params, rows=rows, speech=speech, speakers=speakers, frame_s=self.frame_s,
                                       features=self.features, sample_rate=self.sample_rate)
-        per_epoch = _epoch_rows(sources, n)
         self.model_ = build_network(params, n_bands=rows[0].shape[1], n_classes=n_classes)
-        steps = params.epochs * -(-len(per_epoch(rng)) // params.batch_size)
+        steps = params.epochs * -(-n // params.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, max(1, steps))
         loss = (keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing) if mask is None
                 else masked_crossentropy(n_classes, label_smoothing=params.label_smoothing))
         self.model_.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=params.weight_decay), loss=loss)
         self.history_: dict[str, list[float]] = {"loss": []}
-        for epoch in range(params.epochs):  # fresh rows, crops, augmentations and masks every epoch
-            picked = per_epoch(rng)
+        for epoch in range(params.epochs):  # fresh crops, augmentations and masks every epoch
+            picked = np.arange(n)
             x, w = training_crops([rows[i] for i in picked], [speech[i] for i in picked], width=self.window,
                                   reach=r, context=self.context_, params=params, rng=rng,
                                   augment=augmenter, row_ids=picked)
@@ -281,21 +277,6 @@ class SequenceClassifier:
             model.save(directory / CNN_KERAS)
             paths.append(directory / CNN_KERAS)
         return paths
-
-
-def _epoch_rows(sources: np.ndarray | None, n: int) -> Callable[[np.random.Generator], np.ndarray]:
-    """The rows of one epoch: all of them, or one row of each source file (drawn afresh each epoch)."""
-    if sources is None:
-        return lambda rng: np.arange(n)
-    _, inverse = np.unique(np.asarray(sources).astype(str), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], inverse[order], [inverse.max() + 1]])))
-    starts, counts = bounds[:-1], np.diff(bounds)
-
-    def draw(rng: np.random.Generator) -> np.ndarray:
-        return order[starts + (rng.random(len(starts)) * counts).astype(np.int64)]
-
-    return draw
 
 
 def training_crops(rows: list[np.ndarray], speech: list[np.ndarray], *, width: int, reach: int, context: int,

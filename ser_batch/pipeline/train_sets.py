@@ -54,15 +54,13 @@ def row_is_original(data: FeatureSet) -> np.ndarray:
 @dataclass
 class CnnRows:
     """The ``cnn``'s training rows: per row its log-mel frames ``(t_i, b)`` and speech flags ``(t_i,)``
-    (None: the features have none), and ``(n,)`` arrays of labels, corpora, speakers and files (copies
-    of a file share it)."""
+    (None: the features have none), and ``(n,)`` arrays of labels, corpora and speakers."""
 
     frames: list[np.ndarray]
     speech: list[np.ndarray] | None
     labels: np.ndarray
     corpora: np.ndarray
     speakers: np.ndarray
-    files: np.ndarray
     #: ``(n,)`` each row's normalisation group, (actor, recording condition), as the normalised
     #: sets' dense models are z-scored (None without ``train.normalize = "speaker"``)
     groups: list[tuple[Any, Any]] | None = None
@@ -223,8 +221,6 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
                                labels=labels[train_rows], corpora=corpora[train_rows],
                                speakers=np.array([f"{c}:{a}" for c, a in
                                                   zip(corpora[train_rows], data.actor[train_rows])]),
-                               files=np.array([f"{c}:{p}" for c, p in
-                                               zip(corpora[train_rows], data.paths[train_rows])]),
                                groups=_recording_groups(data, train_rows, bands)
                                if config.train.normalize == "speaker" else None)
         frames_test = [row_stream(data.frames[i], None if flags is None else flags[i], config=config.features,

@@ -125,7 +125,7 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
         rows = frames_train
         model.fit(rows.frames, rows.labels, speech=rows.speech,
                   groups=rows.corpora if config.train.absent_classes == "mask" else None,
-                  speakers=rows.speakers, sources=rows.files)
+                  speakers=rows.speakers)
         files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
         history = model.history_
         X_test = frames_test  # None without test rows (--split none)
