@@ -234,3 +234,56 @@ class SpeakerEncoder:
         z = np.maximum(h @ self.linear[0] + self.linear[1], 0.0)
         norm = np.linalg.norm(z, axis=1, keepdims=True)
         return z / np.maximum(norm, 1e-12)
+
+
+# ----------------------------------------------------------------- windows of a stream
+
+#: Size of a window's embedding.
+EMBEDDING_SIZE = HIDDEN
+
+
+def window_samples(y: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, hop_length: int) -> list[np.ndarray]:
+    """Each window's audio: the samples of its frames' hops, ``y[start * hop : end * hop]`` (frames
+    ``[start, end)`` of the centred STFT), zeros past the signal's end.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32, the whole signal at :data:`SAMPLE_RATE`
+    starts, ends : np.ndarray [shape=(k,)], int, the windows' frames
+    """
+    out = []
+    for start, end in zip(np.asarray(starts), np.asarray(ends)):
+        a, b = int(start) * hop_length, int(end) * hop_length
+        piece = np.zeros(b - a, dtype=np.float32)
+        have = y[a : min(b, len(y))]
+        piece[: len(have)] = have
+        out.append(piece)
+    return out
+
+
+def embed_windows(encoder: "SpeakerEncoder", windows: list[np.ndarray]) -> np.ndarray:
+    """The encoder's embedding of each window's audio (:func:`window_samples`): its mel frames run
+    through the LSTM as one utterance. Windows of one length go through in one batch.
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 256)], float32, unit length
+    """
+    out = np.zeros((len(windows), EMBEDDING_SIZE), dtype=np.float32)
+    lengths = np.array([len(w) for w in windows])
+    for length in np.unique(lengths):
+        pick = np.flatnonzero(lengths == length)
+        mels = np.stack([encoder_mel(windows[i]) for i in pick])
+        out[pick] = encoder.embed(mels)
+    return out
+
+
+_ENCODERS: dict[str, "SpeakerEncoder"] = {}
+
+
+def cached_encoder(path: Path | None = None) -> "SpeakerEncoder":
+    """The encoder of ``path`` (default: the installed resemblyzer package's weights), once per process."""
+    key = str(path) if path is not None else ""
+    if key not in _ENCODERS:
+        _ENCODERS[key] = SpeakerEncoder.load(path)
+    return _ENCODERS[key]
