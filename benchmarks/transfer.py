@@ -170,14 +170,14 @@ def extract_all(work: Path) -> dict[str, Path]:
 
 
 def train(work: Path, features: dict[str, Path], mix: str, spec: dict[str, Any], seed: int, candidate: str,
-          settings: list[str]) -> Path:
-    out = work / "bundles" / candidate / f"{mix}-seed{seed}"
+          settings: list[str], *, normalized: bool) -> Path:
+    out = work / "bundles" / candidate / (f"{mix}-seed{seed}" + ("-normalized" if normalized else ""))
     if (out / "manifest.json").is_file():
         return out
     held = ["--test-actors", ",".join(map(str, spec["test_actors"]))] if spec["test_actors"] else ["--split", "none"]
     command = [*SER, "train", *(str(features[f]) for f in spec["features"]), "--out", str(out),
                "--models", ",".join(MODELS), "--seed", str(seed), *held, "--overwrite",
-               "--normalize", "speaker", "--set", "train.export_native=false", *settings]
+               *(["--normalize", "speaker"] if normalized else []), "--set", "train.export_native=false", *settings]
     wall = run(command)
     print(f"  {candidate} {mix} seed {seed}: trained in {wall:.0f} s", flush=True)
     return out
@@ -228,7 +228,7 @@ def score_stage(work: Path, features: dict[str, Path], stage: str, candidate: st
     table: dict[str, dict[str, list[float]]] = {}
     for mix, spec in STAGES[stage].items():
         for seed in seeds:
-            bundle = train(work, features, mix, spec, seed, candidate, settings)
+            bundle = train(work, features, mix, spec, seed, candidate, settings, normalized=archive)
             for test, (corpus, actors, conditions) in spec["tests"].items():
                 folders = [("clean", features[corpus])] + ([(c, features[c]) for c in CONDITIONS] if conditions else [])
                 for variant in ("none", "archive", "speaker") if archive else ("none",):
@@ -392,7 +392,8 @@ def main() -> int:
             chosen = best
             print(f"\nchosen on dev (the best mix of each candidate): {', '.join(best)}")
     first = next(iter(candidates))
-    bundle = args.work / "bundles" / first / f"{next(iter(STAGES[stages[-1]]))}-seed{seeds[0]}"
+    bundle = args.work / "bundles" / first / (f"{next(iter(STAGES[stages[-1]]))}-seed{seeds[0]}"
+                                               + ("-normalized" if args.archive else ""))
     report["cost_ms_per_s"] = c = cost(bundle)
     print(f"\nCPU ms per second of audio, one thread ({int(c['windows'])} windows of a 60 s signal): decode "
           f"{c['decode']:.3f}; frames for a cnn alone {c['frames_lean']:.3f}; all rich frames, pitch and vectors "
