@@ -154,7 +154,8 @@ def test_extract_train_score_with_the_ge2e_model(tmp_path: Path) -> None:
     assert "ge2e" in result.output
     bundle = load_bundle(bundle_dir)
     assert bundle.frameworks == ["keras", "ge2e"] and bundle.needs_embeddings
-    assert {"ge2e_mlp.npz", "ge2e_encoder.npz"} <= set(bundle.manifest["files"])
+    assert {"ge2e_mlp.npz", "ge2e_encoder.npz", "NOTICE-ge2e.md"} <= set(bundle.manifest["files"])
+    assert "Apache License 2.0" in (bundle_dir / "NOTICE-ge2e.md").read_text()  # the weights' licence with them
     out = tmp_path / "scores"
     result = runner.invoke(main, ["score", str(audio), "--out", str(out), "--model", str(bundle_dir),
                                   "--framework", "ge2e", "--in-process", "--no-progress"])

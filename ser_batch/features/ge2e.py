@@ -144,6 +144,21 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
     return {str(k): v.array() for k, v in state.items() if isinstance(v, _Tensor)}
 
 
+#: The licence note a bundle with a ``ge2e`` model carries beside the encoder's weights.
+ENCODER_NOTICE = """# GE2E speaker encoder — licence note
+
+`ge2e_encoder.npz` holds the weights of Resemblyzer's GE2E voice encoder (`resemblyzer` 0.1.4 on
+PyPI, `resemblyzer/pretrained.pt`), converted to numpy arrays by ser-batch without change.
+
+* Copyright 2019 Resemble.AI (author Corentin Jemine); licensed under the **Apache License 2.0**
+  (https://www.apache.org/licenses/LICENSE-2.0): redistribution with this notice; no warranty.
+* Source: https://github.com/resemble-ai/Resemblyzer, after Wan et al., "Generalized end-to-end
+  loss for speaker verification" (ICASSP 2018).
+* The `ge2e` model beside it (`ge2e_mlp.npz`) was trained by ser-batch on the bundle's training
+  data; its terms are those of that data (see the bundle's other notes).
+"""
+
+
 def weights_path() -> Path:
     """Resemblyzer's ``pretrained.pt`` in the installed ``resemblyzer`` package (found without
     importing it: importing it imports torch). ``pip install --no-deps resemblyzer==0.1.4`` puts it

@@ -142,9 +142,9 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
 
         from sklearn.exceptions import ConvergenceWarning
 
-        from ser_batch.features.ge2e import encoder_arrays, read_checkpoint, weights_path
+        from ser_batch.features.ge2e import ENCODER_NOTICE, encoder_arrays, read_checkpoint, weights_path
         from ser_batch.models.estimators import build_sklearn_mlp
-        from ser_batch.models.networks import GE2E_ARRAYS, GE2E_ENCODER, export_sklearn
+        from ser_batch.models.networks import GE2E_ARRAYS, GE2E_ENCODER, GE2E_NOTICE, export_sklearn
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -152,7 +152,8 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
         export_sklearn(model, Path(staging) / GE2E_ARRAYS)
         # The encoder travels with the bundle (float32: scoring must embed as extraction did).
         np.savez_compressed(Path(staging) / GE2E_ENCODER, **encoder_arrays(read_checkpoint(weights_path())))
-        files = [GE2E_ARRAYS, GE2E_ENCODER]
+        (Path(staging) / GE2E_NOTICE).write_text(ENCODER_NOTICE)  # its licence travels with its weights
+        files = [GE2E_ARRAYS, GE2E_ENCODER, GE2E_NOTICE]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
         X_test = embeddings_test
     elif framework == "keras":
