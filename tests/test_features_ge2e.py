@@ -126,11 +126,12 @@ def test_extract_train_score_with_the_ge2e_model(tmp_path: Path) -> None:
     import soundfile as sf
     from click.testing import CliRunner
 
-    from conftest import speech_like
     from ser_batch import schema
     from ser_batch.cli import main
     from ser_batch.data.featureset import load_feature_set
     from ser_batch.models.bundle import load_bundle
+
+    from conftest import speech_like
 
     audio = tmp_path / "audio"
     for actor in (1, 2, 3):

@@ -457,8 +457,9 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
     vectors : compute the windows' ``rich`` vectors; False when no model reads them (a frame network
         alone): only the frame columns the speech detector and the log-mel frames need are computed
         (:func:`ser_batch.features.rich.lean_segment_frames`, no pitch), and ``vectors`` is ``(k, 0)``
-    embed : a function of the windows' audio (a list of each window's samples, :func:`ser_batch.features.ge2e.window_samples`)
-        giving their embeddings (:attr:`WindowBatch.embeddings`); None: no embeddings
+    embed : a function of the windows' audio (a list of each window's samples,
+        :func:`ser_batch.features.ge2e.window_samples`) giving their embeddings
+        (:attr:`WindowBatch.embeddings`); None: no embeddings
 
     Yields
     ------

@@ -18,8 +18,8 @@ import numpy as np
 from ser_batch.cluster.engine import ShardJob
 from ser_batch.config import Config
 from ser_batch.errors import ClusterError, DatasetError
-from ser_batch.models import bundle
 from ser_batch.features.melframes import StreamFrames
+from ser_batch.models import bundle
 from ser_batch.models.estimators import mean_by_row
 from ser_batch.pipeline.train_sets import CnnRows
 

@@ -268,8 +268,9 @@ def _listen_first(data: ScoreResults) -> str:
                     + _cell(_label(r), _label(r) or "no speech")
                     + (_cell(r.get("truth_right", 0) / r["truth_clips"] if _agreement(r) else -1, _agreement(r))
                        if truth else "") + "</tr>")
-    return (f"<p class=note>Ranked by the share of speech labelled {' or '.join(score_figures.ALARM)}, then by the longest "
-            f"stretch of consecutive speech windows labelled {', '.join(score_figures.HIGH_AROUSAL)} with confidence at "
+    return (f"<p class=note>Ranked by the share of speech labelled {' or '.join(score_figures.ALARM)}, then by the "
+            f"longest stretch of consecutive speech windows labelled {', '.join(score_figures.HIGH_AROUSAL)} with "
+            "confidence at "
             f"least {score_figures.HIGH_CONFIDENCE:g} (m:ss). Click a column to sort.</p>"
             f'<div class=wide><table class="sortable"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
             "</table></div>")
@@ -332,7 +333,8 @@ def _file_table(data: ScoreResults) -> str:
             agreement = _agreement(r)
             cells.append(_cell(r["truth_right"] / r["truth_clips"] if agreement else -1, agreement))
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f"<p class=note>The first {score_figures.MAX_TABLE_ROWS} of {len(data.streams)} streams in listen-first order; "
+    more = (f"<p class=note>The first {score_figures.MAX_TABLE_ROWS} of {len(data.streams)} streams in listen-first "
+            "order; "
             f"all are in {html.escape(str(data.out / 'files'))}.</p>"
             if len(data.streams) > score_figures.MAX_TABLE_ROWS else "")
     return (f"<p class=note>Shares are of each stream's speech windows. Click a column to sort (again to reverse)."
