@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS, ROOT, run_child  # noqa: E402
+
 SER = [sys.executable, "-m", "ser_batch.cli"]
 
 # The original recipe's models: Keras ANN without regularisation and early stopping,
@@ -47,19 +47,13 @@ LINES = [
 ]
 
 
-def run(command: list[str]) -> None:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"failed: {shlex.join(command)}\n{result.stderr[-2000:]}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "output" / "accuracy")
     parser.add_argument("--only", choices=["classic", "fast", "rich"], help="Run the lines of one recipe.")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        print(f"RAVDESS not found at {DATA}", file=sys.stderr)
+    if not RAVDESS.is_dir():
+        print(f"RAVDESS not found at {RAVDESS}", file=sys.stderr)
         return 2
     rows = []
     for name, recipe, split, extra in LINES:
@@ -67,12 +61,12 @@ def main() -> int:
             continue
         features = args.out / f"features-{recipe}"
         if not (features / "_manifest.json").is_file():
-            run([*SER, "extract", str(DATA), "--out", str(features), "--recipe", recipe, "--overwrite",
+            run_child([*SER, "extract", str(RAVDESS), "--out", str(features), "--recipe", recipe, "--overwrite",
                  "--no-progress"])
         bundle = args.out / f"model-{recipe}-{split}-{len(rows)}"
         command = ["train", str(features), "--out", str(bundle), "--split", split, "--overwrite", *extra]
         started = time.perf_counter()
-        run([*SER, *command])
+        run_child([*SER, *command])
         wall = time.perf_counter() - started
         metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
         rows.append((name, recipe, split, metrics, wall, command))

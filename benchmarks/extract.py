@@ -49,8 +49,9 @@ from typing import Callable
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = "../shared/data/ravdess/Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS, ROOT, verdict  # noqa: E402
+
 SAMPLE_RATE = 16000
 TARGET_PER_CORE = 100.0
 TARGET_JOB = 10.0
@@ -61,7 +62,7 @@ JOB_RECIPES = ("fast", "rich")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=DEFAULT_DATA,
+    parser.add_argument("--data", default=str(RAVDESS),
                         help="folder of RAVDESS 16-kHz WAVs; relative paths are resolved against the repo root")
     parser.add_argument("--files", type=int, default=40, help="clips for the per-core comparison")
     parser.add_argument("--repeats", type=int, default=3,
@@ -100,8 +101,8 @@ def timed(function: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def verdict(ratio: float, target: float) -> str:
-    return f"{'PASS' if ratio >= target else 'FAIL'}: {ratio:.1f}x {'>=' if ratio >= target else '<'} {target:.0f}x"
+def against(ratio: float, target: float) -> str:
+    return f"{verdict(ratio >= target)}: {ratio:.1f}x {'>=' if ratio >= target else '<'} {target:.0f}x"
 
 
 def per_core(data: Path, paths: list[str], *, files: int, repeats: int, fast_calls: int) -> None:
@@ -172,7 +173,7 @@ def per_core(data: Path, paths: list[str], *, files: int, repeats: int, fast_cal
           f"rich / fast: {rich_file[:, 1].mean() / fast_file[:, 1].mean():.2f}x CPU; "
           f"rich {1e3 * (rich_file[:, 1].mean() + decode_file[:, 1].mean()):.2f} CPU ms per clip with decode, "
           f"i.e. {1 / (rich_file[:, 1].mean() + decode_file[:, 1].mean()):.0f} files per CPU second")
-    print(f"{verdict(ratios[1], TARGET_PER_CORE)} (classic / fast per core: thread CPU time, which time "
+    print(f"{against(ratios[1], TARGET_PER_CORE)} (classic / fast per core: thread CPU time, which time "
           f"stolen by other processes on a shared machine does not inflate; wall time {ratios[0]:.1f}x)")
 
 
@@ -284,7 +285,7 @@ def whole_job(data: Path, paths: list[str], *, serial_files: int | None, recipes
     if "fast" in runs:
         ratio = serial / statistics.median(r["wall_s"] for r in runs["fast"])
         print(f"serial classic / parallel fast job: {ratio:.1f}x")
-        print(f"{verdict(ratio, TARGET_JOB)} (serial classic / parallel fast job)")
+        print(f"{against(ratio, TARGET_JOB)} (serial classic / parallel fast job)")
     if "rich" in runs:
         ratio = serial / statistics.median(r["wall_s"] for r in runs["rich"])
         print(f"(for information, no target) serial classic / parallel rich job: {ratio:.1f}x")
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data = Path(args.data)
     if not data.is_absolute():
-        data = (REPO_ROOT / data).resolve()
+        data = (ROOT / data).resolve()
     if not data.is_dir():
         print(f"error: benchmark data not found: {data}\n"
               f"(expects the RAVDESS 16-kHz speech WAVs from ../shared; pass --data DIR)", file=sys.stderr)

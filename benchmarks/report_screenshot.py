@@ -28,7 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS  # noqa: E402
+
 #: Chromium flags the machine notes ask for (no network, no profile state, no GPU).
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -76,7 +78,7 @@ def screenshot(page: Path, png: Path, *, width: int, height: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "report-shot")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=RAVDESS)
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--clips", type=int, default=12)
@@ -97,7 +99,7 @@ def main() -> None:
         summary = run_score(calls, scores, config=load_config(overrides=["ray.num_cpus=2"]), rescore=True,
                             progress=False)
         print(summary.line())
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     page = write_score_report(scores, truth=calls / "truth.csv")
     print(f"report: {page}")

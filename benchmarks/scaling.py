@@ -28,21 +28,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS, ROOT, run_json, verdict  # noqa: E402
+
 TARGET = 1.8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of 16-kHz speech WAVs")
+    parser.add_argument("--data", type=Path, default=RAVDESS, help="folder of 16-kHz speech WAVs")
     parser.add_argument("--copies", type=int, default=3, help="times the corpus is linked into the input")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (median kept)")
     parser.add_argument("--skip-cluster", action="store_true", help="only the embedded runtime")
@@ -61,7 +61,7 @@ def build_input(folder: Path, data: Path, copies: int) -> tuple[Path, Path, str]
         clips = sorted(data.rglob("*.wav"))
         what = f"RAVDESS x{copies}"
     else:
-        sys.path.insert(0, str(REPO_ROOT / "tests"))
+        sys.path.insert(0, str(ROOT / "tests"))
         from conftest import write_audio  # noqa: PLC0415 - generated speech only without the corpus
 
         clips = [write_audio(folder / "generated" / f"g{i:03d}.wav", duration_s=20.0, seed=i) for i in range(200)]
@@ -80,7 +80,6 @@ def build_input(folder: Path, data: Path, copies: int) -> tuple[Path, Path, str]
 
 def child(args: argparse.Namespace) -> None:
     """One configuration: join or start Ray, warm up, time ``repeats`` runs; print JSON."""
-    sys.path.insert(0, str(REPO_ROOT))
     from ser_batch.cluster import runtime
     from ser_batch.config import load_config
     from ser_batch.pipeline.score import run_score
@@ -98,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
             runs.append({"wall_s": time.perf_counter() - started, "files": summary.files_scored,
                          "audio_s": summary.audio_s, "task_cpu_s": summary.task_cpu_s,
                          "errors": len(summary.errors)})
-        print(json.dumps({"cpus": info["cpus"], "nodes": info["nodes"], "runs": runs}))
+        print(json.dumps({"cpus": info.cpus, "nodes": info.nodes, "runs": runs}))
 
 
 def measure(args: argparse.Namespace, *, timed: Path, warmup: Path, cpus: int | None = None,
@@ -107,10 +106,7 @@ def measure(args: argparse.Namespace, *, timed: Path, warmup: Path, cpus: int | 
                "--repeats", str(args.repeats)]
     command += ["--cpus", str(cpus)] if cpus else []
     command += ["--address", address] if address else []
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-    if result.returncode != 0:
-        sys.exit(f"a run failed:\n{result.stderr[-3000:]}")
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_json(command, env=env, timeout=3600)
     report["wall_s"] = statistics.median(r["wall_s"] for r in report["runs"])
     return report
 
@@ -145,7 +141,6 @@ def crunch(seconds_of_audio: int) -> float:
     threadpool_limits(1)
     import numpy as np
 
-    sys.path.insert(0, str(REPO_ROOT))
     from ser_batch.features.fft import rfft
 
     rng = np.random.default_rng(0)
@@ -184,8 +179,7 @@ def line(label: str, report: dict, base: dict | None = None) -> str:
             f"tasks used {busy:4.0%} of them)")
     if base is not None:
         speedup = base["wall_s"] / report["wall_s"]
-        verdict = "ok" if speedup >= TARGET else "below"
-        text += f"   speed-up {speedup:.2f}x (target >= {TARGET}x: {verdict})"
+        text += f"   speed-up {speedup:.2f}x ({verdict(speedup >= TARGET)}: target >= {TARGET}x)"
     return text
 
 
@@ -194,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args)
         return
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.pop("RAY_ADDRESS", None)
+    os.environ.pop("RAY_ADDRESS", None)  # each configuration says where it runs
+    env: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="ser-scaling-") as tmp:
         timed, warmup, what = build_input(Path(tmp), args.data, args.copies)
         one = measure(args, timed=timed, warmup=warmup, cpus=1, env=env)
@@ -210,19 +204,18 @@ def main(argv: list[str] | None = None) -> None:
         print(line("embedded Ray, 2 CPUs", two, one))
         if args.skip_cluster:
             return
-        sys.path.insert(0, str(REPO_ROOT))
-        from ser_batch.cluster import local as cluster
+        from ser_batch.cluster import local
 
-        os.environ[cluster.STATE_ENV] = env[cluster.STATE_ENV] = str(Path(tmp) / "cluster")
+        os.environ[local.STATE_ENV] = env[local.STATE_ENV] = str(Path(tmp) / "cluster")
         try:
-            started = cluster.start_cluster(num_cpus=1)
+            started = local.start_cluster(num_cpus=1)
             head = measure(args, timed=timed, warmup=warmup, address=started.gcs_address, env=env)
             print(line("local cluster, 1 node (1 CPU)", head))
-            cluster.add_node(num_cpus=1)
+            local.add_node(num_cpus=1)
             both = measure(args, timed=timed, warmup=warmup, address=started.gcs_address, env=env)
             print(line("local cluster, 2 nodes (1 CPU each)", both, head))
         finally:
-            cluster.stop_cluster()
+            local.stop_cluster()
 
 
 if __name__ == "__main__":

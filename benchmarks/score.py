@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,15 +38,14 @@ import pandas as pd
 import soundfile as sf
 import soxr
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout under test, also when run as a plain script
-
-from ser_batch import schema
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout under test, also as a plain script
+from benchmarks.common import RAVDESS, ROOT, load_average, run_child, verdict  # noqa: E402
+from ser_batch import schema  # noqa: E402
 from ser_batch.audio.decode import load_audio  # noqa: E402
-from ser_batch.data import score_folder as results  # noqa: E402
+from ser_batch.data import score_folder  # noqa: E402
 from ser_batch.data.labels import parse_ravdess_name  # noqa: E402
+from ser_batch.demo.calls import TruthRow, clip_predictions, join_clips  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
 DEFAULT_MODEL = ROOT / "output" / "model"
 RATE = 16000
 #: key -> (label, sample rate, container, subtype, extension)
@@ -84,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None,
                         help=f"bundle to score with [default: {DEFAULT_MODEL.relative_to(ROOT)} when present]")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+    parser.add_argument("--data", type=Path, default=RAVDESS,
                         help="RAVDESS 16-kHz speech folder (Actor_NN/) [default: ../shared/data/ravdess/...]")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: one call per actor and a 30-minute instead of a 2-hour file")
@@ -150,30 +148,26 @@ def write_audio(path: Path, signal: np.ndarray, key: str) -> None:
 
 
 def build_archive(work: Path, calls: list[tuple[str, list[Path]]], rng: np.random.Generator) -> pd.DataFrame:
-    """Write every call in every format, and its clips as separate files (16 kHz: links to the
-    originals); returns the truth table."""
+    """Write every call (:func:`ser_batch.demo.calls.join_clips`: noise between the clips, none before
+    the first) in every format, and its clips as separate files (16 kHz: links to the originals);
+    returns the truth table."""
     rows = []
     for key in FORMATS:
         for kind in ("calls", "clips"):
             (work / kind / key).mkdir(parents=True, exist_ok=True)
     for name, clips in calls:
-        pieces, at = [], 0
-        for i, clip in enumerate(clips):
-            if i:
-                pieces.append(rng.normal(0.0, NOISE_STD, int(rng.uniform(*GAP_S) * RATE)).astype(np.float32))
-                at += len(pieces[-1])
-            signal, _ = load_audio(clip, sample_rate=RATE)  # stereo clips are downmixed
-            pieces.append(signal)
+        signals = [load_audio(clip, sample_rate=RATE)[0] for clip in clips]  # stereo clips are downmixed
+        joined, spans = join_clips(signals, rng=rng, gap_s=GAP_S, noise=NOISE_STD, lead_gap=False, sample_rate=RATE)
+        for clip, signal, (start_s, end_s) in zip(clips, signals, spans):
             for key, (*_, ext) in FORMATS.items():
-                rows.append({"call": f"{key}/{name}{ext}", "format": key, "clip": clip.stem, "start_s": at / RATE,
-                             "end_s": (at + len(signal)) / RATE, "emotion": parse_ravdess_name(clip.name).emotion})
+                rows.append({"call": f"{key}/{name}{ext}", "format": key, "clip": clip.stem, "start_s": start_s,
+                             "end_s": end_s, "emotion": parse_ravdess_name(clip.name).emotion})
                 if key == "flac16k":
                     (work / "clips" / key / clip.name).symlink_to(clip.resolve())
                 else:
                     write_audio(work / "clips" / key / f"{clip.stem}{ext}", signal, key)
-            at += len(signal)
         for key, (*_, ext) in FORMATS.items():
-            write_audio(work / "calls" / key / f"{name}{ext}", np.concatenate(pieces), key)
+            write_audio(work / "calls" / key / f"{name}{ext}", joined, key)
     return pd.DataFrame(rows)
 
 
@@ -232,16 +226,11 @@ def score(work: Path, name: str, input_path: Path, *, model: Path, cpus: int, se
                "--model", str(model), "--num-cpus", str(cpus), "--no-progress"]
     for setting in sets:
         command += ["--set", setting]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TREE), os.environ.get("PYTHONPATH")])))
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=TREE, env=env, capture_output=True, text=True)
+    run_child(command, tree=TREE)
     process_s = time.perf_counter() - started
-    if done.returncode:
-        print(f"\nscore run {name!r} failed (exit {done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}",
-              file=sys.stderr)
-        sys.exit(1)
-    record = json.loads((out / results.RUN_RECORD).read_text())
+    record = json.loads((out / score_folder.RUN_RECORD).read_text())
     if record["errors"]:
         print(f"warning: run {name!r}: {record['errors']} file(s) failed: {record['failed_files'][:3]}",
               file=sys.stderr)
@@ -256,35 +245,25 @@ def score(work: Path, name: str, input_path: Path, *, model: Path, cpus: int, se
 # ------------------------------------------------------------------------- accuracy
 
 
-def clip_predictions(out: Path, truth: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Each truth clip's label from the mean probabilities of the windows whose centre lies in
-    it (``pred_all``), of those of them with speech (``pred_speech``; all when none has), and of
-    the windows wholly inside it (``pred_inside``: no gap noise or neighbour in them)."""
+def predictions_in_calls(out: Path, truth: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Each truth clip's label (:func:`ser_batch.demo.calls.clip_predictions`) from the mean
+    probabilities of the windows whose centre lies in it (``pred_all``), of those of them with
+    speech (``pred_speech``; all when none has), and of the windows wholly inside it
+    (``pred_inside``: no gap noise or neighbour in them)."""
     columns = [schema.proba_column(c) for c in classes]
-    segments = results.read_table(out, results.SEGMENTS_DIR).select(
+    segments = score_folder.read_table(out, score_folder.SEGMENTS_DIR).select(
         [schema.PATH, schema.START_S, schema.END_S, schema.LABEL, *columns]).to_pandas()
-    by_call = dict(iter(segments.groupby(schema.PATH)))
-
-    def label(proba: np.ndarray) -> str | None:
-        return classes[int(np.argmax(proba.mean(axis=0)))] if len(proba) else None
-
-    rows = []
-    for clip in truth.itertuples():
-        windows = by_call.get(clip.call, segments.iloc[:0])
-        start, end = windows[schema.START_S].to_numpy(), windows[schema.END_S].to_numpy()
-        centred = (start + end >= 2 * clip.start_s) & (start + end <= 2 * clip.end_s)
-        speech = centred & windows[schema.LABEL].notna().to_numpy()
-        speech = speech if speech.any() else centred
-        proba = windows[columns].to_numpy()
-        rows.append({"format": clip.format, "clip": clip.clip, "emotion": clip.emotion,
-                     "pred_all": label(proba[centred]), "pred_speech": label(proba[speech]),
-                     "pred_inside": label(proba[(start >= clip.start_s - 1e-6) & (end <= clip.end_s + 1e-6)])})
-    return pd.DataFrame(rows)
+    rows = [TruthRow(r.call, r.clip, r.start_s, r.end_s, r.emotion) for r in truth.itertuples()]
+    ways = {"pred_all": {"speech_only": False}, "pred_speech": {"speech_only": True},
+            "pred_inside": {"speech_only": False, "whole": True}}
+    return truth[["format", "clip", "emotion"]].assign(**{
+        name: [label for _, label in clip_predictions(segments, rows, classes, **way)]
+        for name, way in ways.items()})
 
 
 def file_predictions(out: Path) -> pd.DataFrame:
     """Each separately scored clip's label (``files.label``; null when no window has speech)."""
-    files = results.read_table(out, results.FILES_DIR).select([schema.PATH, schema.LABEL]).to_pandas()
+    files = score_folder.read_table(out, score_folder.FILES_DIR).select([schema.PATH, schema.LABEL]).to_pandas()
     return pd.DataFrame({"format": files[schema.PATH].map(lambda p: Path(p).parent.name),
                          "clip": files[schema.PATH].map(lambda p: Path(p).stem),
                          "emotion": files[schema.PATH].map(lambda p: parse_ravdess_name(p).emotion),
@@ -316,17 +295,13 @@ def accuracy_table(in_calls: pd.DataFrame, normalized: pd.DataFrame, separate: p
 
 def model_sets_used(out: Path) -> dict[str, int]:
     """How many files each model set scored (``files.model_set``), or {} before model sets existed."""
-    files = results.read_table(out, results.FILES_DIR)
+    files = score_folder.read_table(out, score_folder.FILES_DIR)
     if "model_set" not in files.column_names:
         return {}
     return {str(k): int(v) for k, v in files.to_pandas()[schema.MODEL_SET].value_counts().items()}
 
 
 # -------------------------------------------------------------------------- report
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def ratio(audio_s: float, seconds: float) -> float | None:
@@ -439,10 +414,6 @@ def finish(args: argparse.Namespace, report: dict[str, Any], runs: dict[str, dic
     return 0
 
 
-def load_average() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def report_speed(runs: dict[str, dict[str, Any]], long: str, pair: tuple[dict, dict]) -> dict[str, Any]:
     """Realtime factors per core (task CPU) and end to end (wall), raw and net of fixed costs."""
     tiny1, tiny2 = runs["tiny 1cpu"], runs[f"tiny {CPUS}cpu"]
@@ -529,8 +500,8 @@ def report_accuracy(work: Path, truth: pd.DataFrame, classes: list[str]) -> dict
     """Accuracy per clip in the calls (global models and ``--normalize file``) against the same
     clips scored as separate files, and the targets of issues #6 and #8."""
     out = work / "out"
-    table = accuracy_table(clip_predictions(out / "calls", truth, classes),
-                           clip_predictions(out / "calls-normalized", truth, classes),
+    table = accuracy_table(predictions_in_calls(out / "calls", truth, classes),
+                           predictions_in_calls(out / "calls-normalized", truth, classes),
                            file_predictions(out / "clips"))
     print("\naccuracy per clip, % (in calls: the mean probabilities of the windows centred in the truth clip:\n"
           "all of them, those with speech; of the windows wholly inside it; normalized: the calls scored with\n"

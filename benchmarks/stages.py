@@ -32,15 +32,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAVDESS, ROOT, checkout, generated_speech, run_json  # noqa: E402
 
 #: (stage, module, attribute): the functions timed. ``Class.method`` attributes wrap the method.
 #: Order = the table's order (the scoring path's order).
@@ -51,14 +51,19 @@ STAGES: list[tuple[str, str, str]] = [
     ("STFT |X|", "ser_batch.features.fast", "stft_magnitude"),
     ("mel, chroma, contrast, mfcc", "ser_batch.features.fast", "spectral_frames"),
     ("other frame columns", "ser_batch.features.rich", "rich_segment_frames"),
+    ("lean frame columns (cnn alone)", "ser_batch.features.rich", "lean_segment_frames"),
     ("pitch (yin)", "ser_batch.features.pitch", "yin"),
     ("pitch (yin)", "librosa", "yin"),
     ("speech detector", "ser_batch.features.windows", "judge_speech"),
     ("pooling", "ser_batch.features.windows", "pool_windows"),
     ("cnn input frames", "ser_batch.features.windows", "_frames_of"),
+    ("cnn input frames", "ser_batch.features.windows", "_stream_frames"),
+    ("cnn normalisation", "ser_batch.features.melframes", "normalize_frames"),
     ("window glue", "ser_batch.features.windows", "stream_windows"),
     ("model: keras", "ser_batch.models.networks", "DenseNetwork.predict_proba"),
     ("model: cnn", "ser_batch.models.sequence", "SequenceNetwork.predict_proba"),
+    ("model: cnn", "ser_batch.models.sequence", "StreamNetwork.predict_proba"),
+    ("model: cnn", "ser_batch.models.window_cnn", "WindowNetwork.predict_proba"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.segments_of"),
     ("tables (Arrow)", "ser_batch.pipeline.score_tables", "ScoreTables.files"),
@@ -75,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per tree (median per stage)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long 16 kHz file")
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: the pretrained one)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS 16-kHz WAVs")
+    parser.add_argument("--data", type=Path, default=RAVDESS, help="RAVDESS 16-kHz WAVs")
     parser.add_argument("--framework", default="both",
                         help="score.framework: both (the default: every model), keras, sklearn or cnn")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -102,12 +107,7 @@ def build_archive(folder: Path, *, data: Path, minutes: float) -> dict[str, Any]
         # Mono (a few RAVDESS files are stereo).
         clips = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32) for p in picked]
     else:
-        t = np.arange(int(3.0 * 16000)) / 16000
-        for k in range(120):
-            f0 = 110 + 10 * (k % 12) + 30 * np.sin(2 * np.pi * 0.7 * t)
-            phase = 2 * np.pi * np.cumsum(f0) / 16000
-            voice = sum(np.sin(h * phase) / h for h in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
-            clips.append((0.05 * voice + 0.002 * rng.standard_normal(len(t))).astype(np.float32))
+        clips = [generated_speech(16_000, 3.0, seed=k % 12) for k in range(120)]
 
     def join(pieces: list[np.ndarray], seconds: float) -> np.ndarray:
         out, total, i = [], 0, 0
@@ -196,19 +196,18 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
 
     threadpool_limits(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    from ser_batch.config import Config, config_to_dict
-    from ser_batch.pipeline import score as job
+    from ser_batch.config import Config
+    from ser_batch.pipeline import score
     from ser_batch.pipeline.score_plan import Shard, Unit
 
     timer = StageTimer()
     found = install(timer)
     from ser_batch.audio.decode import probe_audio
     from ser_batch.inference import scoring
+    from ser_batch.models.bundle import default_bundle_path, load_bundle
 
     config = Config().replace(score={"framework": framework})
-    bundle_path = model or job.open_scoring_bundle(None, config).path
-    from ser_batch.models.bundle import load_bundle
-
+    bundle_path = model or default_bundle_path()
     bid = scoring.bundle_id(load_bundle(Path(bundle_path), verify=False))
     t0 = time.thread_time()
     bundle = scoring.cached_bundle(str(bundle_path), bid)  # the one score_shard gets from its cache
@@ -228,36 +227,44 @@ def child(folder: Path, *, model: Path | None, passes: int, framework: str = "bo
         units.append(Unit(path=path.name, source=str(path), size=st.st_size, mtime=st.st_mtime,
                           duration_s=info.duration_s))
     audio_s = sum(u.duration_s for u in units)
-    settings = config_to_dict(config)
+    score_units = _shard_scorer(score, config, bundle, bundle_path=str(bundle_path), bundle_id=bid)
     runs = []
     for _ in range(passes + 1):
         out = Path(tempfile.mkdtemp(prefix="stages-out-", dir=folder))
         timer.totals.clear()
         t0 = time.thread_time()
         for i, unit in enumerate(units[:2]):  # the long file and the call: one shard each
-            job.score_shard(Shard(units=(unit,), key=f"s{i}"), out=str(out), bundle_path=str(bundle_path),
-                            bundle_id=bid, config=settings, settings_key="k")
-        job.score_shard(Shard(units=tuple(units[2:]), key="clips"), out=str(out), bundle_path=str(bundle_path),
-                        bundle_id=bid, config=settings, settings_key="k")
+            score_units(Shard(units=(unit,), key=f"s{i}"), out)
+        score_units(Shard(units=tuple(units[2:]), key="clips"), out)
         total = time.thread_time() - t0
         runs.append({"total_s": total, "stages": dict(timer.totals)})
     return {"audio_s": audio_s, "bundle_load_s": load_s, "found": found, "runs": runs[1:]}
+
+
+def _shard_scorer(score: Any, config: Any, bundle: Any, *, bundle_path: str, bundle_id: str) -> Any:
+    """``score(shard, out)``: what a score task does with a shard, in the tree under test (its run
+    context since the shard-job engine, the plain task function before)."""
+    try:
+        from ser_batch.pipeline.score_shard import ScoreRun
+    except ImportError:  # a tree before the engine (--baseline)
+        from ser_batch.config import config_to_dict
+
+        return lambda shard, out: score.score_shard(shard, out=str(out), bundle_path=bundle_path, bundle_id=bundle_id,
+                                                    config=config_to_dict(config), settings_key="k")
+    frame_s = bundle.config.features.hop_length / bundle.config.audio.sample_rate
+    run = ScoreRun("", config, bundle_path, bundle_id, tuple(bundle.classes), "k", frame_s, score.bundle_hop(bundle))
+    return lambda shard, out: replace(run, out=str(out)).run_shard(shard)
 
 
 # ---------------------------------------------------------------------- the driver
 
 
 def run_child(tree: Path, folder: Path, *, model: Path | None, passes: int, framework: str) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     command = [sys.executable, str(ROOT / "benchmarks" / "stages.py"), "--child", str(folder),
                "--passes", str(passes), "--framework", framework]
     if model is not None:
         command += ["--model", str(model)]
-    done = subprocess.run(command, env=env, cwd=str(tree), capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"the run on {tree} failed")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(command, tree=tree, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -316,12 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = build_archive(work / "archive", data=args.data, minutes=args.minutes)
         trees = {"this tree": ROOT}
         if args.baseline:
-            base = work / "baseline"
-            base.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-            trees = {args.baseline: base, "this tree": ROOT}
+            trees = {args.baseline: checkout(args.baseline, work / "baseline"), "this tree": ROOT}
         results: dict[str, list[dict[str, Any]]] = {n: [] for n in trees}
         for _ in range(args.repeats):
             for name, tree in trees.items():  # alternating, so load drift hits both

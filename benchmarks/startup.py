@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import run_child  # noqa: E402
 
 _ONE_RUN = r"""
 import json, sys, time
@@ -62,15 +62,12 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="empty numba cache (first run after install)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as cache:
-            if args.cold:
-                env["NUMBA_CACHE_DIR"] = cache
             load = os.getloadavg()[0]
-            out = subprocess.run([sys.executable, "-c", _ONE_RUN, args.recipe], env=env, cwd=ROOT,
-                                 capture_output=True, text=True, check=True)
+            out = run_child([sys.executable, "-c", _ONE_RUN, args.recipe],
+                            env={"NUMBA_CACHE_DIR": cache} if args.cold else {})
         *notes, last = out.stdout.strip().splitlines()
         phases = json.loads(last)
         runs.append(phases)

@@ -20,22 +20,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout under test, also when run as a plain script
-RAVDESS = ROOT.parent / "shared" / "data" / "ravdess" / "Audio_Speech_Actors_01-20_16k"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout under test, also as a plain script
+from benchmarks.common import RAVDESS, ROOT, checkout, generated_speech, run_json  # noqa: E402
 
 _ONE_WORKER = r"""
 import json, sys, time
@@ -58,36 +53,12 @@ print(json.dumps({"phases": phases, "loaded": [m for m in ("librosa", "numba") i
 """
 
 
-def _speech(rate: int, seconds: float, *, seed: int) -> np.ndarray:
-    """Harmonics of a gliding f0 under a syllable envelope, with light noise (float32)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(rate * seconds)) / rate
-    f0 = (120.0 + 40 * seed) * (1.0 + 0.1 * np.sin(2 * np.pi * 1.5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = 0.5 * (1.0 + np.sin(2 * np.pi * 4.0 * t - np.pi / 2))
-    return (0.3 * envelope * voiced + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def _tree_of(ref: str, into: Path) -> Path:
-    """The files of git ref ``ref`` of this repository, extracted under ``into``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
-
-
 def _run_worker(tree: Path, wavs: list[Path], *, cold: bool) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryDirectory() as cache:
-        if cold:
-            env["NUMBA_CACHE_DIR"] = cache
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", _ONE_WORKER, *map(str, wavs)], env=env, cwd=tree,
-                             capture_output=True, text=True, check=True)
-        wall = time.perf_counter() - start
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    report["process wall"] = wall
+        report = run_json([sys.executable, "-c", _ONE_WORKER, *map(str, wavs)], tree=tree,
+                          env={"NUMBA_CACHE_DIR": cache} if cold else {})
+        report["process wall"] = time.perf_counter() - start
     return report
 
 
@@ -97,10 +68,10 @@ def worker_start(args: argparse.Namespace, work: Path) -> None:
     wavs = []
     for seed in (1, 2):
         wavs.append(work / f"clip{seed}.wav")
-        sf.write(wavs[-1], _speech(16_000, 3.0, seed=seed), 16_000)
+        sf.write(wavs[-1], generated_speech(16_000, 3.0, seed=seed), 16_000)
     trees = {"this tree": ROOT}
     if args.baseline:
-        trees = {f"baseline {args.baseline}": _tree_of(args.baseline, work / "baseline"), **trees}
+        trees = {f"baseline {args.baseline}": checkout(args.baseline, work / "baseline"), **trees}
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     for i in range(args.repeat):
         for name, tree in trees.items():
@@ -142,7 +113,7 @@ def pitch_track() -> None:
                               quality="HQ").astype(np.float32) for c in clips]
         source = f"{len(clips)} RAVDESS clips"
     else:
-        lows = [_speech(PITCH_RATE, 3.5, seed=s) for s in range(40)]
+        lows = [generated_speech(PITCH_RATE, 3.5, seed=s) for s in range(40)]
         source = "40 generated 3.5 s clips (../shared absent)"
     seconds = sum(len(y) for y in lows) / PITCH_RATE
     # The rich recipe's call at 16 kHz: n_fft 2048 / 4, every other 512-sample hop.

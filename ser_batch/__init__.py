@@ -8,6 +8,8 @@ The public Python API, imported on first use (so ``import ser_batch`` stays inst
     bundle = ser_batch.load_bundle()                         # the pretrained bundle
     ser_batch.predict_files(["clip.wav"], bundle=bundle)     # what `ser-batch predict` prints
     ser_batch.run_score("calls/", "output/scores", config=config)   # what `ser-batch score` runs
+    ser_batch.run_score("calls/", "output/scores", config=config,   # ... with --in-process
+                        executor=ser_batch.Executor(in_process=True))
 
 The code is laid out by layer, each importing only the ones before it: ``audio``, ``features``,
 ``data``, ``models``, ``inference``, ``reports``, ``cluster``, ``pipeline``, ``demo``, ``cli``
@@ -36,6 +38,7 @@ _API = {
     "run_train": "ser_batch.pipeline.train",
     "evaluate_bundle": "ser_batch.pipeline.evaluate",
     "run_score": "ser_batch.pipeline.score",
+    "Executor": "ser_batch.cluster.engine",
     "SerBatchError": "ser_batch.errors",
 }
 

@@ -12,12 +12,15 @@ from ser_batch.errors import ConfigError
 
 #: Speed factors allowed by ``tempo-<factor>`` (a few percent is what augmentation wants).
 TEMPO_RANGE = (0.8, 1.25)
+#: Reverberation times allowed by ``reverb-<rt60>s``, seconds (a small office to a hall).
+REVERB_RANGE = (0.05, 3.0)
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One parsed augmentation name: ``kind`` (telephone, noise, pink, gain, tempo) and its value
-    (codec name, SNR in dB, gain in dB or speed factor)."""
+    """One parsed augmentation name: ``kind`` (telephone, telephone-band, noise, pink, brown, hum,
+    tones, reverb, gain, tempo) and its value (codec name, SNR in dB, reverberation time in seconds,
+    gain in dB or speed factor)."""
 
     name: str
     kind: str
@@ -29,6 +32,10 @@ _PATTERNS = (
     (re.compile(r"^telephone-(pcm|ulaw|alaw)-band$"), "telephone-band", str),
     (re.compile(r"^noise-(-?\d+(?:\.\d+)?)db$"), "noise", float),
     (re.compile(r"^pink-(-?\d+(?:\.\d+)?)db$"), "pink", float),
+    (re.compile(r"^brown-(-?\d+(?:\.\d+)?)db$"), "brown", float),
+    (re.compile(r"^hum-(-?\d+(?:\.\d+)?)db$"), "hum", float),
+    (re.compile(r"^tones-(-?\d+(?:\.\d+)?)db$"), "tones", float),
+    (re.compile(r"^reverb-(\d+(?:\.\d+)?)s$"), "reverb", float),
     (re.compile(r"^gain-(-?\d+(?:\.\d+)?)db$"), "gain", float),
     (re.compile(r"^tempo-(\d+(?:\.\d+)?)$"), "tempo", float),
 )
@@ -51,6 +58,9 @@ def parse_augmentation(name: str) -> Augmentation:
             if kind == "tempo" and not TEMPO_RANGE[0] <= value <= TEMPO_RANGE[1]:
                 raise ConfigError(f"augmentation {name!r}: the speed factor must be in "
                                   f"[{TEMPO_RANGE[0]}, {TEMPO_RANGE[1]}]")
+            if kind == "reverb" and not REVERB_RANGE[0] <= value <= REVERB_RANGE[1]:
+                raise ConfigError(f"augmentation {name!r}: the reverberation time must be in "
+                                  f"[{REVERB_RANGE[0]}, {REVERB_RANGE[1]}] s")
             return Augmentation(name, kind, value)
     raise ConfigError(f"unknown augmentation {name!r} (known forms: {', '.join(AUGMENT_FORMS)})")
 
@@ -58,4 +68,5 @@ def parse_augmentation(name: str) -> Augmentation:
 #: Forms of the names in ``extract.augment`` (parsed by :func:`parse_augmentation` below); kept here so
 #: that ``extract --help`` lists them without importing the audio code.
 AUGMENT_FORMS = ("telephone-pcm", "telephone-ulaw", "telephone-alaw", "telephone-<codec>-band", "noise-<snr>db",
-                 "pink-<snr>db", "gain-<db>db", "tempo-<factor>")
+                 "pink-<snr>db", "brown-<snr>db", "hum-<snr>db", "tones-<snr>db", "reverb-<rt60>s", "gain-<db>db",
+                 "tempo-<factor>")

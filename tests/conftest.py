@@ -191,3 +191,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def corpus_copy(tmp_path: Path) -> Path:
     """A private copy of the mixed corpus that a test may change."""
     return build_corpus(tmp_path / "corpus")
+
+
+def band_energy(y: np.ndarray, low_hz: float, high_hz: float, rate: int = 16000) -> float:
+    """The share of ``y``'s energy between ``low_hz`` and ``high_hz``."""
+    # Hann-windowed: the edges of a finite signal would otherwise leak into every band.
+    spectrum = np.abs(np.fft.rfft(y.astype(np.float64) * np.hanning(len(y)))) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / rate)
+    return float(spectrum[(freqs >= low_hz) & (freqs < high_hz)].sum() / spectrum.sum())

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from ser_batch import schema
 from ser_batch.cli import main
 from ser_batch.cli.root import EXIT_FILE_ERRORS
-from ser_batch.data import parts as storage
+from ser_batch.data import parts
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 
@@ -105,7 +105,7 @@ def test_extract_runs_and_prints_summary(ray_session: None, corpus: Path, tmp_pa
     assert result.stdout.strip() == result.stdout.strip().splitlines()[0]  # one line
     assert result.stdout.startswith(f"{N_FILES} files, 3 errors, 3 parts in ")
     assert result.stdout.strip().endswith(f"-> {out}")
-    assert storage.read_parts(out).num_rows == N_FILES
+    assert parts.read_parts(out).num_rows == N_FILES
     # Which files failed, and why, on stderr (the issue: "3 files, 1 errors" and nothing more).
     assert result.stderr.splitlines() == [
         f"3 of {N_FILES} files failed:",
@@ -129,10 +129,10 @@ def test_extract_augment_option(ray_session: None, clean_corpus: Path, tmp_path:
                     "--augment", "telephone-pcm, telephone-ulaw")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("3 files, 0 errors, 6 augmented rows (telephone-pcm, telephone-ulaw), 1 part in ")
-    table = storage.read_parts(out)
+    table = parts.read_parts(out)
     assert sorted(table.column(schema.AUGMENT).to_pylist(), key=str) == \
         [None] * 3 + ["telephone-pcm"] * 3 + ["telephone-ulaw"] * 3
-    assert 'augment = ["telephone-pcm", "telephone-ulaw"]' in (out / storage.CONFIG).read_text()
+    assert 'augment = ["telephone-pcm", "telephone-ulaw"]' in (out / parts.CONFIG).read_text()
     # The option wins over the config; an empty one turns augmentation off.
     result = invoke("extract", clean_corpus, "--out", tmp_path / "plain", "--no-progress", "--augment", "",
                     "--set", "extract.augment=gain-3db")
@@ -209,17 +209,44 @@ def test_fail_on_error(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     assert f"{N_FILES} files, 3 errors" in result.stdout  # the job still ran to the end
     assert result.stderr.startswith(f"3 of {N_FILES} files failed:")
     assert result.stderr.splitlines()[-1] == "error: 3 files failed (--fail-on-error)"
-    assert storage.read_manifest(tmp_path / "features") is not None
+    assert parts.read_manifest(tmp_path / "features") is not None
 
 
-def test_fail_on_error_without_errors(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
-    result = invoke("extract", clean_corpus, "--out", tmp_path / "f", "--no-progress", "--fail-on-error")
+def test_fail_on_error_without_errors(clean_corpus: Path, tmp_path: Path) -> None:
+    """Nothing failed: exit 0, the summary alone, no failure report and no --fail-on-error line."""
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "f", "--no-progress", "--fail-on-error",
+                    "--in-process")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 files, 0 errors, 1 part in ") and result.stderr == ""
+    assert parts.read_parts(tmp_path / "f").column(schema.ERROR).null_count == 3
 
 
-def test_without_fail_on_error_file_errors_exit_zero(ray_session: None, corpus: Path, tmp_path: Path) -> None:
-    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress")
+def test_without_fail_on_error_file_errors_exit_zero(corpus: Path, tmp_path: Path) -> None:
+    """Files failed: still exit 0 without --fail-on-error, but the failures are reported and recorded."""
+    result = invoke("extract", corpus, "--out", tmp_path / "features", "--no-progress", "--in-process")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{N_FILES} files, 3 errors") and "--fail-on-error" not in result.stderr
+    assert result.stderr.startswith(f"3 of {N_FILES} files failed:") and "broken/empty.wav: empty file" in result.stderr
+    errors = parts.read_parts(tmp_path / "features").column(schema.ERROR).to_pylist()
+    assert sum(e is not None for e in errors) == 3 and parts.read_manifest(tmp_path / "features")["errors"] == 3
+
+
+def test_in_process_and_an_address_exclude_each_other(clean_corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--in-process", "--address", "10.0.0.1:6379")
+    assert result.exit_code == 2 and "--in-process runs the job in this process" in result.output
+    assert not (tmp_path / "o").exists()
+    # An address from the environment is not the user's choice on this command: --in-process wins.
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    result = invoke("extract", clean_corpus, "--out", tmp_path / "o", "--in-process", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert parts.read_manifest(tmp_path / "o")["executor"] == "in-process"
+
+
+def test_every_job_command_has_the_runtime_options() -> None:
+    for job in ("extract", "train", "score", "demo"):
+        help_text = invoke(job, "--help").output
+        assert all(option in help_text for option in ("--num-cpus", "--address", "--in-process")), job
 
 
 @pytest.mark.parametrize(
@@ -248,10 +275,10 @@ def test_recipe_classic(ray_session: None, clean_corpus: Path, tmp_path: Path) -
     out = tmp_path / "features"
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--recipe", "classic")
     assert result.exit_code == 0, result.output
-    meta = schema.read_metadata(storage.read_parts(out).schema)
+    meta = schema.read_metadata(parts.read_parts(out).schema)
     assert meta["recipe"] == "classic"
     assert meta["config"]["features"]["recipe"] == "classic"
-    assert "recipe = \"classic\"" in (out / storage.CONFIG).read_text()
+    assert "recipe = \"classic\"" in (out / parts.CONFIG).read_text()
 
 
 def test_shard_size_override_changes_parts(ray_session: None, clean_corpus: Path, tmp_path: Path) -> None:
@@ -261,8 +288,8 @@ def test_shard_size_override_changes_parts(ray_session: None, clean_corpus: Path
         result = invoke("extract", clean_corpus, "--out", out, "--no-progress",
                         "--set", f"extract.shard_size={size}")
         assert result.exit_code == 0, result.output
-        counts[size] = len(storage.existing_parts(out))
-        assert sum(pq.read_metadata(p).num_rows for p in storage.existing_parts(out).values()) == 3
+        counts[size] = len(parts.existing_parts(out))
+        assert sum(pq.read_metadata(p).num_rows for p in parts.existing_parts(out).values()) == 3
     assert counts == {1: 3, 2: 2}
 
 
@@ -275,8 +302,8 @@ def test_config_file_and_labels_option(ray_session: None, clean_corpus: Path, tm
     result = invoke("extract", clean_corpus, "--out", out, "--no-progress", "--config", config,
                     "--labels", labels)
     assert result.exit_code == 0, result.output
-    table = storage.read_parts(out)
-    assert len(storage.existing_parts(out)) == 3
+    table = parts.read_parts(out)
+    assert len(parts.existing_parts(out)) == 3
     assert schema.read_metadata(table.schema)["config"]["audio"]["sample_rate"] == 8000
     emotions = dict(zip(table.column(schema.PATH).to_pylist(), table.column(schema.EMOTION).to_pylist()))
     assert emotions == {"Actor_01/03-01-05-01-01-01-01.wav": "angry", "Actor_02/03-01-02-01-01-01-02.wav": "calm",
@@ -334,15 +361,41 @@ def test_a_setting_that_is_not_a_usable_number_is_bad_usage(clean_corpus: Path, 
 
 
 def test_ctrl_c_in_any_command_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import ser_batch.reports.scoring as reports
+    from ser_batch.reports import score_page
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reports, "write_score_report", interrupted)
+    monkeypatch.setattr(score_page, "write_score_report", interrupted)
     result = invoke("report", tmp_path)
     assert result.exit_code == 130 and "interrupted (Ctrl-C)" in result.stderr
     assert "Aborted!" not in result.output
+
+
+def test_sigterm_ends_a_job_and_releases_its_output(tmp_path: Path) -> None:
+    """``jobs stop`` and schedulers send SIGTERM: the command exits (status 15, as Ray's driver
+    does) through its cleanup, so OUT's lock is gone, also before any runtime is up (here none)."""
+    import signal
+    import time
+
+    for i in range(6):
+        write_audio(tmp_path / "in" / f"{i}.wav", duration_s=30.0, seed=i)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "ser_batch.cli", "score", str(tmp_path / "in"), "--out",
+                                str(out), "--in-process", "--no-progress", "--set", "score.shard_files=1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / ".lock").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (out / ".lock").exists(), process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 15, stderr
+    assert not (out / ".lock").exists() and "Traceback" not in stderr
 
 
 def test_sigint_exits_130_in_a_real_process() -> None:

@@ -481,7 +481,7 @@ def test_a_job_ships_the_project_without_environments_or_data() -> None:
 
 def test_extract_records_a_shard_whose_worker_always_dies_as_errors(tmp_path: Path) -> None:
     """No job-wide abort: the shard's files run one by one; only the file that kills its worker fails."""
-    from ser_batch.cluster.runtime import FAULT_ENV
+    from ser_batch.cluster.engine import FAULT_ENV
 
     names = small_archive(tmp_path / "in", 3)
     write_audio(tmp_path / "in" / "poison.wav", duration_s=1.0)

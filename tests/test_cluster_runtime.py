@@ -26,7 +26,9 @@ def test_ray_runtime_reuses_a_running_one(ray_session: None) -> None:
     import ray
 
     with runtime.ray_runtime(num_cpus=1) as info:
-        assert info["started"] is False and info["cpus"] == 2
+        assert info.started is False and info.cpus == 2 and info.nodes == 1 and info.local
+        assert info.executor == runtime.RAY and info.address == ray.get_runtime_context().gcs_address
+        assert info.record() == {"address": info.address, "cpus": 2, "nodes": 1}
     assert ray.is_initialized()  # not shut down: this block did not start it
     assert runtime.largest_node_cpus() == 2
 
@@ -138,13 +140,30 @@ def test_token_auth_is_switched_on_when_a_token_exists(tmp_path: Path, mode: str
 
 
 def test_run_on_each_node(ray_session: None) -> None:
-    def where() -> int:
+    import os
+
+    import ray
+
+    def where(*, tag: str) -> tuple[str, str, bool]:
         import os
+        import socket
 
-        return os.getpid()
+        return tag, socket.gethostname(), os.getpid() != driver
 
-    answers = runtime.run_on_each_node(where)
-    assert len(answers) == 1 and answers[0][1] > 0  # the session runtime has one node
+    driver = os.getpid()
+    answers = runtime.run_on_each_node(where, kwargs={"tag": "x"})
+    # The session runtime has one node, this machine: one answer, from a worker process there.
+    assert answers == [(ray.util.get_node_ip_address(), ("x", os.uname().nodename, True))]
+
+
+def test_map_tasks_names_its_tasks(ray_session: None) -> None:
+    """Workers carry the job's task name (``ray::score_shard`` in ps and on log lines)."""
+
+    def title(item: int) -> str:
+        with open("/proc/self/cmdline", "rb") as handle:
+            return handle.read().split(b"\0")[0].decode()
+
+    assert runtime.map_tasks(title, [0], name="score_shard")[0].startswith("ray::score_shard")
 
 
 def _stdout_on_a_terminal(code: str) -> bytes:
@@ -200,12 +219,10 @@ def test_ray_dedup_notes_lose_their_colour_off_a_terminal(monkeypatch: pytest.Mo
     ESC codes in train's output in the full test session."""
     from ray._private import ray_logging
 
-    from ser_batch.cluster import runtime as rt
-
     # Ray's own colouring (an earlier job in this session may have replaced it already).
     monkeypatch.setattr(ray_logging, "_color", lambda msg: f"\x1b[32m{msg}\x1b[0m")
     monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
-    monkeypatch.setattr(rt, "_is_terminal", lambda stream: False)
+    monkeypatch.setattr(runtime, "_is_terminal", lambda stream: False)
     assert "\x1b" in ray_logging._color(" [repeated 2x across cluster]")
-    rt.plain_worker_logs()
+    runtime.plain_worker_logs()
     assert ray_logging._color(" [repeated 2x across cluster]") == " [repeated 2x across cluster]"

@@ -378,8 +378,8 @@ def test_labels_csv_with_byte_order_mark(tmp_path: Path) -> None:
 
 def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
     """A features folder of two generated files (8 kHz and 16 kHz) written by one shard, no Ray."""
-    from ser_batch.config import config_to_dict
-    from ser_batch.pipeline.extract import extract_shard, plan_shards
+    from ser_batch.pipeline.extract import plan_shards
+    from ser_batch.pipeline.extract_shard import ExtractRun
 
     from conftest import write_audio
 
@@ -389,7 +389,7 @@ def _extracted_part(tmp_path: Path, *, augment: list[str]) -> Path:
     shard = plan_shards(["03-01-05-01-01-01-01.wav", "call.wav"], config=config)[0]
     out = tmp_path / "features"
     out.mkdir()
-    extract_shard(shard, root=str(tmp_path / "in"), out=str(out), config=config_to_dict(config), labels=None)
+    ExtractRun(str(tmp_path / "in"), str(out), config).run_shard(shard)
     return out / shard.name
 
 

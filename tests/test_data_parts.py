@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ser_batch.data import parts as storage
+from ser_batch.data import parts
 from ser_batch.errors import DatasetError
 
 
@@ -28,12 +28,12 @@ def names(directory: Path) -> list[str]:
 
 
 def test_content_key_is_stable_and_sensitive() -> None:
-    key = storage.content_key(["a.wav", "b.wav"], {"n_fft": 2048, "recipe": "fast"}, 1)
+    key = parts.content_key(["a.wav", "b.wav"], {"n_fft": 2048, "recipe": "fast"}, 1)
     assert len(key) == 12 and all(c in "0123456789abcdef" for c in key)
-    assert key == storage.content_key(["a.wav", "b.wav"], {"recipe": "fast", "n_fft": 2048}, 1)
-    assert key != storage.content_key(["a.wav", "c.wav"], {"n_fft": 2048, "recipe": "fast"}, 1)
-    assert key != storage.content_key(["a.wav", "b.wav"], {"n_fft": 1024, "recipe": "fast"}, 1)
-    assert key != storage.content_key(["a.wav", "b.wav"], {"n_fft": 2048, "recipe": "fast"}, 2)
+    assert key == parts.content_key(["a.wav", "b.wav"], {"recipe": "fast", "n_fft": 2048}, 1)
+    assert key != parts.content_key(["a.wav", "c.wav"], {"n_fft": 2048, "recipe": "fast"}, 1)
+    assert key != parts.content_key(["a.wav", "b.wav"], {"n_fft": 1024, "recipe": "fast"}, 1)
+    assert key != parts.content_key(["a.wav", "b.wav"], {"n_fft": 2048, "recipe": "fast"}, 2)
 
 
 def test_content_key_is_the_same_in_another_process() -> None:
@@ -45,35 +45,35 @@ def test_content_key_is_the_same_in_another_process() -> None:
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "123"})
-    assert other.stdout.strip() == storage.content_key(*items)
+    assert other.stdout.strip() == parts.content_key(*items)
 
 
 def test_part_name() -> None:
-    assert storage.part_name(7, "0123456789ab") == "part-00007-0123456789ab.parquet"
+    assert parts.part_name(7, "0123456789ab") == "part-00007-0123456789ab.parquet"
     # Part names sort in shard order, which read_parts relies on.
-    assert storage.part_name(9, "ffffffffffff") < storage.part_name(10, "000000000000")
+    assert parts.part_name(9, "ffffffffffff") < parts.part_name(10, "000000000000")
 
 
 # --- atomic writes ---------------------------------------------------------------------
 
 
 def test_write_table_atomic_leaves_no_temp_files(tmp_path: Path) -> None:
-    path = storage.write_table_atomic(table(1, 2, 3), tmp_path / "part-00000-0123456789ab.parquet")
+    path = parts.write_table_atomic(table(1, 2, 3), tmp_path / "part-00000-0123456789ab.parquet")
     assert names(tmp_path) == ["part-00000-0123456789ab.parquet"]
     assert pq.read_table(path).column("x").to_pylist() == [1, 2, 3]
 
 
 def test_rewriting_a_part_is_idempotent(tmp_path: Path) -> None:
-    name = storage.part_name(0, "0123456789ab")
-    storage.write_table_atomic(table(1, 2), tmp_path / name)
-    storage.write_table_atomic(table(3, 4, 5), tmp_path / name)  # a retried task
+    name = parts.part_name(0, "0123456789ab")
+    parts.write_table_atomic(table(1, 2), tmp_path / name)
+    parts.write_table_atomic(table(3, 4, 5), tmp_path / name)  # a retried task
     assert names(tmp_path) == [name]
     assert pq.read_table(tmp_path / name).column("x").to_pylist() == [3, 4, 5]
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
-    storage.write_text_atomic(path, "old")
+    parts.write_text_atomic(path, "old")
 
     class Boom(Exception):
         pass
@@ -83,14 +83,14 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
         raise Boom
 
     with pytest.raises(Boom):
-        storage._atomic_replace(path, failing_write)
+        parts._atomic_replace(path, failing_write)
     assert names(tmp_path) == ["notes.txt"]
     assert path.read_text() == "old"
 
 
 def test_write_text_atomic(tmp_path: Path) -> None:
-    path = storage.write_text_atomic(tmp_path / "_config.toml", "a = 'é'\n")
-    storage.write_text_atomic(path, "b = 'ü'\n")
+    path = parts.write_text_atomic(tmp_path / "_config.toml", "a = 'é'\n")
+    parts.write_text_atomic(path, "b = 'ü'\n")
     assert names(tmp_path) == ["_config.toml"]
     assert path.read_text(encoding="utf-8") == "b = 'ü'\n"
 
@@ -104,47 +104,47 @@ def fill(directory: Path, *file_names: str) -> None:
         (directory / name).write_text("x")
 
 
-PART_A = storage.part_name(0, "aaaaaaaaaaaa")
-PART_B = storage.part_name(1, "bbbbbbbbbbbb")
-PART_OLD = storage.part_name(1, "000000000000")
+PART_A = parts.part_name(0, "aaaaaaaaaaaa")
+PART_B = parts.part_name(1, "bbbbbbbbbbbb")
+PART_OLD = parts.part_name(1, "000000000000")
 TEMP = f".{PART_A}.tmp-1234abcd"
 
 
 def test_prepare_creates_missing_folder(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
-    assert storage.prepare_output(out, overwrite=False, resume=False, planned=[PART_A]) == set()
+    assert parts.prepare_output(out, overwrite=False, resume=False, planned=[PART_A]) == set()
     assert out.is_dir()
 
 
 def test_prepare_accepts_empty_folder(tmp_path: Path) -> None:
-    assert storage.prepare_output(tmp_path, overwrite=False, resume=False, planned=[PART_A]) == set()
+    assert parts.prepare_output(tmp_path, overwrite=False, resume=False, planned=[PART_A]) == set()
 
 
-@pytest.mark.parametrize("existing", [PART_A, storage.MANIFEST, storage.CONFIG, TEMP])
+@pytest.mark.parametrize("existing", [PART_A, parts.MANIFEST, parts.CONFIG, TEMP])
 def test_prepare_refuses_previous_results_without_flags(tmp_path: Path, existing: str) -> None:
     fill(tmp_path, existing, "README.md")
     with pytest.raises(DatasetError, match="already holds results; pass --overwrite .* or --resume"):
-        storage.prepare_output(tmp_path, overwrite=False, resume=False, planned=[PART_A])
+        parts.prepare_output(tmp_path, overwrite=False, resume=False, planned=[PART_A])
     assert names(tmp_path) == sorted([existing, "README.md"])  # nothing deleted
 
 
 def test_prepare_refuses_a_file(tmp_path: Path) -> None:
     fill(tmp_path, "out")
     with pytest.raises(DatasetError, match="exists and is not a folder"):
-        storage.prepare_output(tmp_path / "out", overwrite=True, resume=False, planned=[])
+        parts.prepare_output(tmp_path / "out", overwrite=True, resume=False, planned=[])
 
 
 def test_overwrite_removes_only_ser_batch_files(tmp_path: Path) -> None:
-    fill(tmp_path, PART_A, PART_OLD, storage.MANIFEST, storage.CONFIG, TEMP,
+    fill(tmp_path, PART_A, PART_OLD, parts.MANIFEST, parts.CONFIG, TEMP,
          "README.md", "notes.parquet", "part-1.parquet")
-    done = storage.prepare_output(tmp_path, overwrite=True, resume=False, planned=[PART_A])
+    done = parts.prepare_output(tmp_path, overwrite=True, resume=False, planned=[PART_A])
     assert done == set()
     assert names(tmp_path) == ["README.md", "notes.parquet", "part-1.parquet"]
 
 
 def test_resume_keeps_planned_parts_and_removes_the_rest(tmp_path: Path) -> None:
-    fill(tmp_path, PART_A, PART_OLD, storage.MANIFEST, storage.CONFIG, TEMP, "README.md")
-    done = storage.prepare_output(tmp_path, overwrite=False, resume=True, planned=[PART_A, PART_B])
+    fill(tmp_path, PART_A, PART_OLD, parts.MANIFEST, parts.CONFIG, TEMP, "README.md")
+    done = parts.prepare_output(tmp_path, overwrite=False, resume=True, planned=[PART_A, PART_B])
     assert done == {PART_A}
     # The stale part of another plan would duplicate rows; the manifest would claim completion.
     assert names(tmp_path) == ["README.md", PART_A]
@@ -152,57 +152,57 @@ def test_resume_keeps_planned_parts_and_removes_the_rest(tmp_path: Path) -> None
 
 def test_overwrite_beats_resume(tmp_path: Path) -> None:
     fill(tmp_path, PART_A)
-    assert storage.prepare_output(tmp_path, overwrite=True, resume=True, planned=[PART_A]) == set()
+    assert parts.prepare_output(tmp_path, overwrite=True, resume=True, planned=[PART_A]) == set()
     assert names(tmp_path) == []
 
 
 def test_existing_parts_ignores_other_files(tmp_path: Path) -> None:
-    fill(tmp_path, PART_A, PART_B, TEMP, storage.MANIFEST, "part-00001-XYZ.parquet", "x.parquet")
-    assert set(storage.existing_parts(tmp_path)) == {PART_A, PART_B}
-    assert storage.existing_parts(tmp_path / "missing") == {}
+    fill(tmp_path, PART_A, PART_B, TEMP, parts.MANIFEST, "part-00001-XYZ.parquet", "x.parquet")
+    assert set(parts.existing_parts(tmp_path)) == {PART_A, PART_B}
+    assert parts.existing_parts(tmp_path / "missing") == {}
 
 
 # --- reading back ------------------------------------------------------------------------
 
 
 def test_read_parts_in_part_order(tmp_path: Path) -> None:
-    storage.write_table_atomic(table(3, 4), tmp_path / PART_B)
-    storage.write_table_atomic(table(1, 2), tmp_path / PART_A)
+    parts.write_table_atomic(table(3, 4), tmp_path / PART_B)
+    parts.write_table_atomic(table(1, 2), tmp_path / PART_A)
     fill(tmp_path, "README.md")
-    assert storage.read_parts(tmp_path).column("x").to_pylist() == [1, 2, 3, 4]
+    assert parts.read_parts(tmp_path).column("x").to_pylist() == [1, 2, 3, 4]
 
 
 def test_read_parts_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="feature folder not found"):
-        storage.read_parts(tmp_path / "nope")
+        parts.read_parts(tmp_path / "nope")
 
 
 def test_read_parts_empty_folder(tmp_path: Path) -> None:
-    fill(tmp_path, storage.MANIFEST)
+    fill(tmp_path, parts.MANIFEST)
     with pytest.raises(DatasetError, match="no Parquet parts in"):
-        storage.read_parts(tmp_path)
+        parts.read_parts(tmp_path)
 
 
 def test_read_parts_mismatched_schemas(tmp_path: Path) -> None:
-    storage.write_table_atomic(table(1), tmp_path / PART_A)
-    storage.write_table_atomic(pa.table({"y": ["a"]}), tmp_path / PART_B)
+    parts.write_table_atomic(table(1), tmp_path / PART_A)
+    parts.write_table_atomic(pa.table({"y": ["a"]}), tmp_path / PART_B)
     with pytest.raises(DatasetError, match="different schemas"):
-        storage.read_parts(tmp_path)
+        parts.read_parts(tmp_path)
 
 
 def test_read_manifest(tmp_path: Path) -> None:
-    assert storage.read_manifest(tmp_path) is None
-    storage.write_text_atomic(tmp_path / storage.MANIFEST, json.dumps({"files": 3}))
-    assert storage.read_manifest(tmp_path) == {"files": 3}
-    (tmp_path / storage.MANIFEST).write_text("{not json")
+    assert parts.read_manifest(tmp_path) is None
+    parts.write_text_atomic(tmp_path / parts.MANIFEST, json.dumps({"files": 3}))
+    assert parts.read_manifest(tmp_path) == {"files": 3}
+    (tmp_path / parts.MANIFEST).write_text("{not json")
     with pytest.raises(DatasetError, match="unreadable manifest"):
-        storage.read_manifest(tmp_path)
+        parts.read_manifest(tmp_path)
 
 
 def test_parts_past_99999_are_read_in_shard_order(tmp_path: Path) -> None:
     import pyarrow as pa
 
     for index in (100000, 99999, 2):
-        storage.write_table_atomic(pa.table({"i": [index]}), tmp_path / storage.part_name(index, "0" * 12))
-    assert len(storage.existing_parts(tmp_path)) == 3
-    assert storage.read_parts(tmp_path)["i"].to_pylist() == [2, 99999, 100000]
+        parts.write_table_atomic(pa.table({"i": [index]}), tmp_path / parts.part_name(index, "0" * 12))
+    assert len(parts.existing_parts(tmp_path)) == 3
+    assert parts.read_parts(tmp_path)["i"].to_pylist() == [2, 99999, 100000]

@@ -384,13 +384,29 @@ def test_duplicate_class_names_are_refused(tmp_path: Path) -> None:
     assert "class 'angry'" in line
 
 
-def test_a_bundle_error_inside_a_task_stops_the_job_instead_of_worker_died_rows(ray_session: None) -> None:
-    from ser_batch.cluster import runtime
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_bundle_error_inside_a_task_stops_the_job_instead_of_worker_died_rows(ray_session: None,
+                                                                                in_process: bool) -> None:
+    from dataclasses import dataclass
 
-    def refuse(item: int) -> dict[str, int]:
-        if item == 1:
-            raise BundleError("bundle /b changed while the run was using it")
-        return {"item": item}
+    from ser_batch.cluster.engine import Executor, Progress, ShardJob, run_shards
 
-    with pytest.raises(BundleError, match="changed while the run was using it"):
-        runtime.map_shards(refuse, [0, 1, 2], split=lambda shard: [shard], max_retries=1)
+    @dataclass(frozen=True)
+    class Refuse(ShardJob[int, int]):
+        def run_shard(self, shard: int) -> int:
+            if shard == 1:
+                raise BundleError("bundle /b changed while the run was using it")
+            return shard
+
+        def split(self, shard: int) -> list[int]:
+            return [shard]
+
+        def lost(self, shard: int, error: str) -> int:
+            raise AssertionError(f"shard {shard} recorded as lost ({error})")
+
+    committed: list[int] = []
+    with Executor(in_process=in_process).start() as workers, \
+            pytest.raises(BundleError, match="changed while the run was using it"):
+        run_shards(Refuse(), [0, 1, 2], workers=workers, commit=lambda r: committed.append(r) or 1, max_retries=1,
+                   progress=Progress(3, "test", enabled=False))
+    assert 1 not in committed

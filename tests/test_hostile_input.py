@@ -18,7 +18,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from ser_batch.cli import main
-from ser_batch.cluster.runtime import FAULT_ENV
+from ser_batch.cluster.engine import FAULT_ENV
 from ser_batch.config import Config, load_config
 from ser_batch.data.paths import stored_path
 from ser_batch.inference.scoring import predict_files

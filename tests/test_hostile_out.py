@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ser_batch.cli import main
-from ser_batch.cluster import output as launch
+from ser_batch.cluster import output
+from ser_batch.cluster.engine import Executor
 from ser_batch.data.parts import refuse_links
 from ser_batch.errors import DatasetError
 
@@ -76,21 +77,29 @@ def test_a_link_inside_the_tables_is_refused(tmp_path: Path, table: str) -> None
 def test_out_itself_may_be_a_link_and_other_links_are_left_alone(tmp_path: Path) -> None:
     (tmp_path / "disk").mkdir()
     (tmp_path / "out").symlink_to(tmp_path / "disk", target_is_directory=True)
-    (tmp_path / "disk" / "notes.txt").symlink_to(_victim(tmp_path, False))  # not a name ser-batch touches
-    (tmp_path / "disk" / "files").mkdir()
-    refuse_links(tmp_path / "out")
-    refuse_links(tmp_path / "nothing-yet")
+    victim = _victim(tmp_path, False)
+    (tmp_path / "disk" / "notes.txt").symlink_to(victim)  # not a name ser-batch touches
+    assert refuse_links(tmp_path / "out") is None and refuse_links(tmp_path / "nothing-yet") is None
+    # A whole run into that OUT writes through the link OUT itself, and leaves the other one be.
+    write_audio(tmp_path / "in" / "a.wav", duration_s=0.5, seed=1)
+    result = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                       "--no-progress", "--in-process"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out").is_symlink() and list((tmp_path / "disk").glob("part-*.parquet"))
+    assert (tmp_path / "disk" / "notes.txt").is_symlink() and (tmp_path / "disk" / "notes.txt").resolve() == victim
+    assert _untouched(victim)
 
 
 @pytest.mark.parametrize("name", [".lock", "segments", "_run.json"])
-def test_job_output_refuses_before_the_runtime_and_the_lock(ray_session: None, tmp_path: Path, name: str) -> None:
-    """The one place every job (extract, train, score) goes through."""
+def test_job_output_refuses_before_the_runtime_and_the_lock(tmp_path: Path, name: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one place every job (extract, train, score) goes through, before any runtime starts."""
     out = tmp_path / "out"
     out.mkdir()
     victim = _victim(tmp_path, name == "segments")
     (out / name).symlink_to(victim)
-    with pytest.raises(DatasetError, match="is a symbolic link"), \
-            launch.job_output(out, job="train", inputs=[], address=None, num_cpus=None):
+    monkeypatch.setattr(Executor, "start", lambda self: pytest.fail("the runtime was started"))
+    with pytest.raises(DatasetError, match="is a symbolic link"), output.job_output(out, job="train"):
         pytest.fail("the job ran")
     assert sorted(p.name for p in out.iterdir()) == [name] and _untouched(victim)
 

@@ -14,9 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ser_batch"
 #: Layers in order: a module may import its own layer and the ones before it, never a later one.
 LAYERS = ("contracts", "audio", "features", "data", "models", "inference", "reports", "cluster", "pipeline", "demo",
           "cli")
-CONTRACTS = {"ser_batch", "ser_batch.errors", "ser_batch.config", "ser_batch.schema", "ser_batch.augmentations"}
-#: ``ser_batch.bundle`` is an alias of ``ser_batch.models.bundle`` for scripts of the flat layout.
-ALIASES = {"ser_batch.bundle"}
+CONTRACTS = {"ser_batch", "ser_batch.errors", "ser_batch.config", "ser_batch.config_rules", "ser_batch.schema",
+             "ser_batch.augmentations"}
 
 
 def module_name(path: Path) -> str:
@@ -57,14 +56,14 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_module_sits_in_a_layer_folder() -> None:
-    loose = sorted(n for n in modules() if n.count(".") == 1 and n not in CONTRACTS | ALIASES
+    loose = sorted(n for n in modules() if n.count(".") == 1 and n not in CONTRACTS
                    and n.split(".")[1] not in LAYERS)
     assert loose == []
 
 
 def test_no_import_goes_against_the_layers() -> None:
     edges = graph()
-    against = sorted(f"{a} -> {b}" for a, deps in edges.items() if a not in ALIASES | {"ser_batch"}
+    against = sorted(f"{a} -> {b}" for a, deps in edges.items() if a != "ser_batch"
                      for b in deps if layer(b) > layer(a))
     assert against == []
 

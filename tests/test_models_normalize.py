@@ -160,6 +160,7 @@ def make_set_bundle(out: Path, *, sets: dict[str, dict[str, str]]) -> Path:
     staging = bundle_io.staging_dir(out)
     manifest = json.loads((source / bundle_io.MANIFEST).read_text())
     manifest.pop("model_sets", None)
+    manifest.pop("ensemble", None)  # every model of each set, equal weights
     # The dense models only: these tests are about sets (the cnn has tests of its own).
     manifest["models"] = [m for m in manifest["models"] if m != "cnn"]
     for name in manifest["files"]:
@@ -347,32 +348,223 @@ def test_train_and_evaluate_normalize_speaker(tmp_path: Path, ray_session: None)
     assert refused.exit_code == 1 and "no normalised models" in refused.output
 
 
+def _streams(rng: np.random.Generator, windows: int) -> list:
+    """One stream of ``windows`` full windows (every 16 frames) of random log-mel frames, all speech."""
+    from ser_batch.features.melframes import StreamFrames
+
+    n = 16 * (windows - 1) + 47
+    starts = np.arange(windows) * 16
+    return [StreamFrames.whole(rng.normal(-3.0, 1.0, size=(n, 64)).astype(np.float32), np.ones(n, dtype=bool),
+                               starts, starts + 47)]
+
+
 def test_pretrained_bundle_has_every_model_set_and_scores_telephony_with_the_narrow_ones() -> None:
     bundle = bundle_io.load_bundle()
     assert set(bundle.model_sets) == {"global", "speaker", "narrow", "narrow-speaker"}
     assert bundle.choose_set(8000) == "narrow" and bundle.choose_set(8000, True) == "narrow-speaker"
     assert bundle.choose_set(16000) == "global" and bundle.choose_set(48000, True) == "speaker"
+    # The ensembles chosen on the transfer yardstick (docs/accuracy.md): the cnn alone in the plain
+    # sets, so scoring skips the window vectors; all three, each set's own, in the normalised ones.
+    assert bundle.ensemble_weights("global") == bundle.ensemble_weights("narrow") == {"cnn": 1.0}
+    assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "speaker")]
+    assert bundle.ensemble_weights("narrow-speaker") == pytest.approx({"keras": 1 / 3, "sklearn": 1 / 3, "cnn": 1 / 3})
+    assert not bundle.reads_vectors("both") and bundle.reads_vectors("both", normalize=True)
     X = np.random.default_rng(2).normal(size=(4, bundle.manifest["features"]["n_features"])).astype(np.float32)
-    frames = (np.random.default_rng(3).normal(-3.0, 1.0, size=(4, 47, 64)).astype(np.float32), np.full(4, 47))
-    outputs = [bundle.predict_proba(X, framework="both", model_set=name, frames=frames) for name in bundle.model_sets]
-    assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs)
-    assert not np.allclose(outputs[0], outputs[2])  # four different networks, not one copied
+    frames = _streams(np.random.default_rng(3), 4)
+
+    def zscore(pooled: np.ndarray) -> np.ndarray:
+        return (pooled - pooled.mean(axis=0)) / (pooled.std(axis=0) + 1e-6)
+
+    outputs = {name: bundle.predict_proba(X, framework="both", model_set=name, frames=frames,
+                                          normalize=zscore if entry.normalized else None)
+               for name, entry in bundle.model_sets.items()}
+    assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs.values())
+    assert not np.allclose(outputs["global"], outputs["narrow"])  # four different networks, not one copied
+    assert not np.allclose(outputs["speaker"], outputs["narrow-speaker"])
 
 
-def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn() -> None:
-    """The cnn is not fitted per speaker (its input is normalised per window); without it a
-    normalised stream (`score --normalize file`) lost the cnn's 7 points (docs/accuracy.md)."""
-    bundle = bundle_io.load_bundle()
+def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn(tmp_path: Path) -> None:
+    """A normalised set without a cnn of its own (bundles before `train --normalize speaker` fitted
+    one) borrows its band's plain cnn: without it a normalised stream (`score --normalize file`)
+    lost the cnn's 7 points (docs/accuracy.md)."""
+    bundle = bundle_io.load_bundle(_cnn_set_bundle(tmp_path / "bundle", speaker_cnn=False))
     assert bundle.ensemble("global") == [("keras", "global"), ("sklearn", "global"), ("cnn", "global")]
     assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "global")]
-    assert bundle.ensemble("narrow-speaker")[-1] == ("cnn", "narrow")
     X = np.random.default_rng(4).normal(size=(3, bundle.manifest["features"]["n_features"])).astype(np.float32)
-    frames = (np.random.default_rng(5).normal(-3.0, 1.0, size=(3, 47, 64)).astype(np.float32), np.full(3, 47))
-    both = bundle.predict_proba(X, framework="both", model_set="narrow-speaker", frames=frames)
-    parts = [bundle.predict_proba(X, framework="keras", model_set="narrow-speaker"),
-             bundle.predict_proba(X, framework="sklearn", model_set="narrow-speaker"),
-             bundle.predict_proba(X, framework="cnn", model_set="narrow", frames=frames)]
+    frames = _streams(np.random.default_rng(5), 3)
+    both = bundle.predict_proba(X, framework="both", model_set="speaker", frames=frames)
+    parts = [bundle.predict_proba(X, framework="keras", model_set="speaker"),
+             bundle.predict_proba(X, framework="sklearn", model_set="speaker"),
+             bundle.predict_proba(X, framework="cnn", model_set="global", frames=frames)]
     np.testing.assert_allclose(both, np.mean(parts, axis=0), rtol=1e-6)
     # `--framework cnn` on a normalised set is the plain set's cnn, not an error.
-    np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="narrow-speaker", frames=frames),
+    np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="speaker", frames=frames),
                                parts[2], rtol=1e-6)
+
+
+# -------------------------------------------------- archive statistics, a normalised cnn
+
+
+def test_archive_sums_of_any_split_equal_the_statistics_of_all() -> None:
+    from ser_batch.models.normalize import StatsSums
+
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(3.0, 2.0, size=(500, 6)) * np.array([1, 10, 0.001, 1, 1, 1])
+    speech = rng.random(500) < 0.7
+    whole = fit_stats(vectors, speech)
+    for cuts in ([250], [1, 499], [100, 101, 300, 450]):
+        parts = [StatsSums.of(v, s) for v, s in zip(np.split(vectors, cuts), np.split(speech, cuts))]
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        got = merged.stats()
+        assert got.n == whole.n == int(speech.sum())
+        np.testing.assert_allclose(got.mean, whole.mean, rtol=1e-12)
+        np.testing.assert_allclose(got.std, whole.std, rtol=1e-9)
+        again = StatsSums.from_json(json.loads(json.dumps(merged.to_json())))
+        assert again.n == merged.n and np.array_equal(again.total, merged.total)
+        assert np.array_equal(again.squares, merged.squares)
+    with pytest.raises(DatasetError, match="no window with speech"):
+        StatsSums.empty(6).stats()
+    with pytest.raises(DatasetError, match="unreadable"):
+        StatsSums.from_json({"n": 1, "total": [1.0, float("nan")], "squares": [1.0, 1.0]})
+
+
+def _cnn_set_bundle(out: Path, *, speaker_cnn: bool = True) -> Path:
+    """The pretrained bundle's dense models, plus a random stream cnn in the global set and, in the
+    speaker set (unless not ``speaker_cnn``), the same encoder with another head that reads
+    normalised statistics."""
+    from ser_batch.config import CnnConfig
+    from ser_batch.models.networks import read_arrays
+    from ser_batch.models.sequence import build_network, export_stream_network
+
+    base = make_set_bundle(out.with_name(out.name + "-base"), sets={"speaker": ALL_SETS["speaker"]})
+    staging = bundle_io.staging_dir(out)
+    manifest = json.loads((base / bundle_io.MANIFEST).read_text())
+    for name in manifest["files"]:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base / name, staging / name)
+    params = CnnConfig(width=16, dense=8, kernels=(3, 3), dilations=(1, 2))
+    model = build_network(params, n_bands=64, n_classes=len(manifest["classes"]))
+    export_stream_network(model, staging / ARRAYS["cnn"], params=params, context=31)
+    arrays = read_arrays(staging / ARRAYS["cnn"])
+    rng = np.random.default_rng(11)
+    arrays["dense_kernel"] = rng.normal(0, 0.3, arrays["dense_kernel"].shape).astype(np.float32)
+    arrays["normalized"] = np.array(1, dtype=np.int64)
+    if speaker_cnn:
+        np.savez_compressed(staging / "speaker" / ARRAYS["cnn"], **arrays)
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    manifest["models"] = [*manifest["models"], "cnn"]
+    for name, entry in manifest["model_sets"].items():
+        if speaker_cnn or name == "global":
+            entry["models"] = [*entry["models"], "cnn"]
+    return bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=False)
+
+
+def test_a_normalised_sets_own_cnn_scores_z_scored_pooled_statistics(tmp_path: Path) -> None:
+    """A normalised set's own cnn (`train --normalize speaker` fits one) replaces the borrowed plain
+    one; its head reads pooled statistics z-scored per stream (--normalize file) or by the archive's
+    statistics (--normalize archive), and refuses to score without them."""
+    from ser_batch.inference.scoring import ArchiveStats, archive_sums, attach_probabilities, file_windows
+    from ser_batch.models.normalize import StatsSums
+
+    bundle = bundle_io.load_bundle(_cnn_set_bundle(tmp_path / "bundle"))
+    assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "speaker")]
+    cnn = bundle.model("cnn", "speaker")
+    assert cnn.normalized and not bundle.model("cnn").normalized
+    path = write_audio(tmp_path / "call.wav", duration_s=25.0, seed=4)
+    config = Config().replace(score={"normalize": "file", "min_normalize_s": 5.0})
+    [stream] = file_windows(path, bundle=bundle, config=config)
+    attach_probabilities(bundle, [stream], framework="cnn", score=config.score)
+    assert stream.summary.normalized and stream.summary.model_set == "speaker"
+    frames = [w.frames for w in stream.windows]
+    pooled = cnn.pool(frames)
+    expected = cnn.head(fit_stats(pooled, stream.speech).apply(pooled))
+    np.testing.assert_allclose(stream.proba, expected, atol=1e-6)
+    with pytest.raises(BundleError, match="normalised statistics"):
+        bundle.predict_proba(np.zeros((len(pooled), 0)), framework="cnn", model_set="speaker", frames=frames)
+
+    # --normalize archive: the first pass's sums are those of the speech windows' inputs; the second
+    # pass z-scores each window by them, as the blocks come.
+    sums = archive_sums(path, bundle=bundle, config=Config().replace(score={"normalize": "archive"}))
+    vectors = np.concatenate([w.vectors for w in stream.windows])
+    expected_sums = {"vectors": StatsSums.of(vectors, stream.speech), "cnn": StatsSums.of(pooled, stream.speech)}
+    assert set(sums) == {"speaker"} and set(sums["speaker"]) == set(expected_sums)
+    for kind, want in expected_sums.items():
+        np.testing.assert_allclose(sums["speaker"][kind].total, want.total, rtol=1e-6)
+    archive = ArchiveStats.from_sums(sums)
+    config = Config().replace(score={"normalize": "archive", "block_s": 7.0})
+    [scored] = file_windows(path, bundle=bundle, config=config, framework="both", archive=archive)
+    weights = bundle.ensemble_weights("speaker")
+    stats_v, stats_p = archive.of("speaker", "vectors"), archive.of("speaker", "cnn")
+    z = stats_v.apply(vectors)
+    expected = sum(weights[f] * bundle.predict_proba(z, framework=f, model_set="speaker") for f in ("keras", "sklearn"))
+    expected = expected + weights["cnn"] * cnn.head(stats_p.apply(pooled))
+    assert scored.summary.normalized and scored.summary.model_set == "speaker"
+    np.testing.assert_allclose(scored.proba, expected, atol=1e-5)
+    with pytest.raises(BundleError, match="archive's statistics"):
+        file_windows(path, bundle=bundle, config=config, framework="both")
+
+
+def test_score_normalize_archive_two_passes_one_statistic_reused_and_kept(tmp_path: Path) -> None:
+    """`score --normalize archive`: a first pass takes the statistics of every speech window of the
+    input (the same in one shard or many), the second scores every stream z-scored by them; they are
+    recorded in _score.json and reused by a later run into the folder (new files normalised alike);
+    a folder whose rows were normalised by statistics it no longer records is refused."""
+    from ser_batch.inference.scoring import ArchiveStats, archive_sums, file_windows, merge_archive_sums
+
+    bundle_dir = _cnn_set_bundle(tmp_path / "bundle")
+    archive = tmp_path / "clips"
+    for i in range(4):
+        write_audio(archive / f"clip{i}.wav", duration_s=3.0 + i, seed=20 + i)
+    runs = {}
+    for name, shard_files in (("one", 100), ("many", 1)):
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                           "--normalize", "archive", "--in-process", "--no-progress",
+                                           "--set", f"score.shard_files={shard_files}"])
+        assert result.exit_code == 0, result.output
+        assert "--normalize archive: statistics of" in result.output
+        runs[name] = json.loads((out / "_score.json").read_text())["archive_stats"]
+    for kind in ("vectors", "cnn"):
+        one, many = runs["one"]["speaker"][kind], runs["many"]["speaker"][kind]
+        assert one["n"] == many["n"] > 0
+        np.testing.assert_allclose(one["total"], many["total"], rtol=1e-9)
+        np.testing.assert_allclose(one["squares"], many["squares"], rtol=1e-9)
+    # The second pass z-scored every stream by those statistics (what the library gives, in process).
+    bundle = bundle_io.load_bundle(bundle_dir)
+    config = Config().replace(score={"normalize": "archive"})
+    sums = merge_archive_sums([archive_sums(p, bundle=bundle, config=config) for p in sorted(archive.iterdir())])
+    stats = ArchiveStats.from_sums(sums)
+    np.testing.assert_allclose(sums["speaker"]["cnn"].total, runs["one"]["speaker"]["cnn"]["total"], rtol=1e-9)
+    out = tmp_path / "one"
+    segments = pd.read_parquet(out / "segments")
+    files = pd.read_parquet(out / "files").set_index("path")
+    assert files[schema.NORMALIZED].all() and set(files[schema.MODEL_SET]) == {"speaker"}
+    columns = [schema.proba_column(c) for c in bundle.classes]
+    [stream] = file_windows(archive / "clip2.wav", bundle=bundle, config=config, framework="both", archive=stats)
+    got = segments[segments[schema.PATH] == "clip2.wav"].sort_values(schema.START_S)[columns].to_numpy()
+    np.testing.assert_allclose(got, stream.proba, atol=1e-5)
+    record = json.loads((out / "_run.json").read_text())
+    assert record["archive_statistics"] == {"windows": runs["one"]["speaker"]["vectors"]["n"], "reused": False}
+    # A later run with a new file reuses the recorded statistics: the new file is normalised as the others.
+    write_audio(archive / "clip9.wav", duration_s=4.0, seed=29)
+    again = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                      "--normalize", "archive", "--in-process", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "1 file scored (4 already done)" in again.output and "recorded by the first run" in again.output
+    assert json.loads((out / "_score.json").read_text())["archive_stats"] == runs["one"]
+    assert json.loads((out / "_run.json").read_text())["archive_statistics"]["reused"] is True
+    [new] = file_windows(archive / "clip9.wav", bundle=bundle, config=config, framework="both", archive=stats)
+    segments = pd.read_parquet(out / "segments")
+    got = segments[segments[schema.PATH] == "clip9.wav"].sort_values(schema.START_S)[columns].to_numpy()
+    np.testing.assert_allclose(got, new.proba, atol=1e-5)
+    # Rows normalised by statistics the folder no longer records: refused, nothing scored.
+    settings = json.loads((out / "_score.json").read_text())
+    del settings["archive_stats"]
+    (out / "_score.json").write_text(json.dumps(settings))
+    write_audio(archive / "clip10.wav", duration_s=3.0, seed=30)
+    refused = CliRunner().invoke(main, ["score", str(archive), "--out", str(out), "--model", str(bundle_dir),
+                                        "--normalize", "archive", "--in-process", "--no-progress"])
+    assert refused.exit_code != 0 and "does not record" in refused.output
+    assert not (segments[schema.PATH] == "clip10.wav").any()

@@ -15,7 +15,8 @@ from ser_batch.data.labels import Labels, load_labels_csv
 from ser_batch.errors import ConfigError, DatasetError
 from ser_batch.models import bundle as bundle_io
 from ser_batch.pipeline.evaluate import corpus_metrics, format_corpus_metrics, training_rows
-from ser_batch.pipeline.extract import corpus_name, row_labels
+from ser_batch.pipeline.extract import corpus_name
+from ser_batch.pipeline.extract_shard import row_labels
 from ser_batch.pipeline.train import split_rows
 
 META = {"recipe": "fast", "feature_names": ["a", "b"], "config": {"audio": {"sample_rate": 16000}, "features": {}}}

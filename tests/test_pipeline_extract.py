@@ -19,12 +19,13 @@ import pytest
 from ser_batch import schema
 from ser_batch.cluster import runtime
 from ser_batch.config import Config, config_to_dict, load_config
-from ser_batch.data import parts as storage
+from ser_batch.data import parts
 from ser_batch.data.labels import discover_audio
 from ser_batch.errors import DatasetError
 from ser_batch.features.names import feature_names
 from ser_batch.features.recipes import file_features
-from ser_batch.pipeline.extract import ExtractSummary, extract_shard, plan_shards, run_extract
+from ser_batch.pipeline.extract import ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract_shard import ExtractResult, ExtractRun
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD, write_audio
 
@@ -53,12 +54,12 @@ def extracted(ray_session: None, corpus: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def rows(extracted: tuple[ExtractSummary, Path]) -> dict[str, dict]:
-    table = storage.read_parts(extracted[1])
+    table = parts.read_parts(extracted[1])
     return {row[schema.PATH]: row for row in table.to_pylist()}
 
 
 def part_files(out: Path) -> list[str]:
-    return sorted(storage.existing_parts(out))
+    return sorted(parts.existing_parts(out))
 
 
 # --- the shared run -------------------------------------------------------------------
@@ -90,12 +91,12 @@ def test_summary_line_counts_in_words(files: int, errors: int, parts: int, skipp
 
 def test_output_folder_layout(extracted: tuple[ExtractSummary, Path], corpus: Path) -> None:
     _, out = extracted
-    parts = part_files(out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*parts, storage.MANIFEST, storage.CONFIG])
+    names = part_files(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, parts.MANIFEST, parts.CONFIG])
     planned = plan_shards(discover_audio(corpus, extensions=CONFIG.audio.extensions), config=CONFIG)
-    assert parts == [s.name for s in planned] and len(parts) == N_PARTS
+    assert names == [s.name for s in planned] and len(names) == N_PARTS
     # Every part holds at most shard_size rows.
-    assert [pq.read_metadata(out / p).num_rows for p in parts] == [3, 3, 3, 2]
+    assert [pq.read_metadata(out / p).num_rows for p in names] == [3, 3, 3, 2]
 
 
 def test_one_row_per_audio_file(rows: dict[str, dict], corpus: Path) -> None:
@@ -105,7 +106,7 @@ def test_one_row_per_audio_file(rows: dict[str, dict], corpus: Path) -> None:
 
 
 def test_rows_are_in_sorted_path_order(extracted: tuple[ExtractSummary, Path]) -> None:
-    paths = storage.read_parts(extracted[1]).column(schema.PATH).to_pylist()
+    paths = parts.read_parts(extracted[1]).column(schema.PATH).to_pylist()
     assert paths == sorted(paths)
 
 
@@ -121,7 +122,7 @@ def test_error_rows(rows: dict[str, dict], path: str, reason: str) -> None:
 
 def test_good_rows_have_finite_float32_features(extracted: tuple[ExtractSummary, Path],
                                                 rows: dict[str, dict]) -> None:
-    table = storage.read_parts(extracted[1])
+    table = parts.read_parts(extracted[1])
     assert table.schema.field(schema.FEATURES).type == pa.list_(pa.float32(), 193)
     for path in CORPUS_GOOD:
         row = rows[path]
@@ -168,8 +169,8 @@ def test_schema_metadata(extracted: tuple[ExtractSummary, Path]) -> None:
 
 def test_config_and_manifest_written(extracted: tuple[ExtractSummary, Path], corpus: Path) -> None:
     summary, out = extracted
-    assert load_config(out / storage.CONFIG) == CONFIG
-    manifest = storage.read_manifest(out)
+    assert load_config(out / parts.CONFIG) == CONFIG
+    manifest = parts.read_manifest(out)
     assert manifest is not None
     assert (manifest["job"], manifest["files"], manifest["errors"]) == ("extract", N_FILES, 3)
     assert manifest["parts"] == part_files(out)
@@ -213,9 +214,9 @@ def test_overwrite(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     summary = run_extract(corpus, out, config=config, overwrite=True, progress=False)
     assert (summary.parts, summary.skipped_parts, summary.errors) == (3, 0, 3)
     assert len(part_files(out)) == 3
-    assert storage.read_parts(out).num_rows == N_FILES
+    assert parts.read_parts(out).num_rows == N_FILES
     assert (out / "notes.md").read_text() == "mine"
-    assert load_config(out / storage.CONFIG).extract.shard_size == 4
+    assert load_config(out / parts.CONFIG).extract.shard_size == 4
 
 
 def test_resume_of_a_finished_run_keeps_everything(ray_session: None, corpus: Path, tmp_path: Path,
@@ -239,19 +240,19 @@ def test_resume_of_a_finished_run_keeps_everything(ray_session: None, corpus: Pa
 def test_resume_of_an_interrupted_run(ray_session: None, corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "features"
     run_extract(corpus, out, config=CONFIG, progress=False)
-    parts = part_files(out)
+    names = part_files(out)
     # Simulate a crash: one part and the manifest missing, a temp file and a part of
     # another plan left behind.
-    (out / parts[1]).unlink()
-    (out / storage.MANIFEST).unlink()
-    (out / f".{parts[1]}.tmp-0badf00d").write_bytes(b"half")
-    shutil.copy(out / parts[0], out / storage.part_name(7, "0123456789ab"))
+    (out / names[1]).unlink()
+    (out / parts.MANIFEST).unlink()
+    (out / f".{names[1]}.tmp-0badf00d").write_bytes(b"half")
+    shutil.copy(out / names[0], out / parts.part_name(7, "0123456789ab"))
     summary = run_extract(corpus, out, config=CONFIG, resume=True, progress=False)
     assert (summary.parts, summary.skipped_parts, summary.errors) == (N_PARTS, N_PARTS - 1, 3)
     assert not summary.nothing_to_do and len(summary.failures) == 3  # from kept and new parts alike
-    assert part_files(out) == parts
-    assert sorted(p.name for p in out.iterdir()) == sorted([*parts, storage.MANIFEST, storage.CONFIG])
-    paths = storage.read_parts(out).column(schema.PATH).to_pylist()
+    assert part_files(out) == names
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, parts.MANIFEST, parts.CONFIG])
+    paths = parts.read_parts(out).column(schema.PATH).to_pylist()
     assert sorted(paths) == sorted([*CORPUS_GOOD, *CORPUS_BROKEN])  # no duplicates, none missing
 
 
@@ -263,7 +264,7 @@ def test_resume_with_other_settings_recomputes(ray_session: None, corpus: Path, 
     summary = run_extract(corpus, out, config=config, resume=True, progress=False)
     assert summary.skipped_parts == 0
     assert not old & set(part_files(out))
-    table = storage.read_parts(out)
+    table = parts.read_parts(out)
     assert table.num_rows == N_FILES
     assert table.schema.field(schema.FEATURES).type.list_size == 193 - 20
 
@@ -272,20 +273,19 @@ def test_extract_shard_twice_leaves_one_file(corpus: Path, tmp_path: Path) -> No
     # What a Ray retry does: the same shard runs again and overwrites its own part.
     paths = discover_audio(corpus, extensions=CONFIG.audio.extensions)
     shard = plan_shards(paths, config=CONFIG)[0]
-    kwargs = {"root": str(corpus), "out": str(tmp_path), "config": config_to_dict(CONFIG), "labels": None}
-    first = extract_shard(shard, **kwargs)
-    second = extract_shard(shard, **kwargs)
-    # The task's CPU time (what files / task CPU s per core is computed from) differs run to run.
-    assert first.pop("cpu_s") > 0 and second.pop("cpu_s") > 0
-    assert first == second == {"part": shard.name, "files": 3, "errors": 0, "augmented": 0, "failures": []}
-    assert [p.name for p in tmp_path.iterdir()] == [shard.name]
-    assert pq.read_table(tmp_path / shard.name).column(schema.PATH).to_pylist() == list(shard.paths)
+    job = ExtractRun(str(corpus), str(tmp_path), CONFIG)
+    first = job.run_shard(shard)
+    written = (tmp_path / shard.name).read_bytes()
+    second = job.run_shard(shard)
+    assert first == second == ExtractResult(shard.name, 3, 0, 0, ())
+    assert [p.name for p in tmp_path.iterdir()] == [shard.name] and (tmp_path / shard.name).read_bytes() == written
+    assert pq.read_table(tmp_path / shard.name).column(schema.PATH).to_pylist() == list(shard.sources)
 
 
 def test_plan_shards_names_depend_on_content() -> None:
     paths = [f"{i}.wav" for i in range(7)]
     shards = plan_shards(paths, config=CONFIG)
-    assert [s.paths for s in shards] == [tuple(paths[0:3]), tuple(paths[3:6]), tuple(paths[6:])]
+    assert [s.sources for s in shards] == [tuple(paths[0:3]), tuple(paths[3:6]), tuple(paths[6:])]
     assert [s.index for s in shards] == [0, 1, 2]
     assert [s.name for s in plan_shards(paths, config=CONFIG)] == [s.name for s in shards]
     other = plan_shards(paths, config=CONFIG.replace(features={"recipe": "classic"}))
@@ -310,7 +310,7 @@ def test_labels_csv_at_input_root(ray_session: None, corpus_copy: Path, tmp_path
     out = tmp_path / "features"
     summary = run_extract(corpus_copy, out, config=CONFIG, progress=False)
     assert summary.files == N_FILES  # labels.csv itself is not audio
-    got = {r[schema.PATH]: r for r in storage.read_parts(out).to_pylist()}
+    got = {r[schema.PATH]: r for r in parts.read_parts(out).to_pylist()}
     interview = got["misc/interview.wav"]
     assert (interview[schema.EMOTION], interview[schema.ACTOR], interview[schema.GENDER]) == ("calm", 30, "female")
     # The CSV beats the name, and leaves the other name-derived files alone.
@@ -327,7 +327,7 @@ def test_labels_csv_argument_and_config(ray_session: None, corpus: Path, tmp_pat
     config = CONFIG.replace(extract={"labels_csv": str(csv_path)})
     by_config = run_extract(corpus, tmp_path / "b", config=config, progress=False)
     for summary in (by_argument, by_config):
-        got = {r[schema.PATH]: r[schema.EMOTION] for r in storage.read_parts(summary.out).to_pylist()}
+        got = {r[schema.PATH]: r[schema.EMOTION] for r in parts.read_parts(summary.out).to_pylist()}
         assert got["misc/interview.wav"] == "calm", summary.out
 
 
@@ -370,7 +370,7 @@ def test_links_and_many_failures(ray_session: None, tmp_path: Path) -> None:
     summary = run_extract(root, tmp_path / "out", config=CONFIG.replace(extract={"shard_size": 2}),
                           progress=False)
     assert (summary.files, summary.errors) == (9, 7)
-    rows = {r[schema.PATH]: r for r in storage.read_parts(tmp_path / "out").to_pylist()}
+    rows = {r[schema.PATH]: r for r in parts.read_parts(tmp_path / "out").to_pylist()}
     assert rows["Actor_01/03-01-05-01-01-01-01.wav"][schema.ERROR] is None
     assert rows["Actor_01/03-01-05-01-01-01-01.wav"][schema.EMOTION] == "angry"
     assert rows["gone.wav"][schema.ERROR] == "broken link"
@@ -388,7 +388,7 @@ def test_progress_callback_and_max_duration(ray_session: None, tmp_path: Path) -
     summary = run_extract(tmp_path / "in", tmp_path / "out", config=config, progress=False,
                           on_progress=seen.append)
     assert sorted(seen) == [1, 2] and summary.parts == 2
-    table = storage.read_parts(tmp_path / "out")
+    table = parts.read_parts(tmp_path / "out")
     # duration_s describes the file; the features only its first half second.
     assert table.column(schema.DURATION_S).to_pylist() == [2.0, 2.0, 2.0]
     expected, _ = file_features(tmp_path / "in" / "0.wav", config=config)

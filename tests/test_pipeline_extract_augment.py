@@ -13,12 +13,13 @@ import pytest
 
 from ser_batch import schema
 from ser_batch.audio.telephony import augment_signal, augmentation_rng
-from ser_batch.config import Config, config_to_dict
-from ser_batch.data import parts as storage
+from ser_batch.config import Config
+from ser_batch.data import parts
 from ser_batch.data.featureset import load_feature_set
 from ser_batch.data.labels import discover_audio
 from ser_batch.features.recipes import checked_features, decode_for_features
-from ser_batch.pipeline.extract import ExtractSummary, extract_shard, plan_shards, run_extract
+from ser_batch.pipeline.extract import ExtractSummary, plan_shards, run_extract
+from ser_batch.pipeline.extract_shard import ExtractRun
 
 from conftest import CORPUS_BROKEN, CORPUS_GOOD
 
@@ -36,7 +37,7 @@ def augmented(ray_session: None, corpus: Path, tmp_path_factory: pytest.TempPath
 
 
 def keyed_rows(out: Path) -> dict[tuple[str, str | None], dict]:
-    rows = storage.read_parts(out).to_pylist()
+    rows = parts.read_parts(out).to_pylist()
     keys = Counter((r[schema.PATH], r[schema.AUGMENT]) for r in rows)
     assert max(keys.values()) == 1, "a (path, augment) pair twice"
     return {(r[schema.PATH], r[schema.AUGMENT]): r for r in rows}
@@ -47,7 +48,7 @@ def test_summary_counts_augmented_rows(augmented: tuple[ExtractSummary, Path]) -
     assert (summary.files, summary.errors, summary.augmented) == (N_FILES, 3, N_AUGMENTED)
     assert summary.line().startswith(
         f"{N_FILES} files, 3 errors, {N_AUGMENTED} augmented rows (telephone-ulaw, noise-20db, tempo-1.05), ")
-    manifest = json.loads((out / storage.MANIFEST).read_text())
+    manifest = json.loads((out / parts.MANIFEST).read_text())
     assert manifest["augment"] == list(AUGMENT) and manifest["augmented_rows"] == N_AUGMENTED
 
 
@@ -66,7 +67,7 @@ def test_one_row_per_file_and_augmentation(augmented: tuple[ExtractSummary, Path
             for column in (*schema.LABEL_COLUMNS, schema.DURATION_S, schema.SAMPLE_RATE_IN):
                 assert row[column] == original[column]
             assert not np.allclose(row[schema.FEATURES], original[schema.FEATURES])
-    paths = storage.read_parts(augmented[1]).column(schema.PATH).to_pylist()
+    paths = parts.read_parts(augmented[1]).column(schema.PATH).to_pylist()
     assert paths == sorted(paths)  # a file's copies follow its own row
 
 
@@ -112,17 +113,17 @@ def test_resume_does_not_duplicate_augmented_rows(ray_session: None, corpus: Pat
                                                   augmented: tuple[ExtractSummary, Path]) -> None:
     out = tmp_path / "features"
     run_extract(corpus, out, config=CONFIG, progress=False)
-    parts = sorted(storage.existing_parts(out))
-    before = {p: pq.read_table(out / p) for p in parts}
-    (out / parts[2]).unlink()
-    (out / storage.MANIFEST).unlink()
+    names = sorted(parts.existing_parts(out))
+    before = {p: pq.read_table(out / p) for p in names}
+    (out / names[2]).unlink()
+    (out / parts.MANIFEST).unlink()
     summary = run_extract(corpus, out, config=CONFIG, resume=True, progress=False)
-    assert (summary.skipped_parts, summary.augmented, summary.errors) == (len(parts) - 1, N_AUGMENTED, 3)
-    assert sorted(storage.existing_parts(out)) == parts
+    assert (summary.skipped_parts, summary.augmented, summary.errors) == (len(names) - 1, N_AUGMENTED, 3)
+    assert sorted(parts.existing_parts(out)) == names
     assert len(keyed_rows(out)) == N_FILES + N_AUGMENTED
     # The recomputed part holds the same numbers as the first time (and as the other run).
-    assert pq.read_table(out / parts[2]).equals(before[parts[2]])
-    assert pq.read_table(augmented[1] / parts[2]).equals(before[parts[2]])
+    assert pq.read_table(out / names[2]).equals(before[names[2]])
+    assert pq.read_table(augmented[1] / names[2]).equals(before[names[2]])
     again = run_extract(corpus, out, config=CONFIG, resume=True, progress=False)
     assert again.nothing_to_do and again.augmented == N_AUGMENTED
     assert "36 augmented rows" not in again.line() and f"{N_AUGMENTED} augmented rows" in again.line()
@@ -132,12 +133,12 @@ def test_resume_with_other_augmentations_recomputes(ray_session: None, corpus: P
     out = tmp_path / "features"
     plain = CONFIG.replace(extract={"augment": []})
     run_extract(corpus, out, config=plain, progress=False)
-    old = set(storage.existing_parts(out))
+    old = set(parts.existing_parts(out))
     summary = run_extract(corpus, out, config=CONFIG.replace(extract={"augment": ["gain--6db"]}), resume=True,
                           progress=False)
     assert summary.skipped_parts == 0 and summary.augmented == len(CORPUS_GOOD)
-    assert not old & set(storage.existing_parts(out))
-    assert Counter(storage.read_parts(out).column(schema.AUGMENT).to_pylist()) == {None: N_FILES,
+    assert not old & set(parts.existing_parts(out))
+    assert Counter(parts.read_parts(out).column(schema.AUGMENT).to_pylist()) == {None: N_FILES,
                                                                                   "gain--6db": len(CORPUS_GOOD)}
 
 
@@ -150,15 +151,12 @@ def test_part_names_depend_on_augment() -> None:
 
 def test_extract_shard_with_augment_twice_is_idempotent(corpus: Path, tmp_path: Path) -> None:
     shard = plan_shards(discover_audio(corpus, extensions=CONFIG.audio.extensions), config=CONFIG)[0]
-    kwargs = {"root": str(corpus), "out": str(tmp_path), "config": config_to_dict(CONFIG), "labels": None}
-    first = extract_shard(shard, **kwargs)
-    table = pq.read_table(tmp_path / shard.name)
-    second = extract_shard(shard, **kwargs)
-    # Only the task's CPU time may differ between the two runs.
-    assert first.pop("cpu_s") > 0 and second.pop("cpu_s") > 0
-    assert second == first and first["augmented"] == 3 * len(AUGMENT)
-    assert [p.name for p in tmp_path.iterdir()] == [shard.name]
-    assert pq.read_table(tmp_path / shard.name).equals(table)
+    job = ExtractRun(str(corpus), str(tmp_path), CONFIG)
+    first = job.run_shard(shard)
+    written = (tmp_path / shard.name).read_bytes()
+    second = job.run_shard(shard)
+    assert second == first and first.augmented == 3 * len(AUGMENT)
+    assert [p.name for p in tmp_path.iterdir()] == [shard.name] and (tmp_path / shard.name).read_bytes() == written
 
 
 def test_augmented_copy_that_fails_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -168,9 +166,8 @@ def test_augmented_copy_that_fails_is_left_out(tmp_path: Path, caplog: pytest.Lo
     write_audio(tmp_path / "in" / "short.wav", duration_s=2100 / 16000)
     config = CONFIG.replace(extract={"augment": ["tempo-1.25", "gain--3db"]})
     shard = plan_shards(["short.wav"], config=config)[0]
-    result = extract_shard(shard, root=str(tmp_path / "in"), out=str(tmp_path), config=config_to_dict(config),
-                           labels=None)
-    assert (result["errors"], result["augmented"]) == (0, 1)
+    result = ExtractRun(str(tmp_path / "in"), str(tmp_path), config).run_shard(shard)
+    assert (result.errors, result.augmented) == (0, 1)
     table = pq.read_table(tmp_path / shard.name)
     assert table.column(schema.AUGMENT).to_pylist() == [None, "gain--3db"]
     assert "tempo-1.25 left out" in caplog.text

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from ser_batch import schema
 from ser_batch.cli import main
-from ser_batch.cluster.runtime import FAULT_ENV
+from ser_batch.cluster.engine import FAULT_ENV
 from ser_batch.config import load_config
-from ser_batch.data import score_folder as results
+from ser_batch.data import score_folder
 from ser_batch.errors import DatasetError
 from ser_batch.inference.scoring import predict_files
 from ser_batch.models.bundle import load_bundle
@@ -93,7 +93,7 @@ def test_tables_rows_and_run_record(scored: tuple[Path, Path]) -> None:
     # A file's probabilities are the mean of its windows with speech.
     a = segments[(segments.path == "calls/a.flac") & segments.label.notna()]
     np.testing.assert_allclose(good.loc["calls/a.flac", p_columns].astype(float), a[p_columns].mean(), atol=1e-5)
-    meta = results.read_table(out, results.FILES_DIR).schema.metadata
+    meta = score_folder.read_table(out, score_folder.FILES_DIR).schema.metadata
     assert json.loads(meta[schema.META_CLASSES]) == classes
     assert int(meta[schema.META_SCHEMA_VERSION]) == schema.SCHEMA_VERSION
 
@@ -313,7 +313,7 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("Ray was started")
 
     monkeypatch.setattr(runtime, "ray_runtime", refuse)
-    monkeypatch.setattr(runtime, "map_shards", refuse)
+    monkeypatch.setattr(runtime, "map_tasks", refuse)
 
 
 def _foreign_folders(root: Path) -> dict[str, Path]:
@@ -352,16 +352,16 @@ def test_score_refuses_a_folder_that_is_not_a_score_folder(kind: str, tmp_path: 
 
 def test_score_into_an_empty_folder_or_one_a_killed_run_began(ray_session: None, tmp_path: Path) -> None:
     """An empty OUT and one holding only what score writes (a killed run's lock) are not foreign."""
-    results.refuse_foreign(tmp_path / "new")
+    score_folder.refuse_foreign(tmp_path / "new")
     (tmp_path / "empty").mkdir()
-    results.refuse_foreign(tmp_path / "empty")
+    score_folder.refuse_foreign(tmp_path / "empty")
     (tmp_path / "killed").mkdir()
     (tmp_path / "killed" / ".lock").write_text("")
     (tmp_path / "killed" / ".lock.tmp-1234").write_text("")
-    results.refuse_foreign(tmp_path / "killed")
+    score_folder.refuse_foreign(tmp_path / "killed")
     (tmp_path / "killed" / "mine.txt").write_text("x")
     with pytest.raises(DatasetError, match="it holds mine.txt"):
-        results.refuse_foreign(tmp_path / "killed")
+        score_folder.refuse_foreign(tmp_path / "killed")
 
 
 def test_a_rerun_with_nothing_to_do_does_not_start_ray(scored: tuple[Path, Path], tmp_path: Path,

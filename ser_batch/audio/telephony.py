@@ -1,5 +1,6 @@
-"""Telephone audio and audio augmentation: G.711 companding, telephone-band copies, noise,
-gain and speed changes of a decoded signal.
+"""Telephone audio and audio augmentation: G.711 companding, telephone-band copies and speed
+changes of a decoded signal, and :func:`augment_signal`, which applies any ``extract --augment``
+name (noise, reverberation and gain come from :mod:`ser_batch.audio.conditions`).
 
 Everything here is a pure function of numpy arrays (float32 mono, samples in [-1, 1]);
 random choices come from a :class:`numpy.random.Generator` the caller seeds, so the same
@@ -20,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ser_batch.audio.conditions import add_noise, gain, reverberate
 from ser_batch.augmentations import parse_augmentation
 from ser_batch.errors import ConfigError
 
@@ -206,68 +208,8 @@ def telephone_copy(y: np.ndarray, sample_rate: int, *, codec: str = "pcm", band_
 
 # -------------------------------------------------------------------- augmentations
 
-
-def speech_power(y: np.ndarray, sample_rate: int, *, frame_s: float = 0.02, range_db: float = 30.0) -> float:
-    """Mean power of the active frames of ``y``: frames (20 ms) within ``range_db`` of the
-    loud level (95th percentile of frame power), so pauses do not lower the speech level.
-
-    Returns the mean square of those frames (0.0 for a silent or empty signal).
-    """
-    x = np.asarray(y, dtype=np.float64)
-    size = max(int(frame_s * sample_rate), 1)
-    count = len(x) // size
-    if count == 0:
-        return float(np.mean(x * x)) if len(x) else 0.0
-    power = np.mean(x[: count * size].reshape(count, size) ** 2, axis=1)
-    loud = np.percentile(power, 95)
-    if loud <= 0:
-        return 0.0
-    return float(power[power >= loud * 10.0 ** (-range_db / 10.0)].mean())
-
-
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power pink (1/f power) noise ``[shape=(n,)]``, shaped in the frequency domain."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.arange(len(spectrum), dtype=np.float64)
-    freqs[0] = 1.0
-    pink = np.fft.irfft(spectrum / np.sqrt(freqs), n)
-    pink -= pink.mean()
-    return pink / np.sqrt(np.mean(pink * pink))
-
-
-def add_noise(y: np.ndarray, snr_db: float, rng: np.random.Generator, *, sample_rate: int = 16000,
-              color: str = "white") -> np.ndarray:
-    """``y`` plus noise ``snr_db`` below its speech level (:func:`speech_power`).
-
-    Parameters
-    ----------
-    y : np.ndarray [shape=(n,)], float mono signal
-    snr_db : float, speech-to-noise power ratio, dB
-    rng : numpy Generator the noise is drawn from
-    sample_rate : int, Hz (frames of the speech level)
-    color : "white" (flat) or "pink" (1/f power)
-
-    Returns
-    -------
-    np.ndarray [shape=(n,)], float32, clipped to [-1, 1]; ``y`` unchanged when it is silent
-    """
-    x = np.asarray(y, dtype=np.float64)
-    level = speech_power(x, sample_rate)
-    if level <= 0 or not len(x):
-        return x.astype(np.float32)
-    if color == "white":
-        noise = rng.standard_normal(len(x))
-    elif color == "pink":
-        noise = _pink(len(x), rng)
-    else:
-        raise ConfigError(f"unknown noise colour {color!r} (white or pink)")
-    noise *= np.sqrt(level / 10.0 ** (snr_db / 10.0) / max(np.mean(noise * noise), 1e-30))
-    return np.clip(x + noise, -1.0, 1.0).astype(np.float32)
-
-
-def gain(y: np.ndarray, db: float) -> np.ndarray:
-    """``y`` ``[shape=(n,)]`` scaled by ``db`` decibels, clipped to [-1, 1] as a file would be; float32."""
-    return np.clip(np.asarray(y, dtype=np.float64) * 10.0 ** (db / 20.0), -1.0, 1.0).astype(np.float32)
+#: ``--augment`` kinds of additive noise and the noise each adds (``noise-20db`` is white noise).
+NOISE_AUGMENTATIONS = {"noise": "white", "pink": "pink", "brown": "brown", "hum": "hum", "tones": "tones"}
 
 
 def change_speed(y: np.ndarray, factor: float, *, sample_rate: int) -> np.ndarray:
@@ -306,9 +248,10 @@ def augment_signal(y: np.ndarray, sample_rate: int, name: str, *, rng: np.random
     spec = parse_augmentation(name)
     if spec.kind in ("telephone", "telephone-band"):
         return telephone_copy(y, sample_rate, codec=str(spec.value), band_pass=spec.kind == "telephone-band")
-    if spec.kind in ("noise", "pink"):
-        return add_noise(y, float(spec.value), rng, sample_rate=sample_rate,
-                         color="white" if spec.kind == "noise" else "pink")
+    if spec.kind in NOISE_AUGMENTATIONS:
+        return add_noise(y, float(spec.value), rng, sample_rate=sample_rate, kind=NOISE_AUGMENTATIONS[spec.kind])
+    if spec.kind == "reverb":
+        return reverberate(y, float(spec.value), rng, sample_rate=sample_rate)
     if spec.kind == "gain":
         return gain(y, float(spec.value))
     return change_speed(y, float(spec.value), sample_rate=sample_rate)

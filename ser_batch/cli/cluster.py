@@ -94,27 +94,27 @@ def submit(command: str, args: tuple[str, ...], jobs_address: str | None, submis
 
     Example: ser-batch submit score /archive/calls --out /archive/scores --wait
     """
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
     target = main.commands[command]
-    job = submission.submit(command, absolute_args(target, list(args)), address=jobs_address,
+    job = jobs_api.submit(command, absolute_args(target, list(args)), address=jobs_address,
                             submission_id=submission_id)
     if job.new:
         click.echo(f"submitted job {job.job_id}: {job.entrypoint}")
     else:
-        status = submission.job_info(jobs_address, job.job_id).status
-        click.echo(f"job {job.job_id} was submitted before ({submission.status_name(status)}); not run again")
+        status = jobs_api.job_info(jobs_address, job.job_id).status
+        click.echo(f"job {job.job_id} was submitted before ({jobs_api.status_name(status)}); not run again")
     click.echo(f"dashboard: {job.dashboard}/#/jobs/{job.job_id}")
     if wait:
         _follow(jobs_address, job.job_id)
 
 
 def _follow(jobs_address: str | None, job_id: str) -> None:
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
-    info = submission.follow(jobs_address, job_id, lambda text: click.echo(text, nl=False))
-    status = submission.status_name(info.status)
-    code = submission.exit_code(info)
+    info = jobs_api.follow(jobs_address, job_id, lambda text: click.echo(text, nl=False))
+    status = jobs_api.status_name(info.status)
+    code = jobs_api.exit_code(info)
     # Ray's message of a failed job repeats the end of the log just printed: keep its first clause.
     first = (info.message or "").strip().splitlines()[0].split(", last available logs")[0] if info.message else ""
     message = f": {first}" if first and code else ""
@@ -133,13 +133,13 @@ def jobs() -> None:
 @handle_errors
 def jobs_list(jobs_address: str | None) -> None:
     """Every job of the cluster: id, status, start time, command."""
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
-    found = submission.list_jobs(jobs_address)
+    found = jobs_api.list_jobs(jobs_address)
     for info in found:
-        click.echo(submission.describe(info))
+        click.echo(jobs_api.describe(info))
     if not found:
-        click.echo(f"no jobs on {submission.jobs_address(jobs_address)}")
+        click.echo(f"no jobs on {jobs_api.jobs_address(jobs_address)}")
 
 
 @jobs.command("status")
@@ -148,15 +148,15 @@ def jobs_list(jobs_address: str | None) -> None:
 @handle_errors
 def jobs_status(job_id: str, jobs_address: str | None) -> None:
     """Status of job ID (and its message); exit status 0 unless it failed or was stopped."""
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
-    info = submission.job_info(jobs_address, job_id)
-    click.echo(submission.describe(info))
+    info = jobs_api.job_info(jobs_address, job_id)
+    click.echo(jobs_api.describe(info))
     if info.message:
         click.echo(info.message.strip().splitlines()[0])
-    status = submission.status_name(info.status)
+    status = jobs_api.status_name(info.status)
     if status in ("FAILED", "STOPPED"):
-        sys.exit(submission.exit_code(info))
+        sys.exit(jobs_api.exit_code(info))
 
 
 @jobs.command("logs")
@@ -166,12 +166,12 @@ def jobs_status(job_id: str, jobs_address: str | None) -> None:
 @handle_errors
 def jobs_logs(job_id: str, follow: bool, jobs_address: str | None) -> None:
     """The log (stdout and stderr of the driver) of job ID."""
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
     if follow:
         _follow(jobs_address, job_id)
     else:
-        click.echo(submission.logs(jobs_address, job_id), nl=False)
+        click.echo(jobs_api.logs(jobs_address, job_id), nl=False)
 
 
 @jobs.command("stop")
@@ -180,9 +180,9 @@ def jobs_logs(job_id: str, follow: bool, jobs_address: str | None) -> None:
 @handle_errors
 def jobs_stop(job_id: str, jobs_address: str | None) -> None:
     """Stop job ID: its driver gets SIGTERM (then SIGKILL), releases its --out and its tasks end."""
-    from ser_batch.cluster import jobs_api as submission
+    from ser_batch.cluster import jobs_api
 
-    status = submission.stop(jobs_address, job_id)
+    status = jobs_api.stop(jobs_address, job_id)
     click.echo(f"job {job_id} {status}")
 
 

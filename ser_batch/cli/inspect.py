@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ser_batch.cli.root import TRUST_PICKLE_HELP, handle_errors, main, parse_test_actors
-from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, TRAIN_NORMALIZE
+from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS
 
 
 @main.command()
@@ -22,10 +22,11 @@ from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, TRAIN_NORMALIZE
                    "the output and JSON say so).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON to this file.")
-@click.option("--normalize", type=click.Choice(TRAIN_NORMALIZE), default="none",
+@click.option("--normalize", type=click.Choice(("none", "speaker", "archive")), default="none",
               help="speaker: z-score each actor's windows by that actor's own statistics and score them with "
                    "the bundle's normalised models (a bundle trained with --normalize speaker; needs the "
-                   "actor column).")
+                   "actor column); archive: z-score all rows by the statistics of all of them, as "
+                   "`score --normalize archive` does an archive.")
 @click.option("--classes", default=None, metavar="LIST",
               help="Only rows labelled with these classes (a subset of the bundle's, e.g. angry,happy,neutral,sad), "
                    "with the argmax restricted to them (probabilities renormalised over the subset).")
@@ -157,7 +158,7 @@ def report(out: Path, truth: Path | None, max_ribbons: int, file_path: str | Non
 
     Example: ser-batch report output/scores --truth output/calls/truth.csv
     """
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     path = write_score_report(out, file_path=file_path, truth=truth, max_ribbons=max_ribbons)
     click.echo(f"report written to {path}")

@@ -14,19 +14,20 @@ import click
 
 from ser_batch.augmentations import AUGMENT_FORMS
 from ser_batch.cli.root import (
-    ADDRESS_HELP,
     EXIT_FILE_ERRORS,
+    RuntimeOptions,
     config_options,
     handle_errors,
     load_cli_config,
     main,
     parse_test_actors,
+    runtime_options,
 )
 from ser_batch.config import (
     ABSENT_CLASSES,
     CHANNELS,
     NARROWBAND,
-    RECIPES,
+    RECIPE_NAMES,
     SCORE_FRAMEWORKS,
     SCORE_NORMALIZE,
     SPLITS,
@@ -41,7 +42,7 @@ from ser_batch.reports.failures import counted
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder for the Parquet parts  [default: extract.out of the config, "
                    "output/features]")
-@click.option("--recipe", type=click.Choice(RECIPES), default=None,
+@click.option("--recipe", type=click.Choice(RECIPE_NAMES), default=None,
               help="Feature recipe: fast (the 193 classic values from one shared STFT), classic "
                    "(the reference librosa calls) or rich (805 pooled statistics and pitch; "
                    "best accuracy)  [default: features.recipe of the config, fast]")
@@ -59,22 +60,18 @@ from ser_batch.reports.failures import counted
                    "that SNR below the speech level; tempo: speed and pitch times the factor, "
                    "0.8-1.25), e.g. --augment telephone-pcm,telephone-ulaw,noise-20db. Seeded by "
                    "file and name: a rerun gives the same rows  [default: extract.augment, none]")
-@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
-              help="CPUs of the embedded local Ray  [default: all]")
-@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
 @click.option("--resume", is_flag=True,
               help="Keep parts of an interrupted run with the same files and settings; do the rest.")
 @click.option("--fail-on-error", is_flag=True,
               help=f"Exit with code {EXIT_FILE_ERRORS} if any file could not be processed.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@runtime_options
 @config_options
 @handle_errors
 def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: Path | None,
-            corpus: str | None, augment: str | None, num_cpus: int | None, address: str | None, overwrite: bool, resume: bool,
-            fail_on_error: bool, no_progress: bool, config_path: Path | None,
-            overrides: tuple[str, ...]) -> None:
+            corpus: str | None, augment: str | None, overwrite: bool, resume: bool, fail_on_error: bool,
+            no_progress: bool, config_path: Path | None, overrides: tuple[str, ...], runtime: RuntimeOptions) -> None:
     """Extract emotion features of every audio file below INPUT_DIR into Parquet.
 
     Files are found recursively (following symlinked folders; audio.extensions, listed
@@ -90,11 +87,11 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     names = None if augment is None else [n.strip() for n in augment.split(",") if n.strip()]
-    config = load_cli_config(config_path, overrides, features={"recipe": recipe},
-                          ray={"num_cpus": num_cpus}, extract={"augment": names, "corpus": corpus})
-    summary = run_extract(input_dir, out or Path(config.extract.out), config=config,
-                          overwrite=overwrite, resume=resume, labels_csv=labels_csv,
-                          address=address or config.ray.address or None, progress=not no_progress)
+    config = load_cli_config(config_path, overrides, runtime, features={"recipe": recipe},
+                             extract={"augment": names, "corpus": corpus})
+    summary = run_extract(input_dir, out or Path(config.extract.out), config=config, overwrite=overwrite,
+                          resume=resume, labels_csv=labels_csv, executor=runtime.executor(config),
+                          progress=not no_progress)
     click.echo(summary.line())
     report = summary.failure_report()
     if report:
@@ -136,18 +133,14 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
               help="Telephone-band rows (8 kHz inputs, telephone copies): separate = their own 'narrow' "
                    "set(s), chosen for inputs at 8 kHz or below; mixed = trained into the global models  "
                    "[default: train.narrowband, separate]")
-@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
-              help="CPUs of the embedded local Ray  [default: all]")
-@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@runtime_options
 @config_options
 @handle_errors
 def train(features_dirs: tuple[Path, ...], out: Path, models: str | None, split: str | None,
           test_corpus: str | None, absent_classes: str | None, test_size: float | None,
           test_actors: str | None, seed: int | None, normalize: str | None, narrowband: str | None,
-          num_cpus: int | None, address: str | None,
-          overwrite: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+          overwrite: bool, config_path: Path | None, overrides: tuple[str, ...], runtime: RuntimeOptions) -> None:
     """Fit the Keras ANN and the scikit-learn MLP on `extract` outputs, in parallel.
 
     Several FEATURES_DIRs (one per corpus, extracted with the same recipe and settings) are
@@ -166,11 +159,9 @@ def train(features_dirs: tuple[Path, ...], out: Path, models: str | None, split:
                                      "narrowband": narrowband, **parse_test_actors(test_actors)}
     if models is not None:
         train_section["models"] = [m.strip() for m in models.split(",") if m.strip()]
-    config = load_cli_config(config_path, overrides, train=train_section, ray={"num_cpus": num_cpus})
-    from ser_batch.cluster.output import absolute
-
-    summary = run_train([absolute(d) for d in features_dirs], out, config=config, overwrite=overwrite,
-                        address=address or config.ray.address or None)
+    config = load_cli_config(config_path, overrides, runtime, train=train_section)
+    summary = run_train(list(features_dirs), out, config=config, overwrite=overwrite,
+                        executor=runtime.executor(config))
     for line in summary.lines():
         click.echo(line)
 
@@ -182,14 +173,11 @@ def train(features_dirs: tuple[Path, ...], out: Path, models: str | None, split:
               help="Audio folder used when --corpus is not given or absent.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
               help="Results folder; its features/ and model/ are replaced.")
-@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
-              help="CPUs of the embedded local Ray  [default: all]")
-@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              metavar="HOST:PORT", help=ADDRESS_HELP)
+@runtime_options
 @config_options
 @handle_errors
-def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, address: str | None,
-         config_path: Path | None, overrides: tuple[str, ...]) -> None:
+def demo(corpus: Path | None, input_dir: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...],
+         runtime: RuntimeOptions) -> None:
     """Run the whole pipeline on a corpus or on your audio: what `make demo` runs.
 
     On labelled audio (RAVDESS names or a labels.csv, two emotions or more): extract rich
@@ -202,9 +190,8 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
     """
     from ser_batch.demo.run import run_demo
 
-    config = load_cli_config(config_path, overrides, ray={"num_cpus": num_cpus})
-    run_demo(corpus=corpus, input_dir=input_dir, out=out, config=config,
-             address=address or config.ray.address or None,
+    config = load_cli_config(config_path, overrides, runtime)
+    run_demo(corpus=corpus, input_dir=input_dir, out=out, config=config, executor=runtime.executor(config),
              say=click.echo, warn=lambda text: click.echo(text, err=True))
 
 
@@ -225,7 +212,10 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
                    "its own speech windows and score it with the bundle's normalised models. For one voice per "
                    "stream with at least score.min_normalize_s (20 s) of speech; a stream with less falls back "
                    "to the global models (files.normalized says which). Not for mono recordings that mix "
-                   "speakers  [default: score.normalize, none]")
+                   "speakers. archive: a first pass takes the statistics of the speech windows of the whole "
+                   "input (kept in OUT/_score.json and reused by later runs into OUT), the second scores every "
+                   "stream z-scored by them: for archives of short clips from many voices  "
+                   "[default: score.normalize, none]")
 @click.option("--classes", default=None, metavar="LIST",
               help="Score over these of the bundle's classes only, e.g. angry,happy,neutral,sad: probabilities "
                    "renormalised over them, p_<class> columns only for them  [default: score.classes, all]")
@@ -237,25 +227,22 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, num_cpus: int | None, 
                    "died, settings that failed), replacing those rows; without it a re-run skips them.")
 @click.option("--prune", is_flag=True,
               help="Remove the rows of files that are gone (no longer in INPUT, nothing at their path).")
-@click.option("--num-cpus", type=click.IntRange(min=1), default=None,
-              help="CPUs of the embedded local Ray  [default: all]")
-@click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
-              metavar="HOST:PORT", help=ADDRESS_HELP)
 @click.option("--fail-on-error", is_flag=True,
               help=f"Exit with code {EXIT_FILE_ERRORS} if any row of --out is an error row after the run "
                    "(this run's or an earlier one's), as `extract --resume --fail-on-error` does.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@runtime_options
 @config_options
 @handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
           normalize: str | None, classes: str | None, rescore: bool, retry_errors: bool, prune: bool,
-          num_cpus: int | None, address: str | None, fail_on_error: bool,
-          no_progress: bool, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+          fail_on_error: bool, no_progress: bool, config_path: Path | None, overrides: tuple[str, ...],
+          runtime: RuntimeOptions) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
     INPUT is a folder (searched recursively, symlinked folders followed) or a text file
     listing audio paths, one per line. Long files are streamed in blocks and cut into
-    ranges scored in parallel; each 1.5 s window gets class probabilities and a speech
+    chunks (score.chunk_s) scored in parallel; each 1.5 s window gets class probabilities and a speech
     ratio (windows without speech get no label), each file the mean over its speech
     windows. Runs are incremental: files already scored (same path, size and mtime) are
     skipped, so the same command every night scores only what is new. A file that cannot
@@ -267,13 +254,12 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
     """
     from ser_batch.pipeline.score import run_score
 
-    config = load_cli_config(config_path, overrides,
-                          score={"framework": framework, "channels": channels, "normalize": normalize,
-                                 "classes": classes},
-                          ray={"num_cpus": num_cpus})
+    config = load_cli_config(config_path, overrides, runtime,
+                             score={"framework": framework, "channels": channels, "normalize": normalize,
+                                    "classes": classes})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
-                        rescore=rescore, retry_errors=retry_errors, prune=prune,
-                        address=address or config.ray.address or None, progress=not no_progress)
+                        rescore=rescore, retry_errors=retry_errors, prune=prune, executor=runtime.executor(config),
+                        progress=not no_progress)
     report = summary.failure_report()
     if report:
         click.echo(report, err=True)

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
+from click.core import ParameterSource
 
 from ser_batch import __version__
 from ser_batch.errors import ConfigError, SerBatchError
+
+if TYPE_CHECKING:
+    from ser_batch.cluster.engine import Executor
+    from ser_batch.config import Config
 
 #: Exit code of bad usage: click's own errors, and settings or option values that are refused.
 EXIT_USAGE = 2
@@ -63,12 +71,54 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def load_cli_config(config_path: Path | None, overrides: tuple[str, ...], **extra: dict[str, Any]) -> Any:
+def load_cli_config(config_path: Path | None, overrides: tuple[str, ...], runtime: RuntimeOptions | None = None,
+                    **options: dict[str, Any]) -> Config:
+    """The settings of a command, merged once: defaults, ``--config``, ``--set``, then the command's
+    own options (``options``: section -> {key: value}; a ``None`` value is an option not given)."""
     from ser_batch.config import load_config
 
-    config = load_config(config_path, overrides=overrides)
-    extra = {section: {k: v for k, v in values.items() if v is not None} for section, values in extra.items()}
-    return config.replace(**{s: v for s, v in extra.items() if v})
+    if runtime is not None:
+        options = {**options, "ray": {"num_cpus": runtime.num_cpus}}
+    changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in options.items()}
+    return load_config(config_path, overrides=overrides, changes={s: v for s, v in changes.items() if v})
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """``--num-cpus``, ``--address`` and ``--in-process`` of a job command: where its shards run."""
+
+    num_cpus: int | None
+    address: str | None
+    in_process: bool
+
+    def executor(self, config: Config) -> Executor:
+        """The executor of a run (``--address``, else ``ray.address``, else ``RAY_ADDRESS`` or embedded)."""
+        from ser_batch.cluster.engine import Executor
+
+        return Executor.of(config.ray, address=self.address, in_process=self.in_process)
+
+
+def runtime_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--num-cpus``, ``--address`` and ``--in-process`` to a job command, which gets them as
+    one ``runtime`` (:class:`RuntimeOptions`) argument."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, num_cpus: int | None, address: str | None, in_process: bool, **kwargs: Any) -> Any:
+        context = click.get_current_context()
+        if in_process and address and context.get_parameter_source("address") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("--in-process runs the job in this process: it joins no cluster (--address)")
+        return command(*args, runtime=RuntimeOptions(num_cpus, address, in_process), **kwargs)
+
+    wrapper = click.option(
+        "--in-process", is_flag=True,
+        help="Run every shard in this process, one after the other, without Ray: no runtime to start "
+             "(for small runs, tests and debugging; a failure's traceback is the job's own). "
+             "RAY_ADDRESS and ray.address are then ignored.")(wrapper)
+    wrapper = click.option("--address", default=None, envvar="RAY_ADDRESS", show_envvar=True, metavar="HOST:PORT",
+                           help=ADDRESS_HELP)(wrapper)
+    return click.option("--num-cpus", type=click.IntRange(min=1), default=None,
+                        help="CPUs of the embedded local Ray (with --in-process: the threads train's fits "
+                             "share)  [default: all]")(wrapper)
 
 
 class RootGroup(click.Group):
@@ -95,6 +145,16 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    stop_cleanly_on_sigterm()
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (``ser-batch jobs stop``, a scheduler's stop) ends the command as an exit would: OUT's
+    lock is released and temporary files go, as when Ray's driver gets it (``ray.init`` installs
+    the same handler; a job takes OUT's lock before it starts or joins Ray, and only plans with
+    work start it at all). Exit status 15, Ray's."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
 
 def parse_test_actors(text: str | None) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Starting a job the same way on any cluster: runtime first, then the output folder.
+"""Starting a job the same way on any cluster: the output folder locked, then the executor.
 
-Every job that writes an output folder goes through :func:`job_output`:
+Every job that writes an output folder goes through :func:`job_output`, then, when its plan
+holds work, :func:`start_workers`:
 
 0. a symbolic link inside OUT where ser-batch writes (``OUT/segments``, ``OUT/.lock``, a part, ...)
    is refused (:func:`ser_batch.data.parts.refuse_links`): every write, rename and delete stays in OUT;
-1. the Ray runtime is started or joined first, so a wrong address or a refused token fails
-   before anything is written (a failed start leaves no trace in OUT);
-2. ``OUT/.lock`` is taken (:mod:`ser_batch.cluster.lock`), so two runs never share a folder;
+1. ``OUT/.lock`` is taken (:mod:`ser_batch.cluster.lock`), so two runs never share a folder, and the
+   job plans its work from one read of what OUT holds (a run with nothing to do starts no runtime);
+2. the executor is started (Ray started or joined, :class:`ser_batch.cluster.engine.Executor`)
+   before the job writes anything, so a wrong address or a refused token leaves no trace in OUT
+   (the lock is removed again, and so is an OUT the lock created);
 3. on a cluster whose nodes are not just this machine, one probe task per node checks that
    the node sees the inputs and this run's lock at the same paths, i.e. that INPUT and OUT
    are on storage every node shares. Tasks read their files and write their parts directly,
@@ -30,8 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ser_batch.cluster import lock as outlock
-from ser_batch.cluster import runtime
+from ser_batch.cluster import lock, runtime
+from ser_batch.cluster.engine import Executor, Workers
 from ser_batch.data.parts import refuse_links
 from ser_batch.errors import ClusterError, ConfigError
 
@@ -95,7 +98,7 @@ def node_sees(*, inputs: list[str], lock_path: str, token: str) -> dict[str, Any
     return {"host": socket.gethostname(), "missing": missing, "lock_seen": lock_seen}
 
 
-def check_shared_storage(*, inputs: Iterable[Path], lock: outlock.OutputLock) -> None:
+def check_shared_storage(*, inputs: Iterable[Path], held: lock.OutputLock) -> None:
     """Raise a clear error unless every node sees ``inputs`` and this run's OUT.
 
     Raises
@@ -104,30 +107,35 @@ def check_shared_storage(*, inputs: Iterable[Path], lock: outlock.OutputLock) ->
         Naming the node and the path it cannot see.
     """
     seen = runtime.run_on_each_node(node_sees, kwargs={"inputs": [str(p) for p in inputs],
-                                                       "lock_path": str(lock.path), "token": lock.info.token})
+                                                       "lock_path": str(held.path), "token": held.info.token})
     problems = []
     for address, result in seen:
         where = f"node {result['host']} ({address})"
         for path in result["missing"]:
             problems.append(f"{where} cannot see the input {path}")
         if not result["lock_seen"]:
-            problems.append(f"{where} does not see this run's output folder {lock.out}")
+            problems.append(f"{where} does not see this run's output folder {held.out}")
     if problems:
         raise ClusterError("; ".join(problems[:3]) + ". On a cluster, inputs and --out must be on storage "
                            "every node mounts at the same path (NFS or similar); see docs/cluster.md")
 
 
 @contextmanager
-def job_output(out: Path, *, job: str, inputs: Iterable[Path], address: str | None,
-               num_cpus: int | None) -> Iterator[dict[str, Any]]:
-    """No links in OUT, runtime up, OUT locked, storage checked; yields the runtime info of
-    :func:`ser_batch.cluster.runtime.ray_runtime`. The lock is released on any exit."""
+def job_output(out: Path, *, job: str) -> Iterator[lock.OutputLock]:
+    """No links in OUT, then OUT locked for this run; the lock is released on any exit."""
     refuse_links(out)
-    with runtime.ray_runtime(address=address, num_cpus=num_cpus) as info:
-        with outlock.hold(out, job=job) as lock:
-            if not info["local"]:
-                check_shared_storage(inputs=inputs, lock=lock)
-            yield info
+    with lock.hold(out, job=job) as held:
+        yield held
+
+
+@contextmanager
+def start_workers(executor: Executor, *, held: lock.OutputLock, inputs: Iterable[Path]) -> Iterator[Workers]:
+    """The executor started for a job that holds OUT's lock, and on a cluster whose nodes are not
+    all this machine, every node checked to see ``inputs`` and OUT (:func:`check_shared_storage`)."""
+    with executor.start() as workers:
+        if not workers.info.local:
+            check_shared_storage(inputs=inputs, held=held)
+        yield workers
 
 
 def check_visible(out: Path, names: Iterable[str]) -> None:

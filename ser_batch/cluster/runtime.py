@@ -1,9 +1,9 @@
 """The one place that talks to Ray: start or join a runtime, fan tasks out, gather metadata.
 
-Library functions stay Ray-free; jobs hand a plain function and its shards to
-:func:`map_tasks`, which runs each shard as a Ray task (retried on worker failure,
-which is why every task's write must be idempotent) and returns only each task's
-small result dict to the driver.
+Library functions stay Ray-free; the shard-job engine (:mod:`ser_batch.cluster.engine`) hands a
+plain function and its shards to :func:`map_tasks`, which runs each shard as a Ray task (retried
+on worker failure, which is why every task's write must be idempotent) and returns only each
+task's small result to the driver.
 
 Joining a cluster (``address``) works the same for a cluster on this machine and one
 elsewhere: the address is checked before Ray is asked (a dead address fails in seconds,
@@ -18,7 +18,9 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,13 +28,32 @@ from ser_batch.errors import ClusterError, SerBatchError
 
 log = logging.getLogger(__name__)
 
-#: Environment variable for fault-injection tests: a task that reaches an input whose path
-#: contains this text exits its worker at once, as a crash in a native decoder would.
-FAULT_ENV = "SER_BATCH_TEST_CRASH_ON"
 #: Seconds to wait for a TCP connection to a cluster's GCS before calling the address dead.
 CONNECT_TIMEOUT_S = 5.0
 #: What a driver ships to the workers with its ``ser_batch`` package (caches, not code).
 PACKAGE_EXCLUDES = ["__pycache__", "*.pyc"]
+#: ``RuntimeInfo.executor`` of the two executors (:class:`ser_batch.cluster.engine.Executor`).
+RAY, IN_PROCESS = "ray", "in-process"
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Where a job runs, for summaries, run records and the shared-storage check."""
+
+    executor: str  # RAY or IN_PROCESS
+    address: str | None
+    cpus: int
+    nodes: int
+    #: Whether this run started the runtime (and stops it at its end).
+    started: bool
+    #: An embedded runtime, a single node on this machine, or this process: tasks see the driver's files.
+    local: bool
+    #: Seconds it took to start or join Ray; ``None`` in process.
+    start_s: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The ``ray`` entry of a run record."""
+        return {"address": self.address, "cpus": self.cpus, "nodes": self.nodes}
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -109,18 +130,17 @@ def _inside_ray_job() -> bool:
 
 
 @contextmanager
-def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
+def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> Iterator[RuntimeInfo]:
     """Use the running Ray runtime, join ``address``, or start an embedded local one.
 
     A runtime this function started is shut down on exit; one that was already running
-    (a test fixture, a Ray Job's driver) is left alone.
+    (a test fixture, a Ray Job's driver, the demo's) is left alone.
 
     Yields
     ------
-    dict
-        ``{"address": ..., "cpus": ..., "nodes": ..., "started": bool, "local": bool}`` for logs,
-        summaries and the shared-storage check (``local``: an embedded runtime or a single node
-        on this machine, whose tasks see the driver's files).
+    RuntimeInfo
+        ``local``: an embedded runtime or a single node on this machine, whose tasks see the
+        driver's files; ``start_s``: the seconds this took.
 
     Raises
     ------
@@ -128,6 +148,7 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
         If the address is not a GCS address, nothing answers there, or Ray refuses to start
         or join (the message says why, e.g. a wrong token).
     """
+    starting = time.perf_counter()
     plain_worker_logs()
     import ray
 
@@ -156,14 +177,10 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
         started = True
     # Embedded, or a cluster whose only node is this machine: tasks see the driver's files.
     local = _single_local_node()
+    info = RuntimeInfo(RAY, ray.get_runtime_context().gcs_address, int(ray.cluster_resources().get("CPU", 0)),
+                       len(_alive_nodes()), started=started, local=local, start_s=time.perf_counter() - starting)
     try:
-        yield {
-            "address": ray.get_runtime_context().gcs_address,
-            "cpus": int(ray.cluster_resources().get("CPU", 0)),
-            "nodes": len(_alive_nodes()),
-            "started": started,
-            "local": local,
-        }
+        yield info
     finally:
         if started:
             ray.shutdown()
@@ -172,7 +189,7 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
 
 def plain_worker_logs() -> None:
     """Workers' lines (warnings) forwarded to the driver without colour codes when stderr is not
-    a terminal, where ``ESC[36m(fit_set_model pid=...)ESC[0m`` would be raw bytes in a log; Ray
+    a terminal, where ``ESC[36m(fit_model pid=...)ESC[0m`` would be raw bytes in a log; Ray
     reads ``RAY_COLOR_PREFIX`` as it prints each line. A value the user set is kept."""
     if "RAY_COLOR_PREFIX" not in os.environ and not _is_terminal(sys.stderr):
         os.environ["RAY_COLOR_PREFIX"] = "0"
@@ -262,6 +279,7 @@ def map_tasks(
     items: Sequence[Any],
     *,
     kwargs: dict[str, Any] | None = None,
+    name: str | None = None,
     max_retries: int = 3,
     num_cpus: float = 1,
     max_in_flight: int | None = None,
@@ -275,6 +293,7 @@ def map_tasks(
     function : callable returning a small dict (metadata only, never feature arrays)
     items : the shards
     kwargs : shared keyword arguments, put in the object store once
+    name : the tasks' name (their workers' process title is ``ray::NAME``); default: the function's
     max_retries : retries of a task whose worker died
     num_cpus : CPUs reserved per task (Ray limits the task's OpenMP threads to it)
     max_in_flight : tasks submitted at once (default: 2 per cluster CPU), bounding memory
@@ -290,8 +309,8 @@ def map_tasks(
     """
     import ray
 
-    remote = ray.remote(function).options(num_cpus=num_cpus, max_retries=max_retries,
-                                          retry_exceptions=False)
+    remote = ray.remote(function).options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False,
+                                          **({"name": name} if name else {}))
     shared = {k: ray.put(v) for k, v in (kwargs or {}).items()}
     if max_in_flight is None:
         max_in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -357,58 +376,3 @@ def run_on_each_node(function: Callable[..., Any], *, kwargs: dict[str, Any] | N
     except ray.exceptions.RayError as exc:
         raise ClusterError(f"a check on a cluster node failed: {_short(exc)}") from exc
     return list(zip(refs.values(), values))
-
-
-def crash_if_asked(path: str) -> None:
-    """Fault injection (:data:`FAULT_ENV`): end this worker process at once, no Python handler
-    running, when ``path`` contains the variable's text."""
-    crash_on = os.environ.get(FAULT_ENV)
-    if crash_on and crash_on in path:
-        os._exit(70)
-
-
-def worker_died(doing: str, times: int) -> str:
-    """The error of a file whose worker died on every try: ``the worker scoring this file died 4 times ...``."""
-    return f"the worker {doing} this file died {times} time{'s' if times != 1 else ''} (a crash, out of memory or " \
-           "a lost node)"
-
-
-def map_shards(function: Callable[..., dict[str, Any]], shards: Sequence[Any], *, split: Callable[[Any], list[Any]],
-               kwargs: dict[str, Any] | None = None, max_retries: int = 3,
-               on_result: Callable[[dict[str, Any]], None] | None = None) -> list[Any]:
-    """Run every shard as a task (:func:`map_tasks`); a shard whose worker died on every try does
-    not stop the job: ``split(shard)`` cuts it into one shard per file, which run again, so that
-    only a file that kills its worker (a crash in a native decoder, memory) is lost.
-
-    Returns
-    -------
-    list
-        The single-file shards that died on every try as well, for the driver to record as
-        failed (e.g. with :func:`worker_died`).
-    """
-    failed: list[Any] = []
-    map_tasks(function, shards, kwargs=kwargs, max_retries=max_retries, on_result=on_result,
-              on_failure=_record_lost(failed))
-    singles = [single for shard in failed for single in split(shard)]
-    lost: list[Any] = []
-    if singles:
-        log.warning("%d shard(s) lost their worker %d times; running their %d files one by one",
-                    len(failed), max_retries + 1, len(singles))
-        map_tasks(function, singles, kwargs=kwargs, max_retries=max_retries, on_result=on_result,
-                  on_failure=_record_lost(lost))
-    return lost
-
-
-def _record_lost(into: list[Any]) -> Callable[[int, Any, BaseException], None]:
-    """``on_failure`` of :func:`map_shards`: a shard whose worker died is kept for a re-run, but a
-    task that raised a ser-batch error of its own (a model bundle a worker cannot load, say) did not
-    crash: every task would fail alike, so the job stops with that error instead of recording its
-    files as killing their workers."""
-
-    def record(index: int, shard: Any, exc: BaseException) -> None:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, SerBatchError):
-            raise cause
-        into.append(shard)
-
-    return record

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ser_batch import schema
-from ser_batch.data import parts as storage
+from ser_batch.data import parts
 from ser_batch.errors import DatasetError
 from ser_batch.schema import FILES_DIR, RUN_RECORD, SEGMENTS_DIR, SETTINGS  # noqa: F401  (the folder names, re-exported)
 
@@ -52,7 +52,7 @@ def write_part(table: pa.Table, out: Path, kind: str, key: str, *, segment_parts
     if path.parent.is_symlink():  # the job refused it at start; a link put there since is not followed either
         raise DatasetError(f"{path.parent} is a symbolic link; ser-batch writes only inside --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    storage.write_table_atomic(table, path)
+    parts.write_table_atomic(table, path)
     return path.name
 
 
@@ -137,12 +137,12 @@ def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
             seg_path = Path(out) / SEGMENTS_DIR / seg
             if seg_path.is_file():
                 table = pq.read_table(seg_path)
-                storage.write_table_atomic(table.filter(pc.is_in(table[schema.PATH], keep)), seg_path)
+                parts.write_table_atomic(table.filter(pc.is_in(table[schema.PATH], keep)), seg_path)
         files_path = Path(out) / FILES_DIR / name
         table = pq.read_table(files_path)
         remaining = table.filter(pc.is_in(table[schema.PATH], keep))
         if remaining.num_rows:
-            storage.write_table_atomic(remaining, files_path)
+            parts.write_table_atomic(remaining, files_path)
         else:
             files_path.unlink()
             for seg in committed.part_segments.get(name, []):
@@ -216,6 +216,16 @@ def settings_conflict(out: Path, settings: dict[str, Any]) -> None:
                            "pass --rescore to replace them, or choose another --out")
 
 
+def read_settings(out: Path) -> dict[str, Any] | None:
+    """``OUT/_score.json``, or None when it is missing or not a JSON object (callers that need it
+    refuse such a folder through :func:`settings_conflict`)."""
+    try:
+        recorded = json.loads((Path(out) / SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> None:
     """Make ``out`` ready for results made with ``settings`` (bundle id and every setting
     that changes a number).
@@ -237,14 +247,14 @@ def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> Non
     else:
         settings_conflict(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    storage.write_text_atomic(record, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    parts.write_text_atomic(record, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def read_table(out: Path, kind: str) -> pa.Table:
     """All parts of ``OUT/segments`` or ``OUT/files`` as one table."""
     folder = Path(out) / kind
-    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    if not parts:
+    found = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if not found:
         what = "per-file" if kind == FILES_DIR else "per-window"
         raise DatasetError(f"{out} holds no scores: no {what} results in {folder} (run `ser-batch score` first)")
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+    return pa.concat_tables([pq.read_table(p) for p in found], promote_options="default")

@@ -31,14 +31,36 @@ class TruthRow:
     emotion: str
 
 
+def join_clips(signals: Sequence[np.ndarray], *, rng: np.random.Generator, gap_s: tuple[float, float] = (0.4, 1.6),
+               noise: float = 0.002, lead_gap: bool = True, sample_rate: int = 16_000
+               ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Join mono ``signals`` (float32 at ``sample_rate``) into one call, each preceded by a gap of
+    ``gap_s`` seconds (uniform) of Gaussian noise of standard deviation ``noise`` (the first clip
+    too, unless ``lead_gap`` is false), drawn from ``rng``.
+
+    Returns
+    -------
+    signal : np.ndarray [shape=(n,), dtype=float32]
+    spans : list of (start_s, end_s), where each clip lies in ``signal``
+    """
+    parts, spans, at = [], [], 0
+    for i, y in enumerate(signals):
+        if i or lead_gap:
+            gap = rng.normal(0.0, noise, int(rng.uniform(*gap_s) * sample_rate)).astype(np.float32)
+            parts.append(gap)
+            at += len(gap)
+        parts.append(np.asarray(y, dtype=np.float32))
+        spans.append((at / sample_rate, (at + len(y)) / sample_rate))
+        at += len(y)
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), spans
+
+
 def build_call(clips: Sequence[tuple[Path, str]], path: Path, *, sample_rate: int = 16_000, gap_s: tuple[float, float]
                = (0.4, 1.6), noise: float = 0.002, seed: int = 0, subtype: str | None = None) -> list[TruthRow]:
-    """Join ``clips`` ((file, emotion) pairs) into one call written at ``path``.
+    """Join ``clips`` ((file, emotion) pairs) into one call written at ``path`` (:func:`join_clips`).
 
-    Each clip is preceded by a gap of ``gap_s`` seconds (uniform) of Gaussian noise of
-    standard deviation ``noise``; clips are downmixed and resampled (soxr) to 16 kHz first,
-    and the call to ``sample_rate`` at the end. ``subtype`` is soundfile's (``"ULAW"``,
-    ``"PCM_16"``, ...; default: the format's own).
+    Clips are downmixed and resampled (soxr) to 16 kHz first, and the call to ``sample_rate`` at
+    the end. ``subtype`` is soundfile's (``"ULAW"``, ``"PCM_16"``, ...; default: the format's own).
 
     Returns
     -------
@@ -47,25 +69,19 @@ def build_call(clips: Sequence[tuple[Path, str]], path: Path, *, sample_rate: in
     import soundfile as sf
     import soxr
 
-    rng = np.random.default_rng(seed)
-    parts, truth, at = [], [], 0
-    for clip, emotion in clips:
+    signals = []
+    for clip, _ in clips:
         # By its bytes: soundfile cannot encode a name that is not UTF-8 given as str.
         y, rate = sf.read(os.fsencode(clip), dtype="float32", always_2d=True)
         y = y.mean(axis=1)
-        if rate != 16_000:
-            y = soxr.resample(y, rate, 16_000)
-        gap = rng.normal(0.0, noise, int(rng.uniform(*gap_s) * 16_000)).astype(np.float32)
-        parts += [gap, y.astype(np.float32)]
-        at += len(gap)
-        truth.append(TruthRow(path.name, Path(clip).name, at / 16_000, (at + len(y)) / 16_000, emotion))
-        at += len(y)
-    signal = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        signals.append(soxr.resample(y, rate, 16_000) if rate != 16_000 else y)
+    signal, spans = join_clips(signals, rng=np.random.default_rng(seed), gap_s=gap_s, noise=noise)
     if sample_rate != 16_000:
         signal = soxr.resample(signal, 16_000, sample_rate)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, np.clip(signal, -1.0, 1.0), sample_rate, subtype=subtype)
-    return truth
+    return [TruthRow(path.name, Path(clip).name, start, end, emotion)
+            for (clip, emotion), (start, end) in zip(clips, spans)]
 
 
 def write_truth(rows: Sequence[TruthRow], path: Path) -> Path:
@@ -78,27 +94,33 @@ def write_truth(rows: Sequence[TruthRow], path: Path) -> Path:
 
 
 def clip_predictions(segments: "object", truth: Sequence[TruthRow], classes: Sequence[str], *,
-                     speech_only: bool = True) -> list[tuple[TruthRow, str | None]]:
+                     speech_only: bool = True, whole: bool = False) -> list[tuple[TruthRow, str | None]]:
     """The emotion predicted for each truth clip: the argmax of the mean probabilities of the
-    windows whose centre lies inside the clip (with ``speech_only``, only windows with a label
-    when there are any).
+    windows whose centre lies inside the clip (``whole``: of the windows wholly inside it, no gap
+    or neighbour in them); with ``speech_only``, only windows with a label when there are any.
 
     Parameters
     ----------
-    segments : pandas.DataFrame of ``score``'s ``segments`` table (``path`` ends with the call's name)
+    segments : pandas.DataFrame of ``score``'s ``segments`` table; a truth row's ``call`` is the
+        ``path`` of its windows, or the file name that path ends with
     """
     from ser_batch import schema
 
     columns = [schema.proba_column(c) for c in classes]
-    by_call = {name: group for name, group in segments.groupby(segments[schema.PATH].map(lambda p: Path(p).name))}
+    by_path = dict(iter(segments.groupby(schema.PATH)))
+    by_name = dict(iter(segments.groupby(segments[schema.PATH].map(lambda p: Path(p).name))))
     out = []
     for row in truth:
-        windows = by_call.get(row.call)
+        windows = by_path.get(row.call, by_name.get(row.call))
         if windows is None:
             out.append((row, None))
             continue
-        middle = (windows[schema.START_S] + windows[schema.END_S]) / 2
-        inside = windows[(middle >= row.start_s) & (middle <= row.end_s)]
+        if whole:
+            start, end = windows[schema.START_S], windows[schema.END_S]
+            inside = windows[(start >= row.start_s - 1e-6) & (end <= row.end_s + 1e-6)]
+        else:
+            middle = (windows[schema.START_S] + windows[schema.END_S]) / 2
+            inside = windows[(middle >= row.start_s) & (middle <= row.end_s)]
         if speech_only and inside[schema.LABEL].notna().any():
             inside = inside[inside[schema.LABEL].notna()]
         if inside.empty:

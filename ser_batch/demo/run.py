@@ -29,6 +29,7 @@ from ser_batch.data.labels import LABELS_CSV, discover_audio, labels_for, load_l
 from ser_batch.data.paths import fs_path, stored_path
 
 if TYPE_CHECKING:
+    from ser_batch.cluster.engine import Executor
     from ser_batch.pipeline.extract import ExtractSummary
 
 #: A labelled corpus needs this many actors before whole actors are held out.
@@ -129,7 +130,8 @@ class DemoRun:
     warn: Callable[[str], None]
     plan: TrainingPlan | None = None
     plan_reason: str = ""
-    address: str | None = None
+    #: Where every job's shards run (None: Ray as ``config.ray`` says).
+    executor: Executor | None = None
     extract: ExtractSummary | None = None
     usable: dict[str, Any] = field(default_factory=dict)  # paths/emotions/actors of readable files
     model: Path | None = None  # None: the pretrained bundle
@@ -152,7 +154,7 @@ class Stage:
 def _extract(run: DemoRun) -> None:
     from ser_batch.pipeline.extract import run_extract
 
-    summary = run_extract(run.data, run.features, config=run.config, overwrite=True, address=run.address)
+    summary = run_extract(run.data, run.features, config=run.config, overwrite=True, executor=run.executor)
     run.extract = summary
     run.say(summary.line())
     report = summary.failure_report()
@@ -186,7 +188,7 @@ def _train(run: DemoRun) -> None:
     config = run.config.replace(train={"split": plan.split, "test_actors": list(plan.test_actors),
                                        "test_size": RANDOM_TEST_SIZE,
                                        "normalize": "speaker" if plan.split == "speaker" else "none"})
-    summary = run_train(run.features, run.out / "model", config=config, overwrite=True, address=run.address)
+    summary = run_train(run.features, run.out / "model", config=config, overwrite=True, executor=run.executor)
     run.model, run.train_metrics = summary.out, summary.metrics
     for line in summary.lines():
         run.say(line)
@@ -210,9 +212,8 @@ def _evaluate(run: DemoRun) -> None:
 
 def _predict(run: DemoRun) -> None:
     from ser_batch.inference.scoring import predict_files
+    from ser_batch.models import training_overlap
     from ser_batch.models.bundle import load_bundle
-    from ser_batch.models.training_overlap import matches as training_matches
-    from ser_batch.models.training_overlap import overlap_of
 
     if not run.usable:
         run.say("skipped: no file could be read")
@@ -225,9 +226,9 @@ def _predict(run: DemoRun) -> None:
     bundle = load_bundle(run.model)
     # Table paths are stored names (bytes that are not UTF-8 as \xHH): open by the real name.
     sources = [run.data / fs_path(p) for p in chosen]
-    heard = training_matches(bundle, sources) or {}
+    heard = training_overlap.matches(bundle, sources) or {}
     if heard:
-        run.say(overlap_of(heard, total=len(sources)).line())
+        run.say(training_overlap.overlap_of(heard, total=len(sources)).line())
     for entry in predict_files(sources, bundle=bundle, framework=ENSEMBLE):
         rel = stored_path(Path(entry["path"]).relative_to(run.data).as_posix())
         if entry["error"]:
@@ -254,7 +255,7 @@ def _score(run: DemoRun) -> None:
     from ser_batch.models.bundle import load_bundle
     from ser_batch.pipeline.score import run_score
     from ser_batch.reports.failures import counted
-    from ser_batch.reports.scoring import write_score_report
+    from ser_batch.reports.score_page import write_score_report
 
     if not run.usable:
         run.say("skipped: no file could be read")
@@ -277,7 +278,7 @@ def _score(run: DemoRun) -> None:
         which = "held-out clips" if held else "clips"
         run.say(f"{len(truth)} {which} joined into {counted(calls, 'call')} with noise between them -> {target}")
     out = run.out / "scores"
-    summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, address=run.address)
+    summary = run_score(target, out, config=run.config, model_dir=run.model, rescore=True, executor=run.executor)
     for note in summary.notes():
         run.say(note)
     run.say(summary.line())
@@ -301,7 +302,7 @@ def _score(run: DemoRun) -> None:
         normalized = run.out / "scores-normalized"
         config = run.config.replace(score={"normalize": "file"})
         summary = run_score(target, normalized, config=config, model_dir=run.model, rescore=True,
-                            address=run.address)
+                            executor=run.executor)
         right = right_in(normalized)
         run.say(f"with --normalize file ({normalized}): {right} of {len(truth)} clips ({right / len(truth):.0%})")
         for note in summary.notes():  # how many calls had enough speech to be normalised
@@ -359,7 +360,7 @@ class DemoSummary:
 
 
 def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config | None = None,
-             address: str | None = None, say: Callable[[str], None] = print,
+             executor: Executor | None = None, say: Callable[[str], None] = print,
              warn: Callable[[str], None] = print) -> DemoSummary:
     """Run the demo on ``corpus`` if it is a folder, else on ``input_dir``.
 
@@ -369,6 +370,7 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
     input_dir : the user's audio folder, used when ``corpus`` is absent
     out : results folder (``features/`` and ``model/`` inside are replaced)
     config : settings; the feature recipe is always ``rich``
+    executor : where every job's shards run (default: Ray as ``config.ray`` says)
     say, warn : where progress lines and warnings (failed files) go
 
     Raises
@@ -376,7 +378,7 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
     SerBatchError
         When a stage fails for another reason than unreadable files (e.g. no disk space).
     """
-    from ser_batch.cluster import runtime
+    from ser_batch.cluster.engine import Executor
     from ser_batch.data.parts import refuse_links
 
     refuse_links(out, also=DEMO_FOLDERS)  # the jobs below write only inside OUT, never through a link
@@ -393,16 +395,18 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
     if (data / LABELS_CSV).is_file():
         labels = load_labels_csv(data / LABELS_CSV, root=data)
     found = [labels_for(stored_path(p), labels=labels) for p in paths]
-    run = DemoRun(data=data, out=Path(out), config=config, say=say, warn=warn, address=address)
+    executor = executor or Executor.of(config.ray)
+    run = DemoRun(data=data, out=Path(out), config=config, say=say, warn=warn, executor=executor)
     run.plan, run.plan_reason = plan_training([f.emotion for f in found], [f.actor for f in found])
     stages = plan_stages(run)
     if run.plan is None:
         say(f"{data}: {len(paths)} audio files; no training: {run.plan_reason}")
     # A first line at once: Ray takes seconds to start. Then each stage shows its progress on
     # stderr (a plain line every few seconds, or one per model fitted, when it is not a terminal).
-    say(f"{data}: {len(paths)} audio files, {len(stages)} stages; starting Ray...")
+    starting = "running in this process" if executor.in_process else "starting Ray..."
+    say(f"{data}: {len(paths)} audio files, {len(stages)} stages; {starting}")
     # One Ray runtime for every stage: each job would otherwise start (and pay for) its own.
-    with runtime.ray_runtime(address=address, num_cpus=config.ray.num_cpus or None):
+    with executor.start():
         for number, stage in enumerate(stages, start=1):
             say(f"== {number}/{len(stages)} {stage.title(run)}")
             stage.run(run)

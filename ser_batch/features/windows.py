@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from ser_batch.audio.decode import SampleBuffer
 from ser_batch.config import FeatureConfig
 from ser_batch.errors import FeatureError
 from ser_batch.features import speech
+from ser_batch.features.melframes import StreamFrames
 from ser_batch.features.rich import PITCH_RATE, VOICED_HI_HZ, VOICED_LO_HZ
 
 #: Seconds of frame levels each side of a window hop used to estimate its noise floor.
@@ -417,10 +418,12 @@ class WindowBatch:
     speech_ratio : np.ndarray [shape=(k,)], float32
     speech_frames : int, frames judged speech among the frames this batch owns (each frame is
         owned by exactly one batch of a stream, for speech-duration totals)
-    frames : np.ndarray [shape=(k, window, n_mels // 2)], float32, or None: each window's log-mel
-        frames (:func:`ser_batch.features.melframes.mel_frames`), zeros past the end of a last,
-        shorter window; only when asked (``frames=True``: a bundle with a ``cnn`` model)
-    frame_counts : np.ndarray [shape=(k,)], int, or None: frames of each window
+    frames : StreamFrames or None: the stretch of the stream's log-mel frames
+        (:func:`ser_batch.features.melframes.mel_frames`) that the batch's windows need, reaching
+        ``frame_reach`` frames past them on each side (or the stream's ends), with the windows'
+        frame ranges and the frames judged speech; only when asked (a bundle with a ``cnn`` model)
+    embeddings : np.ndarray [shape=(k, d)], float32, or None: each window's embedding by a pretrained
+        encoder of its audio (:mod:`ser_batch.features.ge2e`); only when asked (a ``ge2e`` model)
     """
 
     index: np.ndarray
@@ -429,17 +432,18 @@ class WindowBatch:
     vectors: np.ndarray
     speech_ratio: np.ndarray
     speech_frames: int
-    frames: np.ndarray | None = None
-    frame_counts: np.ndarray | None = None
+    frames: StreamFrames | None = None
+    embeddings: np.ndarray | None = None
 
     def without_inputs(self) -> "WindowBatch":
         """The batch without its vectors and frames (once scored: memory stays flat on long files)."""
-        return dataclasses.replace(self, vectors=self.vectors[:, :0], frames=None)
+        return dataclasses.replace(self, vectors=self.vectors[:, :0], frames=None, embeddings=None)
 
 
 def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: FeatureConfig,
                    first_sample: int = 0, windows: tuple[int, int | None] = (0, None),
-                   frames: bool = False) -> Iterator[WindowBatch]:
+                   frame_reach: int | None = None, vectors: bool = True,
+                   embed: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> Iterator[WindowBatch]:
     """Window features of a stream of consecutive mono blocks, in window order.
 
     Parameters
@@ -448,18 +452,26 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
         starting at sample ``first_sample`` of the signal, which must be
         :func:`first_sample_needed` of the first window (or earlier: the excess is skipped)
     windows : ``(first, stop)`` window numbers to produce (``stop=None``: to the end)
-    frames : also give each window's log-mel frames (:attr:`WindowBatch.frames`)
+    frame_reach : also give the log-mel frames of the windows and this many frames each side
+        (:attr:`WindowBatch.frames`; a frame network's ``reach``); None: no frames
+    vectors : compute the windows' ``rich`` vectors; False when no model reads them (a frame network
+        alone): only the frame columns the speech detector and the log-mel frames need are computed
+        (:func:`ser_batch.features.rich.lean_segment_frames`, no pitch), and ``vectors`` is ``(k, 0)``
+    embed : a function of the windows' audio (a list of each window's samples,
+        :func:`ser_batch.features.ge2e.window_samples`) giving their embeddings
+        (:attr:`WindowBatch.embeddings`); None: no embeddings
 
     Yields
     ------
     WindowBatch, about ``BLOCK_FRAMES`` frames' worth at a time
     """
-    from ser_batch.features.rich import rich_segment_frames
+    from ser_batch.features.rich import lean_segment_frames, rich_segment_frames
 
     n_fft, hop_length = config.n_fft, config.hop_length
     half = n_fft // 2
     grid = WindowGrid.of(config, sample_rate)
-    context = speech_context(grid, config)  # frames kept and awaited each side for the speech detector
+    # Frames kept and awaited each side: the speech detector's context, or the frame network's reach.
+    context = max(speech_context(grid, config), frame_reach or 0)
     next_window, stop_window = windows
     first_frame = max(0, next_window * grid.hop - context)
     needed = max(0, first_frame * hop_length - half)
@@ -468,7 +480,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
     # Signal in the padded domain (index = sample + n_fft/2, as a centred STFT sees it),
     # from the first sample of frame ``first_frame`` on.
     start = first_frame * hop_length
-    signal = _Buffer(start, sample_rate)
+    signal = _Buffer(start, sample_rate, pitch=vectors)
     signal.push(np.zeros(max(0, half - start), dtype=np.float32))  # centred frames see zeros first
     skip = max(0, start - half) - first_sample
     kept = kept_f0 = None  # frame rows [kept_first, frames_done) still needed by later windows
@@ -491,11 +503,19 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             stop_frame = min(stop_frame, n_frames)
         if stop_frame > frames_done:
             seg, seg_low = signal.frame_samples(frames_done, stop_frame, hop_length, n_fft)
-            rows, f0 = rich_segment_frames(seg, seg_low, sample_rate, config=config, first_frame=frames_done)
+            if vectors:
+                rows, f0 = rich_segment_frames(seg, seg_low, sample_rate, config=config, first_frame=frames_done)
+            else:
+                rows = lean_segment_frames(seg, sample_rate, config=config)
+                f0 = np.zeros(len(rows), dtype=np.float32)
             kept = rows if kept is None else np.concatenate([kept, rows])
             kept_f0 = f0 if kept_f0 is None else np.concatenate([kept_f0, f0])
             frames_done = stop_frame
-            signal.drop_before(frames_done * hop_length)
+            # (Windows embedded from their audio keep it until they are given out.)
+            keep = frames_done * hop_length
+            if embed is not None:
+                keep = min(keep, next_window * grid.hop * hop_length + half)
+            signal.drop_before(keep)
         # Windows whose frames and noise context are all computed (or the signal ended).
         last = grid.n_windows(n_frames) if n_frames is not None else None
         if stop_window is not None:
@@ -516,11 +536,14 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
                 index=np.arange(next_window, stop),
                 start_s=starts * grid.frame_s,
                 end_s=ends * grid.frame_s,
-                vectors=pool_windows(kept, kept_f0, starts - kept_first, ends - kept_first, frame_s=grid.frame_s),
+                vectors=pool_windows(kept, kept_f0, starts - kept_first, ends - kept_first, frame_s=grid.frame_s)
+                if vectors else np.zeros((len(starts), 0), dtype=np.float32),
                 speech_ratio=((csum[ends - lo] - csum[starts - lo]) / (ends - starts)).astype(np.float32),
                 speech_frames=int(csum[own_hi - lo]),
-                **(_frames_of(kept, starts - kept_first, ends - kept_first, grid=grid, config=config)
-                   if frames else {}),
+                frames=None if frame_reach is None else _stream_frames(
+                    kept, kept_first, starts, ends, reach=frame_reach, done=frames_done, n_frames=n_frames,
+                    flags=flags, flags_first=lo, config=config),
+                embeddings=None if embed is None else embed(signal.window_samples(starts, ends, hop_length, half)),
             )
             next_window = stop
             cut = max(0, next_window * grid.hop - context) - kept_first
@@ -558,38 +581,37 @@ def signal_frames(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> 
     return rich_segment_frames(*signal.frame_samples(0, n_frames, hop_length, n_fft), sample_rate, config=config)
 
 
-def _frames_of(rich: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, grid: WindowGrid,
-               config: FeatureConfig) -> dict[str, np.ndarray]:
-    """:attr:`WindowBatch.frames` and ``frame_counts`` of windows ``[starts, ends)`` of ``rich`` frames."""
-    from ser_batch.features.melframes import mel_frames, window_frames
+def _stream_frames(rich: np.ndarray, first: int, starts: np.ndarray, ends: np.ndarray, *, reach: int, done: int,
+                   n_frames: int | None, flags: np.ndarray, flags_first: int, config: FeatureConfig) -> StreamFrames:
+    """:attr:`WindowBatch.frames` of windows ``[starts, ends)``: the log-mel frames from ``reach`` frames
+    before the first window to ``reach`` after the last (cut at the stream's ends) of the ``rich``
+    frame rows ``first ..`` (computed up to ``done``), and the speech flags of frames ``flags_first ..``."""
+    from ser_batch.features.melframes import mel_frames
 
-    lo, hi = int(starts.min()), int(ends.max())
-    mel = mel_frames(rich[lo:hi], config)
-    return {"frames": window_frames(mel, starts - lo, ends - lo, width=grid.window),
-            "frame_counts": (ends - starts).astype(np.int64)}
+    lo = max(first, int(starts.min()) - reach)
+    hi = min(done if n_frames is None else min(done, n_frames), int(ends.max()) + reach)
+    speech = np.zeros(hi - lo, dtype=bool)
+    a, b = max(lo, flags_first), min(hi, flags_first + len(flags))
+    speech[a - lo : b - lo] = flags[a - flags_first : b - flags_first]
+    return StreamFrames(mel_frames(rich[lo - first : hi - first], config), lo, n_frames is not None and hi == n_frames,
+                        starts, ends, speech)
 
 
-def row_windows(mel: np.ndarray, *, config: FeatureConfig, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """A whole row's log-mel frames (the ``frames`` column) cut into its windows: the grid of its
-    window vectors, and the frames :func:`stream_windows` gives with ``frames=True``.
-
-    Returns
-    -------
-    windows : np.ndarray [shape=(k, window, b)], float32, zeros past a short last window's end
-    counts : np.ndarray [shape=(k,)], int, frames of each window
-    """
-    from ser_batch.features.melframes import window_frames
-
+def row_stream(mel: np.ndarray, speech: np.ndarray | None, *, config: FeatureConfig, sample_rate: int
+               ) -> StreamFrames:
+    """A stored row's log-mel frames (the ``frames`` column) and speech flags (``frame_speech``) as one
+    whole stream, with the grid of its window vectors: what :func:`stream_windows` gives for the
+    same signal."""
     grid = WindowGrid.of(config, sample_rate)
     starts, ends = grid.bounds(0, grid.n_windows(len(mel)), len(mel))
-    return window_frames(mel, starts, ends, width=grid.window), (ends - starts).astype(np.int64)
+    return StreamFrames.whole(mel, speech, starts, ends)
 
 
 def signal_windows(y: np.ndarray, sample_rate: int, *, config: FeatureConfig, frames: bool = False
                    ) -> tuple[np.ndarray, WindowBatch]:
     """Features of a whole signal in memory: its clip vector (pooled over every frame) and its
-    windows, equal to :func:`stream_windows` over it in any blocks (``frames``: with each window's
-    log-mel frames too).
+    windows, equal to :func:`stream_windows` over it in any blocks (``frames``: with the whole
+    stream's log-mel frames and speech flags too).
 
     Returns
     -------
@@ -609,11 +631,15 @@ def frame_windows(rich: np.ndarray, f0: np.ndarray, sample_rate: int, *, config:
     starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
     flags = judge_speech(frames, 0, grid=grid, config=config, n_frames=n_frames, lo=0, hi=n_frames)
     csum = np.concatenate([[0], np.cumsum(flags)])
+    stream = None
+    if want_frames:
+        from ser_batch.features.melframes import mel_frames
+
+        stream = StreamFrames.whole(mel_frames(frames, config), flags, starts, ends)
     windows = WindowBatch(index=np.arange(len(starts)), start_s=starts * grid.frame_s, end_s=ends * grid.frame_s,
                           vectors=pool_windows(frames, f0, starts, ends, frame_s=grid.frame_s),
                           speech_ratio=((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32),
-                          speech_frames=int(csum[-1]),
-                          **(_frames_of(frames, starts, ends, grid=grid, config=config) if want_frames else {}))
+                          speech_frames=int(csum[-1]), frames=stream)
     clip = pool_windows(frames, f0, np.array([0]), np.array([n_frames]), frame_s=grid.frame_s)[0]
     return clip, windows
 
@@ -624,53 +650,72 @@ def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:
 
 
 class _Buffer:
-    """The padded signal from padded index ``start`` on, and its copy at ``PITCH_RATE``.
+    """The padded signal from padded index ``start`` on, and (``pitch``) its copy at ``PITCH_RATE``.
 
     One soxr stream makes the low-rate copy, so it is the same in any block size; frames
     are only handed out where both copies hold all their samples.
     """
 
-    def __init__(self, start: int, sample_rate: int) -> None:
+    def __init__(self, start: int, sample_rate: int, *, pitch: bool = True) -> None:
         import soxr
 
-        if sample_rate % PITCH_RATE:
+        if pitch and sample_rate % PITCH_RATE:
             raise FeatureError(f"the rich recipe needs a sample rate that is a multiple of {PITCH_RATE} Hz, "
                                f"got {sample_rate}")
-        self.factor = sample_rate // PITCH_RATE
+        self.pitch = pitch
+        self.factor = sample_rate // PITCH_RATE if pitch else 1
         self.resampler = soxr.ResampleStream(sample_rate, PITCH_RATE, 1, dtype="float32", quality="HQ") \
-            if self.factor > 1 else None
+            if pitch and self.factor > 1 else None
         self.start = start
         self.data = SampleBuffer()
         self.low = SampleBuffer()  # low[i] is padded index start + factor * i
 
     def push(self, block: np.ndarray, *, last: bool = False) -> None:
         self.data.push(block)
-        self.low.push(self.resampler.resample_chunk(block, last=last) if self.resampler is not None else block)
+        if self.pitch:
+            self.low.push(self.resampler.resample_chunk(block, last=last) if self.resampler is not None else block)
 
     def end(self) -> int:
         return self.start + len(self.data)
 
     def frames_available(self, hop_length: int, n_fft: int) -> int:
         """Frames (absolute index) before which every frame has all its samples here."""
-        end = min(self.end(), self.start + len(self.low) * self.factor)
+        end = min(self.end(), self.start + len(self.low) * self.factor) if self.pitch else self.end()
         return max(0, (end - n_fft) // hop_length + 1)
 
     def frame_samples(self, first: int, stop: int, hop_length: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-        """Samples of frames ``[first, stop)`` and their low-rate copy: views, valid until the next push."""
+        """Samples of frames ``[first, stop)`` and their low-rate copy (empty without ``pitch``): views,
+        valid until the next push."""
         a = first * hop_length - self.start
         b = (stop - 1) * hop_length + n_fft - self.start
         return self.data.view[a:b], self.low.view[a // self.factor : b // self.factor]
+
+    def window_samples(self, starts: np.ndarray, ends: np.ndarray, hop_length: int, half: int) -> list[np.ndarray]:
+        """Each window's audio (samples ``[start * hop, end * hop)`` of the signal, padded index
+        ``+ half``), copied: as :func:`ser_batch.features.ge2e.window_samples` cuts a whole signal."""
+        view = self.data.view
+        out = []
+        for start, end in zip(starts, ends):
+            a, b = int(start) * hop_length + half - self.start, int(end) * hop_length + half - self.start
+            piece = np.zeros(b - a, dtype=np.float32)
+            have = view[a : min(b, len(view))]
+            piece[: len(have)] = have
+            out.append(piece)
+        return out
 
     def drop_before(self, index: int) -> None:
         cut = (index - self.start) // self.factor * self.factor
         if cut > 0:
             self.data.drop(cut)
-            self.low.drop(cut // self.factor)
+            if self.pitch:
+                self.low.drop(cut // self.factor)
             self.start += cut
 
 
-def first_sample_needed(first_window: int, *, config: FeatureConfig, sample_rate: int) -> int:
-    """First signal sample a stream starting at window ``first_window`` needs (>= 0)."""
+def first_sample_needed(first_window: int, *, config: FeatureConfig, sample_rate: int,
+                        frame_reach: int | None = None) -> int:
+    """First signal sample a stream starting at window ``first_window`` needs (>= 0), for its speech
+    detector and (``frame_reach``) a frame network's context."""
     grid = WindowGrid.of(config, sample_rate)
-    first_frame = max(0, first_window * grid.hop - speech_context(grid, config))
+    first_frame = max(0, first_window * grid.hop - max(speech_context(grid, config), frame_reach or 0))
     return max(0, first_frame * config.hop_length - config.n_fft // 2)

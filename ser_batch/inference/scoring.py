@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,12 +30,13 @@ from ser_batch.audio.decode import AudioInfo, iter_audio_blocks, probe_audio
 from ser_batch.config import ENSEMBLE, SCORE_FRAMEWORKS, Config, ScoreConfig
 from ser_batch.errors import BundleError, FeatureError, SerBatchError
 from ser_batch.features.checks import check_length, one_frame
+from ser_batch.features.melframes import StreamFrames
 from ser_batch.features.recipes import RECIPES
 from ser_batch.features.windows import WindowBatch, first_sample_needed, stream_windows
 from ser_batch.models.bundle import MANIFEST, Bundle, load_bundle
 from ser_batch.models.classes import parse_classes, restrict
 from ser_batch.models.model_sets import GLOBAL
-from ser_batch.models.normalize import fit_stats
+from ser_batch.models.normalize import GroupStats, StatsSums, fit_stats
 
 #: Bundles loaded in this process, by (path, id).
 _BUNDLES: dict[tuple[str, str], Bundle] = {}
@@ -85,9 +86,9 @@ def check_scoring_bundle(bundle: Bundle, framework: str) -> None:
 
 
 def check_normalize(bundle: Bundle, score: ScoreConfig) -> None:
-    """Refuse ``score.normalize = "file"`` with a bundle that has no normalised models (before any
-    audio is decoded)."""
-    if score.normalize == "file":
+    """Refuse ``score.normalize = "file"`` or ``"archive"`` with a bundle that has no normalised models
+    (before any audio is decoded)."""
+    if score.normalize != "none":
         bundle.require_normalized()
 
 
@@ -111,26 +112,33 @@ def output_classes(bundle: Bundle, score: ScoreConfig) -> list[str]:
 
 
 def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL,
-                 keep: Sequence[str] | None = None, frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 keep: Sequence[str] | None = None, frames: Sequence[StreamFrames] | None = None,
+                 normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                 embeddings: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
     in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
     (soft voting). With ``keep`` (:func:`class_subset`), ``(k, len(keep))`` renormalised over them.
-    ``frames``: the same windows' log-mel frames and frame counts, for ``cnn``."""
+    ``frames``: the stretches of log-mel frames the same windows are in, for ``cnn``; ``normalize``:
+    how a normalised cnn z-scores its pooled statistics; ``embeddings``: the windows' speaker
+    embeddings, for ``ge2e``."""
     if len(vectors) == 0:
         return np.zeros((0, len(keep or bundle.classes)))
-    return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set, frames=frames),
-                    bundle.classes, keep)
+    return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set, frames=frames,
+                                         normalize=normalize, embeddings=embeddings), bundle.classes, keep)
 
 
-def batch_frames(batches: Sequence[WindowBatch]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The log-mel frames and frame counts of the windows of ``batches``, stacked; None without frames."""
+def batch_embeddings(batches: Sequence[WindowBatch]) -> np.ndarray | None:
+    """The speaker embeddings of the windows of ``batches``, stacked; None without embeddings."""
+    if not batches or any(b.embeddings is None for b in batches):
+        return None
+    return np.concatenate([b.embeddings for b in batches])
+
+
+def batch_frames(batches: Sequence[WindowBatch]) -> list[StreamFrames] | None:
+    """The stretches of log-mel frames of the windows of ``batches``; None without frames."""
     if not batches or any(b.frames is None for b in batches):
         return None
-    return np.concatenate([b.frames for b in batches]), np.concatenate([b.frame_counts for b in batches])
-
-
-def _select(frames: tuple[np.ndarray, np.ndarray] | None, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    return None if frames is None else (frames[0][keep], frames[1][keep])
+    return [b.frames for b in batches]
 
 
 @dataclass
@@ -197,36 +205,53 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
     """
     settings = bundle.config
     rate = settings.audio.sample_rate
-    first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate)
+    # The cnn's log-mel frames only when a model that reads them may score (not for --framework keras).
+    reach = bundle.frame_reach if bundle.needs_frames and config.score.framework in ("cnn", ENSEMBLE) else None
+    # Window vectors only when a dense model may score or normalise (not for a cnn alone).
+    normalizing = config.score.normalize != "none"
+    vectors = bundle.reads_vectors(config.score.framework, normalize=normalizing)
+    embed = None
+    if bundle.reads_embeddings(config.score.framework, normalize=normalizing):
+        from ser_batch.features.ge2e import embed_windows
+
+        encoder = bundle.encoder
+        embed = lambda pieces: embed_windows(encoder, pieces)  # noqa: E731
+    first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate, frame_reach=reach)
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
-    # The cnn's log-mel frames only when a model that reads them may score (not for --framework keras).
-    frames = bundle.needs_frames and config.score.framework in ("cnn", ENSEMBLE)
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
-                                windows=windows, frames=frames):
+                                windows=windows, frame_reach=reach, vectors=vectors, embed=embed):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
         yield batch
 
 
 def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
-                 windows: tuple[int, int | None] = (0, None), framework: str | None = None) -> list[StreamResult]:
+                 windows: tuple[int, int | None] = (0, None), framework: str | None = None,
+                 archive: ArchiveStats | None = None, info: AudioInfo | None = None) -> list[StreamResult]:
     """The windows of every stream of one file: one (``channels="mix"``) or one per channel
-    (``split``), not yet scored (see :func:`attach_probabilities`).
+    (``split``), not yet scored (see :func:`attach_probabilities`). ``info``: the file's header,
+    when the caller has probed it already (``score``'s driver does, once per file).
 
     With ``framework``, each block's windows are scored as they come and their feature
     vectors dropped, so that memory does not grow with the file's length (long files);
-    the streams are then summarised already. With ``score.normalize = "file"`` a stream needs
-    all its windows before any can be scored: its vectors are kept (about 3 KB per window, 0.5 s
-    of audio) and it is scored at its end."""
-    info = probe_audio(Path(path))
+    the streams are then summarised already (with ``score.normalize = "archive"``, z-scored by
+    ``archive``'s statistics). With ``score.normalize = "file"`` a stream needs all its windows
+    before any can be scored: its vectors are kept (about 3 KB per window, 0.5 s of audio) and it
+    is scored at its end."""
+    info = info if info is not None else probe_audio(Path(path))
     if info.frames <= 0:
         raise FeatureError("no audio samples")
     n_fft, rate = bundle.config.features.n_fft, bundle.config.audio.sample_rate
     check_length(int(info.duration_s * rate), rate, min_samples=n_fft, needed_for=one_frame(n_fft, rate))
     streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
     as_they_come = framework is not None and config.score.normalize != "file"
-    plain_set = bundle.choose_set(info.sample_rate, False)
+    by_archive = config.score.normalize == "archive"
+    if by_archive and archive is None:
+        raise BundleError("score.normalize = \"archive\" needs the archive's statistics (a first pass over it)")
+    chosen_set = bundle.choose_set(info.sample_rate, by_archive)
+    vector_stats = archive.of(chosen_set, "vectors") if by_archive else None
+    pooled_stats = archive.of(chosen_set, "cnn") if by_archive else None
     keep = class_subset(bundle, config.score)
     results = []
     for channel in streams:
@@ -234,42 +259,135 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
         probas = []
         for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
             if as_they_come:
-                probas.append(window_proba(bundle, batch.vectors, framework=framework, model_set=plain_set,
-                                           keep=keep, frames=batch_frames([batch])))
+                vectors = batch.vectors
+                if vector_stats is not None and vectors.shape[1]:
+                    vectors = vector_stats.apply(vectors)
+                probas.append(window_proba(bundle, vectors, framework=framework, model_set=chosen_set, keep=keep,
+                                           frames=batch_frames([batch]),
+                                           normalize=pooled_stats.apply if pooled_stats is not None else None,
+                                           embeddings=batch.embeddings))
                 batch = batch.without_inputs()
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
             result.summary.speech_frames += batch.speech_frames
         result.speech = result.column("speech_ratio") >= config.score.min_speech_ratio
         if as_they_come:
-            result.summary.model_set = plain_set
+            result.summary.model_set, result.summary.normalized = chosen_set, by_archive
             _summarise(result, np.concatenate(probas) if probas else np.zeros((0, len(keep or bundle.classes))))
         elif framework is not None:
-            attach_probabilities(bundle, [result], framework=framework, score=config.score)
+            attach_probabilities(bundle, [result], framework=framework, score=config.score, archive=archive)
             result.windows = [w.without_inputs() for w in result.windows]
         results.append(result)
     return results
 
 
-def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig) -> tuple[np.ndarray, str]:
-    """The window vectors ``[shape=(k, n_features)]`` a stream is scored on and the model set
-    that scores them; records both choices in ``stream.summary``.
+@dataclass(frozen=True)
+class ArchiveStats:
+    """Statistics of an archive's speech windows (``score --normalize archive``), per normalised model
+    set: ``{set: {"vectors": GroupStats, "cnn": GroupStats}}``, the inputs of its dense models (window
+    vectors) and of its cnn's head (pooled encoder statistics), whichever the set has."""
+
+    sets: dict[str, dict[str, GroupStats]]
+
+    @classmethod
+    def from_sums(cls, sums: dict[str, dict[str, StatsSums]]) -> "ArchiveStats":
+        return cls({name: {kind: part.stats() for kind, part in kinds.items() if part.n}
+                    for name, kinds in sums.items()})
+
+    def of(self, model_set: str, kind: str) -> GroupStats | None:
+        return self.sets.get(model_set, {}).get(kind)
+
+
+#: The function that z-scores a normalised cnn's pooled statistics ``(k, 2 * channels)``.
+PooledNormalizer = Callable[[np.ndarray], np.ndarray]
+
+
+def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig,
+                  archive: ArchiveStats | None = None) -> tuple[np.ndarray, str, PooledNormalizer | None]:
+    """The window vectors ``[shape=(k, n_features)]`` a stream is scored on, the model set that
+    scores them, and how that set's cnn normalises its pooled statistics (None: plain); records the
+    set and whether it is normalised in ``stream.summary``.
 
     The set of the stream's band (:meth:`Bundle.choose_set`). With ``score.normalize = "file"``
-    and at least ``score.min_normalize_s`` seconds of speech, the vectors are z-scored by the
-    statistics of the stream's own speech windows and the normalised set scores them; a stream
-    with less speech keeps the plain set (``summary.normalized`` False).
+    and at least ``score.min_normalize_s`` seconds of speech, the vectors (and a normalised cnn's
+    pooled statistics) are z-scored by the statistics of the stream's own speech windows and the
+    normalised set scores them; a stream with less speech keeps the plain set (``summary.normalized``
+    False). With ``"archive"``, every stream is z-scored by ``archive``'s statistics of its set.
     """
     vectors = np.concatenate([w.vectors for w in stream.windows]) if stream.windows else \
-        np.zeros((0, len(bundle.manifest["features"]["names"])), dtype=np.float32)
+        np.zeros((0, 0), dtype=np.float32)
     settings = bundle.config
     speech_s = stream.summary.speech_frames * settings.features.hop_length / settings.audio.sample_rate
-    normalize = score.normalize == "file" and speech_s >= score.min_normalize_s and bool(stream.speech.any())
-    if normalize:
-        vectors = fit_stats(vectors, stream.speech).apply(vectors)
+    pooled: PooledNormalizer | None = None
+    if score.normalize == "archive":
+        if archive is None:
+            raise BundleError("score.normalize = \"archive\" needs the archive's statistics (a first pass over it)")
+        name = bundle.choose_set(stream.info.sample_rate, True)
+        vector_stats, pooled_stats = archive.of(name, "vectors"), archive.of(name, "cnn")
+        if vectors.shape[1] and vector_stats is not None:
+            vectors = vector_stats.apply(vectors)
+        pooled = pooled_stats.apply if pooled_stats is not None else None
+        normalize = True
+    else:
+        normalize = score.normalize == "file" and speech_s >= score.min_normalize_s and bool(stream.speech.any())
+        if normalize:
+            if vectors.shape[1]:
+                vectors = fit_stats(vectors, stream.speech).apply(vectors)
+            speech = stream.speech
+            pooled = lambda values: fit_stats(values, speech).apply(values)  # noqa: E731 - the stream's own
     stream.summary.model_set = bundle.choose_set(stream.info.sample_rate, normalize)
     stream.summary.normalized = normalize
-    return vectors, stream.summary.model_set
+    return vectors, stream.summary.model_set, pooled
+
+
+def archive_sums(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
+                 windows: tuple[int, int | None] = (0, None)) -> dict[str, dict[str, StatsSums]]:
+    """The first pass of ``score --normalize archive`` over one file (a range of its windows): per
+    normalised model set that would score its streams, the sums of the inputs its models z-score
+    (:class:`ser_batch.models.normalize.StatsSums` of the speech windows' vectors for its dense models,
+    of its cnn's pooled statistics for a normalised cnn). Merged over the archive, they give
+    :class:`ArchiveStats`.
+
+    Raises
+    ------
+    AudioError, FeatureError
+        If the file cannot be decoded or gives non-finite features.
+    """
+    info = probe_audio(Path(path))
+    if info.frames <= 0:
+        raise FeatureError("no audio samples")
+    name = bundle.choose_set(info.sample_rate, True)
+    members = dict(bundle.ensemble(name))
+    framework = config.score.framework
+    dense = [f for f in (members if framework == ENSEMBLE else [framework]) if f != "cnn" and f in members]
+    cnn = None
+    if "cnn" in members and framework in ("cnn", ENSEMBLE):
+        model = bundle.model("cnn", members["cnn"])
+        cnn = model if getattr(model, "normalized", False) else None
+    sums: dict[str, StatsSums] = {}
+    streams: list[int | None] = [None] if channels == "mix" else list(range(info.channels))
+    for channel in streams:
+        for batch in stream_file_windows(Path(path), bundle=bundle, config=config, channel=channel, windows=windows):
+            speech = batch.speech_ratio >= config.score.min_speech_ratio
+            parts = {}
+            if dense:
+                parts["vectors"] = StatsSums.of(batch.vectors, speech)
+            if cnn is not None:
+                parts["cnn"] = StatsSums.of(cnn.pool([batch.frames]), speech)
+            for kind, part in parts.items():
+                sums[kind] = sums[kind].merge(part) if kind in sums else part
+    return {name: sums}
+
+
+def merge_archive_sums(parts: Sequence[dict[str, dict[str, StatsSums]]]) -> dict[str, dict[str, StatsSums]]:
+    """The sums of many files or shards (:func:`archive_sums`) added up, per set and input."""
+    out: dict[str, dict[str, StatsSums]] = {}
+    for part in parts:
+        for name, kinds in part.items():
+            for kind, sums in kinds.items():
+                mine = out.setdefault(name, {})
+                mine[kind] = mine[kind].merge(sums) if kind in mine else sums
+    return out
 
 
 def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
@@ -279,25 +397,44 @@ def _summarise(stream: StreamResult, proba: np.ndarray) -> None:
 
 
 def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, framework: str,
-                         score: ScoreConfig | None = None) -> None:
+                         score: ScoreConfig | None = None, archive: ArchiveStats | None = None) -> None:
     """Score the windows of all ``streams`` not scored yet, one batched call of each model per
     model set (:func:`stream_inputs` picks each stream's), and summarise every stream (the mean
-    of its windows with speech). ``score``: the scoring settings (default: built-in defaults)."""
+    of its windows with speech). ``score``: the scoring settings (default: built-in defaults);
+    ``archive``: the statistics ``score.normalize = "archive"`` z-scores with."""
     score = score or ScoreConfig()
     keep = class_subset(bundle, score)
-    by_set: dict[str, list[tuple[StreamResult, np.ndarray]]] = {}
+    by_set: dict[str, list[tuple[StreamResult, np.ndarray, PooledNormalizer | None]]] = {}
     for stream in streams:
         if stream.proba is None:
-            vectors, name = stream_inputs(bundle, stream, score=score)
-            by_set.setdefault(name, []).append((stream, vectors))
+            vectors, name, pooled = stream_inputs(bundle, stream, score=score, archive=archive)
+            by_set.setdefault(name, []).append((stream, vectors, pooled))
     for name, pending in by_set.items():
-        frames = batch_frames([w for stream, _ in pending for w in stream.windows])
-        proba = window_proba(bundle, np.concatenate([v for _, v in pending]), framework=framework, model_set=name,
-                             keep=keep, frames=frames)
+        frames = batch_frames([w for stream, _, _ in pending for w in stream.windows])
+        sizes = [len(stream.speech) for stream, _, _ in pending]
+        proba = window_proba(bundle, np.concatenate([v for _, v, _ in pending]), framework=framework, model_set=name,
+                             keep=keep, frames=frames, normalize=_each(sizes, [p for _, _, p in pending]),
+                             embeddings=batch_embeddings([w for stream, _, _ in pending for w in stream.windows]))
         at = 0
-        for stream, vectors in pending:
-            _summarise(stream, proba[at : at + len(vectors)])
-            at += len(vectors)
+        for (stream, _, _), size in zip(pending, sizes):
+            _summarise(stream, proba[at : at + size])
+            at += size
+
+
+def _each(sizes: list[int], normalizers: list[PooledNormalizer | None]) -> PooledNormalizer | None:
+    """One normaliser of the windows of several streams laid end to end: each stream's own on its rows."""
+    if all(n is None for n in normalizers):
+        return None
+
+    def apply(values: np.ndarray) -> np.ndarray:
+        out, at = np.empty_like(values), 0
+        for size, normalizer in zip(sizes, normalizers):
+            part = values[at : at + size]
+            out[at : at + size] = part if normalizer is None else normalizer(part)
+            at += size
+        return out
+
+    return apply
 
 
 def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENSEMBLE,
@@ -325,6 +462,11 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     if framework not in SCORE_FRAMEWORKS:
         raise BundleError(f"unknown framework {framework!r}; use {', '.join(SCORE_FRAMEWORKS)}")
     names = bundle.frameworks if framework == ENSEMBLE else [framework]
+    if framework == ENSEMBLE:  # each model whose inputs the ensemble has computed (a cnn-only one: no vectors)
+        normalizing = config.score.normalize != "none"
+        computed = {"cnn": True, "ge2e": bundle.reads_embeddings(ENSEMBLE, normalize=normalizing),
+                    "keras": bundle.reads_vectors(ENSEMBLE, normalize=normalizing)}
+        names = [f for f in names if computed.get(f, computed["keras"])]
     for name in names:
         bundle.model(name)  # fail early (missing or untrusted model) before any audio is decoded
     if bundle.aggregation != "segments":
@@ -334,38 +476,57 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     check_normalize(bundle, config.score)
     keep = class_subset(bundle, config.score)
     config = config.replace(score={"framework": framework})  # the windows carry what its models read
+    archive = None
+    if config.score.normalize == "archive":  # the files given are the archive: a first pass over them
+        found = []
+        for path in paths:
+            try:
+                found.append(archive_sums(Path(path), bundle=bundle, config=config))
+            except SerBatchError:
+                continue  # (its error comes with its entry below)
+        sums = merge_archive_sums(found)
+        if any(part.n for kinds in sums.values() for part in kinds.values()):
+            archive = ArchiveStats.from_sums(sums)
     results = []
     for path in paths:
         entry: dict[str, Any] = {"path": str(path), "duration_s": None, "windows": 0, "speech_windows": 0,
                                  "model_set": None, "normalized": False, "predictions": {}, "error": None}
         results.append(entry)
         try:
-            stream = file_windows(Path(path), bundle=bundle, config=config)[0]
+            stream = file_windows(Path(path), bundle=bundle, config=config, archive=archive)[0]
         except SerBatchError as exc:
             entry["error"] = str(exc)
             continue
         entry["duration_s"] = round(stream.info.duration_s, 3)
         entry["windows"] = stream.summary.n_windows
         entry["speech_windows"] = int(stream.speech.sum())
-        vectors, model_set = stream_inputs(bundle, stream, score=config.score)
+        vectors, model_set, pooled = stream_inputs(bundle, stream, score=config.score, archive=archive)
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
-        frames = _select(batch_frames(stream.windows), stream.speech)
-        probas = _file_probas(bundle, vectors[stream.speech], names=names, model_set=model_set, keep=keep,
-                              frames=frames) if stream.speech.any() else {}
+        probas = (_file_probas(bundle, vectors, names=names, model_set=model_set, keep=keep,
+                              frames=batch_frames(stream.windows), rows=stream.speech, normalize=pooled,
+                              embeddings=batch_embeddings(stream.windows),
+                              ensemble=framework == ENSEMBLE and len(bundle.frameworks) > 1)
+                  if stream.speech.any() else {})
         entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
     return results
 
 
 def _file_probas(bundle: Bundle, vectors: np.ndarray, *, names: list[str], model_set: str = GLOBAL,
-                 keep: Sequence[str] | None, frames: tuple[np.ndarray, np.ndarray] | None = None
+                 keep: Sequence[str] | None, frames: Sequence[StreamFrames] | None = None,
+                 rows: np.ndarray | None = None, ensemble: bool = False,
+                 normalize: PooledNormalizer | None = None, embeddings: np.ndarray | None = None
                  ) -> dict[str, np.ndarray]:
-    """Each model's mean probabilities over ``vectors`` (and their ensemble's), as ``score``
-    summarises a stream: every window's probabilities restricted to ``keep`` first, the
-    ensemble's from the models' averaged window probabilities (as ``window_proba`` gives them)."""
-    full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set, frames=frames)
-            for name in names}
-    if len(full) > 1:
-        full[ENSEMBLE] = np.mean(list(full.values()), axis=0)
+    """Each model's mean probabilities over the windows ``rows`` of ``vectors`` (all without it; and
+    with ``ensemble`` the bundle's ensemble's), as ``score`` summarises a stream: every window's
+    probabilities restricted to ``keep`` first, the ensemble's from the models' window probabilities
+    averaged with the bundle's weights (as ``window_proba`` gives them)."""
+    full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set, frames=frames,
+                                       normalize=normalize, embeddings=embeddings) for name in names}
+    if rows is not None:
+        full = {name: proba[rows] for name, proba in full.items()}
+    if ensemble:
+        weights = bundle.ensemble_weights(model_set)
+        full[ENSEMBLE] = sum(weights[name] * proba for name, proba in full.items() if name in weights)
     return {name: restrict(proba, bundle.classes, keep).mean(axis=0) for name, proba in full.items()}
 
 
@@ -388,6 +549,6 @@ def _predict_clip(path: Path, *, bundle: Bundle, names: list[str], keep: Sequenc
         entry["error"] = str(exc)
         return entry
     entry["duration_s"] = round(info.duration_s, 3)
-    probas = _file_probas(bundle, features.vector[None, :], names=names, keep=keep)
+    probas = _file_probas(bundle, features.vector[None, :], names=names, keep=keep, ensemble=len(names) > 1)
     entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
     return entry

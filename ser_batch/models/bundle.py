@@ -42,13 +42,14 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ser_batch import __version__, schema
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
-from ser_batch.errors import BundleError, ConfigError
+from ser_batch.errors import BundleError, ConfigError, SerBatchError
+from ser_batch.features.melframes import StreamFrames
 from ser_batch.models.bundle_checks import (
     MANIFEST,
     check_keras_shapes,
@@ -73,7 +74,10 @@ OLD_SPEECH_DETECTOR = "energy"
 
 def model_files(bundle_format: int) -> dict[str, str]:
     """The file each framework's model is read from, in a bundle of that format."""
-    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE, "cnn": CNN_FILE}
+    from ser_batch.models.networks import GE2E_ARRAYS
+
+    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE, "cnn": CNN_FILE,
+            "ge2e": GE2E_ARRAYS}
 
 
 #: Manifest value of ``training_data.files.keys`` when the list holds ``corpus:path`` keys.
@@ -175,7 +179,39 @@ class Bundle:
     @property
     def needs_frames(self) -> bool:
         """Whether some model of the bundle (``cnn``) scores windows' log-mel frames."""
-        return any("cnn" in s.models for s in self.model_sets.values()) or "cnn" in self.frameworks
+        return any("cnn" in self.set_frameworks(name) for name in self.model_sets)
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether some model of the bundle (``ge2e``) scores windows' speaker embeddings."""
+        return any("ge2e" in self.set_frameworks(name) for name in self.model_sets)
+
+    @functools.cached_property
+    def encoder(self) -> Any:
+        """The GE2E speaker encoder a ``ge2e`` model's embeddings come from (the bundle's copy of its
+        weights, checksummed like every file of the bundle).
+
+        Raises
+        ------
+        BundleError
+            If the bundle has no such file or it is not the encoder's weights.
+        """
+        from ser_batch.features.ge2e import SpeakerEncoder
+        from ser_batch.models.networks import GE2E_ENCODER, read_arrays
+
+        if GE2E_ENCODER not in self.manifest.get("files", {}):
+            raise BundleError(f"bundle {self.path} has a ge2e model but not the encoder's weights ({GE2E_ENCODER})")
+        try:
+            return SpeakerEncoder(read_arrays(inside_bundle(self.path, GE2E_ENCODER, what="encoder weights")))
+        except (ValueError, SerBatchError) as exc:
+            raise BundleError(f"cannot load the GE2E encoder of {self.path} ({GE2E_ENCODER}): {exc}") from None
+
+    @property
+    def frame_reach(self) -> int:
+        """Frames of context a stretch of a stream must hold past its windows on each side for the
+        bundle's ``cnn`` models (their normalisation and encoder; 0 without any): loads them."""
+        reach = [self.model("cnn", name).reach for name in self.model_sets if "cnn" in self.set_frameworks(name)]
+        return max(reach, default=0)
 
     @property
     def n_features(self) -> int | None:
@@ -327,7 +363,10 @@ class Bundle:
         path = inside_bundle(self.path, name, what="model file")
         try:
             model = self._read_model(framework, path, native=native)
-            check_model_fits(model, classes=self.classes, n_features=self.n_features)
+            from ser_batch.features.ge2e import EMBEDDING_SIZE
+
+            check_model_fits(model, classes=self.classes,
+                             n_features=EMBEDDING_SIZE if framework == "ge2e" else self.n_features)
         except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
             reason = " ".join(str(exc).split())[:400]  # one line, whatever the library printed
             if not isinstance(exc, ValueError):
@@ -340,12 +379,17 @@ class Bundle:
 
     def _read_model(self, framework: str, path: Path, *, native: bool) -> Any:
         n_features = self.n_features
+        if framework == "ge2e":
+            from ser_batch.features.ge2e import EMBEDDING_SIZE
+            from ser_batch.models.networks import DenseNetwork
+
+            return DenseNetwork.load(path, classes=self.classes, n_features=EMBEDDING_SIZE)
         if framework == "cnn":
             from ser_batch.features.melframes import n_bands
-            from ser_batch.models.sequence import SequenceNetwork
+            from ser_batch.models.sequence import load_frame_network
 
             bands = n_bands(self.config.features) if "config" in self.manifest else None
-            return SequenceNetwork.load(path, classes=self.classes, n_bands=bands)
+            return load_frame_network(path, classes=self.classes, n_bands=bands)
         if not native:
             from ser_batch.models.networks import DenseNetwork
 
@@ -383,6 +427,8 @@ class Bundle:
                 if name == GLOBAL and framework == "sklearn" and self.format < 2 and not self.trust_pickle:
                     continue
                 self.model(framework, name)
+        if self.needs_embeddings:
+            self.encoder  # noqa: B018 - loads and checks the encoder's weights
 
     def set_frameworks(self, model_set: str = GLOBAL) -> list[str]:
         """The frameworks of one set."""
@@ -397,20 +443,61 @@ class Bundle:
         if entry is None:
             return [(f, model_set) for f in self.frameworks]  # an unknown set: self.model says so
         own = [(f, model_set) for f in self.set_frameworks(model_set)]
-        if not entry.normalized or "cnn" in entry.models:
+        if not entry.normalized:
             return own
-        plain = next((s.name for s in self.model_sets.values()
-                      if s.band == entry.band and not s.normalized and "cnn" in s.models), None)
-        return own + [("cnn", plain)] if plain is not None else own
+        for framework in ("cnn", "ge2e"):  # models of their own inputs: borrowed from the band's plain set
+            if framework in entry.models:
+                continue
+            plain = next((s.name for s in self.model_sets.values()
+                          if s.band == entry.band and not s.normalized and framework in s.models), None)
+            if plain is not None:
+                own.append((framework, plain))
+        return own
+
+    def ensemble_weights(self, model_set: str = GLOBAL) -> dict[str, float]:
+        """The weight of each framework in ``both`` for ``model_set`` (summing to 1): the manifest's
+        ``ensemble`` entry of the set (``train.ensemble``, ``train.ensemble_normalized``) restricted to
+        the set's members, or equal weights (bundles without the key, sets holding none of its members)."""
+        members = [f for f, _ in self.ensemble(model_set)]
+        chosen = (self.manifest.get("ensemble") or {}).get(model_set) or {}
+        weights = {f: float(chosen[f]) for f in members if f in chosen}
+        if not weights:
+            weights = {f: 1.0 for f in members}
+        total = sum(weights.values())
+        return {f: w / total for f, w in weights.items()}
+
+    def reads_vectors(self, framework: str, *, normalize: bool = False) -> bool:
+        """Whether scoring with ``framework`` reads window vectors: a dense model (keras, sklearn)
+        takes part, in the plain sets, or with ``normalize`` in any set. When not, scoring skips
+        computing them (:func:`ser_batch.features.windows.stream_windows` with ``vectors=False``)."""
+        if framework != ENSEMBLE:
+            return framework != "cnn"
+        sets = [name for name, entry in self.model_sets.items() if normalize or not entry.normalized]
+        return any(f != "cnn" for name in sets for f in self.ensemble_weights(name))
+
+    def reads_embeddings(self, framework: str, *, normalize: bool = False) -> bool:
+        """Whether scoring with ``framework`` reads windows' speaker embeddings (a ``ge2e`` model takes
+        part, in the plain sets, or with ``normalize`` in any set's ensemble)."""
+        if framework != ENSEMBLE:
+            return framework == "ge2e"
+        sets = [name for name, entry in self.model_sets.items() if normalize or not entry.normalized]
+        return any(f == "ge2e" for name in sets for f in self.ensemble_weights(name))
 
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
                      keep: np.ndarray | None = None, model_set: str = GLOBAL,
-                     frames: list[np.ndarray] | None = None) -> np.ndarray:
+                     frames: list[np.ndarray] | None = None, frame_speech: list[np.ndarray] | None = None,
+                     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                     embeddings: list[np.ndarray] | None = None) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
         the bundle was trained on windows (only those in ``keep``, a mask over the stacked
         windows such as the ones with speech, when a row has any), else of the clip vectors ``X``.
-        ``frames``: each row's log-mel frames (the ``frames`` column), cut into the same windows for
-        a ``cnn`` model."""
+        ``frames``: each row's log-mel frames (the ``frames`` column) and ``frame_speech`` the frames
+        judged speech (``frame_speech``), each row one stream, for a ``cnn`` model.
+
+        Raises
+        ------
+        BundleError
+            If a ``cnn`` that pools over speech frames would score rows without ``frame_speech``."""
         if self.aggregation != "segments":
             return self.predict_proba(X, framework=framework, model_set=model_set)
         if segments is None:
@@ -421,33 +508,59 @@ class Bundle:
         stacked, rows = stack_segments(segments)
         windows = None
         if frames is not None and self.needs_frames:
-            from ser_batch.features.windows import row_windows
+            from ser_batch.features.windows import row_stream
 
-            cut = [row_windows(f, config=self.config.features, sample_rate=self.config.audio.sample_rate)
-                   for f in frames]
-            windows = (np.concatenate([w for w, _ in cut]), np.concatenate([c for _, c in cut]))
-        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows),
+            if frame_speech is None and any(getattr(self.model("cnn", name), "pooling", "all") == "speech"
+                                            for name in self.model_sets if "cnn" in self.set_frameworks(name)):
+                raise BundleError(f"the cnn of {self.path} pools windows over the frames judged speech, and these "
+                                  "features do not say which those are (no frame_speech column: written by an older "
+                                  "ser-batch); re-extract them")
+            windows = [row_stream(f, None if frame_speech is None else frame_speech[i], config=self.config.features,
+                                  sample_rate=self.config.audio.sample_rate) for i, f in enumerate(frames)]
+        stacked_embeddings = None
+        if embeddings is not None and self.needs_embeddings:
+            stacked_embeddings = np.concatenate(embeddings) if embeddings else np.zeros((0, 256), dtype=np.float32)
+        return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows,
+                                              normalize=normalize, embeddings=stacked_embeddings),
                            rows, len(segments), keep=keep)
 
     def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL,
-                      frames: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                      frames: Sequence[StreamFrames] | None = None,
+                      normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                      embeddings: np.ndarray | None = None) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order, by the models of ``model_set``.
 
-        ``framework="both"`` averages the models' probabilities (a soft-voting ensemble). The
-        dense models see the vectors ``X``; ``cnn`` sees ``frames``, the same windows' log-mel
-        frames ``(n, window, bands)`` and frame counts ``(n,)``.
+        ``framework="both"`` averages the models' probabilities with :meth:`ensemble_weights` (a
+        soft-voting ensemble). The
+        dense models see the vectors ``X``; ``cnn`` sees ``frames``, the stretches of log-mel frames
+        of the streams the same windows are in, in order (their windows are the rows of ``X``). A
+        normalised set's own cnn z-scores its pooled statistics with ``normalize``; ``ge2e`` sees
+        ``embeddings``, the same windows' speaker embeddings ``(n, 256)``.
         """
         members = self.ensemble(model_set)
         if framework == ENSEMBLE:
-            return np.mean([self.predict_proba(X, framework=f, model_set=s, frames=frames) for f, s in members],
-                           axis=0)
+            weights = self.ensemble_weights(model_set)
+            return sum(weights[f] * self.predict_proba(X, framework=f, model_set=s, frames=frames, normalize=normalize,
+                                                       embeddings=embeddings)
+                       for f, s in members if f in weights)
         model_set = dict(members).get(framework, model_set)  # a normalised set's cnn is its band's plain one
         model = self.model(framework, model_set)
-        if framework == "cnn":
+        if framework == "ge2e":
+            if embeddings is None:
+                raise BundleError(f"the ge2e model of {self.path} scores windows' speaker embeddings and none were "
+                                  "given (feature tables need the ge2e column: extract.embeddings = [\"ge2e\"])")
+            proba = np.asarray(model.predict_proba(np.asarray(embeddings, dtype=np.float32)), dtype=np.float64)
+        elif framework == "cnn":
             if frames is None:
                 raise BundleError(f"the cnn model of {self.path} scores windows' log-mel frames and none were "
                                   "given (feature tables need the frames column: extract.store_frames = true)")
-            proba = np.asarray(model.predict_proba(*frames), dtype=np.float64)
+            if getattr(model, "normalized", False):
+                if normalize is None:
+                    raise BundleError(f"the cnn of model set {model_set!r} of {self.path} scores normalised "
+                                      "statistics: score with --normalize file or archive")
+                proba = np.asarray(model.predict_proba(frames, normalize=normalize), dtype=np.float64)
+            else:
+                proba = np.asarray(model.predict_proba(frames), dtype=np.float64)
         else:
             proba = np.asarray(model.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
         order = [list(model.classes_).index(c) for c in self.classes]

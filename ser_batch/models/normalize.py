@@ -72,6 +72,76 @@ def fit_stats(vectors: np.ndarray, speech: np.ndarray | None = None, *, std_floo
                       speech_only=speech_only)
 
 
+@dataclass(frozen=True)
+class StatsSums:
+    """Running sums (float64) of the speech windows' vectors of many streams, to be merged across
+    shards and turned into one group's statistics: ``score --normalize archive`` reduces them over
+    the whole archive. ``fit_stats`` of all the vectors at once and ``stats()`` of the merged sums of
+    any split of them agree to float64 rounding.
+
+    Attributes
+    ----------
+    n : int, vectors summed (speech windows; see :meth:`add`)
+    total, squares : np.ndarray [shape=(n_features,)], float64, sums of the vectors and of their squares
+    """
+
+    n: int
+    total: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def empty(cls, n_features: int) -> "StatsSums":
+        return cls(0, np.zeros(n_features), np.zeros(n_features))
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, speech: np.ndarray) -> "StatsSums":
+        """The sums of the ``speech`` rows of ``vectors`` ``(k, n_features)`` (windows with speech only:
+        an archive's silences and line noise say nothing about its voices)."""
+        used = np.asarray(vectors, dtype=np.float64)[np.asarray(speech, dtype=bool)]
+        return cls(int(len(used)), used.sum(axis=0), (used * used).sum(axis=0))
+
+    def merge(self, other: "StatsSums") -> "StatsSums":
+        return StatsSums(self.n + other.n, self.total + other.total, self.squares + other.squares)
+
+    def stats(self, *, std_floor: float = STD_FLOOR) -> GroupStats:
+        """The group's mean and floored standard deviation.
+
+        Raises
+        ------
+        DatasetError
+            If no speech window was summed.
+        """
+        if self.n <= 0:
+            raise DatasetError("the archive has no window with speech to take normalisation statistics of")
+        mean = self.total / self.n
+        var = np.maximum(self.squares / self.n - mean * mean, 0.0)
+        return GroupStats(mean=mean, std=np.maximum(np.sqrt(var), std_floor), n=self.n, speech_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready record (floats as written by Python: the round trip is exact)."""
+        return {"n": self.n, "total": [float(v) for v in self.total], "squares": [float(v) for v in self.squares]}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> "StatsSums":
+        """Read :meth:`to_json`'s record back.
+
+        Raises
+        ------
+        DatasetError
+            If it is not such a record.
+        """
+        try:
+            total = np.asarray(entry["total"], dtype=np.float64)
+            squares = np.asarray(entry["squares"], dtype=np.float64)
+            n = int(entry["n"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"unreadable archive statistics: {exc}") from None
+        if total.ndim != 1 or total.shape != squares.shape or n < 0 or not np.all(np.isfinite(total)) \
+                or not np.all(np.isfinite(squares)):
+            raise DatasetError("unreadable archive statistics: arrays of different shapes or not finite")
+        return cls(n, total, squares)
+
+
 def fit_group_stats(vectors: np.ndarray, groups: Sequence[Hashable] | np.ndarray, speech: np.ndarray | None = None,
                     *, std_floor: float = STD_FLOOR) -> dict[Any, GroupStats]:
     """Statistics of every group, each from its own vectors only.

@@ -190,13 +190,14 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
         If the bundle is invalid or its feature contract does not match, or ``normalize`` is
         asked of a bundle without normalised models.
     """
-    if normalize not in ("none", "speaker"):
-        raise DatasetError(f"evaluate normalises per speaker or not at all (normalize none|speaker), not {normalize!r}")
+    if normalize not in ("none", "speaker", "archive"):
+        raise DatasetError(f"evaluate normalises per speaker, over the whole feature set or not at all "
+                           f"(normalize none|speaker|archive), not {normalize!r}")
     bundle = load_bundle(model_dir, trust_pickle=trust_pickle)
     from ser_batch.models.classes import parse_classes, restrict
 
     subset = parse_classes(classes, bundle.classes)
-    if normalize == "speaker":
+    if normalize != "none":
         bundle.require_normalized()
     features = load_feature_set(features_dir)
     bundle.check_features(features.metadata)
@@ -240,16 +241,25 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
                                     f"bundle's {len(bundle.classes)})") if subset else
                     f"all {len(bundle.classes)} of the bundle's classes"},
     }
-    groups = band_groups(bundle, data, normalize=normalize == "speaker")
+    groups = band_groups(bundle, data, normalize=normalize if normalize != "none" else False)
     results["normalize"] = normalize
-    results["model_sets"] = {band: name for band, (name, _, _, _) in groups.items()}
+    results["model_sets"] = {band: name for band, (name, _, _, _, _) in groups.items()}
     probas = {}
     for framework in frameworks:
         proba = np.zeros((len(y), len(bundle.classes)))
-        for name, rows, (X_band, segments), keep in groups.values():
+        for name, rows, (X_band, segments), keep, window_groups in groups.values():
             frames = [data.frames[i] for i in rows] if data.frames is not None else None
+            flags = [data.frame_speech[i] for i in rows] if data.frame_speech is not None else None
+            pooled = None
+            if window_groups is not None:
+                from ser_batch.models.normalize import normalize_groups
+
+                def pooled(values: np.ndarray, groups: Any = window_groups, speech: Any = keep) -> np.ndarray:
+                    return normalize_groups(values, groups, speech)
             proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name,
-                                              frames=frames)
+                                              frames=frames, frame_speech=flags, normalize=pooled,
+                                              embeddings=[data.embeddings[i] for i in rows]
+                                              if data.embeddings is not None else None)
         proba = restrict(proba, bundle.classes, subset)
         results["models"][framework] = classification_metrics(y, proba, scored_classes)
         probas[framework] = proba
@@ -322,17 +332,22 @@ def results_missing(entry: dict[str, Any], n_classes: int) -> str:
     return f" (no {', '.join(absent)})" if absent else ""
 
 
-def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool) -> dict[str, tuple[str, np.ndarray, Any, Any]]:
+def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool | str
+                ) -> dict[str, tuple[str, np.ndarray, Any, Any, Any]]:
     """The rows of each band with the model set that scores them and their inputs:
-    ``{band: (model_set, rows, (X, segments), speech mask over the rows' stacked windows)}``.
+    ``{band: (model_set, rows, (X, segments), speech mask over the rows' stacked windows, groups)}``.
 
-    With ``normalize``, clip vectors and windows are z-scored per (actor, band), each actor by
-    the speech windows of its own rows here (:mod:`ser_batch.models.normalize`)."""
+    With ``normalize`` (``"speaker"`` or True), clip vectors and windows are z-scored per (actor, band),
+    each actor by the speech windows of its own rows here (:mod:`ser_batch.models.normalize`); with
+    ``"archive"``, all rows of a band as one group, as ``score --normalize archive`` does an archive.
+    ``groups`` is then each stacked window's group (a normalised cnn z-scores its pooled statistics
+    by them), else None."""
     from ser_batch.models.estimators import stack_segments
     from ser_batch.models.normalize import normalize_groups
     from ser_batch.pipeline.train_sets import row_bands
 
-    if normalize and np.isnan(data.actor).any():
+    archive = normalize == "archive"
+    if normalize and not archive and np.isnan(data.actor).any():
         raise DatasetError(f"--normalize speaker needs the actor of every row; {int(np.isnan(data.actor).sum())} "
                            "rows have none (add actor to labels.csv, or evaluate without --normalize)")
     bands = row_bands(data)
@@ -343,14 +358,18 @@ def band_groups(bundle: Bundle, data: FeatureSet, *, normalize: bool) -> dict[st
         keep = data.speech_windows(rows, min_speech_ratio=bundle.config.score.min_speech_ratio)
         X = data.X[rows]
         segments = [data.segments[i] for i in rows] if data.segments is not None else None
+        window_groups = None
         if normalize:
-            X = normalize_groups(X, data.actor[rows])
+            row_groups = np.zeros(len(rows)) if archive else data.actor[rows]
+            X = normalize_groups(X, row_groups)
             if segments is not None:
                 stacked, owner = stack_segments(segments)
-                stacked = normalize_groups(stacked, data.actor[rows][owner], keep)
+                window_groups = row_groups[owner]
+                stacked = normalize_groups(stacked, window_groups, keep)
                 bounds = np.cumsum([0] + [len(s) for s in segments])
                 segments = [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        groups[band] = (bundle.choose_set(band=band, normalize=normalize), rows, (X, segments), keep)
+        groups[band] = (bundle.choose_set(band=band, normalize=bool(normalize)), rows, (X, segments), keep,
+                        window_groups)
     return groups
 
 

@@ -1,8 +1,9 @@
 """The parallel feature-extraction job: audio folder in, Parquet feature dataset out.
 
-The driver lists the files and cuts them into shards; each shard is one Ray task that
-decodes its files, computes their feature vectors and writes one Parquet part
-atomically. Only a few counters travel back to the driver.
+The driver lists the files and cuts them into shards (:func:`plan_shards`); each shard is one
+run of :meth:`ser_batch.pipeline.extract_shard.ExtractRun.run_shard` on the executor (a Ray task,
+or this process) that decodes its files, computes their feature vectors and writes one Parquet
+part atomically. Only a few counters travel back to the driver (:mod:`ser_batch.cluster.engine`).
 """
 
 from __future__ import annotations
@@ -12,34 +13,25 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
-import pyarrow as pa
 
 from ser_batch import __version__, schema
-from ser_batch.audio.decode import AudioInfo
-from ser_batch.cluster.runtime import crash_if_asked
-from ser_batch.config import Config, config_from_dict, config_to_dict, config_to_toml
-from ser_batch.data import parts as storage
+from ser_batch.cluster import output
+from ser_batch.cluster.engine import Executor, Progress, run_shards
+from ser_batch.cluster.runtime import RuntimeInfo
+from ser_batch.config import Config, config_to_dict, config_to_toml
+from ser_batch.data import parts
 from ser_batch.data.labels import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
 from ser_batch.data.paths import stored_path
-from ser_batch.errors import ConfigError, DatasetError, FeatureError, SerBatchError
-from ser_batch.features.names import feature_names
-from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, signal_features
-from ser_batch.reports import figures
+from ser_batch.errors import ConfigError, DatasetError, FeatureError
+from ser_batch.features.recipes import signal_features
+from ser_batch.pipeline.extract_shard import ExtractResult, ExtractRun, Shard, frame_bands, label_columns
+from ser_batch.reports import timing
 from ser_batch.reports.failures import SHOWN, counted, format_failures
-from ser_batch.reports.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class Shard:
-    """Files processed by one task; ``name`` is its part file, derived from its content."""
-
-    index: int
-    paths: tuple[str, ...]
-    name: str
 
 
 @dataclass(frozen=True)
@@ -94,7 +86,7 @@ class ExtractSummary:
 
     def _ray(self) -> str:
         """`` over the whole run incl. Ray start 4.1 s`` (``wall_s`` covers the whole command)."""
-        return "" if self.ray_start_s is None else f" over the whole run {figures.ray_part(self.ray_start_s)}"
+        return "" if self.ray_start_s is None else f" over the whole run {timing.ray_part(self.ray_start_s)}"
 
     def failure_report(self) -> str:
         """The failed files (the first few, with reasons) and where the rest are; ``""`` if none."""
@@ -102,160 +94,27 @@ class ExtractSummary:
                                where=f"the `error` column of {self.out}")
 
 
-def row_labels(rel: str, *, labels: Mapping[str, Labels] | None, corpus: str | None) -> dict[str, Any]:
-    """The label columns of a file plus its ``corpus``: labels.csv's, else ``corpus`` (the run's)."""
-    found = labels_for(rel, labels=labels)
-    return {**found.as_row(), schema.CORPUS: found.corpus or corpus}
-
-
-def plan_shards(
-    paths: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None
-) -> list[Shard]:
-    """Cut the sorted file list into shards.
+def plan_shards(sources: list[str], *, config: Config, labels: Mapping[str, Labels] | None = None) -> list[Shard]:
+    """Cut the sorted file list into shards of ``extract.shard_size`` files.
 
     A part's name hashes everything its rows depend on (files, their labels, the audio and
     feature settings, the augmentations), so ``--resume`` only keeps parts that would be
     written identically.
     """
     size = config.extract.shard_size
-    settings = config_to_dict(config)
-    settings = {k: settings[k] for k in ("audio", "features")}
-    settings["augment"] = list(config.extract.augment)
-    settings["store_frames"] = frame_bands(config)
+    settings = {"audio": config_to_dict(config)["audio"], "features": config_to_dict(config)["features"],
+                "augment": list(config.extract.augment), "store_frames": frame_bands(config)}
     shards = []
-    for index, start in enumerate(range(0, len(paths), size)):
-        chunk = tuple(paths[start : start + size])
+    for index, start in enumerate(range(0, len(sources), size)):
+        chunk = tuple(sources[start : start + size])
+        found = tuple(labels_for(stored_path(source), labels=labels) for source in chunk)
         # labels.csv's corpus and extract.corpus are in the key; the folder-name default is not (a
         # resume is of the same input folder), so plan_shards(paths, config=...) names the same parts.
-        chunk_labels = [row_labels(stored_path(p), labels=labels, corpus=config.extract.corpus or None) for p in chunk]
+        key_labels = [label_columns(f, config.extract.corpus or None) for f in found]
         # The package version too: a resumed run after an upgrade recomputes old parts.
-        key = storage.content_key(chunk, chunk_labels, settings, schema.SCHEMA_VERSION, __version__)
-        shards.append(Shard(index, chunk, storage.part_name(index, key)))
+        key = parts.content_key(chunk, key_labels, settings, schema.SCHEMA_VERSION, __version__)
+        shards.append(Shard(index, chunk, found, parts.part_name(index, key)))
     return shards
-
-
-def extract_shard(
-    shard: Shard, *, root: str, out: str, config: dict[str, Any], labels: Mapping[str, Labels] | None,
-    lost: str | None = None, corpus: str | None = None,
-) -> dict[str, Any]:
-    """Process one shard and write its part; runs inside a Ray task (no Ray in here).
-
-    Each file gives one row of its own audio and, with ``extract.augment``, one row per
-    augmentation computed from the same decoded signal (seeded from the file's path and the
-    augmentation's name, so a retried task writes the same numbers). Errors of single files
-    become one row with ``error`` set and no augmented rows, and the task goes on; that
-    includes unexpected exceptions (logged with their traceback, reported as "internal
-    error: ..."), so one odd file in an archive cannot sink the whole job. An augmented copy
-    whose features fail (a ``tempo`` copy shorter than one frame, say) is left out and logged.
-    With ``lost`` (the driver, for files whose worker died on every try) no file is read:
-    each becomes an error row with that reason.
-
-    Returns
-    -------
-    dict
-        ``{"part": name, "files": n, "errors": m, "augmented": k, "failures": [(path, reason), ...],
-        "cpu_s": s}`` with the shard's first :data:`~ser_batch.reports.failures.SHOWN` failed files and
-        the CPU seconds of the worker process during the task.
-    """
-    cpu0 = time.process_time()
-    cfg = config_from_dict(config)
-    names = feature_names(cfg.features)
-    bands = frame_bands(cfg)
-    rows: dict[str, list[Any]] = {f.name: [] for f in schema.features_schema(recipe=cfg.features.recipe, names=names,
-                                                                             config={}, frame_bands=bands)}
-    failures: list[tuple[str, str]] = []
-    augmented = 0
-    for on_disk in shard.paths:
-        # ``on_disk`` opens the file; ``rel``, its printable form (bytes not UTF-8 escaped), is what rows say.
-        rel = stored_path(on_disk)
-        if lost is None:
-            crash_if_asked(rel)
-        feats: FileFeatures | None = None
-        info: AudioInfo | None = None
-        y: np.ndarray | None = None
-        error = lost
-        try:
-            if lost is None:
-                y, info = decode_for_features(Path(root) / on_disk, config=cfg)
-                feats = checked_features(y, config=cfg)
-        except SerBatchError as exc:
-            error, feats = str(exc) or type(exc).__name__, None
-        except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
-            log.exception("unexpected error on %s", rel)
-            error, feats = f"internal error: {type(exc).__name__}: {exc}", None
-        if error is not None:
-            failures.append((rel, error))
-        label_row = row_labels(rel, labels=labels, corpus=corpus)
-        _append_row(rows, rel, label_row, info, None, feats, error)
-        if feats is None or y is None:
-            continue
-        for name in cfg.extract.augment:
-            copy = _augmented_features(rel, y, name, config=cfg)
-            if copy is not None:
-                _append_row(rows, rel, label_row, info, name, copy, None)
-                augmented += 1
-    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=names, config=config, frame_bands=bands)
-    arrays = []
-    for field in table_schema:
-        if field.name == schema.FEATURES:
-            arrays.append(schema.vectors_array(rows[field.name], len(names)))
-        elif field.name == schema.SEGMENTS:
-            arrays.append(schema.matrices_array(rows[field.name], len(names)))
-        elif field.name == schema.FRAMES:
-            arrays.append(schema.matrices_array(rows[field.name], bands))
-        else:
-            arrays.append(pa.array(rows[field.name], field.type))
-    table = pa.Table.from_arrays(arrays, schema=table_schema)
-    storage.write_table_atomic(table, Path(out) / shard.name)
-    # Only the first few failures travel back: the summary names no more than that.
-    return {"part": shard.name, "files": len(shard.paths), "errors": len(failures), "augmented": augmented,
-            "failures": failures[:SHOWN], "cpu_s": time.process_time() - cpu0}
-
-
-def frame_bands(config: Config) -> int:
-    """Bands of the ``frames`` column this run writes: ``n_mels // 2`` with ``extract.store_frames``
-    and a recipe with windows (``rich``), else 0 (no column)."""
-    from ser_batch.features.melframes import n_bands
-
-    if not config.extract.store_frames or config.features.recipe != "rich" or config.features.window_s <= 0:
-        return 0
-    return n_bands(config.features)
-
-
-def _augmented_features(rel: str, y: np.ndarray, name: str, *, config: Config) -> FileFeatures | None:
-    """Features of the augmentation ``name`` of the decoded file ``rel``; None (logged) if they fail."""
-    from ser_batch.audio.telephony import augment_signal, augmentation_rng
-
-    try:
-        copy = augment_signal(y, config.audio.sample_rate, name, rng=augmentation_rng(rel, name))
-        return checked_features(copy, config=config)
-    except SerBatchError as exc:
-        log.warning("%s: augmented copy %s left out: %s", rel, name, exc)
-    except Exception:  # noqa: BLE001 - as for the file itself: log, go on
-        log.exception("%s: augmented copy %s left out after an unexpected error", rel, name)
-    return None
-
-
-def _append_row(rows: dict[str, list[Any]], rel: str, label_row: Mapping[str, Any], info: AudioInfo | None,
-                augment: str | None, feats: FileFeatures | None, error: str | None) -> None:
-    """Append one row (a file's own audio when ``augment`` is None) to the column lists."""
-    from ser_batch.schema import band_of
-
-    for key, value in label_row.items():
-        rows[key].append(value)
-    rows[schema.PATH].append(rel)
-    rows[schema.DURATION_S].append(info.duration_s if info else None)
-    rows[schema.SAMPLE_RATE_IN].append(info.sample_rate if info else None)
-    rows[schema.CHANNELS_IN].append(info.channels if info else None)
-    rows[schema.AUGMENT].append(augment)
-    rows[schema.BAND].append(band_of(info.sample_rate if info else None, augment))
-    rows[schema.FEATURES].append(feats.vector if feats else None)
-    rows[schema.SEGMENTS].append(feats.segments if feats else None)
-    rows[schema.SEGMENT_STARTS_S].append(feats.segment_starts_s if feats else None)
-    rows[schema.SEGMENT_SPEECH_RATIO].append(feats.segment_speech_ratio if feats else None)
-    rows[schema.ERROR].append(error)
-    if schema.FRAMES in rows:
-        rows[schema.FRAMES].append(feats.frames if feats else None)
 
 
 def run_extract(
@@ -266,7 +125,7 @@ def run_extract(
     overwrite: bool = False,
     resume: bool = False,
     labels_csv: Path | None = None,
-    address: str | None = None,
+    executor: Executor | None = None,
     progress: bool = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> ExtractSummary:
@@ -280,7 +139,8 @@ def run_extract(
     overwrite, resume : what to do with an output folder that already holds results
     labels_csv : ``path,label`` file; default ``config.extract.labels_csv``, else
         ``input_dir/labels.csv`` when present
-    address : Ray cluster to join (default: ``RAY_ADDRESS`` or an embedded local Ray)
+    executor : where the shards run (default: Ray as ``config.ray`` says: ``RAY_ADDRESS`` or an
+        embedded local runtime)
     progress : show a progress bar on stderr
     on_progress : called with the number of files of each finished shard
 
@@ -289,62 +149,53 @@ def run_extract(
     DatasetError
         If no audio file is found or the output folder would be overwritten silently.
     """
-    from ser_batch.cluster import output as launch
-
     started = time.perf_counter()
+    executor = executor or Executor.of(config.ray)
     # Absolute before anything runs elsewhere: tasks do not share the driver's working directory.
-    input_dir, out = launch.absolute(input_dir), launch.output_path(out)
-    paths = discover_audio(input_dir, extensions=config.audio.extensions)
-    if not paths:
-        raise DatasetError(
-            f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}"
-        )
-    labels = _labels(input_dir, labels_csv, config=config)
-    corpus = corpus_name(input_dir, config=config)
-    shards = plan_shards(paths, config=config, labels=labels)
-    if resume and not overwrite and _finished(out, shards):
-        # Nothing to compute: no Ray, and the manifest (with the timings of the run that
-        # did the work) stays as it is.
-        errors, failures, augmented = _kept_counts(out, {s.name for s in shards})
-        return ExtractSummary(out, len(paths), errors, len(shards), len(shards),
-                              time.perf_counter() - started, tuple(failures), augmented, config.extract.augment)
-    _preflight(config)
-    if not (overwrite or resume) and _holds_results(out):
-        storage.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
-    kwargs = {"root": str(input_dir), "out": str(out), "config": config_to_dict(config), "labels": labels,
-              "corpus": corpus}
-    # Nothing is written before the runtime is up and OUT is ours: a failed start leaves no trace.
-    ray_starting = time.perf_counter()
-    with launch.job_output(out, job="extract", inputs=[input_dir], address=address,
-                           num_cpus=config.ray.local_cpus) as ray_info:
-        ray_start_s = time.perf_counter() - ray_starting
-        done = storage.prepare_output(out, overwrite=overwrite, resume=resume, planned=[s.name for s in shards])
-        todo = [s for s in shards if s.name not in done]
-        log.info("%d files in %d shards (%d already done)", len(paths), len(shards), len(shards) - len(todo))
-        storage.write_text_atomic(out / storage.CONFIG, config_to_toml(config))
+    input_dir, out = output.absolute(input_dir), output.output_path(out)
+    sources = discover_audio(input_dir, extensions=config.audio.extensions)
+    if not sources:
+        raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}")
+    shards = plan_shards(sources, config=config, labels=_labels(input_dir, labels_csv, config=config))
+    names = {s.name for s in shards}
+    with output.job_output(out, job="extract") as held:
+        if resume and not overwrite and _finished(out, shards):
+            # Nothing to compute: no runtime, and the manifest (with the timings of the run that
+            # did the work) stays as it is.
+            errors, failures, augmented = _kept_counts(out, names)
+            return ExtractSummary(out, len(sources), errors, len(shards), len(shards),
+                                  time.perf_counter() - started, tuple(failures), augmented, config.extract.augment)
+        _preflight(config)
+        if not (overwrite or resume) and _holds_results(out):
+            parts.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
+        # Nothing is written before the runtime is up: a failed start leaves no trace.
+        with output.start_workers(executor, held=held, inputs=[input_dir]) as workers:
+            done = parts.prepare_output(out, overwrite=overwrite, resume=resume, planned=names)
+            todo = [s for s in shards if s.name not in done]
+            log.info("%d files in %d shards (%d already done)", len(sources), len(shards), len(shards) - len(todo))
+            parts.write_text_atomic(out / parts.CONFIG, config_to_toml(config))
+            job = ExtractRun(str(input_dir), str(out), config, corpus_name(input_dir, config=config))
+            results: list[ExtractResult] = []
 
-        bar = progress_bar(total=sum(len(s.paths) for s in todo), desc="extract", enabled=progress)
+            def commit(result: ExtractResult) -> int:
+                results.append(result)
+                if on_progress:
+                    on_progress(result.files)
+                return result.files
 
-        def advance(result: dict[str, Any]) -> None:
-            bar.update(result["files"])
-            if on_progress:
-                on_progress(result["files"])
-
-        tasks_started = time.perf_counter()
-        results = _run_shards(todo, kwargs=kwargs, max_retries=config.ray.max_retries, on_result=advance)
-        tasks_wall_s = time.perf_counter() - tasks_started
-        bar.close()
-        # Tasks wrote their parts themselves: make sure this machine sees every one of them.
-        launch.check_visible(out, [r["part"] for r in results])
-        errors, failures, augmented = _kept_counts(out, done)
-        errors += sum(r["errors"] for r in results)
-        augmented += sum(r.get("augmented", 0) for r in results)
-        failures = sorted([*failures, *(tuple(f) for r in results for f in r["failures"])])[:SHOWN]
-        summary = ExtractSummary(out, len(paths), errors, len(shards), len(done), time.perf_counter() - started,
-                                 tuple(failures), augmented, config.extract.augment, ray_start_s=ray_start_s,
-                                 task_cpu_s=sum(r.get("cpu_s", 0.0) for r in results), tasks_wall_s=tasks_wall_s)
-        _write_manifest(summary, input_dir=input_dir, config=config, parts={*done, *(r["part"] for r in results)},
-                        ray_info=ray_info)
+            ran = run_shards(job, todo, workers=workers, commit=commit, max_retries=config.ray.max_retries,
+                             progress=Progress(sum(len(s.sources) for s in todo), "extract", progress))
+            # Tasks wrote their parts themselves: make sure this machine sees every one of them.
+            output.check_visible(out, [r.part for r in results])
+            errors, failures, augmented = _kept_counts(out, done)
+            failures = sorted([*failures, *(f for r in results for f in r.failures)])[:SHOWN]
+            summary = ExtractSummary(out, len(sources), errors + sum(r.errors for r in results), len(shards),
+                                     len(done), time.perf_counter() - started, tuple(failures),
+                                     augmented + sum(r.augmented for r in results), config.extract.augment,
+                                     ray_start_s=workers.info.start_s, task_cpu_s=ran.task_cpu_s,
+                                     tasks_wall_s=ran.wall_s)
+            _write_manifest(summary, input_dir=input_dir, config=config,
+                            part_names={*done, *(r.part for r in results)}, runtime=workers.info)
     return summary
 
 
@@ -363,8 +214,8 @@ def _labels(input_dir: Path, labels_csv: Path | None, *, config: Config) -> Mapp
     return load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
 
 
-def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config, parts: set[str],
-                    ray_info: dict[str, Any]) -> None:
+def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config, part_names: set[str],
+                    runtime: RuntimeInfo) -> None:
     """``OUT/_manifest.json``, written last: its presence means the run completed."""
     manifest = {
         "job": "extract",
@@ -377,47 +228,23 @@ def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config,
         "errors": summary.errors,
         "augment": list(config.extract.augment),
         "augmented_rows": summary.augmented,
-        "parts": sorted(parts),
+        "parts": sorted(part_names),
         "wall_s": round(summary.wall_s, 3),  # the whole command, Ray start included
         "ray_start_s": None if summary.ray_start_s is None else round(summary.ray_start_s, 3),
         # CPU seconds inside the tasks, and their wall time from the first submitted to the last done
         "task_cpu_s": round(summary.task_cpu_s, 3),
         "tasks_wall_s": round(summary.tasks_wall_s, 3),
-        "ray": {"address": ray_info["address"], "cpus": ray_info["cpus"], "nodes": ray_info["nodes"]},
+        "executor": runtime.executor,
+        "ray": runtime.record(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    storage.write_text_atomic(summary.out / storage.MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def _run_shards(todo: list[Shard], *, kwargs: dict[str, Any], max_retries: int,
-                on_result: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
-    """Run the shards as Ray tasks (:func:`ser_batch.cluster.runtime.map_shards`): a file whose
-    worker died on every try, even alone, becomes an error row written here, by the driver, in a
-    part of its own."""
-    from ser_batch.cluster import runtime
-
-    done: list[dict[str, Any]] = []
-
-    def collect(result: dict[str, Any]) -> None:
-        done.append(result)
-        on_result(result)
-
-    def split(shard: Shard) -> list[Shard]:
-        return [Shard(shard.index, (path,), storage.part_name(shard.index, storage.content_key(shard.name, path)))
-                for path in shard.paths]
-
-    lost = runtime.map_shards(extract_shard, todo, split=split, kwargs=kwargs, max_retries=max_retries,
-                              on_result=collect)
-    reason = runtime.worker_died("extracting", max_retries + 1)
-    for shard in lost:
-        collect(extract_shard(shard, **kwargs, lost=reason))
-    return done
+    parts.write_text_atomic(summary.out / parts.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _holds_results(out: Path) -> bool:
     """Whether ``out`` already holds ser-batch results (read only, before the runtime starts)."""
-    return out.is_dir() and bool(storage.existing_parts(out) or (out / storage.MANIFEST).exists()
-                                 or (out / storage.CONFIG).exists())
+    return out.is_dir() and bool(parts.existing_parts(out) or (out / parts.MANIFEST).exists()
+                                 or (out / parts.CONFIG).exists())
 
 
 def _preflight(config: Config) -> None:
@@ -435,7 +262,7 @@ def _preflight(config: Config) -> None:
 def _finished(out: Path, shards: list[Shard]) -> bool:
     """Whether ``out`` holds a completed run (manifest written) of exactly these shards."""
     try:
-        manifest = storage.read_manifest(out)
+        manifest = parts.read_manifest(out)
     except DatasetError:  # an unreadable manifest: redo the run's end
         return False
     names = sorted(s.name for s in shards)

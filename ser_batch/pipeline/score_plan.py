@@ -1,43 +1,55 @@
-"""Planning a scoring run: the input's files, the units of work and shards, and the settings key.
+"""Planning a scoring run, once: the input's files, what OUT holds, the units of work and shards.
 
-The driver of :mod:`ser_batch.pipeline.score` lists the input (:func:`list_input`), cuts long files into
-window ranges (:func:`cut_units`), packs units into shards of about ``score.shard_s`` seconds
-(:func:`plan_shards`), and keys every output row by the bundle and the settings that change a
-number (:func:`settings_of`).
+The driver of :mod:`ser_batch.pipeline.score` lists the input once (:func:`list_input`), keys every
+output row by the bundle and the settings that change a number (:func:`settings_of`), and, from
+one read of what OUT holds, makes the plan (:func:`plan_score`): which files are done, which
+changed or failed before, which are gone; each file to score is probed once (its header travels
+to the worker in its :class:`Unit`), a long file is cut into chunks -- ranges of windows that
+separate tasks score (:func:`cut_units`) -- and units are packed into shards of about
+``score.shard_s`` seconds (:func:`plan_shards`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ser_batch import schema
+from ser_batch.audio.decode import AudioInfo
 from ser_batch.config import Config, config_to_dict
-from ser_batch.data import parts as storage
+from ser_batch.data import parts, score_folder
 from ser_batch.data.paths import fs_path, stored_path
 from ser_batch.errors import DatasetError
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One file, or one range of windows of a long file, to score."""
+    """One file, or one chunk of a long file (a range of its windows), to score.
 
-    path: str  # as reported in the tables
-    source: str  # absolute path to read
+    ``path`` is the name the tables store, ``source`` the absolute path the file is opened at;
+    ``info`` is the driver's probe of its header (``None`` when that failed: the worker makes the
+    file's error row).
+    """
+
+    path: str
+    source: str
     size: int | None
     mtime: float | None
     duration_s: float
     windows: tuple[int, int | None] = (0, None)
     chunk: int = -1  # -1: the whole file
+    info: AudioInfo | None = field(default=None, compare=False)
 
     def key(self, settings_key: str) -> str:
-        return storage.content_key(self.path, self.size, self.mtime, self.windows, settings_key)
+        return parts.content_key(self.path, self.size, self.mtime, self.windows, settings_key)
 
 
 @dataclass(frozen=True)
 class Shard:
+    """Units scored by one task; ``key`` (its parts' names) hashes their keys."""
+
     units: tuple[Unit, ...]
     key: str
 
@@ -116,42 +128,116 @@ def plan_shards(units: list[Unit], *, config: Config, settings_key: str) -> list
             current, seconds = [], 0.0
     if current:
         shards.append(current)
-    planned = [Shard(tuple(s), storage.content_key([u.key(settings_key) for u in s])) for s in shards]
+    planned = [Shard(tuple(s), parts.content_key([u.key(settings_key) for u in s])) for s in shards]
     return sorted(planned, key=lambda s: -sum(u.duration_s for u in s.units))
 
 
-def cut_units(path: str, source: Path, size: int | None, mtime: float | None, duration_s: float, *,
-              config: Config, bundle_config: Config) -> list[Unit]:
-    """One unit for a file, or window ranges of about ``score.chunk_s`` for a longer one.
+def cut_units(path: str, source: Path, size: int | None, mtime: float | None, info: AudioInfo | None, *,
+              config: Config, hop_s: float) -> list[Unit]:
+    """One unit for a file, or chunks of about ``score.chunk_s`` (ranges of windows ``hop_s``
+    apart) for a longer one.
 
     A file scored with ``score.normalize = "file"`` is never cut: its statistics need all of
     its windows (the task streams it block by block, keeping only window vectors)."""
-    hop_s = bundle_config.features.window_hop_s
+    duration_s = info.duration_s if info is not None else 0.0
     if duration_s <= config.score.chunk_s or config.score.normalize == "file":
-        return [Unit(path, str(source), size, mtime, duration_s)]
+        return [Unit(path, str(source), size, mtime, duration_s, info=info)]
     per_chunk = max(1, int(round(config.score.chunk_s / hop_s)))
     n_chunks = max(1, int(round(duration_s / hop_s / per_chunk)))
     units = []
     for j in range(n_chunks):
         stop = None if j == n_chunks - 1 else (j + 1) * per_chunk
         length = (duration_s - j * per_chunk * hop_s) if stop is None else per_chunk * hop_s
-        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j))
+        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j, info=info))
     return units
 
 
-def settings_of(bundle: Any, bundle_id: str, config: Config) -> dict[str, Any]:
-    """What every row of an output folder depends on, and its key."""
-    from ser_batch.inference.scoring import class_subset
-
+def settings_of(bundle: Any, bundle_id: str, config: Config, subset: tuple[str, ...] | None) -> dict[str, Any]:
+    """What every row of an output folder depends on, and its key (``subset``: the classes
+    ``score.classes`` keeps, ``None`` for all the bundle's)."""
     score = config_to_dict(config)["score"]
-    subset = class_subset(bundle, config.score)
     numbers = {k: score[k] for k in ("framework", "channels", "min_speech_ratio")}
     normalizing = {k: score[k] for k in ("normalize", "min_normalize_s")} if score["normalize"] != "none" else {}
     # Without normalisation the key is the one of results made before it existed, so those
     # folders stay incremental; with it, its settings are part of the key.
     # Likewise a class subset is part of the key only when there is one.
-    key = storage.content_key(bundle_id, numbers, schema.SCHEMA_VERSION, *([normalizing] if normalizing else []),
-                              *([{"classes": list(subset)}] if subset else []))
+    key = parts.content_key(bundle_id, numbers, schema.SCHEMA_VERSION, *([normalizing] if normalizing else []),
+                            *([{"classes": list(subset)}] if subset else []))
     return {"key": key, "bundle_id": bundle_id, "bundle_path": str(bundle.path), **numbers,
             "normalize": score["normalize"], "min_normalize_s": score["min_normalize_s"],
             "classes": list(subset) if subset else bundle.classes, "schema_version": schema.SCHEMA_VERSION}
+
+
+@dataclass
+class ScorePlan:
+    """What a run will do, from one listing of the input and one read of OUT."""
+
+    #: What OUT held (empty with ``--rescore``); rows of ``changed`` files leave it when dropped.
+    committed: score_folder.Committed
+    shards: list[Shard]
+    files_total: int
+    #: Files already scored (same path, size and mtime); of those, the ones whose row is an error row.
+    files_skipped: int = 0
+    failed_skipped: int = 0
+    #: Files whose error row is scored again (``--retry-errors``).
+    retried: int = 0
+    #: Paths whose rows go before the run: files changed since, error rows retried, gone files pruned.
+    changed: set[str] = field(default_factory=set)
+    #: Paths of rows whose file is gone from the input, and how many of them are removed (``--prune``).
+    gone: set[str] = field(default_factory=set)
+    pruned: int = 0
+
+    @property
+    def files(self) -> int:
+        """Files to score (a file cut into chunks counts once)."""
+        return len({u.path for s in self.shards for u in s.units})
+
+
+def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: score_folder.Committed, *,
+               config: Config, settings_key: str, hop_s: float, retry_errors: bool = False,
+               prune: bool = False) -> ScorePlan:
+    """The plan of a run over ``entries`` (:func:`list_input` of ``input_path``) into an OUT that
+    holds ``committed``: read only, nothing written.
+
+    Files already scored under the same bundle and settings (same path, size and mtime) are
+    skipped; files changed since are scored again and their old rows replaced. A file whose row
+    is an error row (unreadable, or its worker died, or the run's own settings failed it) is
+    skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
+    files no longer in the input, with no file at their path, are counted, and removed with
+    ``prune``. Each file to score is probed here, once.
+    """
+    from ser_batch.audio.decode import probe_audio
+    from ser_batch.errors import AudioError
+
+    plan = ScorePlan(committed, [], len(entries))
+    units: list[Unit] = []
+    for path, source in entries:
+        size, mtime = identity_of(source)
+        if committed.is_done(path, size, mtime, retry_errors=retry_errors):
+            plan.files_skipped += 1
+            plan.failed_skipped += path in committed.failed
+            continue
+        if path in committed.identities:
+            plan.changed.add(path)
+            plan.retried += path in committed.failed and committed.is_done(path, size, mtime)
+        try:
+            info: AudioInfo | None = probe_audio(source)
+        except (AudioError, OSError):
+            info = None  # the task makes its error row
+        units += cut_units(path, source, size, mtime, info, config=config, hop_s=hop_s)
+    plan.gone = gone_rows(input_path, committed, listed={path for path, _ in entries})
+    if prune:
+        plan.pruned = len(plan.gone)
+        plan.changed |= plan.gone
+    plan.shards = plan_shards(units, config=config, settings_key=settings_key)
+    return plan
+
+
+def gone_rows(input_path: Path, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
+    """Paths of ``committed`` rows not in this run's input (``listed``) whose file is gone: nothing
+    (not even a dangling link) at the path the row names, read as INPUT names it (below the
+    folder, or relative to the list's folder). A row of a file that is still there but not
+    listed (another list scored into the same OUT) is not gone."""
+    base = input_path.resolve() if input_path.is_dir() else input_path.resolve().parent
+    return {path for path in committed.identities
+            if path not in listed and not os.path.lexists(os.path.join(base, fs_path(path)))}

@@ -1,9 +1,10 @@
 """The training job: feature Parquet in, a verified model bundle out.
 
 Rows with errors are dropped (and counted), the labelled rows are split (speaker-
-independent or random stratified), and the requested models are fitted in parallel as
-Ray tasks, each writing its model files into the bundle's staging folder and returning
-only its test-set probabilities and training history.
+independent or random stratified), and the requested models are fitted in parallel, one
+shard of the engine (:mod:`ser_batch.cluster.engine`) per model of each set, each writing its
+model files into the bundle's staging folder and returning only its test-set probabilities
+and training history.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from ser_batch import __version__
-from ser_batch.cluster import output as launch
-from ser_batch.cluster import runtime
+from ser_batch.cluster import output
+from ser_batch.cluster.engine import Executor, Progress, Workers, run_shards
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
+from ser_batch.config_rules import parse_ensemble
 from ser_batch.data.featureset import FeatureSet, concat_feature_sets, load_feature_set
 from ser_batch.errors import BundleError, DatasetError
-from ser_batch.models import bundle as bundle_io
-from ser_batch.models.estimators import mean_by_row
+from ser_batch.models import bundle
 from ser_batch.models.metrics import classification_metrics
 from ser_batch.models.model_sets import GLOBAL
 from ser_batch.pipeline.train_sets import SetData, plan_sets
-from ser_batch.reports import training as report
+from ser_batch.pipeline.train_shard import FitJob, FitResult
+from ser_batch.reports import training
 from ser_batch.reports.failures import counted
-from ser_batch.reports.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -129,106 +130,6 @@ def _check_actors_unique(data: FeatureSet) -> None:
                                "the actors of each corpus apart (EMOVO's are 101-106) or use --split corpus/random")
 
 
-def fit_set_model(item: tuple[str, str], *, sets: dict[str, dict[str, Any]], config: dict[str, Any], staging: str,
-                  threads: int) -> dict[str, Any]:
-    """Fit model ``kind`` of set ``name`` (``item = (name, kind)``) on that set's data from
-    ``sets`` (:meth:`ser_batch.pipeline.train_sets.SetData.arrays`); runs in a Ray task. Sets other
-    than the root's keep only the array export of their models."""
-    name, kind = item
-    data = dict(sets[name])
-    directory = data.pop("dir")
-    export_native = bool(config.get("train", {}).get("export_native", True))
-    result = fit_model(kind, **data, config=config, staging=str(Path(staging) / directory), threads=threads,
-                       arrays_only=bool(directory) or not export_native)
-    return dict(result, set=name, files=[f"{directory}/{f}" if directory else f for f in result["files"]])
-
-
-def fit_model(kind: str, *, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-              test_rows: np.ndarray | None, config: dict[str, Any], staging: str, threads: int,
-              test_keep: np.ndarray | None = None, arrays_only: bool = False,
-              groups_train: np.ndarray | None = None,
-              frames_train: tuple[list[np.ndarray], np.ndarray] | None = None,
-              frames_test: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """Fit one model, save it into ``staging`` and score the test rows (runs in a Ray task).
-
-    With ``test_rows`` the test vectors are windows: row ``test_rows[i]`` owns vector ``i``
-    and a row's probabilities are the mean over its windows with speech (``test_keep``), or
-    over all of them when none has speech -- the rule ``score`` summarises files by.
-    ``arrays_only`` keeps only the array export (``*.npz``, what scoring evaluates).
-    ``groups_train`` (the corpus of each training vector) lets the Keras ANN leave out of a row's
-    loss the classes its corpus lacks (``train.absent_classes = "mask"``); the scikit-learn MLP
-    has no per-row loss and ignores it.
-    The ``cnn``
-    model trains on ``frames_train`` (each training row's log-mel frames and its label) and is
-    tested on ``frames_test`` (the test windows' frames and frame counts, in ``X_test``'s order).
-
-    Returns
-    -------
-    dict
-        ``{"model", "classes", "proba" (test rows x classes), "history", "fit_s", "files"}``.
-    """
-    cfg = config_from_dict(config)
-    started = time.perf_counter()
-    Path(staging).mkdir(parents=True, exist_ok=True)
-    if kind == "cnn" and frames_train is None:
-        raise DatasetError("the cnn model trains on each row's log-mel frames, and these features have none: "
-                           "re-extract with the rich recipe (extract.store_frames = true)")
-    if kind == "cnn":
-        from ser_batch.features.windows import WindowGrid
-        from ser_batch.models.sequence import SequenceClassifier
-
-        grid = WindowGrid.of(cfg.features, cfg.audio.sample_rate)
-        model = SequenceClassifier(params=cfg.cnn, window=grid.window, seed=cfg.train.seed,
-                                   threads=threads).fit(frames_train[0], frames_train[1])
-        files = [p.name for p in model.save(Path(staging), native=not arrays_only)]
-        history = model.history_
-        X_test = frames_test  # None without test rows (--split none)
-    elif kind == "keras":
-        from ser_batch.models.estimators import KerasANN
-
-        groups = groups_train if cfg.train.absent_classes == "mask" else None
-        model = KerasANN.from_config(cfg.keras, seed=cfg.train.seed, threads=threads).fit(X_train, y_train,
-                                                                                        groups=groups)
-        files = [p.name for p in model.save(Path(staging), h5=cfg.train.export_h5)]
-        history = model.history_
-    else:
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
-        from ser_batch.models.estimators import build_sklearn_mlp, save_sklearn
-
-        with warnings.catch_warnings():
-            # A fixed iteration budget is the tuned setting (docs/accuracy.md), not a failure.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = build_sklearn_mlp(cfg.sklearn, seed=cfg.train.seed).fit(X_train, y_train.astype(str))
-        pickle_path = Path(staging) / bundle_io.SKLEARN_PICKLE if cfg.train.export_joblib else None
-        files = [p.name for p in save_sklearn(model, Path(staging) / bundle_io.SKLEARN_FILE,
-                                              pickle_path=pickle_path)]
-        history = {"loss": [float(v) for v in model[-1].loss_curve_]}
-    if arrays_only:
-        from ser_batch.models.networks import ARRAYS
-
-        for name in [f for f in files if f != ARRAYS[kind]]:
-            (Path(staging) / name).unlink()
-        files = [ARRAYS[kind]]
-    if cfg.train.array_dtype != "float32":
-        from ser_batch.models.networks import ARRAYS, cast_arrays
-
-        cast_arrays(Path(staging) / ARRAYS[kind], cfg.train.array_dtype)
-    fit_s = time.perf_counter() - started
-    proba = np.zeros((0, len(model.classes_)))
-    if kind == "cnn" and X_test is not None and not len(X_test[0]):
-        X_test = None
-    if X_test is not None and len(X_test):
-        proba = np.asarray(model.predict_proba(*X_test) if kind == "cnn" else model.predict_proba(X_test),
-                           dtype=np.float64)
-        if test_rows is not None:
-            proba = mean_by_row(proba, test_rows, int(test_rows.max()) + 1, keep=test_keep)
-    return {"model": kind, "classes": [str(c) for c in model.classes_], "proba": proba.astype(np.float32),
-            "history": history, "fit_s": fit_s, "files": files}
-
-
 def runtime_versions() -> dict[str, str]:
     """Versions of the libraries whose files a bundle holds (skops, pickles and Keras files)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -264,10 +165,11 @@ class TrainSummary:
 
 
 def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config, overwrite: bool = False,
-              address: str | None = None, progress: bool = True) -> TrainSummary:
+              executor: Executor | None = None, progress: bool = True) -> TrainSummary:
     """Fit the configured models on ``features_dir`` (one feature folder or several, e.g. one per
     corpus, extracted alike) and write a bundle to ``out``. With ``progress``, each model fitted
     (of each model set) moves a bar on stderr, or prints a line there when it is not a terminal.
+    ``executor``: where the fits run (default: Ray as ``config.ray`` says).
 
     Raises
     ------
@@ -277,21 +179,22 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
         If ``out`` exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
-    out = launch.output_path(out)  # absolute; refused if relative inside a Ray job
+    executor = executor or Executor.of(config.ray)
+    out = output.output_path(out)  # absolute; refused if relative inside a Ray job
     if out.exists() and not overwrite:
         raise BundleError(f"model folder {out} already exists; pass --overwrite to replace it")
-    dirs = [Path(features_dir)] if isinstance(features_dir, (str, Path)) else [Path(d) for d in features_dir]
+    dirs = [output.absolute(d) for d in ([features_dir] if isinstance(features_dir, (str, Path)) else features_dir)]
     features = concat_feature_sets([load_feature_set(d) for d in dirs], names=[str(d) for d in dirs])
-    features_dir = dirs[0]
     data = features.labelled()
     if len(set(data.emotion.astype(str))) < 2:
         raise DatasetError(f"the features in {', '.join(map(str, dirs))} need labelled rows of at least two classes "
                            "to train on")
-    extract_config = config_from_dict(features.metadata["config"])
+    for spec in (config.train.ensemble, config.train.ensemble_normalized):
+        parse_ensemble(spec, config.train.models)  # members must be among the models trained
     # The bundle carries the audio/feature settings the features were made with.
-    effective = config.replace(audio=config_to_dict(extract_config)["audio"],
-                               features=config_to_dict(extract_config)["features"])
-    split = split_rows(data, config=effective)
+    extracted = config_from_dict(features.metadata["config"])
+    config = config.with_sections(audio=extracted.audio, features=extracted.features)
+    split = split_rows(data, config=config)
     labels = data.emotion.astype(str)
     classes = sorted(set(labels[split.train]))
     unseen = sorted(set(labels[split.test]) - set(classes))
@@ -303,39 +206,42 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
 
     use_segments = config.train.use_segments and data.segments is not None
     # Train on every window with its clip's label; score a clip by its windows' mean.
-    sets = plan_sets(data, split.train, split.test, config=effective, use_segments=use_segments)
-    with launch.job_output(out, job="train", inputs=dirs, address=address,
-                           num_cpus=config.ray.local_cpus) as ray_info:
-        staging = bundle_io.staging_dir(out)
+    sets = plan_sets(data, split.train, split.test, config=config, use_segments=use_segments)
+    with output.job_output(out, job="train") as held, \
+            output.start_workers(executor, held=held, inputs=dirs) as workers:
+        staging = bundle.staging_dir(out)
         try:
-            results = _fit_sets(sets, staging, config=effective, cpus=ray_info["cpus"], progress=progress)
-            set_metrics = {s.name: set_test_metrics(s, [r for r in results if r["set"] == s.name], labels, classes)
+            results = _fit_sets(sets, staging, config=config, workers=workers, progress=progress)
+            ensembles = {s.name: set_ensemble(s, results, config=config) for s in sets}
+            set_metrics = {s.name: set_test_metrics(s, [r for r in results if r.set == s.name], labels, classes,
+                                                    weights=ensembles[s.name])
                            for s in sets}
             metrics = set_metrics[GLOBAL]
-            history = next((r["history"] for r in results if r["model"] == "keras" and r["set"] == GLOBAL), None)
+            history = next((r.history for r in results if r.framework == "keras" and r.set == GLOBAL), None)
             manifest = {
-                "bundle_format": bundle_io.BUNDLE_FORMAT,
+                "bundle_format": bundle.BUNDLE_FORMAT,
                 "ser_batch_version": __version__,
                 "library_versions": runtime_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "classes": classes,
-                "models": [r["model"] for r in results if r["set"] == GLOBAL],
+                "models": [r.framework for r in results if r.set == GLOBAL],
+                "ensemble": ensembles,
                 "aggregation": "segments" if use_segments else "clip",
-                "features": bundle_io.feature_contract(effective, features.metadata),
-                "config": config_to_dict(effective),
+                "features": bundle.feature_contract(config, features.metadata),
+                "config": config_to_dict(config),
                 "training_data": _training_data(features, data, split, sets, classes, features_dirs=dirs,
                                                 staging=staging),
                 "split": {"kind": split.kind, "description": split.description,
                           "test_actors": list(split.test_actors), "seed": config.train.seed,
                           **({"test_corpus": split.test_corpus} if split.test_corpus else {})},
-                "absent_classes": _absent_classes(data, split, classes, config=effective),
+                "absent_classes": _absent_classes(data, split, classes, config=config),
                 "metrics": _headline(metrics),
                 "model_sets": {s.name: dict(s.entry(), models=s.models(config.train.models),
                                             metrics=_headline(set_metrics[s.name])) for s in sets},
             }
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-            report.write_report(staging, manifest=manifest, metrics=metrics, history=history)
-            bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=overwrite)
+            training.write_report(staging, manifest=manifest, metrics=metrics, history=history)
+            bundle.finalize_bundle(staging, out, manifest=manifest, overwrite=overwrite)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return TrainSummary(out, metrics, len(split.train), len(split.test), features.n_errors,
@@ -343,29 +249,30 @@ def run_train(features_dir: Path | Sequence[Path], out: Path, *, config: Config,
                         {name: m for name, m in set_metrics.items() if name != GLOBAL})
 
 
-def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, cpus: int,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Fit every model of every set as parallel Ray tasks writing into ``staging``; their results."""
-    items = [(s.name, kind) for s in sets for kind in s.models(config.train.models)]
-    threads = min(max(1, cpus // len(items)), runtime.largest_node_cpus())
+def _fit_sets(sets: list[SetData], staging: Path, *, config: Config, workers: Workers,
+              progress: bool = True) -> list[FitResult]:
+    """Fit every model of every set in parallel, writing into ``staging``; their results, in the
+    order of the sets and their models."""
+    shards = [(s.name, framework) for s in sets for framework in s.fitted(config.train.models)]
+    threads = min(max(1, workers.info.cpus // len(shards)), workers.largest_node_cpus())
+    job = FitJob({s.name: s.arrays() for s in sets}, config, str(staging.resolve()), threads)
+    fitted: dict[tuple[str, str], FitResult] = {}
+
+    def commit(result: FitResult) -> int:
+        fitted[result.set, result.framework] = result
+        return 1
+
+    def postfix() -> str:
+        name, framework = list(fitted)[-1]
+        return f"{name} {framework} done"
+
     # One line per model fitted when stderr is not a terminal: a model may take minutes.
-    bar = progress_bar(total=len(items), desc=f"train ({counted(len(sets), 'model set')})", enabled=progress,
-                       unit="model", every_s=0, announce=True)
-
-    def done(result: dict[str, Any]) -> None:
-        bar.set_postfix_str(f"{result['set']} {result['model']} done", refresh=False)
-        bar.update(1)
-
-    try:
-        results = runtime.map_tasks(
-            fit_set_model, items,
-            kwargs={"sets": {s.name: s.arrays() for s in sets}, "config": config_to_dict(config),
-                    "staging": str(staging.resolve()), "threads": threads},
-            num_cpus=threads, max_retries=config.ray.max_retries, on_result=done,
-        )
-    finally:
-        bar.close()
-    missing = [f for r in results for f in r["files"] if not (staging / f).is_file()]
+    run_shards(job, shards, workers=workers, commit=commit, max_retries=config.ray.max_retries, postfix=postfix,
+               cpus_per_task=threads, progress=Progress(len(shards), f"train ({counted(len(sets), 'model set')})",
+                                                        progress, unit="model", every_s=0, announce=True))
+    # A plain set's cnn task also fits its normalised set's cnn head (on the same encoder).
+    results = [r for shard in shards for r in (fitted[shard], *fitted[shard].also)]
+    missing = [f for r in results for f in r.files if not (staging / f).is_file()]
     if missing:
         raise BundleError(f"model files {', '.join(missing)} were written where the driver cannot see "
                           f"them; on a cluster, --out must be on a filesystem shared by all nodes")
@@ -396,7 +303,7 @@ def _training_data(features: FeatureSet, data: FeatureSet, split: Split, sets: l
     train_paths = data.paths[split.train].tolist()
     qualified = len(corpora) > 1
     if qualified:
-        train_paths = [bundle_io.training_key(c, p) for c, p in zip(data.corpus[split.train], train_paths)]
+        train_paths = [bundle.training_key(c, p) for c, p in zip(data.corpus[split.train], train_paths)]
     return {
         "features_dir": str(features_dirs[0].resolve()),
         "features_dirs": [str(d.resolve()) for d in features_dirs],
@@ -408,7 +315,7 @@ def _training_data(features: FeatureSet, data: FeatureSet, split: Split, sets: l
         "class_counts": {c: int((data.emotion.astype(str) == c).sum()) for c in classes},
         "actors": sorted(int(a) for a in np.unique(data.actor[~np.isnan(data.actor)])),
         # evaluate leaves exactly these rows out of any feature set of the same corpus
-        "files": bundle_io.write_training_files(staging, train_paths, qualified=qualified),
+        "files": bundle.write_training_files(staging, train_paths, qualified=qualified),
         **_training_hashes(data, split, features_dirs, train_paths, staging=staging),
     }
 
@@ -433,19 +340,35 @@ def _training_hashes(data: FeatureSet, split: Split, features_dirs: list[Path], 
     return {"hashes": entry} if entry else {}
 
 
-def set_test_metrics(model_set: SetData, results: list[dict[str, Any]], labels: np.ndarray,
-                     classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Test metrics of each model of one set, and of their average (``both``); empty without test rows."""
+def set_ensemble(model_set: SetData, results: list[FitResult], *, config: Config) -> dict[str, float]:
+    """The weights of ``both`` in one set (the manifest's ``ensemble`` entry): ``train.ensemble`` for a
+    plain set, ``train.ensemble_normalized`` for a normalised one, over the models the set holds (a
+    normalised set without a cnn of its own borrows its band's plain one: Bundle.ensemble)."""
+    held = [r.framework for r in results if r.set == model_set.name]
+    spec = config.train.ensemble
+    if model_set.normalize != "none":
+        spec = config.train.ensemble_normalized
+        if "cnn" in config.train.models and "cnn" not in held:
+            held.append("cnn")
+    return parse_ensemble([e for e in spec if e.partition(":")[0] in held], held)
+
+
+def set_test_metrics(model_set: SetData, results: list[FitResult], labels: np.ndarray,
+                     classes: list[str], *, weights: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Test metrics of each model of one set, and of their ensemble (``both``, averaged with ``weights``,
+    equal without); empty without test rows."""
     if not len(model_set.test_index):
         return {}
     y_test = labels[model_set.test_index]
     metrics: dict[str, dict[str, Any]] = {}
     probas = []
     for result in results:
-        proba = result["proba"][:, [result["classes"].index(c) for c in classes]]
+        proba = result.proba[:, [result.classes.index(c) for c in classes]]
         probas.append(proba)
-        metrics[result["model"]] = classification_metrics(y_test, proba, classes)
-        metrics[result["model"]]["fit_s"] = round(result["fit_s"], 2)
-    if len(probas) > 1:
-        metrics[ENSEMBLE] = classification_metrics(y_test, np.mean(probas, axis=0), classes)
+        metrics[result.framework] = classification_metrics(y_test, proba, classes)
+        metrics[result.framework]["fit_s"] = round(result.fit_s, 2)
+    weights = {r.framework: (weights or {}).get(r.framework, 0.0 if weights else 1.0) for r in results}
+    if len(probas) > 1 and sum(weights.values()) > 0:  # (a normalised set's own models may weigh nothing)
+        mixed = sum(weights[r.framework] * p for r, p in zip(results, probas)) / sum(weights.values())
+        metrics[ENSEMBLE] = classification_metrics(y_test, mixed, classes)
     return metrics

@@ -7,7 +7,7 @@ angry, fearful, surprised or happy with confidence at least :data:`HIGH_CONFIDEN
 are ranked by those two figures (:func:`listen_first_order`): the calls to listen to first.
 With a truth table (``--truth CSV``: file,start_s,end_s,emotion, as the demo writes for its
 calls), each stream also gets its agreement with the truth. The page itself is drawn by
-:mod:`ser_batch.reports.scoring`.
+:mod:`ser_batch.reports.score_page`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ser_batch import schema
-from ser_batch.data import score_folder as results
+from ser_batch.data import score_folder
 from ser_batch.errors import DatasetError
 
 #: Labels of high arousal: a stretch of speech windows with these labels is worth hearing.
@@ -84,7 +84,7 @@ class ScoreResults:
 
 def _read_windows(out: Path, columns: list[str], paths: list[str] | None = None) -> pd.DataFrame:
     """The ``columns`` of ``OUT/segments`` (only rows of ``paths`` when given), channel null as :data:`MIXED`."""
-    folder = Path(out) / results.SEGMENTS_DIR
+    folder = Path(out) / score_folder.SEGMENTS_DIR
     parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
     filters = [(schema.PATH, "in", paths)] if paths is not None else None
     tables = [pq.read_table(p, columns=columns, filters=filters) for p in parts]
@@ -259,7 +259,7 @@ def run_record(out: Path) -> dict[str, Any]:
     """``OUT/_run.json`` of the last run that scored (a run with nothing to do carries it as
     ``last_work``); empty when there is none or it is unreadable."""
     try:
-        run = json.loads((Path(out) / results.RUN_RECORD).read_text(encoding="utf-8"))
+        run = json.loads((Path(out) / score_folder.RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(run, dict):
@@ -282,11 +282,11 @@ def read_results(out: Path, *, file_path: str | None = None, truth: Path | None 
         is unusable (:func:`read_truth`).
     """
     out = Path(out)
-    table = results.read_table(out, results.FILES_DIR)
+    table = score_folder.read_table(out, score_folder.FILES_DIR)
     files = table.to_pandas()
     classes = json.loads((table.schema.metadata or {}).get(schema.META_CLASSES, b"[]"))
     if file_path is not None and file_path not in set(files[schema.PATH]):
-        raise DatasetError(f"{file_path} is not in {out / results.FILES_DIR} (use its path as in the path column)")
+        raise DatasetError(f"{file_path} is not in {out / score_folder.FILES_DIR} (use its path as in the path column)")
     windows = _read_windows(out, _WINDOW_COLUMNS)
     hop_s = window_hop_s(windows)
     labelled = windows[schema.LABEL].dropna()

@@ -7,16 +7,16 @@ from pathlib import Path
 from ser_batch.models.training_overlap import TrainingOverlap
 from ser_batch.pipeline.extract import ExtractSummary
 from ser_batch.pipeline.score import ScoreSummary
-from ser_batch.reports import figures
+from ser_batch.reports import timing
 
 
 def test_realtime_factor_divides_by_the_whole_command() -> None:
-    assert figures.realtime_factor(630.0, 14.7) == 630.0 / 14.7
-    assert figures.realtime_factor(630.0, 0.0) == 0.0
-    assert figures.per_core_factor(630.0, 2.0) == 315.0
-    assert figures.timing(14.7, 9.1, 630.0) == "in 14.7 s (43x realtime over the whole run incl. Ray start 9.1 s)"
-    assert figures.timing(0.4, None, 0.0) == "in 0.4 s (0x realtime over the whole run)"
-    assert figures.timing(3.0, None) == "in 3.0 s"
+    assert timing.realtime_factor(630.0, 14.7) == 630.0 / 14.7
+    assert timing.realtime_factor(630.0, 0.0) == 0.0
+    assert timing.per_core_factor(630.0, 2.0) == 315.0
+    assert timing.timing(14.7, 9.1, 630.0) == "in 14.7 s (43x realtime over the whole run incl. Ray start 9.1 s)"
+    assert timing.timing(0.4, None, 0.0) == "in 0.4 s (0x realtime over the whole run)"
+    assert timing.timing(3.0, None) == "in 3.0 s"
 
 
 def test_score_and_extract_lines_say_the_same_thing() -> None:

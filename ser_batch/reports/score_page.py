@@ -20,7 +20,7 @@ import pandas as pd
 
 from ser_batch import schema
 from ser_batch.data.parts import refuse_links, write_text_atomic
-from ser_batch.reports import score_figures as figures
+from ser_batch.reports import score_figures
 from ser_batch.reports.score_figures import ScoreResults
 
 #: Colour of each emotion: no two alike, and none grey or white (no speech is drawn blank).
@@ -97,7 +97,7 @@ def tick_step(span_s: float, *, most: int = 10) -> float:
 
 
 def stream_name(path: str, channel: int) -> str:
-    return path if channel == figures.MIXED else f"{path} · channel {channel}"
+    return path if channel == score_figures.MIXED else f"{path} · channel {channel}"
 
 
 def _cell(value: Any, text: str | None = None, *, numeric: bool = False) -> str:
@@ -268,9 +268,10 @@ def _listen_first(data: ScoreResults) -> str:
                     + _cell(_label(r), _label(r) or "no speech")
                     + (_cell(r.get("truth_right", 0) / r["truth_clips"] if _agreement(r) else -1, _agreement(r))
                        if truth else "") + "</tr>")
-    return (f"<p class=note>Ranked by the share of speech labelled {' or '.join(figures.ALARM)}, then by the longest "
-            f"stretch of consecutive speech windows labelled {', '.join(figures.HIGH_AROUSAL)} with confidence at "
-            f"least {figures.HIGH_CONFIDENCE:g} (m:ss). Click a column to sort.</p>"
+    return (f"<p class=note>Ranked by the share of speech labelled {' or '.join(score_figures.ALARM)}, then by the "
+            f"longest stretch of consecutive speech windows labelled {', '.join(score_figures.HIGH_AROUSAL)} with "
+            "confidence at "
+            f"least {score_figures.HIGH_CONFIDENCE:g} (m:ss). Click a column to sort.</p>"
             f'<div class=wide><table class="sortable"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
             "</table></div>")
 
@@ -309,7 +310,7 @@ def _ribbons(data: ScoreResults, colours: dict[str, str]) -> str:
 
 
 def _file_table(data: ScoreResults) -> str:
-    s = data.streams.head(figures.MAX_TABLE_ROWS)
+    s = data.streams.head(score_figures.MAX_TABLE_ROWS)
     truth = data.truth is not None
     head = ("<tr><th class=n>rank</th><th>file</th><th class=n>audio</th><th class=n>speech</th><th>label</th>"
             "<th class=n>confidence</th>" + "".join(f"<th class=n>{html.escape(c)}</th>" for c in data.classes)
@@ -332,9 +333,10 @@ def _file_table(data: ScoreResults) -> str:
             agreement = _agreement(r)
             cells.append(_cell(r["truth_right"] / r["truth_clips"] if agreement else -1, agreement))
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f"<p class=note>The first {figures.MAX_TABLE_ROWS} of {len(data.streams)} streams in listen-first order; "
+    more = (f"<p class=note>The first {score_figures.MAX_TABLE_ROWS} of {len(data.streams)} streams in listen-first "
+            "order; "
             f"all are in {html.escape(str(data.out / 'files'))}.</p>"
-            if len(data.streams) > figures.MAX_TABLE_ROWS else "")
+            if len(data.streams) > score_figures.MAX_TABLE_ROWS else "")
     return (f"<p class=note>Shares are of each stream's speech windows. Click a column to sort (again to reverse)."
             f"</p>{more}<div class=wide><table class=\"sortable\" id=\"files\"><thead>{head}</thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
@@ -383,7 +385,7 @@ def report_page(data: ScoreResults) -> str:
 
 
 def write_score_report(out: Path, *, file_path: str | None = None, truth: Path | None = None,
-                       max_ribbons: int = figures.MAX_RIBBONS) -> Path:
+                       max_ribbons: int = score_figures.MAX_RIBBONS) -> Path:
     """Write ``out/report.html`` from ``out/files``, ``out/segments`` and ``out/_run.json``.
 
     Raises
@@ -393,5 +395,5 @@ def write_score_report(out: Path, *, file_path: str | None = None, truth: Path |
         unusable, or a name the report reads or writes in ``out`` is a symbolic link.
     """
     refuse_links(out)  # a link at OUT/report.html (or OUT/files) is not followed
-    data = figures.read_results(out, file_path=file_path, truth=truth, max_ribbons=max_ribbons)
+    data = score_figures.read_results(out, file_path=file_path, truth=truth, max_ribbons=max_ribbons)
     return write_text_atomic(Path(out) / schema.REPORT_HTML, report_page(data))

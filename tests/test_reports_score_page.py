@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from ser_batch import schema
 from ser_batch.cli import main
-from ser_batch.data import score_folder as results
-from ser_batch.reports import score_figures, scoring
-from ser_batch.reports.scoring import BLANK, COLOURS, colours_of
+from ser_batch.data import score_folder
+from ser_batch.reports import score_figures, score_page
+from ser_batch.reports.score_page import BLANK, COLOURS, colours_of
 
 CLASSES = list(schema.EMOTIONS)
 HOP, WINDOW = 0.512, 1.504
@@ -58,11 +58,11 @@ def write_score_folder(out: Path, streams: dict[tuple[str, int | None], list[tup
         file_rows.append({schema.PATH: path, schema.ERROR: error, schema.BUNDLE_ID: "b" * 16})
     settings = {"classes": CLASSES, "bundle_id": "b" * 16, "config": {}}
     segments = pa.Table.from_pylist(seg_rows, schema=schema.segments_schema(**settings))
-    results.write_part(segments, out, results.SEGMENTS_DIR, "s0")
+    score_folder.write_part(segments, out, score_folder.SEGMENTS_DIR, "s0")
     files = pa.Table.from_pylist(file_rows, schema=schema.files_schema(**settings))
-    results.write_part(files, out, results.FILES_DIR, "f0", segment_parts=["part-s0.parquet"])
+    score_folder.write_part(files, out, score_folder.FILES_DIR, "f0", segment_parts=["part-s0.parquet"])
     if run is not None:
-        (out / results.RUN_RECORD).write_text(json.dumps(run))
+        (out / score_folder.RUN_RECORD).write_text(json.dumps(run))
     return out
 
 
@@ -355,9 +355,9 @@ def test_the_cli_default_matches_the_library() -> None:
 
 
 def test_minutes_and_clock_and_ticks() -> None:
-    assert scoring.minutes(9) == "0.15 min" and scoring.minutes(600) == "10.0 min"
-    assert scoring.clock(187.4) == "3:07"
-    assert scoring.tick_step(55) == 10 and scoring.tick_step(3600) == 600
+    assert score_page.minutes(9) == "0.15 min" and score_page.minutes(600) == "10.0 min"
+    assert score_page.clock(187.4) == "3:07"
+    assert score_page.tick_step(55) == 10 and score_page.tick_step(3600) == 600
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on PATH (apt-get install -y chromium)")

@@ -1,4 +1,4 @@
-"""One definition of the run figures every job prints (``extract``, ``score``, the demo, ``_run.json``).
+"""One definition of the run timings every job prints (``extract``, ``score``, the demo, ``_run.json``).
 
 * ``wall_s``: seconds of the whole command, from its start to its summary, *including* loading
   the bundle and starting (or joining) Ray; ``ray_start_s`` is the Ray part of it.
