@@ -87,7 +87,8 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     with output.job_output(out, job="score") as held:
         committed = score_folder.Committed() if rescore else score_folder.read_committed(out)
         plan = plan_score(input_path, entries, committed, config=config, settings_key=settings["key"],
-                          hop_s=features.window_hop_s, retry_errors=retry_errors, prune=prune)
+                          features=features, sample_rate=bundle.config.audio.sample_rate,
+                          retry_errors=retry_errors, prune=prune)
         summary = ScoreSummary(out=out, files_total=plan.files_total, files_skipped=plan.files_skipped,
                                failed_skipped=plan.failed_skipped, retried=plan.retried,
                                files_gone=len(plan.gone), files_pruned=plan.pruned,
@@ -255,6 +256,7 @@ class _Commit:
         error = next((c.error for c in chunks if c.error), None)
         streams = []
         if error is None:
+            self.summary.audio_s += sum(c.audio_s for c in chunks)
             by_channel: dict[Any, tuple[Any, StreamSummary]] = {}
             for chunk in chunks:
                 for channel, info, part in chunk.streams:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ser_batch import schema
 from ser_batch.audio.decode import AudioInfo
-from ser_batch.config import Config, config_to_dict
+from ser_batch.config import Config, FeatureConfig, config_to_dict
 from ser_batch.data import parts, score_folder
 from ser_batch.data.paths import fs_path, stored_path
 from ser_batch.errors import DatasetError
@@ -133,23 +133,26 @@ def plan_shards(units: list[Unit], *, config: Config, settings_key: str) -> list
 
 
 def cut_units(path: str, source: Path, size: int | None, mtime: float | None, info: AudioInfo | None, *,
-              config: Config, hop_s: float) -> list[Unit]:
-    """One unit for a file, or chunks of about ``score.chunk_s`` (ranges of windows ``hop_s``
-    apart) for a longer one.
+              config: Config, features: FeatureConfig, sample_rate: int) -> list[Unit]:
+    """One unit for a file, or chunks of about ``score.chunk_s``: ranges of its windows on the grid
+    of the bundle's ``features`` at its ``sample_rate``, from the same arithmetic as the window
+    stream (:func:`ser_batch.features.windows.window_ranges`), so no chunk starts past the end.
 
     A file scored with ``score.normalize = "file"`` is never cut: its statistics need all of
     its windows (the task streams it block by block, keeping only window vectors)."""
+    from ser_batch.features.windows import WindowGrid, window_ranges
+
     duration_s = info.duration_s if info is not None else 0.0
-    if duration_s <= config.score.chunk_s or config.score.normalize == "file":
+    if info is None or duration_s <= config.score.chunk_s or config.score.normalize == "file":
         return [Unit(path, str(source), size, mtime, duration_s, info=info)]
-    per_chunk = max(1, int(round(config.score.chunk_s / hop_s)))
-    n_chunks = max(1, int(round(duration_s / hop_s / per_chunk)))
-    units = []
-    for j in range(n_chunks):
-        stop = None if j == n_chunks - 1 else (j + 1) * per_chunk
-        length = (duration_s - j * per_chunk * hop_s) if stop is None else per_chunk * hop_s
-        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j, info=info))
-    return units
+    ranges = window_ranges(info.samples_at(sample_rate), config=features, sample_rate=sample_rate,
+                           range_s=config.score.chunk_s)
+    if len(ranges) == 1:
+        return [Unit(path, str(source), size, mtime, duration_s, info=info)]
+    hop_s = WindowGrid.of(features, sample_rate).hop_s
+    # Seconds each chunk owns: its windows' hops, the last one the rest of the file (shard packing).
+    return [Unit(path, str(source), size, mtime, duration_s - first * hop_s if stop is None else (stop - first) * hop_s,
+                 windows=(first, stop), chunk=j, info=info) for j, (first, stop) in enumerate(ranges)]
 
 
 def settings_of(bundle: Any, bundle_id: str, config: Config, subset: tuple[str, ...] | None) -> dict[str, Any]:
@@ -194,8 +197,8 @@ class ScorePlan:
 
 
 def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: score_folder.Committed, *,
-               config: Config, settings_key: str, hop_s: float, retry_errors: bool = False,
-               prune: bool = False) -> ScorePlan:
+               config: Config, settings_key: str, features: FeatureConfig, sample_rate: int,
+               retry_errors: bool = False, prune: bool = False) -> ScorePlan:
     """The plan of a run over ``entries`` (:func:`list_input` of ``input_path``) into an OUT that
     holds ``committed``: read only, nothing written.
 
@@ -204,7 +207,8 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
     is an error row (unreadable, or its worker died, or the run's own settings failed it) is
     skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
     files no longer in the input, with no file at their path, are counted, and removed with
-    ``prune``. Each file to score is probed here, once.
+    ``prune``. Each file to score is probed here, once; ``features`` and ``sample_rate`` are the
+    bundle's (the grid of windows a long file is cut on).
     """
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
@@ -224,7 +228,8 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
             info: AudioInfo | None = probe_audio(source)
         except (AudioError, OSError):
             info = None  # the task makes its error row
-        units += cut_units(path, source, size, mtime, info, config=config, hop_s=hop_s)
+        units += cut_units(path, source, size, mtime, info, config=config, features=features,
+                           sample_rate=sample_rate)
     plan.gone = gone_rows(input_path, committed, listed={path for path, _ in entries})
     if prune:
         plan.pruned = len(plan.gone)
