@@ -116,6 +116,9 @@ def test_rerun_scores_nothing_and_a_new_file_is_the_only_work(scored: tuple[Path
     assert len(files2) == len(files) and len(segments2) == len(segments) and run["files_scored"] == 0
     new_archive = tmp_path / "archive"
     shutil.copytree(archive, new_archive, symlinks=True)
+    # As if the copy of OUT had been made from the copy of the archive (its recorded input root).
+    record = json.loads((copy / "_score.json").read_text())
+    (copy / "_score.json").write_text(json.dumps(dict(record, input_root=str(new_archive.resolve()))))
     write_audio(new_archive / "calls/late.wav", duration_s=2.0, seed=9)
     later = run_score(new_archive, copy, config=load_config(), progress=False)
     assert (later.files_scored, later.files_skipped) == (1, 8)

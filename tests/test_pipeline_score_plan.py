@@ -4,14 +4,13 @@ input, one read of OUT and one probe per file."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ser_batch.config import load_config
-from ser_batch.data import score_folder
+from ser_batch.data import score_folder, score_root
 from ser_batch.pipeline import score_plan
 from ser_batch.pipeline.score import run_score
 from ser_batch.pipeline.score_plan import list_input, plan_score
@@ -38,7 +37,8 @@ def test_a_new_folder_plans_every_file_and_cuts_the_long_one(tmp_path: Path) -> 
     archive = _archive(tmp_path / "in")
     entries = list_input(archive, extensions=CONFIG.audio.extensions)
     config = CONFIG.replace(score={"chunk_s": 4.0})
-    plan = plan_score(archive, entries, score_folder.Committed(), config=config, settings_key="k", **GRID)
+    plan = plan_score(entries, score_folder.Committed(), config=config, settings_key="k", **GRID,
+                      scope=score_root.Scope(archive.resolve()))
     units = [u for s in plan.shards for u in s.units]
     assert plan.files == plan.files_total == 4 and plan.files_skipped == 0 and not plan.changed
     assert sorted({u.path for u in units}) == ["a.wav", "b.wav", "bad.wav", "long.wav"]
@@ -49,9 +49,11 @@ def test_a_new_folder_plans_every_file_and_cuts_the_long_one(tmp_path: Path) -> 
                for u in units if u.path != "bad.wav")
     assert next(u for u in units if u.path == "bad.wav").info is None
     # Shard keys depend on what they hold, not on the plan: planning again names them alike.
-    again = plan_score(archive, entries, score_folder.Committed(), config=config, settings_key="k", **GRID)
+    again = plan_score(entries, score_folder.Committed(), config=config, settings_key="k", **GRID,
+                       scope=score_root.Scope(archive.resolve()))
     assert [s.key for s in again.shards] == [s.key for s in plan.shards]
-    other = plan_score(archive, entries, score_folder.Committed(), config=config, settings_key="other", **GRID)
+    other = plan_score(entries, score_folder.Committed(), config=config, settings_key="other", **GRID,
+                       scope=score_root.Scope(archive.resolve()))
     assert not {s.key for s in other.shards} & {s.key for s in plan.shards}
 
 
@@ -67,7 +69,8 @@ def test_the_plan_of_a_scored_folder_reads_it_once_and_writes_nothing(tmp_path: 
     before = _snapshot(out)
     entries = list_input(archive, extensions=CONFIG.audio.extensions)
     for retry, prune in ((False, False), (True, True)):
-        plan = plan_score(archive, entries, committed, config=CONFIG, settings_key="k", **GRID,
+        plan = plan_score(entries, committed, config=CONFIG, settings_key="k", **GRID,
+                          scope=score_root.Scope(archive.resolve()),
                           retry_errors=retry, prune=prune)
         planned = {u.path for s in plan.shards for u in s.units}
         assert planned == {"a.wav", "new.wav", *(["bad.wav"] if retry else [])}
@@ -86,8 +89,7 @@ def test_a_run_lists_its_input_reads_out_and_probes_each_file_once(tmp_path: Pat
 
     archive = _archive(tmp_path / "in")
     out = tmp_path / "out"
-    shutil.copytree(archive, tmp_path / "first")
-    run_score(tmp_path / "first", out, config=CONFIG, progress=False, executor=_in_process())
+    run_score(archive, out, config=CONFIG, progress=False, executor=_in_process())
     write_audio(archive / "c.wav", duration_s=2.0, seed=9)
     calls: dict[str, list[str]] = {"list": [], "read": [], "probe": []}
 
@@ -102,7 +104,7 @@ def test_a_run_lists_its_input_reads_out_and_probes_each_file_once(tmp_path: Pat
     monkeypatch.setattr(decode, "probe_audio", counted("probe", decode.probe_audio))
     monkeypatch.setattr(scoring, "probe_audio", counted("probe", scoring.probe_audio))
     summary = run_score(archive, out, config=CONFIG, progress=False, executor=_in_process())
-    assert summary.files_scored == 1 and summary.files_skipped == 4  # first's rows are other paths: kept
+    assert summary.files_scored == 1 and summary.files_skipped == 4
     assert len(calls["list"]) == 1 and len(calls["read"]) == 1
     assert calls["probe"] == [str(archive / "c.wav")]
 

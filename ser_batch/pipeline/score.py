@@ -27,9 +27,9 @@ import pyarrow as pa
 from ser_batch.cluster import output
 from ser_batch.cluster.engine import Executor, Progress, run_shards
 from ser_batch.config import Config
-from ser_batch.data import parts, score_folder
+from ser_batch.data import parts, score_folder, score_root
 from ser_batch.errors import DatasetError
-from ser_batch.pipeline.score_plan import ScorePlan, list_input, plan_score, settings_of
+from ser_batch.pipeline.score_plan import ScorePlan, archive_root, list_input, plan_score, settings_of
 from ser_batch.pipeline.score_record import ScoreSummary, write_run_record
 from ser_batch.pipeline.score_shard import ArchivePass, ChunkScores, ScoreRun, ShardScores
 from ser_batch.pipeline.score_tables import file_rows_of
@@ -77,22 +77,28 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     entries = list_input(input_path, extensions=config.audio.extensions)
     if not entries:
         raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
-    if not rescore:
-        score_folder.settings_conflict(out, settings)  # other settings: refused, nothing written
+    root = archive_root(input_path)
+    check_out(out, settings, root, rescore=rescore)  # other settings or another archive: refused, nothing written
     features = bundle.config.features
     frame_s = features.hop_length / bundle.config.audio.sample_rate
     job = ScoreRun(str(out), config, str(Path(bundle.path).resolve()), bid,
                    tuple(subset) if subset is not None else tuple(bundle.classes), settings["key"], frame_s,
                    bundle_hop(bundle))
     with output.job_output(out, job="score") as held:
+        # Again under the lock: another run (an extract, a score of another archive) may have written OUT
+        # since the first look, and only now can none do so until this run ends.
+        scope = check_out(out, settings, root, rescore=rescore)
+        entries = [(scope.stored(path), source) for path, source in entries]
+        settings = dict(settings, **{score_root.INPUT_ROOT: str(scope.root)})
         committed = score_folder.Committed() if rescore else score_folder.read_committed(out)
-        plan = plan_score(input_path, entries, committed, config=config, settings_key=settings["key"],
-                          features=features, sample_rate=bundle.config.audio.sample_rate,
-                          retry_errors=retry_errors, prune=prune)
+        plan = plan_score(entries, committed, config=config, settings_key=settings["key"], features=features,
+                          sample_rate=bundle.config.audio.sample_rate, scope=scope, retry_errors=retry_errors,
+                          prune=prune)
         summary = ScoreSummary(out=out, files_total=plan.files_total, files_skipped=plan.files_skipped,
                                failed_skipped=plan.failed_skipped, retried=plan.retried,
                                files_gone=len(plan.gone), files_pruned=plan.pruned,
-                               normalize=config.score.normalize, min_normalize_s=config.score.min_normalize_s)
+                               normalize=config.score.normalize, min_normalize_s=config.score.min_normalize_s,
+                               root_moved_from=scope.moved_from, input_root=str(scope.root))
         summary.training_overlap = find_overlap(bundle, [source for _, source in entries])
         stored = _stored_archive(out, settings, committed, rescore=rescore) if config.score.normalize == "archive" \
             else None
@@ -124,6 +130,18 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         write_run_record(out, summary, config=config, bundle_path=job.bundle_path, bundle_id=bid,
                          started=started_at, runtime=runtime)
     return summary
+
+
+def check_out(out: Path, settings: dict[str, Any], root: Path, *, rescore: bool) -> score_root.Scope:
+    """What OUT holds, checked (read only): a score folder or empty (:func:`score_folder.refuse_foreign`),
+    of these settings and of the archive below ``root`` unless ``rescore`` (:func:`score_folder.settings_conflict`,
+    :func:`score_root.input_scope`); the run's :class:`score_root.Scope` in it. Called before OUT is locked,
+    so that a mistake answers at once, and again once it is, when no other run can change it any more."""
+    score_folder.refuse_foreign(out)
+    if rescore:
+        return score_root.Scope(root)
+    score_folder.settings_conflict(out, settings)
+    return score_root.input_scope(out, root)
 
 
 def _stored_archive(out: Path, settings: dict[str, Any], committed: score_folder.Committed, *,

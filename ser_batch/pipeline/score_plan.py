@@ -19,7 +19,7 @@ from typing import Any
 from ser_batch import schema
 from ser_batch.audio.decode import AudioInfo
 from ser_batch.config import Config, FeatureConfig, config_to_dict
-from ser_batch.data import parts, score_folder
+from ser_batch.data import parts, score_folder, score_root
 from ser_batch.data.paths import fs_path, stored_path
 from ser_batch.errors import DatasetError
 
@@ -196,18 +196,19 @@ class ScorePlan:
         return len({u.path for s in self.shards for u in s.units})
 
 
-def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: score_folder.Committed, *,
-               config: Config, settings_key: str, features: FeatureConfig, sample_rate: int,
+def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committed, *, config: Config,
+               settings_key: str, features: FeatureConfig, sample_rate: int, scope: score_root.Scope,
                retry_errors: bool = False, prune: bool = False) -> ScorePlan:
-    """The plan of a run over ``entries`` (:func:`list_input` of ``input_path``) into an OUT that
-    holds ``committed``: read only, nothing written.
+    """The plan of a run over ``entries`` (:func:`list_input` of its input, paths as OUT stores them:
+    :meth:`ser_batch.data.score_root.Scope.stored`) into an OUT that holds ``committed``: read
+    only, nothing written.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
     is an error row (unreadable, or its worker died, or the run's own settings failed it) is
     skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
-    files no longer in the input, with no file at their path, are counted, and removed with
-    ``prune``. Each file to score is probed here, once; ``features`` and ``sample_rate`` are the
+    files under this run's input (``scope``) that it no longer lists, with no file at their path,
+    are counted, and removed with ``prune``. Each file to score is probed here, once; ``features`` and ``sample_rate`` are the
     bundle's (the grid of windows a long file is cut on).
     """
     from ser_batch.audio.decode import probe_audio
@@ -230,7 +231,7 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
             info = None  # the task makes its error row
         units += cut_units(path, source, size, mtime, info, config=config, features=features,
                            sample_rate=sample_rate)
-    plan.gone = gone_rows(input_path, committed, listed={path for path, _ in entries})
+    plan.gone = gone_rows(scope, committed, listed={path for path, _ in entries})
     if prune:
         plan.pruned = len(plan.gone)
         plan.changed |= plan.gone
@@ -238,11 +239,19 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
     return plan
 
 
-def gone_rows(input_path: Path, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
-    """Paths of ``committed`` rows not in this run's input (``listed``) whose file is gone: nothing
-    (not even a dangling link) at the path the row names, read as INPUT names it (below the
-    folder, or relative to the list's folder). A row of a file that is still there but not
-    listed (another list scored into the same OUT) is not gone."""
-    base = input_path.resolve() if input_path.is_dir() else input_path.resolve().parent
+def gone_rows(scope: score_root.Scope, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
+    """Paths of ``committed`` rows of files under this run's input (``scope``) that it does not list
+    (``listed``) and that are gone: nothing (not even a dangling link) at the path the row names,
+    read below OUT's input root. A row of a file that is still there but not listed (another list
+    scored into the same OUT) is not gone, and neither is a row of another folder of the archive
+    than the one this run scores."""
     return {path for path in committed.identities
-            if path not in listed and not os.path.lexists(os.path.join(base, fs_path(path)))}
+            if path not in listed and scope.holds(path)
+            and not os.path.lexists(os.path.join(scope.root, fs_path(path)))}
+
+
+def archive_root(input_path: Path) -> Path:
+    """The folder the paths :func:`list_input` reports are relative to: INPUT itself, or the folder of
+    a list (resolved)."""
+    input_path = Path(input_path)
+    return input_path.resolve() if input_path.is_dir() else input_path.resolve().parent

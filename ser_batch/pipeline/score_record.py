@@ -59,6 +59,10 @@ class ScoreSummary:
     #: whether they were an earlier run's (kept, so that every row of OUT is normalised alike).
     archive_windows: int = 0
     archive_reused: bool = False
+    #: The folder OUT's stored paths are relative to (``_score.json``'s ``input_root``), and the one it
+    #: replaced when that no longer existed (an archive moved).
+    input_root: str | None = None
+    root_moved_from: str | None = None
 
     @property
     def did_work(self) -> bool:
@@ -98,6 +102,9 @@ class ScoreSummary:
                 note += (f"; {self.streams_not_normalized} with less than {self.min_normalize_s:g} s of speech "
                          "(score.min_normalize_s) scored by the plain models")
             notes.append(note)
+        if self.root_moved_from:
+            notes.append(f"the input root {self.out} recorded, {self.root_moved_from}, no longer exists: its paths are "
+                         f"now read below {self.input_root} (the archive moved)")
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
         if self.files_total and not self.did_work and not self.errors and self.files_skipped == self.files_total:
