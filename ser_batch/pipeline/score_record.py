@@ -63,6 +63,8 @@ class ScoreSummary:
     #: replaced when that no longer existed (an archive moved).
     input_root: str | None = None
     root_moved_from: str | None = None
+    #: What the run did about damaged parts of OUT, a line each (:func:`ser_batch.data.score_parts.repair_plan`).
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def did_work(self) -> bool:
@@ -83,7 +85,7 @@ class ScoreSummary:
     def notes(self) -> list[str]:
         """Lines after :meth:`line` on what the run left for later: failed files skipped, rows
         without a file."""
-        notes = []
+        notes = list(self.repaired)
         overlap = self.training_overlap.line() if self.training_overlap is not None else None
         if overlap:
             notes.append(overlap)
@@ -155,6 +157,8 @@ def write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle
         "retried": summary.retried,
         "files_gone": summary.files_gone - summary.files_pruned,
         "files_pruned": summary.files_pruned,
+        # Damaged parts of OUT this run deleted or whose rows it dropped, and why (their files scored again).
+        "repaired": list(summary.repaired),
         "streams_normalized": summary.streams_normalized,
         "streams_not_normalized": summary.streams_not_normalized,
         # --normalize archive: the speech windows its statistics came from, and whether an earlier run took them.
