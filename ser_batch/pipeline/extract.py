@@ -159,6 +159,8 @@ def run_extract(
     shards = plan_shards(sources, config=config, labels=_labels(input_dir, labels_csv, config=config))
     names = {s.name for s in shards}
     with output.job_output(out, job="extract") as held:
+        # Under the lock: a score started into the same new OUT a moment before is seen here.
+        parts.refuse_score_folder(out)
         if resume and not overwrite and _finished(out, shards):
             # Nothing to compute: no runtime, and the manifest (with the timings of the run that
             # did the work) stays as it is.
