@@ -92,6 +92,8 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
     summary = run_extract(input_dir, out or Path(config.extract.out), config=config, overwrite=overwrite,
                           resume=resume, labels_csv=labels_csv, executor=runtime.executor(config),
                           progress=not no_progress)
+    for note in summary.notes:
+        click.echo(f"warning: {note}", err=True)
     click.echo(summary.line())
     report = summary.failure_report()
     if report:
