@@ -552,3 +552,47 @@ def test_a_resampled_file_that_ends_early_gives_its_samples_then_the_error(tmp_p
     assert 10 * 16_000 <= sum(b.size for b in got) < 40 * 16_000
     with pytest.raises(AudioError, match="truncated or corrupt audio data"):
         list(iter_audio_blocks(path, sample_rate=16_000, block_s=5.0, start_sample=35 * 16_000))
+
+
+# --- MP3s of a tag only, and mpg123's notes (issue 25) ---------------------------------------
+
+
+def id3_only(path: Path) -> Path:
+    """An MP3 that is an ID3v2 tag (a title) and its padding: no MPEG audio frame."""
+    frame = b"TIT2" + (6).to_bytes(4, "big") + b"\x00\x00" + b"\x00title"
+    size = len(frame) + 512
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    path.write_bytes(b"ID3\x03\x00\x00" + syncsafe + frame + b"\x00" * 512)
+    return path
+
+
+def test_an_mp3_of_an_id3_tag_only_has_no_audio_and_its_decoder_notes_stay_off_stderr(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 25: such a file was "truncated or corrupt", and mpg123's `Note: Illegal Audio-MPEG-Header
+    ... Trying to resync...` lines went to stderr between the job's own."""
+    path = id3_only(tmp_path / "tag_only.mp3")
+    for read in (probe_audio, lambda p: load_audio(p, sample_rate=16_000),
+                 lambda p: list(iter_audio_blocks(p, sample_rate=16_000, block_s=1.0))):
+        with pytest.raises(AudioError, match="^no audio: an ID3 tag and no MPEG audio frames$"):
+            read(path)
+    captured = capfd.readouterr()
+    assert "Note:" not in captured.err and captured.err == ""
+    # A tag followed by bytes that are not MPEG audio stays damage, not "no audio".
+    path.write_bytes(path.read_bytes() + bytes([0xFF, 0xFB, 0x90, 0x00]) + os.urandom(3000))
+    with pytest.raises(AudioError, match="^truncated or corrupt audio data$"):
+        probe_audio(path)
+    assert "Note:" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not MP3_WRITABLE, reason="this libsndfile cannot write MP3")
+def test_a_damaged_mp3_decodes_without_decoder_notes_on_stderr(tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "damaged.mp3", sine(300, sample_rate=16_000, duration_s=4.0), 16_000, format="MP3")
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2 : len(blob) // 2 + 400] = bytes(400)  # zeros mid-stream: mpg123 resyncs, saying so
+    path.write_bytes(bytes(blob))
+    try:
+        load_audio(path, sample_rate=16_000)
+    except AudioError:
+        pass  # (damage it may report: only stderr matters here)
+    assert "Note:" not in capfd.readouterr().err

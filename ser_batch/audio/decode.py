@@ -28,9 +28,13 @@ UTF-8): files are opened by their bytes (:func:`os.fsencode`), which libsndfile 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ import soundfile as sf
 import soxr
 
 from ser_batch.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 _RESAMPLE_QUALITY = "HQ"
 _STREAM_READ_FRAMES = 65_536  # native frames per read; bounds memory, not output blocks
@@ -107,7 +113,7 @@ def probe_audio(path: Path) -> AudioInfo:
         with _open_sound(path) as sound:
             return check_plausible(_info_of(sound), size_bytes=size)
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
 
 
 def check_plausible(info: AudioInfo, *, size_bytes: int) -> AudioInfo:
@@ -135,9 +141,78 @@ def check_plausible(info: AudioInfo, *, size_bytes: int) -> AudioInfo:
 
 
 def _open_sound(path: Path) -> sf.SoundFile:
-    # By its bytes: soundfile encodes a str path strictly, which fails on a file name that is
-    # not UTF-8 (surrogate escapes); libsndfile itself takes any bytes.
-    return sf.SoundFile(os.fsencode(path))
+    return _Sound(path)
+
+
+class _Sound(sf.SoundFile):
+    """A sound file opened by its bytes (soundfile encodes a str path strictly, which fails on a file
+    name that is not UTF-8; libsndfile takes any bytes), whose native decoder's notes stay off stderr.
+
+    libsndfile decodes MPEG audio with mpg123, which writes what it meets to the process's stderr
+    itself (``Note: Illegal Audio-MPEG-Header 0x00000000 at offset 534.``, ``Note: Trying to
+    resync...``): lines that are not ser-batch's and interleave with its progress and summary, once
+    per damaged or tag-only MP3 of an archive. For MPEG files, stderr is pointed elsewhere while the
+    decoder runs (each open, read and seek, never while the caller's code does), and the notes are
+    logged at debug level (``-vv``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._quiet = _is_mpeg(path)
+        with _decoder_notes(self._quiet, path):
+            super().__init__(os.fsencode(path))
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        with _decoder_notes(self._quiet, self.name):
+            return super().read(*args, **kwargs)
+
+    def seek(self, *args: Any, **kwargs: Any) -> int:
+        with _decoder_notes(self._quiet, self.name):
+            return super().seek(*args, **kwargs)
+
+
+def _is_mpeg(path: Path) -> bool:
+    """Whether libsndfile will hand ``path`` to mpg123: an ID3 tag or an MPEG frame sync first, or an
+    MPEG file ending."""
+    if Path(path).suffix.lower() in (".mp3", ".mp2", ".mpga"):
+        return True
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            head = handle.read(3)
+    except OSError:
+        return False
+    return head == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+@contextmanager
+def _decoder_notes(on: bool, path: Any) -> Iterator[None]:
+    """While the body runs, what native code writes to the process's stderr (file descriptor 2) goes to
+    a temporary file, then to the debug log; nothing is redirected unless ``on``."""
+    if not on:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        sink = tempfile.TemporaryFile()
+    except OSError:  # no temporary folder to write: the notes are dropped
+        sink = open(os.devnull, "w+b")  # noqa: SIM115 - closed below
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            sink.seek(0)
+            notes = sink.read().decode("utf-8", "replace").strip()
+        except OSError:
+            notes = ""
+        sink.close()
+        if notes:
+            log.debug("decoder notes on %s: %s", os.fsdecode(path) if isinstance(path, bytes) else path,
+                      " / ".join(notes.splitlines()))
 
 
 def load_audio(
@@ -191,7 +266,7 @@ def load_audio(
                 pieces.append(_downmix(native))
                 got += native.shape[0]
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
     # libsndfile returns short reads instead of failing on some truncated streams (MP3).
     if got < wanted:
         raise AudioError("truncated or corrupt audio data")
@@ -287,7 +362,7 @@ def iter_audio_blocks(
             if pending_start + len(pending) > emitted_end:
                 yield next_start / sample_rate, pending.view[next_start - pending_start :].copy()
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
 
 
 class SampleBuffer:
@@ -530,13 +605,38 @@ def _info_of(sound: sf.SoundFile) -> AudioInfo:
     )
 
 
-def _audio_error_from(exc: sf.SoundFileError) -> AudioError:
+def _audio_error_from(exc: sf.SoundFileError, path: Path) -> AudioError:
     code = getattr(exc, "code", None)  # only LibsndfileError carries one
-    if code == _SF_ERR_UNRECOGNISED_FORMAT:
-        return AudioError("not an audio file (unrecognised format)")
     if code == _SF_ERR_SYSTEM:
         return AudioError("cannot read file (permission or I/O error)")
+    if _tag_only(path):
+        return AudioError("no audio: an ID3 tag and no MPEG audio frames")
+    if code == _SF_ERR_UNRECOGNISED_FORMAT:
+        return AudioError("not an audio file (unrecognised format)")
     return AudioError("truncated or corrupt audio data")
+
+
+#: Bytes after an ID3 tag searched for an MPEG frame (a longer file without one is damaged, not empty).
+_TAG_SCAN_BYTES = 1 << 20
+
+
+def _tag_only(path: Path) -> bool:
+    """Whether ``path`` holds an ID3v2 tag and no MPEG audio frame after it (an MP3 whose audio was
+    never written or was cut away): "no audio", not damage."""
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            header = handle.read(10)
+            if len(header) < 10 or header[:3] != b"ID3":
+                return False
+            size = (header[6] << 21) | (header[7] << 14) | (header[8] << 7) | header[9]
+            handle.seek(10 + size + (10 if header[5] & 0x10 else 0))  # (a footer follows when flagged)
+            rest = handle.read(_TAG_SCAN_BYTES + 1)
+    except OSError:
+        return False
+    if len(rest) > _TAG_SCAN_BYTES:
+        return False
+    # An MPEG frame header begins with 11 set bits: 0xFF, then a byte whose top three bits are set.
+    return not any(rest[i + 1] & 0xE0 == 0xE0 for i in range(len(rest) - 1) if rest[i] == 0xFF)
 
 
 def _downmix(native: np.ndarray) -> np.ndarray:
