@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
@@ -278,6 +279,39 @@ def test_a_moved_archive_keeps_its_rows_and_a_folder_without_a_root_takes_this_o
     assert json.loads((out / "_score.json").read_text())["input_root"] == str(moved.resolve())
     with pytest.raises(DatasetError, match="holds the scores of another archive"):
         run_score(nights / "n2", out, config=load_config(), progress=False, executor=_in_process())
+
+
+def test_names_are_stored_alike_under_any_locale_and_an_old_spelling_is_replaced(tmp_path: Path) -> None:
+    """Issue 25: with PYTHONUTF8=0 under a POSIX locale, café.wav was stored as caf\\xc3\\xa9.wav and a
+    later UTF-8 run added a second row for the same file, the old one never counted as gone. Both runs
+    now store café.wav; a folder holding the old spelling has that row replaced, not doubled."""
+    import pyarrow.parquet as pq
+
+    write_audio(tmp_path / "in/café.wav", duration_s=1.5)
+    write_audio(tmp_path / "in/plain.wav", duration_s=1.5, seed=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8", "PYTHONIOENCODING"))}
+    env.update(PYTHONUTF8="0", LC_ALL="C", LANG="C")
+    probe = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"], env=env,
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "ascii"  # the locale the red team ran under
+    out = tmp_path / "out"
+    posix = subprocess.run([sys.executable, "-m", "ser_batch.cli", "score", str(tmp_path / "in"), "--out", str(out),
+                            "--in-process", "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert posix.returncode == 0, posix.stderr
+    assert sorted(pd.read_parquet(out / "files").path) == ["café.wav", "plain.wav"]
+    again = run_score(tmp_path / "in", out, config=load_config(), progress=False, executor=_in_process())
+    assert (again.files_scored, again.files_skipped) == (0, 2)
+    # A folder scored by an older version under that locale: its row of the file under the old spelling.
+    for part in [*(out / "files").glob("part-*"), *(out / "segments").glob("part-*")]:
+        table = pq.read_table(part)
+        old = [p.replace("café", "caf\\xc3\\xa9") for p in table.column("path").to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("path"), table.schema.field("path"),
+                                        pa.array(old, pa.string())), part)
+    assert sorted(pd.read_parquet(out / "files").path) == ["caf\\xc3\\xa9.wav", "plain.wav"]
+    replaced = run_score(tmp_path / "in", out, config=load_config(), progress=False, executor=_in_process())
+    assert (replaced.files_scored, replaced.files_skipped) == (1, 1)
+    files, segments = pd.read_parquet(out / "files"), pd.read_parquet(out / "segments")
+    assert sorted(files.path) == ["café.wav", "plain.wav"] and sorted(set(segments.path)) == ["café.wav", "plain.wav"]
 
 
 # ------------------------------------------------------------------------- input lists

@@ -216,6 +216,7 @@ def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committe
 
     plan = ScorePlan(committed, [], len(entries))
     units: list[Unit] = []
+    respelled = _respelled(committed)
     for path, source in entries:
         size, mtime = identity_of(source)
         if committed.is_done(path, size, mtime, retry_errors=retry_errors):
@@ -225,6 +226,8 @@ def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committe
         if path in committed.identities:
             plan.changed.add(path)
             plan.retried += path in committed.failed and committed.is_done(path, size, mtime)
+        elif path in respelled:  # its row under the old spelling goes: one file, one row
+            plan.changed.add(respelled[path])
         try:
             info: AudioInfo | None = probe_audio(source)
         except (AudioError, OSError):
@@ -237,6 +240,14 @@ def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committe
         plan.changed |= plan.gone
     plan.shards = plan_shards(units, config=config, settings_key=settings_key)
     return plan
+
+
+def _respelled(committed: score_folder.Committed) -> dict[str, str]:
+    """Rows stored under a spelling of their name that depended on the locale (a run under
+    ``PYTHONUTF8=0`` and a POSIX locale stored ``caf\\xc3\\xa9.wav`` for ``café.wav``): the name they
+    are stored under now -> the old one."""
+    return {new: old for old in committed.identities
+            if "\\x" in old and (new := stored_path(fs_path(old))) != old}
 
 
 def gone_rows(scope: score_root.Scope, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
