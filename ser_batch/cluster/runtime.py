@@ -201,9 +201,9 @@ def unwritable(exc: OSError) -> str:
     if path and _on_the_way(path, str(token_folder)):
         return (f"Ray cannot write its token file {token_folder / 'auth_token'} ({reason}): an embedded Ray makes one "
                 "there when it finds none. Point RAY_AUTH_TOKEN_PATH at a token file elsewhere (64 hex digits: "
-                "python -c 'import secrets; print(secrets.token_hex(32))' > FILE), or set RAY_AUTH_MODE=disabled to run "
-                "the embedded Ray without token authentication, or HOME to a writable folder (or run the job --in-process: "
-                "no Ray at all)")
+                "python -c 'import secrets; print(secrets.token_hex(32))' > FILE), or set RAY_AUTH_MODE=disabled to "
+                "run the embedded Ray without token authentication, or HOME to a writable folder (or run the job "
+                "--in-process: no Ray at all)")
     temp = _ray_temp_folder()
     if path and _on_the_way(path, temp):
         return (f"Ray cannot write its temporary folder {temp} ({reason} at {path}): set RAY_TMPDIR to a writable "

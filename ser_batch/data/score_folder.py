@@ -169,8 +169,9 @@ def check_whole(out: Path) -> Committed:
     committed = read_committed(out)
     if committed.damaged:
         item = committed.damaged[0]
+        n = len(item.paths or ())
         files = "its files are unknown" if item.paths is None else \
-            f"{len(item.paths)} file{'s' if len(item.paths) != 1 else ''} {'has' if len(item.paths) == 1 else 'have'} rows there"
+            f"{n} file{'s' if n != 1 else ''} {'has' if n == 1 else 'have'} rows there"
         raise DatasetError(f"{Path(out) / item.kind / item.name} {item.reason}: {files}; `ser-batch score` of their "
                            f"input into {out} repairs it by scoring them again (--repair where it needs to)")
     return committed

@@ -1,8 +1,9 @@
 """The parts of a score folder, checked before they are trusted (issue 25).
 
 ``OUT/files`` and ``OUT/segments`` hold only parts ``score`` wrote: ``part-<key>.parquet``, the key
-12 hex digits of their content (:data:`PART_NAME`: letters and digits), and, while one is written, its temporary ``.part-*.tmp-*``. Readers of the
-folders (pandas, duckdb, ``report``) read every Parquet file there, so anything else would be read
+12 hex digits of their content (:data:`PART_NAME`: letters and digits), and, while one is written,
+its temporary ``.part-*.tmp-*``. Readers of the folders (pandas, duckdb, ``report``) read every
+Parquet file there, so anything else would be read
 as rows too: a sync tool's conflict copy (``part-x.sync-conflict-....parquet``) twice, an
 ``extract`` part as streams. Such a file is never deleted (ser-batch deletes only what it wrote);
 it is named in one error.
@@ -208,9 +209,10 @@ def repair_plan(out: Path, damage: list[Damage], *, listed: set[str], repair: bo
                 consequence = ("the files it held are unknown; --repair deletes it and the windows it owned, and "
                                "its files are scored again when an input lists them")
             else:
+                more = ", ..." if len(others) > 1 else ""
                 consequence = (f"{_count(len(paths), 'file')} {'has' if len(paths) == 1 else 'have'} rows there, "
-                               f"{len(others)} of them not in this input ({others[0]}{', ...' if len(others) > 1 else ''});"
-                               " --repair removes their rows and scores again those this input lists")
+                               f"{len(others)} of them not in this input ({others[0]}{more}); --repair removes "
+                               "their rows and scores again those this input lists")
             raise DatasetError(f"{out / item.kind / item.name} {item.reason}: {consequence} (or --rescore)")
         if item.what != DUPLICATE:
             plan.delete.append((item.kind, item.name))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ser_batch.data.score_folder import read_settings
-from ser_batch.schema import SETTINGS
 from ser_batch.errors import DatasetError
+from ser_batch.schema import SETTINGS
 
 #: Key of ``_score.json``: the folder the stored paths of OUT are relative to (absolute, resolved).
 INPUT_ROOT = "input_root"

@@ -208,8 +208,8 @@ def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committe
     is an error row (unreadable, or its worker died, or the run's own settings failed it) is
     skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
     files under this run's input (``scope``) that it no longer lists, with no file at their path,
-    are counted, and removed with ``prune``. Each file to score is probed here, once; ``features`` and ``sample_rate`` are the
-    bundle's (the grid of windows a long file is cut on).
+    are counted, and removed with ``prune``. Each file to score is probed here, once; ``features``
+    and ``sample_rate`` are the bundle's (the grid of windows a long file is cut on).
     """
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
