@@ -194,7 +194,7 @@ def _decoder_notes(on: bool, path: Any) -> Iterator[None]:
     except (AttributeError, OSError, ValueError):
         pass
     try:
-        sink = tempfile.TemporaryFile()
+        sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     except OSError:  # no temporary folder to write: the notes are dropped
         sink = open(os.devnull, "w+b")  # noqa: SIM115 - closed below
     saved = os.dup(2)
@@ -434,7 +434,7 @@ class ResampleGrid:
     margin: int
 
     @classmethod
-    def of(cls, native_rate: int, sample_rate: int) -> "ResampleGrid":
+    def of(cls, native_rate: int, sample_rate: int) -> ResampleGrid:
         from math import ceil, gcd
 
         step = native_rate // gcd(native_rate, sample_rate)  # native frames per grid point (at most 1 s)

@@ -61,7 +61,7 @@ class Expected:
     bundle_id: str | None = None
 
     @classmethod
-    def of(cls, recorded: dict[str, Any] | None) -> "Expected":
+    def of(cls, recorded: dict[str, Any] | None) -> Expected:
         recorded = recorded or {}
         classes, bundle = recorded.get("classes"), recorded.get("bundle_id")
         return cls(tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None,
