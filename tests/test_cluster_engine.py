@@ -240,3 +240,31 @@ def test_a_task_s_permission_error_stops_the_job_saying_so_not_as_a_lost_worker(
         "problem where it ran, not a crash of its worker; the job stops (what it committed stays, and it completes "
         "when run again once that is fixed)")
     assert "died" not in str(raised.value) and "denied" not in committed
+
+
+@pytest.mark.parametrize("executor", [Executor(), Executor(in_process=True)])
+def test_a_task_s_connection_error_is_a_failed_shard_not_a_disk_problem(ray_session: None,
+                                                                        executor: Executor) -> None:
+    """An OSError that is not the file system refusing a write (a connection reset while a task
+    reads an object store, say) fails its shard like any other error; the job does not stop."""
+
+    @dataclass(frozen=True)
+    class Flaky(ShardJob[str, str]):
+        doing = "reading"
+
+        def run_shard(self, shard: str) -> str:
+            if shard == "reset":
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return shard
+
+        def split(self, shard: str) -> list[str]:
+            return [shard]
+
+        def lost(self, shard: str, error: str) -> str:
+            return f"{shard}: {error}"
+
+    committed: list[str] = []
+    with executor.start() as workers:
+        run_shards(Flaky(), ["a", "reset", "b"], workers=workers, commit=lambda r: committed.append(r) or 1,
+                   max_retries=0, progress=QUIET)
+    assert sorted(committed)[:2] == ["a", "b"] and sorted(committed)[2].startswith("reset: ")

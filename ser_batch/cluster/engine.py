@@ -25,6 +25,7 @@ not crash: every shard would fail alike, so the job stops with that error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -285,6 +286,15 @@ def worker_died(doing: str, times: int) -> str:
            "a lost node)"
 
 
+#: The errors of a file system that refuses a write (a task's job cannot complete until that is fixed);
+#: any other OSError (a connection reset, a timeout) is a shard that failed and runs again.
+_PERMISSION_OR_DISK = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _permission_or_disk(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (isinstance(exc, PermissionError) or exc.errno in _PERMISSION_OR_DISK)
+
+
 def _record_lost(into: list[Any], task: str) -> Callable[[int, Any, BaseException], None]:
     """``on_failure`` of a pass: a shard whose worker died is kept for a re-run, but one that raised
     a ser-batch error of its own (a bundle a worker cannot load, say) did not crash: every shard
@@ -296,7 +306,7 @@ def _record_lost(into: list[Any], task: str) -> Callable[[int, Any, BaseExceptio
         cause = getattr(exc, "cause", None) or exc  # a Ray task's error carries the exception it raised
         if isinstance(cause, SerBatchError):
             raise cause
-        if isinstance(cause, OSError):
+        if _permission_or_disk(cause):
             where = f" on {cause.filename}" if cause.filename else ""
             raise ClusterError(f"a {task} task stopped with '{cause.strerror or cause}'{where}: a permission or disk "
                                "problem where it ran, not a crash of its worker; the job stops (what it committed "
