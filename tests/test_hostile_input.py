@@ -279,6 +279,15 @@ def test_a_moved_archive_keeps_its_rows_and_a_folder_without_a_root_takes_this_o
     assert json.loads((out / "_score.json").read_text())["input_root"] == str(moved.resolve())
     with pytest.raises(DatasetError, match="holds the scores of another archive"):
         run_score(nights / "n2", out, config=load_config(), progress=False, executor=_in_process())
+    # ... but not the root of another archive of the same names: night 2 into a folder of night 1
+    # made before roots were recorded was the issue's case (night 1's rows replaced, its third file
+    # counted as gone).
+    (out / "_score.json").write_text(json.dumps(record))
+    rows = set(pd.read_parquet(out / "files").path)
+    with pytest.raises(DatasetError, match="scored before it recorded its input root, and none of the 2 files"):
+        run_score(nights / "n2", out, config=load_config(), progress=False, executor=_in_process())
+    assert set(pd.read_parquet(out / "files").path) == rows and "input_root" not in json.loads(
+        (out / "_score.json").read_text())
 
 
 def test_names_are_stored_alike_under_any_locale_and_an_old_spelling_is_replaced(tmp_path: Path) -> None:

@@ -73,6 +73,8 @@ def input_scope(out: Path, root: Path) -> Scope:
     previous = recorded.get(INPUT_ROOT)
     root = Path(root)
     if not isinstance(previous, str) or not previous:
+        if recorded:
+            _refuse_another_archive(out, root)
         return Scope(root, adopted=bool(recorded))
     before = Path(previous)
     if root == before:
@@ -85,6 +87,36 @@ def input_scope(out: Path, root: Path) -> Scope:
         f"{out} holds the scores of another archive, below {before} (its input root, in {SETTINGS}); this input "
         f"is below {root}: the same stored path (call_0001.wav in each) would name two files. Score it into another "
         f"--out, or score their common folder {_common(before, root)} into a new one (--rescore replaces the rows)")
+
+
+def _refuse_another_archive(out: Path, root: Path) -> None:
+    """An OUT made before it recorded its root takes this run's, unless its rows are plainly of
+    another archive: some of its stored paths name files below ``root`` and none of those is the
+    file that was scored (size and modification time), as when night 2's ``call_0001.wav`` meets
+    night 1's rows. (Files of the same names all changed since: ``--rescore`` says so.) A folder
+    that cannot be read is left to the checks that name its damage."""
+    from ser_batch.data.score_folder import read_committed
+
+    try:
+        identities = read_committed(out).identities
+    except (DatasetError, OSError):
+        return
+    present = matching = 0
+    for path, (size, mtime) in identities.items():
+        if path.startswith("/"):
+            continue
+        try:
+            st = (root / path).stat()
+        except OSError:
+            continue
+        present += 1
+        matching += (int(st.st_size), round(st.st_mtime, 6)) == (size, mtime)
+    if present and not matching:
+        raise DatasetError(
+            f"{out} was scored before it recorded its input root, and none of the {present} file"
+            f"{'s' if present > 1 else ''} its rows name below {root} is the file scored then (size and time differ): "
+            "its rows look like another archive's of the same names, which this run would replace. Score this input "
+            "into another --out, or --rescore to replace every row")
 
 
 def _common(a: Path, b: Path) -> str:
