@@ -170,14 +170,14 @@ def extract_all(work: Path) -> dict[str, Path]:
 
 
 def train(work: Path, features: dict[str, Path], mix: str, spec: dict[str, Any], seed: int, candidate: str,
-          settings: list[str]) -> Path:
-    out = work / "bundles" / candidate / f"{mix}-seed{seed}"
+          settings: list[str], *, normalized: bool) -> Path:
+    out = work / "bundles" / candidate / (f"{mix}-seed{seed}" + ("-normalized" if normalized else ""))
     if (out / "manifest.json").is_file():
         return out
     held = ["--test-actors", ",".join(map(str, spec["test_actors"]))] if spec["test_actors"] else ["--split", "none"]
     command = [*SER, "train", *(str(features[f]) for f in spec["features"]), "--out", str(out),
                "--models", ",".join(MODELS), "--seed", str(seed), *held, "--overwrite",
-               "--set", "train.export_native=false", *settings]
+               *(["--normalize", "speaker"] if normalized else []), "--set", "train.export_native=false", *settings]
     wall = run(command)
     print(f"  {candidate} {mix} seed {seed}: trained in {wall:.0f} s", flush=True)
     return out
@@ -186,12 +186,13 @@ def train(work: Path, features: dict[str, Path], mix: str, spec: dict[str, Any],
 # ------------------------------------------------------------------------------- scoring
 
 
-def probabilities(bundle: Path, features: Path, actors: list[int], *, archive: bool = False) -> dict[str, Any]:
-    """Every model's probabilities of the held-out originals of ``actors`` (evaluate's rows)."""
+def probabilities(bundle: Path, features: Path, actors: list[int], *, normalize: str = "none") -> dict[str, Any]:
+    """Every model's probabilities of the held-out originals of ``actors`` (evaluate's rows), scored as
+    they are or normalised (``speaker``: each actor by its own windows, as ``--normalize file`` does a
+    call; ``archive``: all of them together)."""
     from ser_batch.pipeline.evaluate import evaluate_bundle
 
-    result = evaluate_bundle(bundle, features, actors=actors, probabilities=True,
-                             normalize="archive" if archive else "none")
+    result = evaluate_bundle(bundle, features, actors=actors, probabilities=True, normalize=normalize)
     return {"classes": result["classes"]["classes"], "labels": result["labels"].astype(str),
             "probabilities": {m: result["probabilities"][m] for m in MODELS if m in result["probabilities"]}}
 
@@ -227,62 +228,66 @@ def score_stage(work: Path, features: dict[str, Path], stage: str, candidate: st
     table: dict[str, dict[str, list[float]]] = {}
     for mix, spec in STAGES[stage].items():
         for seed in seeds:
-            bundle = train(work, features, mix, spec, seed, candidate, settings)
+            bundle = train(work, features, mix, spec, seed, candidate, settings, normalized=archive)
             for test, (corpus, actors, conditions) in spec["tests"].items():
                 folders = [("clean", features[corpus])] + ([(c, features[c]) for c in CONDITIONS] if conditions else [])
-                for variant in (False, True) if archive else (False,):
+                for variant in ("none", "archive", "speaker") if archive else ("none",):
                     for condition, folder in folders:
-                        scored = probabilities(bundle, folder, actors, archive=variant)
-                        key = f"{test}/{condition}" + (" +archive" if variant else "")
+                        scored = probabilities(bundle, folder, actors, normalize=variant)
+                        key = f"{test}/{condition}" + ("" if variant == "none" else f" +{variant}")
                         for weights in mixes():
                             table.setdefault(mix_name(weights), {}).setdefault(key, []).append(
                                 accuracy(scored, weights, restrict_to_present=corpus == "emovo"))
     return table
 
 
-def yardstick(row: dict[str, list[float]], stage: str) -> float:
-    """The stage's one figure: mean of its clean RAVDESS, RAVDESS conditions and EMOVO figures."""
-    parts = []
-    for key in row:
-        if key.endswith("/clean") or key.startswith("E"):
-            parts.append(np.mean(row[key]))
-    conditions = [np.mean(row[k]) for k in row if "/" in k and k.split("/")[1] in CONDITIONS and "+archive" not in k]
+def _condition(key: str) -> str:
+    """The condition of a result key ``test/condition[ +variant]``."""
+    return key.split("/")[1].split(" ")[0]
+
+
+def yardstick(row: dict[str, list[float]]) -> float:
+    """A stage's one figure for a mix (scored as is, not normalised): the mean of its clean figures
+    (RAVDESS and EMOVO) and of the mean over the RAVDESS conditions."""
+    plain = {k: v for k, v in row.items() if " +" not in k}
+    parts = [float(np.mean(v)) for k, v in plain.items() if _condition(k) == "clean"]
+    conditions = [float(np.mean(v)) for k, v in plain.items() if _condition(k) in CONDITIONS]
     if conditions:
-        parts.append(np.mean(conditions))
-    return float(np.mean([p for p, k in zip(parts, row) if "+archive" not in k] or parts))
+        parts.append(float(np.mean(conditions)))
+    return float(np.mean(parts))
 
 
 def cell(values: list[float]) -> str:
     return f"{np.mean(values):.1f}" if len(values) == 1 else f"{np.mean(values):.1f} +- {np.std(values):.1f}"
 
 
-def print_stage(name: str, tables: dict[str, dict[str, dict[str, list[float]]]], stage: str,
+def print_stage(name: str, tables: dict[str, dict[str, dict[str, list[float]]]],
                 chosen: list[str] | None = None) -> list[str]:
-    """Print each candidate's families and the dev-chosen mixes; returns the best rows' mix names."""
+    """Print each candidate's model families, the best mixes (and ``chosen``), per condition; returns
+    each candidate's best mix on this stage's yardstick."""
     print(f"\n## {name}: accuracy %, mean +- std over seeds (clips as files; EMOVO restricted to its 7 classes)")
     best = []
     for candidate, table in tables.items():
-        rows = sorted(table, key=lambda m: -yardstick(table[m], stage))
-        shown = [m for m in rows if m in MODELS or m in (chosen or [])] + rows[:3]
-        shown = list(dict.fromkeys(shown))
-        keys = [k for k in next(iter(table.values())) if "+archive" not in k] + \
-            [k for k in next(iter(table.values())) if "+archive" in k]
-        clean = [k for k in keys if not ("/" in k and k.split("/")[1].split(" ")[0] in CONDITIONS)]
+        rows = sorted(table, key=lambda m: -yardstick(table[m]))
+        shown = list(dict.fromkeys([m for m in rows if m in MODELS] + [m for m in (chosen or []) if m in table]
+                                   + rows[:3]))
+        keys = list(next(iter(table.values())))
+        clean = [k for k in keys if _condition(k) == "clean"]
+        conditions = [k for k in keys if _condition(k) in CONDITIONS and " +" not in k]
         print(f"\n### candidate {candidate}")
         print("| mix | " + " | ".join(clean) + " | conditions (mean) | yardstick |")
         print("| --- |" + " --- |" * (len(clean) + 2))
         for mix in shown:
             row = table[mix]
-            conds = [np.mean(row[k]) for k in keys if "/" in k and k.split("/")[1] in CONDITIONS]
-            print(f"| {mix} | " + " | ".join(cell(row[k]) for k in clean)
-                  + f" | {np.mean(conds):.1f} | {yardstick(row, stage):.1f} |" if conds else
-                  f"| {mix} | " + " | ".join(cell(row[k]) for k in clean) + f" | - | {yardstick(row, stage):.1f} |")
-        best.append(rows[0])
-        conditions = [k for k in keys if "/" in k and k.split("/")[1] in CONDITIONS]
+            mean_conditions = f"{np.mean([np.mean(row[k]) for k in conditions]):.1f}" if conditions else "-"
+            print(f"| {mix} | " + " | ".join(cell(row[k]) for k in clean) + f" | {mean_conditions} | "
+                  f"{yardstick(row):.1f} |")
         if conditions:
-            print("\nper condition, best mixes: | mix | " + " | ".join(k.split("/")[1] for k in conditions) + " |")
-            for mix in shown[:4]:
+            print("\n| mix | " + " | ".join(_condition(k) for k in conditions) + " |")
+            print("| --- |" + " --- |" * len(conditions))
+            for mix in shown[:5]:
                 print(f"| {mix} | " + " | ".join(f"{np.mean(table[mix][k]):.1f}" for k in conditions) + " |")
+        best.append(rows[0])
     return best
 
 
@@ -349,7 +354,9 @@ def main() -> int:
     parser.add_argument("--stages", default="dev,final", help="dev, final or both [default: dev,final]")
     parser.add_argument("--candidate", action="append", default=[], metavar="NAME='--set k=v ...'",
                         help="a configuration to train (repeatable) [default: the configuration as it is]")
-    parser.add_argument("--archive", action="store_true", help="also score with normalize archive")
+    parser.add_argument("--archive", action="store_true",
+                        help="also score normalised: by each test set's statistics (normalize archive) and each "
+                             "speaker's (normalize speaker, as --normalize file does a call)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--extract-only", action="store_true", help="only extract the features (kept in --work)")
     args = parser.parse_args()
@@ -380,12 +387,13 @@ def main() -> int:
         tables = {name: score_stage(args.work, features, stage, name, settings, seeds, archive=args.archive)
                   for name, settings in candidates.items()}
         report["stages"][stage] = tables
-        best = print_stage(stage, tables, stage, chosen)
+        best = print_stage(stage, tables, chosen)
         if stage == "dev":
             chosen = best
             print(f"\nchosen on dev (the best mix of each candidate): {', '.join(best)}")
     first = next(iter(candidates))
-    bundle = args.work / "bundles" / first / f"{next(iter(STAGES[stages[-1]]))}-seed{seeds[0]}"
+    bundle = args.work / "bundles" / first / (f"{next(iter(STAGES[stages[-1]]))}-seed{seeds[0]}"
+                                               + ("-normalized" if args.archive else ""))
     report["cost_ms_per_s"] = c = cost(bundle)
     print(f"\nCPU ms per second of audio, one thread ({int(c['windows'])} windows of a 60 s signal): decode "
           f"{c['decode']:.3f}; frames for a cnn alone {c['frames_lean']:.3f}; all rich frames, pitch and vectors "

@@ -40,8 +40,9 @@ RECIPE_NAMES = ("fast", "classic", "rich")
 SPEECH_DETECTORS = ("energy", "bands")
 #: The models a bundle can hold (``train.models``), and the name of their averaged ensemble.
 #: ``keras`` and ``sklearn`` see window vectors; ``cnn`` sees each window's log-mel frames
-#: (:mod:`ser_batch.models.sequence`).
-FRAMEWORKS = ("keras", "sklearn", "cnn")
+#: (:mod:`ser_batch.models.sequence`); ``ge2e`` each window's embedding by a pretrained speaker
+#: encoder (:mod:`ser_batch.features.ge2e`: an option, milliseconds of CPU per second of audio).
+FRAMEWORKS = ("keras", "sklearn", "cnn", "ge2e")
 ENSEMBLE = "both"
 #: What ``score.framework`` (and ``--framework``) may name: one model or the ensemble.
 SCORE_FRAMEWORKS = (*FRAMEWORKS, ENSEMBLE)
@@ -59,6 +60,8 @@ NARROWBAND = ("separate", "mixed")
 #: ``score.normalize``: z-score each stream by its own speech windows' statistics ("file"), or
 #: every stream by the statistics of the whole archive's speech windows ("archive": a first pass).
 SCORE_NORMALIZE = ("none", "file", "archive")
+#: ``extract.embeddings``: pretrained encoders whose window embeddings extraction can store.
+EMBEDDINGS = ("ge2e",)
 #: ``cnn.pooling``: the frames a window's encoder statistics are taken over.
 CNN_POOLINGS = ("speech", "all")
 #: ``cnn.augment``: noises, reverberation and gain applied to training frames
@@ -134,6 +137,11 @@ class ExtractConfig:
     augment: tuple[str, ...] = ()
     #: Value of the ``corpus`` column for files that labels.csv gives none; empty: the input folder's name.
     corpus: str = ""
+    #: ``rich`` only: also store each window's embedding by a pretrained encoder, for ``train --models
+    #: ...,ge2e`` (column ``ge2e``): "ge2e", Resemblyzer's GE2E speaker encoder (its weights from the
+    #: resemblyzer package: ``pip install --no-deps resemblyzer``). Costs ~15-40 ms of CPU per second of
+    #: audio, 10-40x the rest of the recipe. Empty: none.
+    embeddings: tuple[str, ...] = setting((), EMBEDDINGS)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def _check_range(name: str, value: Any, allowed: Range) -> None:
 
 
 #: Lists of names that may be empty (``cnn.augment = []``: no augmentation).
-_EMPTY_ALLOWED = {"cnn.augment"}
+_EMPTY_ALLOWED = {"cnn.augment", "extract.embeddings"}
 
 
 def _check_names(name: str, value: Any, allowed: tuple[str, ...], *, may_be_empty: bool = False) -> None:

@@ -57,6 +57,9 @@ SEGMENT_STARTS_S = "segment_starts_s"
 SEGMENT_SPEECH_RATIO = "segment_speech_ratio"
 FRAMES = "frames"
 FRAME_SPEECH = "frame_speech"
+GE2E = "ge2e"
+#: Values of a window's GE2E embedding (the ``ge2e`` column).
+GE2E_SIZE = 256
 ERROR = "error"
 
 #: Label columns, in table order; all nullable (a non-RAVDESS file has none).
@@ -73,7 +76,8 @@ META_FEATURE_NAMES = b"ser_batch.feature_names"
 META_CONFIG = b"ser_batch.config"
 
 
-def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any], frame_bands: int = 0) -> pa.Schema:
+def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any], frame_bands: int = 0,
+                    embeddings: bool = False) -> pa.Schema:
     """Schema of the ``extract`` output: one row per audio file.
 
     ``features`` is a fixed-size list of float32 (193 with the default config);
@@ -89,7 +93,9 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any],
     (``extract.store_frames``, rich recipe) a last column ``frames`` holds each row's log-mel frames,
     ``frame_bands`` values per 32 ms frame (:mod:`ser_batch.features.melframes`), and ``frame_speech``
     which of them the speech detector keeps (the cnn pools its windows over those); tables without
-    them read as before (nullable additions: the schema version stays).
+    them read as before (nullable additions: the schema version stays). With ``embeddings``
+    (``extract.embeddings = ["ge2e"]``) a column ``ge2e`` holds each window's GE2E speaker embedding
+    (:data:`GE2E_SIZE` values per window, the windows of ``segments``).
     """
     fields = [
         pa.field(PATH, pa.string(), nullable=False),
@@ -114,6 +120,8 @@ def features_schema(*, recipe: str, names: list[str], config: Mapping[str, Any],
     if frame_bands:
         fields.append(pa.field(FRAMES, pa.list_(pa.list_(pa.float32(), frame_bands))))
         fields.append(pa.field(FRAME_SPEECH, pa.list_(pa.bool_())))
+    if embeddings:
+        fields.append(pa.field(GE2E, pa.list_(pa.list_(pa.float32(), GE2E_SIZE))))
     metadata = {
         META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
         META_TABLE: b"features",

@@ -288,3 +288,39 @@ def test_window_features_are_finite_on_silence_and_clipping() -> None:
     for y in (silence, square):
         clip, w = signal_windows(y, SR, config=RICH)
         assert np.isfinite(clip).all() and np.isfinite(w.vectors).all()
+
+
+def test_lean_frames_are_the_rich_frames_columns_the_detector_and_the_cnn_read() -> None:
+    """Without window vectors (a cnn alone scores), a stream gets only the frame columns the speech
+    detector and the log-mel frames read -- the same numbers to the bit -- so the windows' speech and
+    frames are those of the full recipe, in any block size."""
+    import soxr
+
+    from ser_batch.features.names import frame_column_names, rich_frame_names
+    from ser_batch.features.rich import lean_segment_frames, rich_segment_frames
+
+    config = FeatureConfig(recipe="rich")
+    rng = np.random.default_rng(5)
+    t = np.arange(16000 * 12) / 16000
+    y = (0.1 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 0.4 * t) > 0)
+         + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    full, _ = rich_segment_frames(y, soxr.resample(y, 16000, 4000), 16000, config=config)
+    lean = lean_segment_frames(y, 16000, config=config)
+    names = rich_frame_names(frame_column_names(config))
+    read = [i for i, n in enumerate(names) if n.startswith("mel_db_") or n in ("rms_db", "flatness_log10")]
+    np.testing.assert_array_equal(lean[:, read], full[:, read])
+    assert not lean[:, [i for i in range(len(names)) if i not in read]].any()
+    whole = list(stream_windows([y], sample_rate=16000, config=config, frame_reach=70))
+    for step in (16000, 5 * 16000 + 3):
+        part = list(stream_windows((y[i : i + step] for i in range(0, len(y), step)), sample_rate=16000,
+                                   config=config, frame_reach=70, vectors=False))
+        assert all(b.vectors.shape[1] == 0 for b in part)
+        np.testing.assert_array_equal(np.concatenate([b.speech_ratio for b in part]),
+                                      np.concatenate([b.speech_ratio for b in whole]))
+        assert sum(b.speech_frames for b in part) == sum(b.speech_frames for b in whole)
+        stretch = {int(s): b.frames for b in part for s in b.frames.starts}
+        for b in whole:
+            for s in b.frames.starts:
+                mine, theirs = stretch[int(s)], b.frames
+                a = int(s) - mine.first
+                np.testing.assert_array_equal(mine.frames[a : a + 47], theirs.frames[int(s) - theirs.first:][:47])

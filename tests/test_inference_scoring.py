@@ -31,22 +31,24 @@ def pretrained() -> bundle_io.Bundle:
 
 
 def test_predict_files_gives_each_model_and_their_mean(pretrained: bundle_io.Bundle, tmp_path: Path) -> None:
+    """``both`` shows each member of the bundle's ensemble (the pretrained one's: the cnn alone) and
+    their weighted mean; every other model answers when named."""
     wav = write_audio(tmp_path / "speech.wav", duration_s=2.5, seed=4)
     [entry] = predict_files([wav], bundle=pretrained, framework="both")
     assert entry["error"] is None and entry["path"] == str(wav) and entry["duration_s"] == 2.5
-    assert list(entry["predictions"]) == ["keras", "sklearn", "cnn", "both"]
-    table = {name: np.array([p["probabilities"][c] for c in pretrained.classes])
-             for name, p in entry["predictions"].items()}
-    np.testing.assert_allclose(table["both"], (table["keras"] + table["sklearn"] + table["cnn"]) / 3, atol=1e-4)
-    for name, pred in entry["predictions"].items():
-        assert abs(table[name].sum() - 1) < 1e-3
-        assert pred["label"] == pretrained.classes[int(np.argmax(table[name]))]
-
-    [single] = predict_files([wav], bundle=pretrained, framework="keras")
-    assert list(single["predictions"]) == ["keras"]
-    assert single["predictions"]["keras"] == entry["predictions"]["keras"]
-    [other] = predict_files([wav], bundle=pretrained, framework="sklearn")
-    assert other["predictions"]["sklearn"] == entry["predictions"]["sklearn"]
+    weights = pretrained.ensemble_weights()
+    assert list(entry["predictions"]) == [*weights, "both"] == ["cnn", "both"]
+    singles = {name: predict_files([wav], bundle=pretrained, framework=name)[0]["predictions"]
+               for name in pretrained.frameworks}
+    assert all(list(p) == [name] for name, p in singles.items())
+    table = {name: np.array([p[name]["probabilities"][c] for c in pretrained.classes]) for name, p in singles.items()}
+    both = np.array([entry["predictions"]["both"]["probabilities"][c] for c in pretrained.classes])
+    np.testing.assert_allclose(both, sum(w * table[name] for name, w in weights.items()), atol=1e-4)
+    assert singles["cnn"]["cnn"] == entry["predictions"]["cnn"]
+    for name, pred in {**entry["predictions"], **{n: p[n] for n, p in singles.items()}}.items():
+        probabilities = np.array([pred["probabilities"][c] for c in pretrained.classes])
+        assert abs(probabilities.sum() - 1) < 1e-3
+        assert pred["label"] == pretrained.classes[int(np.argmax(probabilities))]
     assert not np.allclose(table["keras"], table["sklearn"], atol=1e-3)  # two models, two answers
 
 
@@ -112,7 +114,7 @@ def test_scoring_imports_neither_librosa_nor_numba(pretrained: bundle_io.Bundle,
     # The same predictions as this process, where librosa is loaded (the tests import it).
     expected = [entry["predictions"] for entry in predict_files(wavs, bundle=pretrained, framework="both")]
     assert report["predictions"] == json.loads(json.dumps(expected))
-    assert all(set(p) == {*pretrained.frameworks, "both"} for p in report["predictions"])
+    assert all(set(p) == {*pretrained.ensemble_weights(), "both"} for p in report["predictions"])
 
 
 def test_log_mel_frames_are_made_only_for_a_framework_that_reads_them(pretrained: bundle_io.Bundle,
@@ -128,4 +130,4 @@ def test_log_mel_frames_are_made_only_for_a_framework_that_reads_them(pretrained
         assert all((w.frames is not None) == with_frames for w in stream.windows), framework
     config = Config().replace(score={"framework": "keras"})
     [entry] = predict_files([wav], bundle=pretrained, framework="both", config=config)
-    assert set(entry["predictions"]) == {"keras", "sklearn", "cnn", "both"}
+    assert set(entry["predictions"]) == {*pretrained.ensemble_weights(), "both"}

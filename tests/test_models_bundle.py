@@ -47,14 +47,16 @@ def golden_inputs(folder: Path) -> dict[str, Path]:
 
 
 def golden_probabilities(bundle: bundle_io.Bundle, inputs: dict[str, Path]) -> dict[str, Any]:
-    """``{input: {model: {class: probability}}}`` as ``predict`` reports them."""
+    """``{input: {model: {class: probability}}}`` as ``predict`` reports them: every model of the
+    bundle (``--framework NAME``; ``both`` shows only the ensemble's members) and ``both``."""
     from ser_batch.inference.scoring import predict_files
 
-    results = predict_files(list(inputs.values()), bundle=bundle, framework="both")
-    out = {}
-    for name, entry in zip(inputs, results):
-        assert entry["error"] is None, entry
-        out[name] = {model: pred["probabilities"] for model, pred in entry["predictions"].items()}
+    out: dict[str, dict[str, Any]] = {name: {} for name in inputs}
+    for framework in [*bundle.frameworks, "both"]:
+        results = predict_files(list(inputs.values()), bundle=bundle, framework=framework)
+        for name, entry in zip(inputs, results):
+            assert entry["error"] is None, entry
+            out[name][framework] = entry["predictions"][framework]["probabilities"]
     return out
 
 
@@ -92,7 +94,7 @@ def test_pretrained_bundle_ships_verified_safe_and_predicts(tmp_path: Path) -> N
     assert size < 6 * 2**20, f"pretrained bundle is {size / 2**20:.1f} MiB"
     assert {"keras_ann.npz", "sklearn_mlp.npz", "cnn.npz"} <= set(bundle.manifest["files"])
     assert {f: type(bundle.model(f)).__name__ for f in bundle.frameworks} == {
-        "keras": "DenseNetwork", "sklearn": "DenseNetwork", "cnn": "SequenceNetwork"}
+        "keras": "DenseNetwork", "sklearn": "DenseNetwork", "cnn": "StreamNetwork"}
     assert bundle.format == bundle_io.BUNDLE_FORMAT and not bundle.trust_pickle
     assert not list(bundle.path.glob("*.joblib")) and not list(bundle.path.glob("*.pkl"))
     assert bundle.frameworks == ["keras", "sklearn", "cnn"] and bundle.aggregation == "segments"

@@ -160,6 +160,7 @@ def make_set_bundle(out: Path, *, sets: dict[str, dict[str, str]]) -> Path:
     staging = bundle_io.staging_dir(out)
     manifest = json.loads((source / bundle_io.MANIFEST).read_text())
     manifest.pop("model_sets", None)
+    manifest.pop("ensemble", None)  # every model of each set, equal weights
     # The dense models only: these tests are about sets (the cnn has tests of its own).
     manifest["models"] = [m for m in manifest["models"] if m != "cnn"]
     for name in manifest["files"]:
@@ -362,29 +363,42 @@ def test_pretrained_bundle_has_every_model_set_and_scores_telephony_with_the_nar
     assert set(bundle.model_sets) == {"global", "speaker", "narrow", "narrow-speaker"}
     assert bundle.choose_set(8000) == "narrow" and bundle.choose_set(8000, True) == "narrow-speaker"
     assert bundle.choose_set(16000) == "global" and bundle.choose_set(48000, True) == "speaker"
+    # The ensembles chosen on the transfer yardstick (docs/accuracy.md): the cnn alone in the plain
+    # sets, so scoring skips the window vectors; all three, each set's own, in the normalised ones.
+    assert bundle.ensemble_weights("global") == bundle.ensemble_weights("narrow") == {"cnn": 1.0}
+    assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "speaker")]
+    assert bundle.ensemble_weights("narrow-speaker") == pytest.approx({"keras": 1 / 3, "sklearn": 1 / 3, "cnn": 1 / 3})
+    assert not bundle.reads_vectors("both") and bundle.reads_vectors("both", normalize=True)
     X = np.random.default_rng(2).normal(size=(4, bundle.manifest["features"]["n_features"])).astype(np.float32)
     frames = _streams(np.random.default_rng(3), 4)
-    outputs = [bundle.predict_proba(X, framework="both", model_set=name, frames=frames) for name in bundle.model_sets]
-    assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs)
-    assert not np.allclose(outputs[0], outputs[2])  # four different networks, not one copied
+
+    def zscore(pooled: np.ndarray) -> np.ndarray:
+        return (pooled - pooled.mean(axis=0)) / (pooled.std(axis=0) + 1e-6)
+
+    outputs = {name: bundle.predict_proba(X, framework="both", model_set=name, frames=frames,
+                                          normalize=zscore if entry.normalized else None)
+               for name, entry in bundle.model_sets.items()}
+    assert all(np.allclose(o.sum(axis=1), 1.0) for o in outputs.values())
+    assert not np.allclose(outputs["global"], outputs["narrow"])  # four different networks, not one copied
+    assert not np.allclose(outputs["speaker"], outputs["narrow-speaker"])
 
 
-def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn() -> None:
-    """The cnn is not fitted per speaker (its input is normalised per window); without it a
-    normalised stream (`score --normalize file`) lost the cnn's 7 points (docs/accuracy.md)."""
-    bundle = bundle_io.load_bundle()
+def test_a_normalised_set_without_a_cnn_borrows_its_bands_plain_cnn(tmp_path: Path) -> None:
+    """A normalised set without a cnn of its own (bundles before `train --normalize speaker` fitted
+    one) borrows its band's plain cnn: without it a normalised stream (`score --normalize file`)
+    lost the cnn's 7 points (docs/accuracy.md)."""
+    bundle = bundle_io.load_bundle(_cnn_set_bundle(tmp_path / "bundle", speaker_cnn=False))
     assert bundle.ensemble("global") == [("keras", "global"), ("sklearn", "global"), ("cnn", "global")]
     assert bundle.ensemble("speaker") == [("keras", "speaker"), ("sklearn", "speaker"), ("cnn", "global")]
-    assert bundle.ensemble("narrow-speaker")[-1] == ("cnn", "narrow")
     X = np.random.default_rng(4).normal(size=(3, bundle.manifest["features"]["n_features"])).astype(np.float32)
     frames = _streams(np.random.default_rng(5), 3)
-    both = bundle.predict_proba(X, framework="both", model_set="narrow-speaker", frames=frames)
-    parts = [bundle.predict_proba(X, framework="keras", model_set="narrow-speaker"),
-             bundle.predict_proba(X, framework="sklearn", model_set="narrow-speaker"),
-             bundle.predict_proba(X, framework="cnn", model_set="narrow", frames=frames)]
+    both = bundle.predict_proba(X, framework="both", model_set="speaker", frames=frames)
+    parts = [bundle.predict_proba(X, framework="keras", model_set="speaker"),
+             bundle.predict_proba(X, framework="sklearn", model_set="speaker"),
+             bundle.predict_proba(X, framework="cnn", model_set="global", frames=frames)]
     np.testing.assert_allclose(both, np.mean(parts, axis=0), rtol=1e-6)
     # `--framework cnn` on a normalised set is the plain set's cnn, not an error.
-    np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="narrow-speaker", frames=frames),
+    np.testing.assert_allclose(bundle.predict_proba(X, framework="cnn", model_set="speaker", frames=frames),
                                parts[2], rtol=1e-6)
 
 
@@ -416,9 +430,10 @@ def test_archive_sums_of_any_split_equal_the_statistics_of_all() -> None:
         StatsSums.from_json({"n": 1, "total": [1.0, float("nan")], "squares": [1.0, 1.0]})
 
 
-def _cnn_set_bundle(out: Path) -> Path:
+def _cnn_set_bundle(out: Path, *, speaker_cnn: bool = True) -> Path:
     """The pretrained bundle's dense models, plus a random stream cnn in the global set and, in the
-    speaker set, the same encoder with another head that reads normalised statistics."""
+    speaker set (unless not ``speaker_cnn``), the same encoder with another head that reads
+    normalised statistics."""
     from ser_batch.config import CnnConfig
     from ser_batch.models.networks import read_arrays
     from ser_batch.models.sequence import build_network, export_stream_network
@@ -436,11 +451,13 @@ def _cnn_set_bundle(out: Path) -> Path:
     rng = np.random.default_rng(11)
     arrays["dense_kernel"] = rng.normal(0, 0.3, arrays["dense_kernel"].shape).astype(np.float32)
     arrays["normalized"] = np.array(1, dtype=np.int64)
-    np.savez_compressed(staging / "speaker" / ARRAYS["cnn"], **arrays)
+    if speaker_cnn:
+        np.savez_compressed(staging / "speaker" / ARRAYS["cnn"], **arrays)
     manifest = {k: v for k, v in manifest.items() if k != "files"}
     manifest["models"] = [*manifest["models"], "cnn"]
-    for entry in manifest["model_sets"].values():
-        entry["models"] = [*entry["models"], "cnn"]
+    for name, entry in manifest["model_sets"].items():
+        if speaker_cnn or name == "global":
+            entry["models"] = [*entry["models"], "cnn"]
     return bundle_io.finalize_bundle(staging, out, manifest=manifest, overwrite=False)
 
 

@@ -59,6 +59,9 @@ class FeatureSet:
     #: list of np.ndarray [shape=(t_i,)], bool, per row: which of those frames the speech detector
     #: keeps (column ``frame_speech``), or None when the table has none (written before the column)
     frame_speech: list[Any] | None = None
+    #: list of np.ndarray [shape=(k_i, 256)] per row: each window's GE2E embedding (column ``ge2e``,
+    #: ``extract.embeddings``), or None when the table has none
+    embeddings: list[Any] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -76,9 +79,10 @@ class FeatureSet:
         speech = [self.speech_ratio[i] for i in index] if self.speech_ratio is not None else None
         frames = [self.frames[i] for i in index] if self.frames is not None else None
         flags = [self.frame_speech[i] for i in index] if self.frame_speech is not None else None
+        embeddings = [self.embeddings[i] for i in index] if self.embeddings is not None else None
         return FeatureSet(self.X[index], self.emotion[index], self.actor[index], self.paths[index],
                           self.metadata, self.n_errors, segments, speech, self.augment[index], self.band[index],
-                          self.corpus[index], frames, flags)
+                          self.corpus[index], frames, flags, embeddings)
 
     def originals(self) -> "FeatureSet":
         """Only the rows of the files' own audio (no augmented copies)."""
@@ -158,6 +162,13 @@ def load_feature_set(directory: Path) -> FeatureSet:
         offsets = offsets - offsets[0]
         values = column.flatten().to_numpy(zero_copy_only=False).astype(bool)
         frame_speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    embeddings = None
+    if schema.GE2E in table.column_names and table.column(schema.GE2E).null_count == 0:
+        column = table.column(schema.GE2E).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        stacked = column.flatten().flatten().to_numpy().reshape(-1, schema.GE2E_SIZE).astype(np.float32)
+        embeddings = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     augment = band = None
     if schema.AUGMENT in table.column_names:
         augment = np.array(table.column(schema.AUGMENT).to_pylist(), dtype=object)
@@ -181,6 +192,7 @@ def load_feature_set(directory: Path) -> FeatureSet:
         band=band,
         frames=frames,
         frame_speech=frame_speech,
+        embeddings=embeddings,
     )
 
 
@@ -234,4 +246,5 @@ def concat_feature_sets(sets: list[FeatureSet], *, names: list[str]) -> FeatureS
         frames=[f for s in sets for f in s.frames] if all(s.frames is not None for s in sets) else None,
         frame_speech=[f for s in sets for f in s.frame_speech] if all(s.frame_speech is not None for s in sets)
         else None,
+        embeddings=[e for s in sets for e in s.embeddings] if all(s.embeddings is not None for s in sets) else None,
     )

@@ -144,6 +144,21 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
     return {str(k): v.array() for k, v in state.items() if isinstance(v, _Tensor)}
 
 
+#: The licence note a bundle with a ``ge2e`` model carries beside the encoder's weights.
+ENCODER_NOTICE = """# GE2E speaker encoder — licence note
+
+`ge2e_encoder.npz` holds the weights of Resemblyzer's GE2E voice encoder (`resemblyzer` 0.1.4 on
+PyPI, `resemblyzer/pretrained.pt`), converted to numpy arrays by ser-batch without change.
+
+* Copyright 2019 Resemble.AI (author Corentin Jemine); licensed under the **Apache License 2.0**
+  (https://www.apache.org/licenses/LICENSE-2.0): redistribution with this notice; no warranty.
+* Source: https://github.com/resemble-ai/Resemblyzer, after Wan et al., "Generalized end-to-end
+  loss for speaker verification" (ICASSP 2018).
+* The `ge2e` model beside it (`ge2e_mlp.npz`) was trained by ser-batch on the bundle's training
+  data; its terms are those of that data (see the bundle's other notes).
+"""
+
+
 def weights_path() -> Path:
     """Resemblyzer's ``pretrained.pt`` in the installed ``resemblyzer`` package (found without
     importing it: importing it imports torch). ``pip install --no-deps resemblyzer==0.1.4`` puts it
@@ -234,3 +249,56 @@ class SpeakerEncoder:
         z = np.maximum(h @ self.linear[0] + self.linear[1], 0.0)
         norm = np.linalg.norm(z, axis=1, keepdims=True)
         return z / np.maximum(norm, 1e-12)
+
+
+# ----------------------------------------------------------------- windows of a stream
+
+#: Size of a window's embedding.
+EMBEDDING_SIZE = HIDDEN
+
+
+def window_samples(y: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, hop_length: int) -> list[np.ndarray]:
+    """Each window's audio: the samples of its frames' hops, ``y[start * hop : end * hop]`` (frames
+    ``[start, end)`` of the centred STFT), zeros past the signal's end.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float32, the whole signal at :data:`SAMPLE_RATE`
+    starts, ends : np.ndarray [shape=(k,)], int, the windows' frames
+    """
+    out = []
+    for start, end in zip(np.asarray(starts), np.asarray(ends)):
+        a, b = int(start) * hop_length, int(end) * hop_length
+        piece = np.zeros(b - a, dtype=np.float32)
+        have = y[a : min(b, len(y))]
+        piece[: len(have)] = have
+        out.append(piece)
+    return out
+
+
+def embed_windows(encoder: "SpeakerEncoder", windows: list[np.ndarray]) -> np.ndarray:
+    """The encoder's embedding of each window's audio (:func:`window_samples`): its mel frames run
+    through the LSTM as one utterance. Windows of one length go through in one batch.
+
+    Returns
+    -------
+    np.ndarray [shape=(k, 256)], float32, unit length
+    """
+    out = np.zeros((len(windows), EMBEDDING_SIZE), dtype=np.float32)
+    lengths = np.array([len(w) for w in windows])
+    for length in np.unique(lengths):
+        pick = np.flatnonzero(lengths == length)
+        mels = np.stack([encoder_mel(windows[i]) for i in pick])
+        out[pick] = encoder.embed(mels)
+    return out
+
+
+_ENCODERS: dict[str, "SpeakerEncoder"] = {}
+
+
+def cached_encoder(path: Path | None = None) -> "SpeakerEncoder":
+    """The encoder of ``path`` (default: the installed resemblyzer package's weights), once per process."""
+    key = str(path) if path is not None else ""
+    if key not in _ENCODERS:
+        _ENCODERS[key] = SpeakerEncoder.load(path)
+    return _ENCODERS[key]

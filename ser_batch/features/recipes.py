@@ -69,6 +69,9 @@ class FileFeatures:
     frames: np.ndarray | None = None
     #: np.ndarray [shape=(n_frames,)], bool: the frames the speech detector keeps (``rich`` only), or None
     frame_speech: np.ndarray | None = None
+    #: np.ndarray [shape=(n_windows, 256)], float32: each window's GE2E embedding
+    #: (:func:`ser_batch.features.ge2e.embed_windows`; ``extract.embeddings``), or None
+    embeddings: np.ndarray | None = None
 
 
 def signal_features(y: np.ndarray, sample_rate: int, *, config: FeatureConfig) -> FileFeatures:
@@ -196,3 +199,26 @@ def file_features(path: Path, *, config: Config) -> tuple[FileFeatures, AudioInf
 # ------------------------------------------------------------ local frames (streamed)
 
 
+def with_embeddings(feats: FileFeatures, y: np.ndarray, *, config: Config) -> FileFeatures:
+    """``feats`` of the signal ``y`` with each window's GE2E embedding (``extract.embeddings``): the
+    windows of ``feats.segments`` on the rich grid, each embedded from its own audio.
+
+    Raises
+    ------
+    FeatureError
+        If the encoder's weights cannot be read (the resemblyzer package is not installed).
+    """
+    import dataclasses
+
+    from ser_batch.features.ge2e import cached_encoder, embed_windows, window_samples
+    from ser_batch.features.windows import WindowGrid, n_frames_of
+
+    if feats.segments is None:
+        return feats
+    grid = WindowGrid.of(config.features, config.audio.sample_rate)
+    n_frames = n_frames_of(len(y), config.features.hop_length)
+    starts, ends = grid.bounds(0, grid.n_windows(n_frames), n_frames)
+    windows = window_samples(np.asarray(y, dtype=np.float32), starts, ends, hop_length=config.features.hop_length)
+    embedded = embed_windows(cached_encoder(), windows)
+    check_finite(embedded, "window embeddings")
+    return dataclasses.replace(feats, embeddings=embedded)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -443,6 +443,8 @@ class WindowBatch:
         (:func:`ser_batch.features.melframes.mel_frames`) that the batch's windows need, reaching
         ``frame_reach`` frames past them on each side (or the stream's ends), with the windows'
         frame ranges and the frames judged speech; only when asked (a bundle with a ``cnn`` model)
+    embeddings : np.ndarray [shape=(k, d)], float32, or None: each window's embedding by a pretrained
+        encoder of its audio (:mod:`ser_batch.features.ge2e`); only when asked (a ``ge2e`` model)
     """
 
     index: np.ndarray
@@ -452,15 +454,17 @@ class WindowBatch:
     speech_ratio: np.ndarray
     speech_frames: int
     frames: StreamFrames | None = None
+    embeddings: np.ndarray | None = None
 
     def without_inputs(self) -> "WindowBatch":
         """The batch without its vectors and frames (once scored: memory stays flat on long files)."""
-        return dataclasses.replace(self, vectors=self.vectors[:, :0], frames=None)
+        return dataclasses.replace(self, vectors=self.vectors[:, :0], frames=None, embeddings=None)
 
 
 def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: FeatureConfig,
                    first_sample: int = 0, windows: tuple[int, int | None] = (0, None),
-                   frame_reach: int | None = None, vectors: bool = True) -> Iterator[WindowBatch]:
+                   frame_reach: int | None = None, vectors: bool = True,
+                   embed: Callable[[list[np.ndarray]], np.ndarray] | None = None) -> Iterator[WindowBatch]:
     """Window features of a stream of consecutive mono blocks, in window order.
 
     Parameters
@@ -474,6 +478,8 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
     vectors : compute the windows' ``rich`` vectors; False when no model reads them (a frame network
         alone): only the frame columns the speech detector and the log-mel frames need are computed
         (:func:`ser_batch.features.rich.lean_segment_frames`, no pitch), and ``vectors`` is ``(k, 0)``
+    embed : a function of the windows' audio (a list of each window's samples, :func:`ser_batch.features.ge2e.window_samples`)
+        giving their embeddings (:attr:`WindowBatch.embeddings`); None: no embeddings
 
     Yields
     ------
@@ -525,7 +531,11 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
             kept = rows if kept is None else np.concatenate([kept, rows])
             kept_f0 = f0 if kept_f0 is None else np.concatenate([kept_f0, f0])
             frames_done = stop_frame
-            signal.drop_before(frames_done * hop_length)
+            # (Windows embedded from their audio keep it until they are given out.)
+            keep = frames_done * hop_length
+            if embed is not None:
+                keep = min(keep, next_window * grid.hop * hop_length + half)
+            signal.drop_before(keep)
         # Windows whose frames and noise context are all computed (or the signal ended).
         last = grid.n_windows(n_frames) if n_frames is not None else None
         if stop_window is not None:
@@ -553,6 +563,7 @@ def stream_windows(blocks: Iterable[np.ndarray], *, sample_rate: int, config: Fe
                 frames=None if frame_reach is None else _stream_frames(
                     kept, kept_first, starts, ends, reach=frame_reach, done=frames_done, n_frames=n_frames,
                     flags=flags, flags_first=lo, config=config),
+                embeddings=None if embed is None else embed(signal.window_samples(starts, ends, hop_length, half)),
             )
             next_window = stop
             cut = max(0, next_window * grid.hop - context) - kept_first
@@ -698,6 +709,19 @@ class _Buffer:
         a = first * hop_length - self.start
         b = (stop - 1) * hop_length + n_fft - self.start
         return self.data.view[a:b], self.low.view[a // self.factor : b // self.factor]
+
+    def window_samples(self, starts: np.ndarray, ends: np.ndarray, hop_length: int, half: int) -> list[np.ndarray]:
+        """Each window's audio (samples ``[start * hop, end * hop)`` of the signal, padded index
+        ``+ half``), copied: as :func:`ser_batch.features.ge2e.window_samples` cuts a whole signal."""
+        view = self.data.view
+        out = []
+        for start, end in zip(starts, ends):
+            a, b = int(start) * hop_length + half - self.start, int(end) * hop_length + half - self.start
+            piece = np.zeros(b - a, dtype=np.float32)
+            have = view[a : min(b, len(view))]
+            piece[: len(have)] = have
+            out.append(piece)
+        return out
 
     def drop_before(self, index: int) -> None:
         cut = (index - self.start) // self.factor * self.factor

@@ -113,16 +113,25 @@ def output_classes(bundle: Bundle, score: ScoreConfig) -> list[str]:
 
 def window_proba(bundle: Bundle, vectors: np.ndarray, *, framework: str, model_set: str = GLOBAL,
                  keep: Sequence[str] | None = None, frames: Sequence[StreamFrames] | None = None,
-                 normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                 normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                 embeddings: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities of window vectors ``[shape=(k, n_features)]``: ``(k, n_classes)``,
     in ``bundle.classes`` order, by the models of ``model_set``; ``both`` averages the models
     (soft voting). With ``keep`` (:func:`class_subset`), ``(k, len(keep))`` renormalised over them.
     ``frames``: the stretches of log-mel frames the same windows are in, for ``cnn``; ``normalize``:
-    how a normalised cnn z-scores its pooled statistics."""
+    how a normalised cnn z-scores its pooled statistics; ``embeddings``: the windows' speaker
+    embeddings, for ``ge2e``."""
     if len(vectors) == 0:
         return np.zeros((0, len(keep or bundle.classes)))
     return restrict(bundle.predict_proba(vectors, framework=framework, model_set=model_set, frames=frames,
-                                         normalize=normalize), bundle.classes, keep)
+                                         normalize=normalize, embeddings=embeddings), bundle.classes, keep)
+
+
+def batch_embeddings(batches: Sequence[WindowBatch]) -> np.ndarray | None:
+    """The speaker embeddings of the windows of ``batches``, stacked; None without embeddings."""
+    if not batches or any(b.embeddings is None for b in batches):
+        return None
+    return np.concatenate([b.embeddings for b in batches])
 
 
 def batch_frames(batches: Sequence[WindowBatch]) -> list[StreamFrames] | None:
@@ -199,12 +208,19 @@ def stream_file_windows(path: Path, *, bundle: Bundle, config: Config, channel: 
     # The cnn's log-mel frames only when a model that reads them may score (not for --framework keras).
     reach = bundle.frame_reach if bundle.needs_frames and config.score.framework in ("cnn", ENSEMBLE) else None
     # Window vectors only when a dense model may score or normalise (not for a cnn alone).
-    vectors = bundle.reads_vectors(config.score.framework, normalize=config.score.normalize != "none")
+    normalizing = config.score.normalize != "none"
+    vectors = bundle.reads_vectors(config.score.framework, normalize=normalizing)
+    embed = None
+    if bundle.reads_embeddings(config.score.framework, normalize=normalizing):
+        from ser_batch.features.ge2e import embed_windows
+
+        encoder = bundle.encoder
+        embed = lambda pieces: embed_windows(encoder, pieces)  # noqa: E731
     first = first_sample_needed(windows[0], config=settings.features, sample_rate=rate, frame_reach=reach)
     blocks = (block for _, block in iter_audio_blocks(Path(path), sample_rate=rate, block_s=config.score.block_s,
                                                       start_sample=first, channel=channel))
     for batch in stream_windows(blocks, sample_rate=rate, config=settings.features, first_sample=first,
-                                windows=windows, frame_reach=reach, vectors=vectors):
+                                windows=windows, frame_reach=reach, vectors=vectors, embed=embed):
         if not np.all(np.isfinite(batch.vectors)):
             raise FeatureError("features are not finite")
         yield batch
@@ -248,7 +264,8 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
                     vectors = vector_stats.apply(vectors)
                 probas.append(window_proba(bundle, vectors, framework=framework, model_set=chosen_set, keep=keep,
                                            frames=batch_frames([batch]),
-                                           normalize=pooled_stats.apply if pooled_stats is not None else None))
+                                           normalize=pooled_stats.apply if pooled_stats is not None else None,
+                                           embeddings=batch.embeddings))
                 batch = batch.without_inputs()
             result.windows.append(batch)
             result.summary.n_windows += len(batch.index)
@@ -396,7 +413,8 @@ def attach_probabilities(bundle: Bundle, streams: Sequence[StreamResult], *, fra
         frames = batch_frames([w for stream, _, _ in pending for w in stream.windows])
         sizes = [len(stream.speech) for stream, _, _ in pending]
         proba = window_proba(bundle, np.concatenate([v for _, v, _ in pending]), framework=framework, model_set=name,
-                             keep=keep, frames=frames, normalize=_each(sizes, [p for _, _, p in pending]))
+                             keep=keep, frames=frames, normalize=_each(sizes, [p for _, _, p in pending]),
+                             embeddings=batch_embeddings([w for stream, _, _ in pending for w in stream.windows]))
         at = 0
         for (stream, _, _), size in zip(pending, sizes):
             _summarise(stream, proba[at : at + size])
@@ -444,8 +462,11 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
     if framework not in SCORE_FRAMEWORKS:
         raise BundleError(f"unknown framework {framework!r}; use {', '.join(SCORE_FRAMEWORKS)}")
     names = bundle.frameworks if framework == ENSEMBLE else [framework]
-    if framework == ENSEMBLE and not bundle.reads_vectors(ENSEMBLE, normalize=config.score.normalize != "none"):
-        names = [f for f in names if f == "cnn"]  # the ensemble is the cnn alone: no window vectors computed
+    if framework == ENSEMBLE:  # each model whose inputs the ensemble has computed (a cnn-only one: no vectors)
+        normalizing = config.score.normalize != "none"
+        computed = {"cnn": True, "ge2e": bundle.reads_embeddings(ENSEMBLE, normalize=normalizing),
+                    "keras": bundle.reads_vectors(ENSEMBLE, normalize=normalizing)}
+        names = [f for f in names if computed.get(f, computed["keras"])]
     for name in names:
         bundle.model(name)  # fail early (missing or untrusted model) before any audio is decoded
     if bundle.aggregation != "segments":
@@ -483,6 +504,7 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
         entry["model_set"], entry["normalized"] = model_set, stream.summary.normalized
         probas = (_file_probas(bundle, vectors, names=names, model_set=model_set, keep=keep,
                               frames=batch_frames(stream.windows), rows=stream.speech, normalize=pooled,
+                              embeddings=batch_embeddings(stream.windows),
                               ensemble=framework == ENSEMBLE and len(bundle.frameworks) > 1)
                   if stream.speech.any() else {})
         entry["predictions"] = _predictions(list(keep or bundle.classes), probas)
@@ -492,13 +514,14 @@ def predict_files(paths: Sequence[Path], *, bundle: Bundle, framework: str = ENS
 def _file_probas(bundle: Bundle, vectors: np.ndarray, *, names: list[str], model_set: str = GLOBAL,
                  keep: Sequence[str] | None, frames: Sequence[StreamFrames] | None = None,
                  rows: np.ndarray | None = None, ensemble: bool = False,
-                 normalize: PooledNormalizer | None = None) -> dict[str, np.ndarray]:
+                 normalize: PooledNormalizer | None = None, embeddings: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
     """Each model's mean probabilities over the windows ``rows`` of ``vectors`` (all without it; and
     with ``ensemble`` the bundle's ensemble's), as ``score`` summarises a stream: every window's
     probabilities restricted to ``keep`` first, the ensemble's from the models' window probabilities
     averaged with the bundle's weights (as ``window_proba`` gives them)."""
     full = {name: bundle.predict_proba(vectors, framework=name, model_set=model_set, frames=frames,
-                                       normalize=normalize) for name in names}
+                                       normalize=normalize, embeddings=embeddings) for name in names}
     if rows is not None:
         full = {name: proba[rows] for name, proba in full.items()}
     if ensemble:

@@ -48,7 +48,7 @@ import numpy as np
 
 from ser_batch import __version__, schema
 from ser_batch.config import ENSEMBLE, Config, config_from_dict, config_to_dict
-from ser_batch.errors import BundleError, ConfigError
+from ser_batch.errors import BundleError, ConfigError, SerBatchError
 from ser_batch.features.melframes import StreamFrames
 from ser_batch.models.bundle_checks import (
     MANIFEST,
@@ -74,7 +74,10 @@ OLD_SPEECH_DETECTOR = "energy"
 
 def model_files(bundle_format: int) -> dict[str, str]:
     """The file each framework's model is read from, in a bundle of that format."""
-    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE, "cnn": CNN_FILE}
+    from ser_batch.models.networks import GE2E_ARRAYS
+
+    return {"keras": KERAS_FILE, "sklearn": SKLEARN_FILE if bundle_format >= 2 else SKLEARN_PICKLE, "cnn": CNN_FILE,
+            "ge2e": GE2E_ARRAYS}
 
 
 #: Manifest value of ``training_data.files.keys`` when the list holds ``corpus:path`` keys.
@@ -177,6 +180,31 @@ class Bundle:
     def needs_frames(self) -> bool:
         """Whether some model of the bundle (``cnn``) scores windows' log-mel frames."""
         return any("cnn" in self.set_frameworks(name) for name in self.model_sets)
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether some model of the bundle (``ge2e``) scores windows' speaker embeddings."""
+        return any("ge2e" in self.set_frameworks(name) for name in self.model_sets)
+
+    @functools.cached_property
+    def encoder(self) -> Any:
+        """The GE2E speaker encoder a ``ge2e`` model's embeddings come from (the bundle's copy of its
+        weights, checksummed like every file of the bundle).
+
+        Raises
+        ------
+        BundleError
+            If the bundle has no such file or it is not the encoder's weights.
+        """
+        from ser_batch.features.ge2e import SpeakerEncoder
+        from ser_batch.models.networks import GE2E_ENCODER, read_arrays
+
+        if GE2E_ENCODER not in self.manifest.get("files", {}):
+            raise BundleError(f"bundle {self.path} has a ge2e model but not the encoder's weights ({GE2E_ENCODER})")
+        try:
+            return SpeakerEncoder(read_arrays(inside_bundle(self.path, GE2E_ENCODER, what="encoder weights")))
+        except (ValueError, SerBatchError) as exc:
+            raise BundleError(f"cannot load the GE2E encoder of {self.path} ({GE2E_ENCODER}): {exc}") from None
 
     @property
     def frame_reach(self) -> int:
@@ -335,7 +363,10 @@ class Bundle:
         path = inside_bundle(self.path, name, what="model file")
         try:
             model = self._read_model(framework, path, native=native)
-            check_model_fits(model, classes=self.classes, n_features=self.n_features)
+            from ser_batch.features.ge2e import EMBEDDING_SIZE
+
+            check_model_fits(model, classes=self.classes,
+                             n_features=EMBEDDING_SIZE if framework == "ge2e" else self.n_features)
         except Exception as exc:  # noqa: BLE001 - deserialising fails in many ways across versions
             reason = " ".join(str(exc).split())[:400]  # one line, whatever the library printed
             if not isinstance(exc, ValueError):
@@ -348,6 +379,11 @@ class Bundle:
 
     def _read_model(self, framework: str, path: Path, *, native: bool) -> Any:
         n_features = self.n_features
+        if framework == "ge2e":
+            from ser_batch.features.ge2e import EMBEDDING_SIZE
+            from ser_batch.models.networks import DenseNetwork
+
+            return DenseNetwork.load(path, classes=self.classes, n_features=EMBEDDING_SIZE)
         if framework == "cnn":
             from ser_batch.features.melframes import n_bands
             from ser_batch.models.sequence import load_frame_network
@@ -391,6 +427,8 @@ class Bundle:
                 if name == GLOBAL and framework == "sklearn" and self.format < 2 and not self.trust_pickle:
                     continue
                 self.model(framework, name)
+        if self.needs_embeddings:
+            self.encoder  # noqa: B018 - loads and checks the encoder's weights
 
     def set_frameworks(self, model_set: str = GLOBAL) -> list[str]:
         """The frameworks of one set."""
@@ -405,11 +443,16 @@ class Bundle:
         if entry is None:
             return [(f, model_set) for f in self.frameworks]  # an unknown set: self.model says so
         own = [(f, model_set) for f in self.set_frameworks(model_set)]
-        if not entry.normalized or "cnn" in entry.models:
+        if not entry.normalized:
             return own
-        plain = next((s.name for s in self.model_sets.values()
-                      if s.band == entry.band and not s.normalized and "cnn" in s.models), None)
-        return own + [("cnn", plain)] if plain is not None else own
+        for framework in ("cnn", "ge2e"):  # models of their own inputs: borrowed from the band's plain set
+            if framework in entry.models:
+                continue
+            plain = next((s.name for s in self.model_sets.values()
+                          if s.band == entry.band and not s.normalized and framework in s.models), None)
+            if plain is not None:
+                own.append((framework, plain))
+        return own
 
     def ensemble_weights(self, model_set: str = GLOBAL) -> dict[str, float]:
         """The weight of each framework in ``both`` for ``model_set`` (summing to 1): the manifest's
@@ -432,10 +475,19 @@ class Bundle:
         sets = [name for name, entry in self.model_sets.items() if normalize or not entry.normalized]
         return any(f != "cnn" for name in sets for f in self.ensemble_weights(name))
 
+    def reads_embeddings(self, framework: str, *, normalize: bool = False) -> bool:
+        """Whether scoring with ``framework`` reads windows' speaker embeddings (a ``ge2e`` model takes
+        part, in the plain sets, or with ``normalize`` in any set's ensemble)."""
+        if framework != ENSEMBLE:
+            return framework == "ge2e"
+        sets = [name for name, entry in self.model_sets.items() if normalize or not entry.normalized]
+        return any(f == "ge2e" for name in sets for f in self.ensemble_weights(name))
+
     def predict_rows(self, X: np.ndarray, segments: list[np.ndarray] | None, *, framework: str,
                      keep: np.ndarray | None = None, model_set: str = GLOBAL,
                      frames: list[np.ndarray] | None = None, frame_speech: list[np.ndarray] | None = None,
-                     normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                     embeddings: list[np.ndarray] | None = None) -> np.ndarray:
         """Probabilities per row [shape=(n, n_classes)]: of its window vectors averaged when
         the bundle was trained on windows (only those in ``keep``, a mask over the stacked
         windows such as the ones with speech, when a row has any), else of the clip vectors ``X``.
@@ -465,28 +517,40 @@ class Bundle:
                                   "ser-batch); re-extract them")
             windows = [row_stream(f, None if frame_speech is None else frame_speech[i], config=self.config.features,
                                   sample_rate=self.config.audio.sample_rate) for i, f in enumerate(frames)]
+        stacked_embeddings = None
+        if embeddings is not None and self.needs_embeddings:
+            stacked_embeddings = np.concatenate(embeddings) if embeddings else np.zeros((0, 256), dtype=np.float32)
         return mean_by_row(self.predict_proba(stacked, framework=framework, model_set=model_set, frames=windows,
-                                              normalize=normalize), rows, len(segments), keep=keep)
+                                              normalize=normalize, embeddings=stacked_embeddings),
+                           rows, len(segments), keep=keep)
 
     def predict_proba(self, X: np.ndarray, *, framework: str, model_set: str = GLOBAL,
                       frames: Sequence[StreamFrames] | None = None,
-                      normalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                      normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                      embeddings: np.ndarray | None = None) -> np.ndarray:
         """Probabilities [shape=(n, n_classes)] in :attr:`classes` order, by the models of ``model_set``.
 
         ``framework="both"`` averages the models' probabilities with :meth:`ensemble_weights` (a
         soft-voting ensemble). The
         dense models see the vectors ``X``; ``cnn`` sees ``frames``, the stretches of log-mel frames
         of the streams the same windows are in, in order (their windows are the rows of ``X``). A
-        normalised set's own cnn z-scores its pooled statistics with ``normalize``.
+        normalised set's own cnn z-scores its pooled statistics with ``normalize``; ``ge2e`` sees
+        ``embeddings``, the same windows' speaker embeddings ``(n, 256)``.
         """
         members = self.ensemble(model_set)
         if framework == ENSEMBLE:
             weights = self.ensemble_weights(model_set)
-            return sum(weights[f] * self.predict_proba(X, framework=f, model_set=s, frames=frames, normalize=normalize)
+            return sum(weights[f] * self.predict_proba(X, framework=f, model_set=s, frames=frames, normalize=normalize,
+                                                       embeddings=embeddings)
                        for f, s in members if f in weights)
         model_set = dict(members).get(framework, model_set)  # a normalised set's cnn is its band's plain one
         model = self.model(framework, model_set)
-        if framework == "cnn":
+        if framework == "ge2e":
+            if embeddings is None:
+                raise BundleError(f"the ge2e model of {self.path} scores windows' speaker embeddings and none were "
+                                  "given (feature tables need the ge2e column: extract.embeddings = [\"ge2e\"])")
+            proba = np.asarray(model.predict_proba(np.asarray(embeddings, dtype=np.float32)), dtype=np.float64)
+        elif framework == "cnn":
             if frames is None:
                 raise BundleError(f"the cnn model of {self.path} scores windows' log-mel frames and none were "
                                   "given (feature tables need the frames column: extract.store_frames = true)")

@@ -24,8 +24,13 @@ import numpy as np
 #: Array exports inside a bundle.
 KERAS_ARRAYS = "keras_ann.npz"
 SKLEARN_ARRAYS = "sklearn_mlp.npz"
-CNN_ARRAYS = "cnn.npz"  # the frame-sequence model (ser_batch.models.sequence)
-ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS, "cnn": CNN_ARRAYS}
+CNN_ARRAYS = "cnn.npz"  # the frame network (ser_batch.models.sequence)
+GE2E_ARRAYS = "ge2e_mlp.npz"  # an MLP over the windows' GE2E embeddings (ser_batch.features.ge2e)
+#: The GE2E speaker encoder's weights, in a bundle with a ``ge2e`` model (converted from Resemblyzer's).
+GE2E_ENCODER = "ge2e_encoder.npz"
+#: The licence note of the GE2E encoder's weights, beside them in a bundle.
+GE2E_NOTICE = "NOTICE-ge2e.md"
+ARRAYS = {"keras": KERAS_ARRAYS, "sklearn": SKLEARN_ARRAYS, "cnn": CNN_ARRAYS, "ge2e": GE2E_ARRAYS}
 
 #: Hidden layers are ReLU; the output is softmax, or logistic for a two-class MLP (one unit).
 _ACTIVATIONS = ("relu", "softmax", "logistic")

@@ -257,7 +257,9 @@ def evaluate_bundle(model_dir: Path | None, features_dir: Path, *, frameworks: S
                 def pooled(values: np.ndarray, groups: Any = window_groups, speech: Any = keep) -> np.ndarray:
                     return normalize_groups(values, groups, speech)
             proba[rows] = bundle.predict_rows(X_band, segments, framework=framework, keep=keep, model_set=name,
-                                              frames=frames, frame_speech=flags, normalize=pooled)
+                                              frames=frames, frame_speech=flags, normalize=pooled,
+                                              embeddings=[data.embeddings[i] for i in rows]
+                                              if data.embeddings is not None else None)
         proba = restrict(proba, bundle.classes, subset)
         results["models"][framework] = classification_metrics(y, proba, scored_classes)
         probas[framework] = proba

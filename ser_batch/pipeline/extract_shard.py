@@ -25,7 +25,7 @@ from ser_batch.data.labels import Labels, labels_for
 from ser_batch.data.paths import stored_path
 from ser_batch.errors import SerBatchError
 from ser_batch.features.names import feature_names
-from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features
+from ser_batch.features.recipes import FileFeatures, checked_features, decode_for_features, with_embeddings
 from ser_batch.reports.failures import SHOWN
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class ExtractRun(ShardJob[Shard, ExtractResult]):
             try:
                 y, info = decode_for_features(Path(self.root) / source, config=self.config)
                 feats = checked_features(y, config=self.config)
+                if self.config.extract.embeddings:
+                    feats = with_embeddings(feats, y, config=self.config)
             except SerBatchError as exc:
                 error, feats = str(exc) or type(exc).__name__, None
             except Exception as exc:  # noqa: BLE001 - one odd file must not sink an overnight job
@@ -135,8 +137,11 @@ class _PartRows:
     def __init__(self, config: Config) -> None:
         self.names = feature_names(config.features)
         self.bands = frame_bands(config)
+        self.embeddings = bool(config.extract.embeddings) and config.features.recipe == "rich" \
+            and config.features.window_s > 0
         self.schema = schema.features_schema(recipe=config.features.recipe, names=self.names,
-                                             config=config_to_dict(config), frame_bands=self.bands)
+                                             config=config_to_dict(config), frame_bands=self.bands,
+                                             embeddings=self.embeddings)
         self.columns: dict[str, list[Any]] = {f.name: [] for f in self.schema}
         self.files = self.augmented = 0
         self.failures: list[tuple[str, str]] = []
@@ -167,6 +172,8 @@ class _PartRows:
         if schema.FRAMES in rows:
             rows[schema.FRAMES].append(feats.frames if feats else None)
             rows[schema.FRAME_SPEECH].append(feats.frame_speech if feats else None)
+        if schema.GE2E in rows:
+            rows[schema.GE2E].append(feats.embeddings if feats else None)
 
     def write(self, path: Path) -> ExtractResult:
         """Write the part atomically at ``path``; what it holds."""
@@ -179,6 +186,8 @@ class _PartRows:
                 arrays.append(schema.matrices_array(values, len(self.names)))
             elif field.name == schema.FRAMES:
                 arrays.append(schema.matrices_array(values, self.bands))
+            elif field.name == schema.GE2E:
+                arrays.append(schema.matrices_array(values, schema.GE2E_SIZE))
             else:
                 arrays.append(pa.array(values, field.type))
         parts.write_table_atomic(pa.Table.from_arrays(arrays, schema=self.schema), path)
@@ -202,7 +211,8 @@ def _augmented_features(path: str, y: np.ndarray, name: str, *, config: Config) 
 
     try:
         copy = augment_signal(y, config.audio.sample_rate, name, rng=augmentation_rng(path, name))
-        return checked_features(copy, config=config)
+        feats = checked_features(copy, config=config)
+        return with_embeddings(feats, copy, config=config) if config.extract.embeddings else feats
     except SerBatchError as exc:
         log.warning("%s: augmented copy %s left out: %s", path, name, exc)
     except Exception:  # noqa: BLE001 - as for the file itself: log, go on

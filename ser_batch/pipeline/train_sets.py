@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ser_batch import schema
 from ser_batch.config import Config
 from ser_batch.data.featureset import FeatureSet
 from ser_batch.errors import DatasetError
@@ -103,6 +104,10 @@ class SetData:
     #: same rows z-scored per :attr:`CnnRows.groups`; ``test_groups``: the test rows' groups.
     cnn_normalized: tuple[str, str] | None = None
     test_groups: list[tuple[Any, Any]] | None = None
+    #: ``ge2e`` inputs, when the features store window embeddings (plain sets only): the training and
+    #: test windows' embeddings, in the order of ``X_train`` and ``X_test``.
+    embeddings_train: np.ndarray | None = None
+    embeddings_test: np.ndarray | None = None
 
     def arrays(self) -> dict[str, Any]:
         """What a fitting task needs (put in Ray's object store once)."""
@@ -110,16 +115,18 @@ class SetData:
                 "test_rows": self.test_rows, "test_keep": self.test_keep, "dir": self.dir,
                 "groups_train": self.groups_train,
                 "frames_train": self.frames_train, "frames_test": self.frames_test,
-                "cnn_normalized": self.cnn_normalized, "test_groups": self.test_groups}
+                "cnn_normalized": self.cnn_normalized, "test_groups": self.test_groups,
+                "embeddings_train": self.embeddings_train, "embeddings_test": self.embeddings_test}
 
     def models(self, requested: tuple[str, ...]) -> list[str]:
-        """The requested models this set holds (a normalised set's cnn is fitted by its band's plain set)."""
-        return list(requested)
+        """The requested models this set holds (a normalised set's cnn is fitted by its band's plain
+        set; ``ge2e`` is in plain sets only, a normalised set borrows its band's)."""
+        return [m for m in requested if m != "ge2e" or self.normalize == "none"]
 
     def fitted(self, requested: tuple[str, ...]) -> list[str]:
-        """The requested models this set's own tasks fit: ``cnn`` only in plain sets, which fit the
-        normalised set's cnn head with it (on the same encoder)."""
-        return [m for m in requested if m != "cnn" or self.normalize == "none"]
+        """The requested models this set's own tasks fit: ``cnn`` and ``ge2e`` only in plain sets (the
+        cnn task fits the normalised set's cnn head too, on the same encoder)."""
+        return [m for m in requested if m not in ("cnn", "ge2e") or self.normalize == "none"]
 
     def entry(self) -> dict[str, Any]:
         """This set's ``model_sets`` manifest entry, before its models and metrics are known."""
@@ -225,7 +232,12 @@ def _set_data(data: FeatureSet, name: str, band: str, normalize: str, train_rows
                                if config.train.normalize == "speaker" else None)
         frames_test = [row_stream(data.frames[i], None if flags is None else flags[i], config=config.features,
                                   sample_rate=config.audio.sample_rate) for i in test_rows]
+    embeddings = [None, None]
+    if use_segments and normalize == "none" and data.embeddings is not None:
+        embeddings = [np.concatenate([data.embeddings[i] for i in rows]) if len(rows) else
+                      np.zeros((0, schema.GE2E_SIZE), dtype=np.float32) for rows in (train_rows, test_rows)]
     return SetData(frames_train=frames_train, frames_test=frames_test,
+                   embeddings_train=embeddings[0], embeddings_test=embeddings[1],
                    test_groups=_recording_groups(data, test_rows, bands) if frames_test is not None
                    and config.train.normalize == "speaker" else None,
                    name=name, dir="" if name == GLOBAL else name, band=band, normalize=normalize,

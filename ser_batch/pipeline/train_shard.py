@@ -84,6 +84,7 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
               groups_train: np.ndarray | None = None,
               frames_train: CnnRows | None = None,
               frames_test: list[StreamFrames] | None = None,
+              embeddings_train: np.ndarray | None = None, embeddings_test: np.ndarray | None = None,
               keep_network: list[Any] | None = None) -> FitResult:
     """Fit the ``framework`` model (keras, sklearn or cnn), save it into ``staging`` and score the
     test rows (runs in a worker).
@@ -98,7 +99,9 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
     The ``cnn``
     model trains on ``frames_train`` (each training row's log-mel frames, speech flags and label) and
     is tested on ``frames_test`` (each test row as one stream, windows in ``X_test``'s order); with
-    ``keep_network`` (a list), its numpy network is appended to it.
+    ``keep_network`` (a list), its numpy network is appended to it. ``ge2e`` is a scikit-learn MLP
+    (the ``[sklearn]`` settings) over ``embeddings_train``, the windows' GE2E embeddings, tested on
+    ``embeddings_test``; it also writes the encoder's weights into the bundle's root.
 
     Returns
     -------
@@ -131,6 +134,28 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
         X_test = frames_test  # None without test rows (--split none)
         if keep_network is not None:
             keep_network.append(model.network_)
+    elif framework == "ge2e":
+        if embeddings_train is None:
+            raise DatasetError("the ge2e model trains on each window's GE2E embedding, and these features have none: "
+                               "re-extract with --set extract.embeddings=ge2e")
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        from ser_batch.features.ge2e import ENCODER_NOTICE, encoder_arrays, read_checkpoint, weights_path
+        from ser_batch.models.estimators import build_sklearn_mlp
+        from ser_batch.models.networks import GE2E_ARRAYS, GE2E_ENCODER, GE2E_NOTICE, export_sklearn
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = build_sklearn_mlp(config.sklearn, seed=config.train.seed).fit(embeddings_train, y_train.astype(str))
+        export_sklearn(model, Path(staging) / GE2E_ARRAYS)
+        # The encoder travels with the bundle (float32: scoring must embed as extraction did).
+        np.savez_compressed(Path(staging) / GE2E_ENCODER, **encoder_arrays(read_checkpoint(weights_path())))
+        (Path(staging) / GE2E_NOTICE).write_text(ENCODER_NOTICE)  # its licence travels with its weights
+        files = [GE2E_ARRAYS, GE2E_ENCODER, GE2E_NOTICE]
+        history = {"loss": [float(v) for v in model[-1].loss_curve_]}
+        X_test = embeddings_test
     elif framework == "keras":
         from ser_batch.models.estimators import KerasANN
 
@@ -154,7 +179,7 @@ def fit_model(framework: str, *, X_train: np.ndarray, y_train: np.ndarray, X_tes
         files = [p.name for p in save_sklearn(model, Path(staging) / bundle.SKLEARN_FILE,
                                               pickle_path=pickle_path)]
         history = {"loss": [float(v) for v in model[-1].loss_curve_]}
-    if arrays_only:
+    if arrays_only and framework != "ge2e":
         from ser_batch.models.networks import ARRAYS
 
         for name in [f for f in files if f != ARRAYS[framework]]:
