@@ -332,8 +332,9 @@ def test_labels_csv_argument_and_config(ray_session: None, corpus: Path, tmp_pat
 
 
 def test_bad_labels_csv_fails_before_any_work(ray_session: None, corpus_copy: Path, tmp_path: Path) -> None:
-    (corpus_copy / "labels.csv").write_text("path,label\na.wav,x\na.wav,y\n")
-    with pytest.raises(DatasetError, match="duplicate path a.wav"):
+    # (a file of the input: a CSV naming none of them is refused for that first)
+    (corpus_copy / "labels.csv").write_text("path,label\nmisc/interview.wav,x\nmisc/interview.wav,y\n")
+    with pytest.raises(DatasetError, match="duplicate path misc/interview.wav"):
         run_extract(corpus_copy, tmp_path / "out", config=CONFIG, progress=False)
     assert not (tmp_path / "out").exists()
 
