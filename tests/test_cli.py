@@ -420,3 +420,28 @@ def test_sigint_exits_130_in_a_real_process() -> None:
         process.kill()
     assert process.returncode == 130, stderr
     assert "Aborted!" not in stderr and "Traceback" not in stderr and "interrupted (Ctrl-C)" in stderr
+
+
+# --- predict: a line for every file (issue 25) ---------------------------------------------
+
+
+def test_predict_prints_a_line_for_every_file_no_speech_included(tmp_path: Path) -> None:
+    """Issue 25: `predict speech.wav dc_only.wav square.wav` printed one line and exited 0; the files
+    without speech were in --json only. Each file now gets its line."""
+    import numpy as np
+    import soundfile as sf
+
+    write_audio(tmp_path / "speech.wav", duration_s=3.0, seed=1)
+    t = np.arange(32_000) / 16_000
+    sf.write(tmp_path / "dc_only.wav", np.full(32_000, 0.3, dtype=np.float32), 16_000)
+    sf.write(tmp_path / "square.wav", (0.3 * np.sign(np.sin(2 * np.pi * 200 * t))).astype(np.float32), 16_000)
+    sf.write(tmp_path / "silence.wav", np.zeros(8_000, dtype=np.float32), 16_000)
+    names = ["speech.wav", "dc_only.wav", "square.wav", "silence.wav"]
+    result = CliRunner().invoke(main, ["predict", *[str(tmp_path / n) for n in names]])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split("  ")[0] for line in lines if " both " in line] == [str(tmp_path / "speech.wav")]
+    assert lines[-3:] == [f"{tmp_path / 'dc_only.wav'}  no speech (none of its 2 windows has any: no emotion to give)",
+                          f"{tmp_path / 'square.wav'}  no speech (none of its 2 windows has any: no emotion to give)",
+                          f"{tmp_path / 'silence.wav'}  no speech (its one window has none: no emotion to give)"]
+    assert {line.split("  ")[0] for line in lines} == {str(tmp_path / n) for n in names}

@@ -210,3 +210,61 @@ def test_in_process_runs_never_import_ray(tmp_path: Path) -> None:
     assert "Ray start" not in result.stdout
     record = json.loads((tmp_path / "out" / "_run.json").read_text())
     assert record["executor"] == "in-process" and record["ray_start_s"] is None and record["files_scored"] == 2
+
+
+@pytest.mark.parametrize("executor", [Executor(), Executor(in_process=True)])
+def test_a_task_s_permission_error_stops_the_job_saying_so_not_as_a_lost_worker(ray_session: None,
+                                                                               executor: Executor) -> None:
+    """Issue 25: a task that could not write its results (an OUT its workers may not write) was
+    reported as shards that "lost their worker 4 times" and its files as killing their workers."""
+    import errno
+
+    @dataclass(frozen=True)
+    class Write(ShardJob[str, str]):
+        doing = "writing"
+
+        def run_shard(self, shard: str) -> str:
+            if shard == "denied":
+                raise PermissionError(errno.EACCES, "Permission denied", f"/out/segments/part-{shard}.parquet")
+            return shard
+
+        def split(self, shard: str) -> list[str]:
+            return [shard]
+
+    committed: list[str] = []
+    with executor.start() as workers, pytest.raises(ClusterError) as raised:
+        run_shards(Write(), ["a", "denied", "b"], workers=workers, commit=lambda r: committed.append(r) or 1,
+                   max_retries=2, progress=QUIET)
+    assert str(raised.value) == (
+        "a shard task stopped with 'Permission denied' on /out/segments/part-denied.parquet: a permission or disk "
+        "problem where it ran, not a crash of its worker; the job stops (what it committed stays, and it completes "
+        "when run again once that is fixed)")
+    assert "died" not in str(raised.value) and "denied" not in committed
+
+
+@pytest.mark.parametrize("executor", [Executor(), Executor(in_process=True)])
+def test_a_task_s_connection_error_is_a_failed_shard_not_a_disk_problem(ray_session: None,
+                                                                        executor: Executor) -> None:
+    """An OSError that is not the file system refusing a write (a connection reset while a task
+    reads an object store, say) fails its shard like any other error; the job does not stop."""
+
+    @dataclass(frozen=True)
+    class Flaky(ShardJob[str, str]):
+        doing = "reading"
+
+        def run_shard(self, shard: str) -> str:
+            if shard == "reset":
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return shard
+
+        def split(self, shard: str) -> list[str]:
+            return [shard]
+
+        def lost(self, shard: str, error: str) -> str:
+            return f"{shard}: {error}"
+
+    committed: list[str] = []
+    with executor.start() as workers:
+        run_shards(Flaky(), ["a", "reset", "b"], workers=workers, commit=lambda r: committed.append(r) or 1,
+                   max_retries=0, progress=QUIET)
+    assert sorted(committed)[:2] == ["a", "b"] and sorted(committed)[2].startswith("reset: ")

@@ -226,3 +226,72 @@ def test_ray_dedup_notes_lose_their_colour_off_a_terminal(monkeypatch: pytest.Mo
     assert "\x1b" in ray_logging._color(" [repeated 2x across cluster]")
     runtime.plain_worker_logs()
     assert ray_logging._color(" [repeated 2x across cluster]") == " [repeated 2x across cluster]"
+
+
+# ----------------------------------------------------- a read-only HOME or temp folder (issue 25)
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A folder in which nothing can be made: read-only by its mode, or (for root, whom modes do not
+    stop) a path below /sys, where mkdir fails for everyone."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        (folder / "probe").mkdir()
+    except OSError:
+        return folder
+    (folder / "probe").rmdir()
+    return Path("/sys/fs/ser-batch-read-only")
+
+
+def _score_env(**changes: str) -> dict[str, str]:
+    """This process's environment without any Ray setting, with ``changes``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, **changes}
+
+
+def _score(tmp_path: Path, env: dict[str, str]):  # noqa: ANN202
+    import subprocess
+    import sys
+
+    from conftest import write_audio
+
+    write_audio(tmp_path / "in/a.wav", duration_s=1.5)
+    return subprocess.run([sys.executable, "-m", "ser_batch.cli", "score", str(tmp_path / "in"), "--out",
+                           str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_a_read_only_home_names_the_token_file_and_the_settings_that_move_it(tmp_path: Path) -> None:
+    """Issue 25: a read-only HOME stopped every job with `error: Operation not permitted: .../.ray`
+    (an embedded Ray writes ~/.ray/auth_token when it finds no token), saying neither why nor how."""
+    home = _unwritable(tmp_path)
+    result = _score(tmp_path, _score_env(HOME=str(home)))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: Ray cannot write its token file {home}/.ray/auth_token (")
+    assert "Point RAY_AUTH_TOKEN_PATH at a token file elsewhere" in result.stderr
+    assert "RAY_AUTH_MODE=disabled" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written: the runtime starts before any write
+
+
+def test_a_read_only_temp_folder_names_it_and_ray_tmpdir(tmp_path: Path) -> None:
+    temp = _unwritable(tmp_path)
+    result = _score(tmp_path, _score_env(RAY_TMPDIR=str(temp), RAY_AUTH_MODE="disabled"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: Ray cannot write its temporary folder {temp}/ray (")
+    assert "set RAY_TMPDIR to a writable folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_token_file_elsewhere_lets_a_read_only_home_run(tmp_path: Path) -> None:
+    """What the message says works: RAY_AUTH_TOKEN_PATH at a token file outside HOME."""
+    import secrets
+
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    result = _score(tmp_path, _score_env(HOME=str(_unwritable(tmp_path)), RAY_AUTH_TOKEN_PATH=str(token)))
+    assert result.returncode == 0, result.stderr
+    assert "1 file scored (0 already done), 0 errors" in result.stdout

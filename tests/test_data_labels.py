@@ -442,3 +442,89 @@ def test_feature_set_built_by_hand_defaults_augment_and_band() -> None:
                       metadata={}, n_errors=0)
     assert list(data.augment) == [None] * 3 and list(data.band) == ["wide"] * 3
     assert list(data.labelled().paths) == ["x", "z"] and len(data.labelled().band) == 2
+
+
+# --- a labels CSV read against the input's files (issue 25) -----------------------------
+
+
+CALLS = [f"call_{i:02d}.wav" for i in range(1, 6)] + ["sub/deep.wav"]
+
+
+@pytest.mark.parametrize("spell", [
+    lambda p: p,                               # relative to INPUT
+    lambda p: f"calls/{p}",                    # with INPUT's own name in front
+    lambda p: ".\\" + p.replace("/", "\\"),    # as Windows writes it
+    lambda p: "calls\\" + p.replace("/", "\\"),
+    lambda p: f"./{p}",
+])
+def test_labels_csv_paths_are_matched_however_they_are_written(tmp_path: Path, spell) -> None:  # noqa: ANN001
+    from ser_batch.data.labels import read_labels_csv
+
+    root = tmp_path / "calls"
+    rows = "".join(f"{spell(p)},angry\n" for p in CALLS)
+    found = read_labels_csv(write_csv(tmp_path / "l.csv", "path,label\n" + rows), root=root, files=CALLS)
+    assert found.labels == {p: Labels(emotion="angry") for p in CALLS}
+    assert (found.rows, found.unmatched, found.first_unmatched) == (6, 0, None)
+
+
+def test_labels_csv_absolute_paths_inside_the_input_match(tmp_path: Path) -> None:
+    from ser_batch.data.labels import read_labels_csv
+
+    root = tmp_path / "calls"
+    root.mkdir()
+    rows = "".join(f"{root.resolve() / p},sad\n" for p in CALLS)
+    found = read_labels_csv(write_csv(tmp_path / "l.csv", "path,label\n" + rows), root=root, files=CALLS)
+    assert set(found.labels) == set(CALLS)
+
+
+def test_a_labels_csv_that_labels_none_of_the_input_is_refused_with_its_counts(tmp_path: Path) -> None:
+    """Issue 25: `extract DIR --labels l.csv` labelled 0 of 20 rows and exited 0, in silence."""
+    from ser_batch.data.labels import read_labels_csv
+
+    rows = "".join(f"elsewhere/{p},angry\n" for p in CALLS)
+    found = read_labels_csv(write_csv(tmp_path / "l.csv", "path,label\n" + rows), root=tmp_path / "calls",
+                            files=CALLS)
+    assert (found.rows, found.unmatched, found.labels) == (6, 6, {})
+    with pytest.raises(DatasetError, match=r"labels file .*l.csv labels none of the 6 audio files of .*calls: none "
+                                           r"of its 6 rows names one \(first: 'elsewhere/call_01.wav'\); write each "
+                                           r"path relative to .*calls, e.g. calls/x.wav or x.wav"):
+        found.check(tmp_path / "calls")
+
+
+def test_a_labels_csv_that_fits_partly_or_disagrees_with_ravdess_names_is_a_warning(tmp_path: Path) -> None:
+    from ser_batch.data.labels import read_labels_csv
+
+    files = ["03-01-05-01-01-01-01.wav", "03-01-03-01-01-01-01.wav", "call.wav"]  # angry, happy, no name label
+    text = ("path,label\n03-01-05-01-01-01-01.wav,sad\n03-01-03-01-01-01-01.wav,happy\n"
+            "gone_1.wav,calm\ngone_2.wav,calm\n")
+    found = read_labels_csv(write_csv(tmp_path / "l.csv", text), root=tmp_path, files=files)
+    found.check(tmp_path)  # it labels some: not refused
+    names = {f: n for f in files if (n := parse_ravdess_name(f)) is not None}
+    assert found.notes(names) == [
+        f"labels file {tmp_path / 'l.csv'}: 2 of its 4 rows name no audio file of the input (first: 'gone_1.wav'); "
+        "2 of the 3 files are labelled by it",
+        f"labels file {tmp_path / 'l.csv'} gives 1 of the 2 files with RAVDESS names another emotion than their names "
+        "do (first: 03-01-05-01-01-01-01.wav: sad in the file, angry by its name); the file's labels are used, as "
+        "the explicit source"]
+    assert labels_for(files[0], labels=found.labels).emotion == "sad"
+
+
+def test_a_large_labels_csv_is_streamed_keeping_only_the_input_s_rows(tmp_path: Path) -> None:
+    """Issue 25: a 1,000,000-row CSV for 20 files cost 1 GB of driver memory: every row was kept. Read
+    row by row, the memory is the input's rows', whatever the CSV's length."""
+    import tracemalloc
+
+    from ser_batch.data.labels import read_labels_csv
+
+    csv_path = tmp_path / "big.csv"
+    with csv_path.open("w") as handle:
+        handle.write("path,label,actor\n")
+        for i in range(200_000):
+            handle.write(f"elsewhere/x_{i:07d}.wav,angry,{i % 24 + 1}\n")
+        handle.writelines(f"{p},sad,3\n" for p in CALLS)
+    tracemalloc.start()
+    found = read_labels_csv(csv_path, root=tmp_path / "calls", files=CALLS)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(found.labels) == len(CALLS) and found.unmatched == 200_000
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MiB to read a CSV for {len(CALLS)} files"

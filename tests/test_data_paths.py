@@ -45,3 +45,14 @@ def test_a_file_opens_by_its_stored_form(tmp_path: Path) -> None:
         handle.write(b"x")
     (listed,) = os.listdir(tmp_path)
     assert (tmp_path / fs_path(stored_path(listed))).read_bytes() == b"x"
+
+
+def test_the_stored_form_does_not_depend_on_the_locale() -> None:
+    """Issue 25: under PYTHONUTF8=0 and a POSIX locale Python decodes file names as ASCII, so café.wav
+    came as caf\\udcc3\\udca9.wav and was stored as caf\\xc3\\xa9.wav; a later UTF-8 run stored a second
+    row for the same file. The stored form is the bytes read as UTF-8, however they were decoded."""
+    raw = "café/été.wav".encode()
+    as_ascii = raw.decode("ascii", "surrogateescape")  # what os.listdir gives under that locale
+    assert stored_path(as_ascii) == stored_path(os.fsdecode(raw)) == "café/été.wav"
+    assert os.fsencode(fs_path("café/été.wav")) == raw
+    assert stored_path("bad\udcffname.wav") == "bad\\xffname.wav"  # bytes that are not UTF-8 stay escaped

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
@@ -21,6 +22,7 @@ from ser_batch.cli import main
 from ser_batch.cluster.engine import FAULT_ENV
 from ser_batch.config import Config, load_config
 from ser_batch.data.paths import stored_path
+from ser_batch.errors import DatasetError
 from ser_batch.inference.scoring import predict_files
 from ser_batch.models.bundle import load_bundle
 from ser_batch.pipeline.extract import run_extract
@@ -198,6 +200,127 @@ def test_rows_of_another_list_are_not_gone(tmp_path: Path, ray_session: None) ->
     summary = run_score(tmp_path / "second.txt", tmp_path / "out", config=load_config(), prune=True, progress=False)
     assert (summary.files_gone, summary.files_pruned) == (0, 0)
     assert sorted(pd.read_parquet(tmp_path / "out/files").path) == ["a.wav", "b.wav"]
+
+
+def _in_process():  # noqa: ANN202
+    from ser_batch.cluster.engine import Executor
+
+    return Executor(in_process=True)
+
+
+def _two_nights(root: Path) -> Path:
+    """nights/n1 and nights/n2, both holding call_0001.wav and call_0002.wav (other audio), n1 a third."""
+    for night, count in (("n1", 3), ("n2", 2)):
+        for i in range(1, count + 1):
+            write_audio(root / night / f"call_{i:04d}.wav", duration_s=1.5, seed=10 * len(night) + i + count)
+    return root
+
+
+def test_a_second_archive_of_the_same_names_is_refused_not_merged(tmp_path: Path) -> None:
+    """Issue 25: `score nights/n1 --out X` then `score nights/n2 --out X` replaced night 1's rows with
+    night 2's (the same stored paths), and --prune then deleted the rows of n1's third file although it
+    exists. OUT records its input root; another archive is refused, nothing of OUT touched."""
+    nights = _two_nights(tmp_path / "nights")
+    out = tmp_path / "X"
+    first = run_score(nights / "n1", out, config=load_config(), progress=False, executor=_in_process())
+    assert first.files_scored == 3
+    assert json.loads((out / "_score.json").read_text())["input_root"] == str((nights / "n1").resolve())
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    result = CliRunner().invoke(main, ["score", str(nights / "n2"), "--out", str(out), "--in-process", "--prune"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {out} holds the scores of another archive, below {nights / 'n1'} ")
+    assert f"common folder {nights} into a new one" in result.output and len(result.output.splitlines()) == 1
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    # Both nights in one folder: their common root, the paths telling the nights apart.
+    both = run_score(nights, tmp_path / "Y", config=load_config(), progress=False, executor=_in_process())
+    assert both.files_scored == 5
+    assert sorted(pd.read_parquet(tmp_path / "Y/files").path) == [
+        "n1/call_0001.wav", "n1/call_0002.wav", "n1/call_0003.wav", "n2/call_0001.wav", "n2/call_0002.wav"]
+
+
+def test_a_folder_inside_the_archive_scores_under_its_paths_and_prunes_only_its_own(tmp_path: Path) -> None:
+    """A run over one night of an archive scored whole stores the archive's paths (nothing scored twice),
+    and "no longer in the input" and --prune concern only that night's files."""
+    nights = _two_nights(tmp_path / "nights")
+    out = tmp_path / "X"
+    run_score(nights, out, config=load_config(), progress=False, executor=_in_process())
+    (nights / "n1/call_0003.wav").unlink()
+    write_audio(nights / "n2/call_0003.wav", duration_s=1.5, seed=99)
+    night = run_score(nights / "n2", out, config=load_config(), prune=True, progress=False, executor=_in_process())
+    assert (night.files_scored, night.files_skipped, night.files_gone, night.files_pruned) == (1, 2, 0, 0)
+    files = pd.read_parquet(out / "files")
+    assert sorted(files.path) == ["n1/call_0001.wav", "n1/call_0002.wav", "n1/call_0003.wav",
+                                  "n2/call_0001.wav", "n2/call_0002.wav", "n2/call_0003.wav"]
+    assert json.loads((out / "_score.json").read_text())["input_root"] == str(nights.resolve())
+    whole = run_score(nights, out, config=load_config(), prune=True, progress=False, executor=_in_process())
+    assert (whole.files_scored, whole.files_pruned) == (0, 1)
+    assert "n1/call_0003.wav" not in set(pd.read_parquet(out / "files").path)
+
+
+def test_a_moved_archive_keeps_its_rows_and_a_folder_without_a_root_takes_this_one(tmp_path: Path) -> None:
+    """The recorded root gone and the same files below another one: the archive moved, its rows stay
+    (nothing scored again) and the new root is recorded, with a note. A folder made before OUT recorded
+    its root takes the root of its next run."""
+    nights = _two_nights(tmp_path / "nights")
+    out = tmp_path / "X"
+    run_score(nights / "n1", out, config=load_config(), progress=False, executor=_in_process())
+    moved = tmp_path / "moved"
+    os.rename(nights / "n1", moved)
+    again = run_score(moved, out, config=load_config(), progress=False, executor=_in_process())
+    assert (again.files_scored, again.files_skipped, again.files_gone) == (0, 3, 0)
+    assert (f"the input root {out} recorded, {(nights / 'n1').resolve()}, no longer exists: its paths are now read "
+            f"below {moved.resolve()} (the archive moved)") in again.notes()
+    assert json.loads((out / "_score.json").read_text())["input_root"] == str(moved.resolve())
+    record = json.loads((out / "_score.json").read_text())
+    del record["input_root"]
+    (out / "_score.json").write_text(json.dumps(record))
+    adopted = run_score(moved, out, config=load_config(), progress=False, executor=_in_process())
+    assert (adopted.files_scored, adopted.files_skipped) == (0, 3) and not adopted.root_moved_from
+    assert json.loads((out / "_score.json").read_text())["input_root"] == str(moved.resolve())
+    with pytest.raises(DatasetError, match="holds the scores of another archive"):
+        run_score(nights / "n2", out, config=load_config(), progress=False, executor=_in_process())
+    # ... but not the root of another archive of the same names: night 2 into a folder of night 1
+    # made before roots were recorded was the issue's case (night 1's rows replaced, its third file
+    # counted as gone).
+    (out / "_score.json").write_text(json.dumps(record))
+    rows = set(pd.read_parquet(out / "files").path)
+    with pytest.raises(DatasetError, match="scored before it recorded its input root, and none of the 2 files"):
+        run_score(nights / "n2", out, config=load_config(), progress=False, executor=_in_process())
+    assert set(pd.read_parquet(out / "files").path) == rows and "input_root" not in json.loads(
+        (out / "_score.json").read_text())
+
+
+def test_names_are_stored_alike_under_any_locale_and_an_old_spelling_is_replaced(tmp_path: Path) -> None:
+    """Issue 25: with PYTHONUTF8=0 under a POSIX locale, café.wav was stored as caf\\xc3\\xa9.wav and a
+    later UTF-8 run added a second row for the same file, the old one never counted as gone. Both runs
+    now store café.wav; a folder holding the old spelling has that row replaced, not doubled."""
+    import pyarrow.parquet as pq
+
+    write_audio(tmp_path / "in/café.wav", duration_s=1.5)
+    write_audio(tmp_path / "in/plain.wav", duration_s=1.5, seed=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8", "PYTHONIOENCODING"))}
+    env.update(PYTHONUTF8="0", LC_ALL="C", LANG="C")
+    probe = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"], env=env,
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "ascii"  # the locale the red team ran under
+    out = tmp_path / "out"
+    posix = subprocess.run([sys.executable, "-m", "ser_batch.cli", "score", str(tmp_path / "in"), "--out", str(out),
+                            "--in-process", "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert posix.returncode == 0, posix.stderr
+    assert sorted(pd.read_parquet(out / "files").path) == ["café.wav", "plain.wav"]
+    again = run_score(tmp_path / "in", out, config=load_config(), progress=False, executor=_in_process())
+    assert (again.files_scored, again.files_skipped) == (0, 2)
+    # A folder scored by an older version under that locale: its row of the file under the old spelling.
+    for part in [*(out / "files").glob("part-*"), *(out / "segments").glob("part-*")]:
+        table = pq.read_table(part)
+        old = [p.replace("café", "caf\\xc3\\xa9") for p in table.column("path").to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("path"), table.schema.field("path"),
+                                        pa.array(old, pa.string())), part)
+    assert sorted(pd.read_parquet(out / "files").path) == ["caf\\xc3\\xa9.wav", "plain.wav"]
+    replaced = run_score(tmp_path / "in", out, config=load_config(), progress=False, executor=_in_process())
+    assert (replaced.files_scored, replaced.files_skipped) == (1, 1)
+    files, segments = pd.read_parquet(out / "files"), pd.read_parquet(out / "segments")
+    assert sorted(files.path) == ["café.wav", "plain.wav"] and sorted(set(segments.path)) == ["café.wav", "plain.wav"]
 
 
 # ------------------------------------------------------------------------- input lists

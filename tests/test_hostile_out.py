@@ -191,3 +191,86 @@ def test_the_demo_refuses_a_link_among_its_folders(tmp_path: Path, name: str) ->
     result = CliRunner().invoke(main, ["demo", "--input", str(tmp_path / "in"), "--out", str(out)])
     _assert_one_line(result, f"{out / name} is a symbolic link (to {victim})")
     assert _untouched(victim) and sorted(p.name for p in out.iterdir()) == [name]
+
+
+# ------------------------------------------------- another run into the same OUT (issue 25)
+
+
+def _tables_in(out: Path) -> set[str]:
+    """Which jobs' tables ``out`` holds: "features" (extract's parts), "scores" (files/, segments/)."""
+    held = set()
+    if list(out.glob("part-*.parquet")) or (out / "_manifest.json").exists():
+        held.add("features")
+    if (out / "files").exists() or (out / "segments").exists() or (out / "_score.json").exists():
+        held.add("scores")
+    return held
+
+
+def test_extract_into_a_score_folder_is_refused(tmp_path: Path) -> None:
+    write_audio(tmp_path / "in/a.wav", duration_s=1.5)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(main, ["score", str(tmp_path / "in"), "--out", str(out), "--in-process"]).exit_code == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    result = runner.invoke(main, ["extract", str(tmp_path / "in"), "--out", str(out), "--in-process", "--overwrite"])
+    assert result.exit_code == 1 and result.output == (
+        f"error: {out} is a score output folder (it holds _score.json, files, segments, _run.json); extract writes "
+        "its feature parts into a folder of their own: choose an empty or new --out\n")
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_what_out_holds_is_checked_again_once_it_is_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: score checked OUT before Ray started (10-15 s) and not again, so an extract into the
+    same new OUT in between ended with three tables in one folder. An extract that finishes between
+    score's first look and its lock: score loses, in one line, and OUT holds the features alone; and
+    the other way round."""
+    from ser_batch.config import load_config
+    from ser_batch.pipeline import extract, score
+
+    write_audio(tmp_path / "in/a.wav", duration_s=1.5)
+    real_job_output = output.job_output
+
+    def racing(other):  # noqa: ANN001, ANN202 - another run gets in just before this one locks OUT
+        raced = []
+
+        def job_output(out: Path, *, job: str):  # noqa: ANN202
+            if not raced:  # (the other run's own lock is the real one)
+                raced.append(job)
+                other(out)
+            return real_job_output(out, job=job)
+        return job_output
+
+    config, in_process = load_config(), Executor(in_process=True)
+    out = tmp_path / "first"
+    monkeypatch.setattr(output, "job_output", racing(
+        lambda out: extract.run_extract(tmp_path / "in", out, config=config, executor=in_process, progress=False)))
+    with pytest.raises(DatasetError, match=f"^{out} is not empty and is not a score output folder"):
+        score.run_score(tmp_path / "in", out, config=config, executor=in_process, progress=False)
+    assert _tables_in(out) == {"features"}
+    monkeypatch.undo()
+    out = tmp_path / "second"
+    monkeypatch.setattr(output, "job_output", racing(
+        lambda out: score.run_score(tmp_path / "in", out, config=config, executor=in_process, progress=False)))
+    with pytest.raises(DatasetError, match=f"^{out} is a score output folder"):
+        extract.run_extract(tmp_path / "in", out, config=config, executor=in_process, progress=False)
+    assert _tables_in(out) == {"scores"}
+
+
+def test_score_and_extract_started_together_into_a_new_out_one_loses_cleanly(tmp_path: Path) -> None:
+    """The two commands at once, as processes: whichever order they meet in, one succeeds, the other
+    ends with one error line, and OUT holds one job's tables."""
+    import subprocess
+    import sys
+
+    for i in range(3):
+        write_audio(tmp_path / f"in/c{i}.wav", duration_s=1.5, seed=i)
+    out = tmp_path / "out"
+    commands = [[sys.executable, "-m", "ser_batch.cli", job, str(tmp_path / "in"), "--out", str(out), "--in-process",
+                 "--no-progress"] for job in ("score", "extract")]
+    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in processes]
+    assert sorted(code for code, _, _ in results) == [0, 1], results
+    _, _, stderr = next(r for r in results if r[0] == 1)
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert len(_tables_in(out)) == 1

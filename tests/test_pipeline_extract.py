@@ -332,10 +332,49 @@ def test_labels_csv_argument_and_config(ray_session: None, corpus: Path, tmp_pat
 
 
 def test_bad_labels_csv_fails_before_any_work(ray_session: None, corpus_copy: Path, tmp_path: Path) -> None:
-    (corpus_copy / "labels.csv").write_text("path,label\na.wav,x\na.wav,y\n")
-    with pytest.raises(DatasetError, match="duplicate path a.wav"):
+    # (a file of the input: a CSV naming none of them is refused for that first)
+    (corpus_copy / "labels.csv").write_text("path,label\nmisc/interview.wav,x\nmisc/interview.wav,y\n")
+    with pytest.raises(DatasetError, match="duplicate path misc/interview.wav"):
         run_extract(corpus_copy, tmp_path / "out", config=CONFIG, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_extract_says_how_a_labels_csv_fits_its_files(tmp_path: Path) -> None:
+    """Issue 25, end to end: paths written with the input's name (or backslashes) label the files; a CSV
+    that labels none is refused before anything is written; one that fits partly, or gives RAVDESS-named
+    files other emotions, is a warning with counts on stderr and in the manifest."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ser_batch.cli import main
+
+    calls = tmp_path / "calls"
+    names = [f"call_{i:02d}.wav" for i in range(1, 4)] + ["03-01-05-01-01-01-01.wav"]  # the last: angry by its name
+    for seed, name in enumerate(names):
+        write_audio(calls / name, duration_s=0.5, seed=seed)
+    run = CliRunner().invoke
+    (tmp_path / "none.csv").write_text("path,label\n" + "".join(f"other/{n},sad\n" for n in names))
+    refused = run(main, ["extract", str(calls), "--out", str(tmp_path / "o1"), "--labels", str(tmp_path / "none.csv"),
+                         "--in-process", "--no-progress"])
+    assert refused.exit_code == 1 and refused.stderr.startswith(
+        f"error: labels file {tmp_path / 'none.csv'} labels none of the 4 audio files of {calls}: none of its 4 rows")
+    assert not (tmp_path / "o1").exists()
+    text = "path,label\n" + "".join(f"calls\\{n},sad\n" for n in names[1:]) + "calls/gone.wav,calm\n"
+    (tmp_path / "some.csv").write_text(text)
+    ok = run(main, ["extract", str(calls), "--out", str(tmp_path / "o2"), "--labels", str(tmp_path / "some.csv"),
+                    "--in-process", "--no-progress"])
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.stderr.splitlines() == [
+        f"warning: labels file {tmp_path / 'some.csv'}: 1 of its 4 rows name no audio file of the input (first: "
+        "'calls/gone.wav'); 3 of the 4 files are labelled by it",
+        f"warning: labels file {tmp_path / 'some.csv'} gives 1 of the 1 files with RAVDESS names another emotion than "
+        "their names do (first: 03-01-05-01-01-01-01.wav: sad in the file, angry by its name); the file's labels are "
+        "used, as the explicit source"]
+    rows = {r[schema.PATH]: r[schema.EMOTION] for r in parts.read_parts(tmp_path / "o2").to_pylist()}
+    assert rows == {"call_01.wav": None, "call_02.wav": "sad", "call_03.wav": "sad", names[3]: "sad"}
+    manifest = json.loads((tmp_path / "o2/_manifest.json").read_text())
+    assert [f"warning: {w}" for w in manifest["warnings"]] == ok.stderr.splitlines()
 
 
 # --- other inputs ------------------------------------------------------------------------------

@@ -28,9 +28,13 @@ UTF-8): files are opened by their bytes (:func:`os.fsencode`), which libsndfile 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ import soundfile as sf
 import soxr
 
 from ser_batch.errors import AudioError
+
+log = logging.getLogger(__name__)
 
 _RESAMPLE_QUALITY = "HQ"
 _STREAM_READ_FRAMES = 65_536  # native frames per read; bounds memory, not output blocks
@@ -85,6 +91,11 @@ class AudioInfo:
     format: str
     subtype: str
 
+    def samples_at(self, sample_rate: int) -> int:
+        """Samples of the file decoded at ``sample_rate`` (what :func:`load_audio` and
+        :func:`iter_audio_blocks` give: soxr's rounded count)."""
+        return self.frames if sample_rate == self.sample_rate else round(self.frames * sample_rate / self.sample_rate)
+
 
 def probe_audio(path: Path) -> AudioInfo:
     """Read only the header of ``path``; no samples are decoded.
@@ -102,7 +113,7 @@ def probe_audio(path: Path) -> AudioInfo:
         with _open_sound(path) as sound:
             return check_plausible(_info_of(sound), size_bytes=size)
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
 
 
 def check_plausible(info: AudioInfo, *, size_bytes: int) -> AudioInfo:
@@ -130,9 +141,78 @@ def check_plausible(info: AudioInfo, *, size_bytes: int) -> AudioInfo:
 
 
 def _open_sound(path: Path) -> sf.SoundFile:
-    # By its bytes: soundfile encodes a str path strictly, which fails on a file name that is
-    # not UTF-8 (surrogate escapes); libsndfile itself takes any bytes.
-    return sf.SoundFile(os.fsencode(path))
+    return _Sound(path)
+
+
+class _Sound(sf.SoundFile):
+    """A sound file opened by its bytes (soundfile encodes a str path strictly, which fails on a file
+    name that is not UTF-8; libsndfile takes any bytes), whose native decoder's notes stay off stderr.
+
+    libsndfile decodes MPEG audio with mpg123, which writes what it meets to the process's stderr
+    itself (``Note: Illegal Audio-MPEG-Header 0x00000000 at offset 534.``, ``Note: Trying to
+    resync...``): lines that are not ser-batch's and interleave with its progress and summary, once
+    per damaged or tag-only MP3 of an archive. For MPEG files, stderr is pointed elsewhere while the
+    decoder runs (each open, read and seek, never while the caller's code does), and the notes are
+    logged at debug level (``-vv``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._quiet = _is_mpeg(path)
+        with _decoder_notes(self._quiet, path):
+            super().__init__(os.fsencode(path))
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        with _decoder_notes(self._quiet, self.name):
+            return super().read(*args, **kwargs)
+
+    def seek(self, *args: Any, **kwargs: Any) -> int:
+        with _decoder_notes(self._quiet, self.name):
+            return super().seek(*args, **kwargs)
+
+
+def _is_mpeg(path: Path) -> bool:
+    """Whether libsndfile will hand ``path`` to mpg123: an ID3 tag or an MPEG frame sync first, or an
+    MPEG file ending."""
+    if Path(path).suffix.lower() in (".mp3", ".mp2", ".mpga"):
+        return True
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            head = handle.read(3)
+    except OSError:
+        return False
+    return head == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+@contextmanager
+def _decoder_notes(on: bool, path: Any) -> Iterator[None]:
+    """While the body runs, what native code writes to the process's stderr (file descriptor 2) goes to
+    a temporary file, then to the debug log; nothing is redirected unless ``on``."""
+    if not on:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    except OSError:  # no temporary folder to write: the notes are dropped
+        sink = open(os.devnull, "w+b")  # noqa: SIM115 - closed below
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            sink.seek(0)
+            notes = sink.read().decode("utf-8", "replace").strip()
+        except OSError:
+            notes = ""
+        sink.close()
+        if notes:
+            log.debug("decoder notes on %s: %s", os.fsdecode(path) if isinstance(path, bytes) else path,
+                      " / ".join(notes.splitlines()))
 
 
 def load_audio(
@@ -186,15 +266,15 @@ def load_audio(
                 pieces.append(_downmix(native))
                 got += native.shape[0]
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
     # libsndfile returns short reads instead of failing on some truncated streams (MP3).
     if got < wanted:
         raise AudioError("truncated or corrupt audio data")
     mono = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     if info.sample_rate != sample_rate:
-        mono = _resample(
-            soxr.resample, mono, info.sample_rate, sample_rate, quality=_RESAMPLE_QUALITY
-        )
+        grid = ResampleGrid.of(info.sample_rate, sample_rate)
+        mono = np.concatenate([grid.resample_segment(mono, k, n_frames=len(mono))
+                               for k in range(grid.segments(len(mono)))])
     return np.ascontiguousarray(mono, dtype=np.float32), info
 
 
@@ -205,10 +285,11 @@ def iter_audio_blocks(
     """Stream a file as overlapping mono blocks without loading it whole.
 
     Block ``i`` starts at ``i * (block_s - overlap_s)`` seconds (rounded to whole
-    samples at ``sample_rate``). Resampling uses one soxr stream for the whole
-    file, so block boundaries add no clicks: dropping the first
+    samples at ``sample_rate``). Resampling is done on the file's own grid of
+    segments (:class:`ResampleGrid`), so block boundaries add no clicks and the
+    samples do not depend on the blocks: dropping the first
     ``round(overlap_s * sample_rate)`` samples of every block but the first and
-    concatenating gives the same signal as :func:`load_audio`. The last block
+    concatenating gives exactly the signal of :func:`load_audio`. The last block
     may be shorter than ``block_s``.
 
     Parameters
@@ -223,8 +304,8 @@ def iter_audio_blocks(
         Overlap between consecutive blocks, in seconds (``0 <= overlap_s < block_s``).
     start_sample : int, default 0
         Start at this sample of the resampled signal (block times stay relative to the
-        file). Decoding seeks to ``PREROLL_S`` before it, so that the resampler has settled
-        and the samples equal those of a read from the start to float32 rounding.
+        file). Decoding seeks to the start of its resampling segment (less the segment's
+        margin), so the samples are those of a read from the start, bit for bit.
     channel : int, optional
         Read only this channel (0-based) instead of the average of all channels.
 
@@ -260,30 +341,13 @@ def iter_audio_blocks(
                 raise AudioError("no audio samples")
             if channel is not None and not 0 <= channel < info.channels:
                 raise AudioError(f"no channel {channel} (the file has {info.channels})")
-            resampler = None
-            if info.sample_rate != sample_rate:
-                resampler = soxr.ResampleStream(
-                    info.sample_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
-                )
-            seek = _seek_frame(start_sample, native_rate=info.sample_rate, sample_rate=sample_rate)
-            if seek:
-                sound.seek(seek)
-            frames_read = seek
-            # Output sample of the first decoded frame (exact: ``seek`` is on the rates' common grid).
-            pending_start = seek * sample_rate // info.sample_rate
+            pieces = _decoded_pieces(sound, info, sample_rate=sample_rate, start_sample=start_sample,
+                                     channel=channel)
+            pending_start = next(pieces)  # output sample of the first piece
             pending = SampleBuffer()  # output samples not yet fully consumed
             next_start = start_sample  # absolute sample index where the next block starts
             emitted_end = start_sample  # absolute sample index just past the last yielded block
-            # Native frames per read such that the resampled output stays under _STREAM_READ_FRAMES
-            # samples too: memory is flat whatever the rates.
-            per_read = max(1, min(_STREAM_READ_FRAMES, _STREAM_READ_FRAMES * info.sample_rate // sample_rate))
-            while True:
-                native = sound.read(per_read, dtype="float32", always_2d=True)
-                frames_read += native.shape[0]
-                last = native.shape[0] < per_read
-                mono = _downmix(native) if channel is None else _one_channel(native, channel)
-                if resampler is not None:
-                    mono = _resample(resampler.resample_chunk, mono, last=last)
+            for mono in pieces:
                 pending.push(mono)
                 while next_start + block_len <= pending_start + len(pending):
                     offset = next_start - pending_start
@@ -295,14 +359,10 @@ def iter_audio_blocks(
                 drop = min(next_start - pending_start, len(pending))
                 pending.drop(drop)
                 pending_start += drop
-                if last:
-                    break
-            if frames_read < info.frames:
-                raise AudioError("truncated or corrupt audio data")
             if pending_start + len(pending) > emitted_end:
                 yield next_start / sample_rate, pending.view[next_start - pending_start :].copy()
     except sf.SoundFileError as exc:
-        raise _audio_error_from(exc) from exc
+        raise _audio_error_from(exc, path) from exc
 
 
 class SampleBuffer:
@@ -343,20 +403,136 @@ class SampleBuffer:
         self.lo += min(count, self.hi - self.lo)
 
 
-#: Seconds decoded before ``start_sample`` so that the resampler's start-up has passed.
+#: Seconds of margin decoded each side of a resampling segment, so that the resampler's start-up
+#: and its end have passed where the segment's samples are taken.
 PREROLL_S = 0.1
+#: Seconds of native audio in one resampling segment (:class:`ResampleGrid`).
+RESAMPLE_SEGMENT_S = 10.0
 
 
-def _seek_frame(start_sample: int, *, native_rate: int, sample_rate: int) -> int:
-    """Native frame to start decoding at for output sample ``start_sample``: ``PREROLL_S``
-    earlier, on the grid where native frames and output samples coincide."""
-    if start_sample <= 0:
-        return 0
-    from math import gcd
+@dataclass(frozen=True)
+class ResampleGrid:
+    """The file's own grid on which it is resampled, in native frames.
 
-    step = native_rate // gcd(native_rate, sample_rate)  # native frames per grid point
-    wanted = (start_sample - PREROLL_S * sample_rate) * native_rate / sample_rate
-    return max(0, int(wanted // step) * step)
+    Output sample ``n`` is taken from the resampling of one segment, ``[k * segment, (k + 1) *
+    segment)`` with ``margin`` frames more on each side (cut at the file's ends), which soxr
+    resamples on its own. So every output sample depends only on the file, never on where a
+    read started: a read from a seek (a range of a long file) gives the same samples, bit for
+    bit, as a read from the start. One soxr stream over the whole file would not: its arithmetic
+    depends on where it started, by a few 1e-8, which is enough to turn an exactly silent
+    analysis frame into one of 1e-8 noise, whose spectral centroid, roll-off and bandwidth are
+    those of the noise (issue 25: 8 kHz calls with digital silence gave other numbers in
+    ranges than whole). Segments start and end on the grid where native frames and output
+    samples coincide (``step`` native frames), so each segment's output is a whole number of
+    samples and the segments join without a gap.
+    """
+
+    native_rate: int
+    sample_rate: int
+    step: int
+    segment: int
+    margin: int
+
+    @classmethod
+    def of(cls, native_rate: int, sample_rate: int) -> ResampleGrid:
+        from math import ceil, gcd
+
+        step = native_rate // gcd(native_rate, sample_rate)  # native frames per grid point (at most 1 s)
+        segment = max(1, round(RESAMPLE_SEGMENT_S * native_rate / step)) * step
+        margin = max(1, ceil(PREROLL_S * native_rate / step)) * step
+        return cls(native_rate, sample_rate, step, segment, margin)
+
+    def output(self, frames: int) -> int:
+        """Output samples of ``frames`` native frames from a grid point (soxr's count: rounded)."""
+        return round(frames * self.sample_rate / self.native_rate)
+
+    def segments(self, n_frames: int) -> int:
+        """Segments of a file of ``n_frames`` native frames: the last one takes the file's end, so
+        that no segment is cut short by the end of the file within its margin."""
+        return max(1, -(-max(0, n_frames - self.margin) // self.segment))
+
+    def segment_of(self, output_sample: int) -> int:
+        """The segment that holds ``output_sample``."""
+        return output_sample * self.native_rate // self.sample_rate // self.segment
+
+    def span(self, k: int, n_frames: int) -> tuple[int, int, int, int]:
+        """Native frames ``(lo, a, b, hi)`` of segment ``k``: it owns ``[a, b)`` and is resampled
+        from ``[lo, hi)``; the last owns everything to the end (``b = hi = n_frames``)."""
+        a = k * self.segment
+        last = k >= self.segments(n_frames) - 1
+        b = n_frames if last else a + self.segment
+        return max(0, a - self.margin), a, b, (n_frames if last else min(n_frames, b + self.margin))
+
+    def resample_segment(self, native: np.ndarray, k: int, *, n_frames: int, first: int = 0) -> np.ndarray:
+        """Output samples segment ``k`` owns, from ``native``: mono native frames ``first ..`` that
+        cover its span."""
+        lo, a, b, hi = self.span(k, n_frames)
+        out = _resample(soxr.resample, native[lo - first : hi - first], self.native_rate, self.sample_rate,
+                        quality=_RESAMPLE_QUALITY)
+        skip = self.output(a - lo)
+        return out[skip:] if b == hi == n_frames else out[skip : skip + self.output(b - a)]
+
+
+def _decoded_pieces(sound: sf.SoundFile, info: AudioInfo, *, sample_rate: int, start_sample: int,
+                    channel: int | None) -> Iterator[Any]:
+    """The output sample where decoding starts (at or before ``start_sample``), then consecutive
+    mono pieces at ``sample_rate`` from it: native reads as they come when no resampling is
+    needed, else the segments of the file's :class:`ResampleGrid`.
+
+    Raises
+    ------
+    AudioError
+        After the pieces before it, when the file holds fewer frames than its header says.
+    """
+    native_rate, n_frames = info.sample_rate, info.frames
+    # Native frames per read such that the output stays under _STREAM_READ_FRAMES samples too:
+    # memory is flat whatever the rates.
+    per_read = max(1, min(_STREAM_READ_FRAMES, _STREAM_READ_FRAMES * native_rate // sample_rate))
+
+    def read(count: int) -> np.ndarray:
+        native = sound.read(count, dtype="float32", always_2d=True)
+        return _downmix(native) if channel is None else _one_channel(native, channel)
+
+    if native_rate == sample_rate:
+        first = min(start_sample, n_frames)
+        if first:
+            sound.seek(first)
+        yield first
+        done = first
+        while done < n_frames:
+            mono = read(min(per_read, n_frames - done))
+            if not len(mono):
+                break
+            done += len(mono)
+            yield mono
+        if done < n_frames:
+            raise AudioError("truncated or corrupt audio data")
+        return
+    grid = ResampleGrid.of(native_rate, sample_rate)
+    k = min(grid.segment_of(start_sample), grid.segments(n_frames) - 1)
+    lo = grid.span(k, n_frames)[0]
+    if lo:
+        sound.seek(lo)
+    yield grid.output(k * grid.segment)
+    buffer, buffer_first, read_to = SampleBuffer(), lo, lo
+    while k < grid.segments(n_frames):
+        lo, a, b, hi = grid.span(k, n_frames)
+        while read_to < hi:
+            mono = read(min(per_read, hi - read_to))
+            if not len(mono):
+                break
+            buffer.push(mono)
+            read_to += len(mono)
+        if read_to < hi:  # the file ends before its header says: what was read, then the error
+            if read_to > a:
+                yield grid.resample_segment(buffer.view, k, n_frames=read_to, first=buffer_first)[
+                    : grid.output(min(b, read_to) - a)]
+            raise AudioError("truncated or corrupt audio data")
+        yield grid.resample_segment(buffer.view, k, n_frames=n_frames, first=buffer_first)
+        k += 1
+        keep_from = grid.span(k, n_frames)[0] if k < grid.segments(n_frames) else read_to
+        buffer.drop(keep_from - buffer_first)
+        buffer_first = keep_from
 
 
 def _one_channel(native: np.ndarray, channel: int) -> np.ndarray:
@@ -429,13 +605,38 @@ def _info_of(sound: sf.SoundFile) -> AudioInfo:
     )
 
 
-def _audio_error_from(exc: sf.SoundFileError) -> AudioError:
+def _audio_error_from(exc: sf.SoundFileError, path: Path) -> AudioError:
     code = getattr(exc, "code", None)  # only LibsndfileError carries one
-    if code == _SF_ERR_UNRECOGNISED_FORMAT:
-        return AudioError("not an audio file (unrecognised format)")
     if code == _SF_ERR_SYSTEM:
         return AudioError("cannot read file (permission or I/O error)")
+    if _tag_only(path):
+        return AudioError("no audio: an ID3 tag and no MPEG audio frames")
+    if code == _SF_ERR_UNRECOGNISED_FORMAT:
+        return AudioError("not an audio file (unrecognised format)")
     return AudioError("truncated or corrupt audio data")
+
+
+#: Bytes after an ID3 tag searched for an MPEG frame (a longer file without one is damaged, not empty).
+_TAG_SCAN_BYTES = 1 << 20
+
+
+def _tag_only(path: Path) -> bool:
+    """Whether ``path`` holds an ID3v2 tag and no MPEG audio frame after it (an MP3 whose audio was
+    never written or was cut away): "no audio", not damage."""
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            header = handle.read(10)
+            if len(header) < 10 or header[:3] != b"ID3":
+                return False
+            size = (header[6] << 21) | (header[7] << 14) | (header[8] << 7) | header[9]
+            handle.seek(10 + size + (10 if header[5] & 0x10 else 0))  # (a footer follows when flagged)
+            rest = handle.read(_TAG_SCAN_BYTES + 1)
+    except OSError:
+        return False
+    if len(rest) > _TAG_SCAN_BYTES:
+        return False
+    # An MPEG frame header begins with 11 set bits: 0xFF, then a byte whose top three bits are set.
+    return not any(rest[i + 1] & 0xE0 == 0xE0 for i in range(len(rest) - 1) if rest[i] == 0xFF)
 
 
 def _downmix(native: np.ndarray) -> np.ndarray:

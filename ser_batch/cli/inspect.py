@@ -91,6 +91,8 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
     a line on stderr (with --json: `in_training` of each file instead): their labels say nothing about accuracy. For
     folders and archives, use `score`.
 
+    A file without speech gets a line saying so (`no speech`), never none.
+
     Example: ser-batch predict call.wav --framework keras
     """
     import json
@@ -115,6 +117,11 @@ def predict(files: tuple[Path, ...], model_dir: Path | None, framework: str, cla
         for entry in results:
             if entry["error"]:
                 click.echo(f"error: {entry['path']}: {entry['error']}", err=True)
+                continue
+            if not entry["predictions"]:  # a line for every file: one without speech says so
+                windows = entry["windows"]
+                which = "its one window has none" if windows == 1 else f"none of its {windows} windows has any"
+                click.echo(f"{entry['path']}  no speech ({which}: no emotion to give)")
                 continue
             for name, pred in entry["predictions"].items():
                 top = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])[:3]

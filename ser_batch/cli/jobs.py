@@ -92,6 +92,8 @@ def extract(input_dir: Path, out: Path | None, recipe: str | None, labels_csv: P
     summary = run_extract(input_dir, out or Path(config.extract.out), config=config, overwrite=overwrite,
                           resume=resume, labels_csv=labels_csv, executor=runtime.executor(config),
                           progress=not no_progress)
+    for note in summary.notes:
+        click.echo(f"warning: {note}", err=True)
     click.echo(summary.line())
     report = summary.failure_report()
     if report:
@@ -227,6 +229,11 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, config_path: Path | No
                    "died, settings that failed), replacing those rows; without it a re-run skips them.")
 @click.option("--prune", is_flag=True,
               help="Remove the rows of files that are gone (no longer in INPUT, nothing at their path).")
+@click.option("--repair", is_flag=True,
+              help="Repair damaged parts of --out (a part that cannot be read or is missing, rows of a file in two "
+                   "parts) also where this INPUT does not list all their files: delete them and score again the "
+                   "files INPUT lists, removing the others' rows. Without it only damage whose files INPUT all lists "
+                   "is repaired (at once, with a note); the rest is refused with one line.")
 @click.option("--fail-on-error", is_flag=True,
               help=f"Exit with code {EXIT_FILE_ERRORS} if any row of --out is an error row after the run "
                    "(this run's or an earlier one's), as `extract --resume --fail-on-error` does.")
@@ -236,7 +243,7 @@ def demo(corpus: Path | None, input_dir: Path, out: Path, config_path: Path | No
 @handle_errors
 def score(input_path: Path, out: Path | None, model_dir: Path | None, framework: str | None, channels: str | None,
           normalize: str | None, classes: str | None, rescore: bool, retry_errors: bool, prune: bool,
-          fail_on_error: bool, no_progress: bool, config_path: Path | None, overrides: tuple[str, ...],
+          repair: bool, fail_on_error: bool, no_progress: bool, config_path: Path | None, overrides: tuple[str, ...],
           runtime: RuntimeOptions) -> None:
     """Score every recording of INPUT: an emotion per window and per file, as Parquet.
 
@@ -258,7 +265,8 @@ def score(input_path: Path, out: Path | None, model_dir: Path | None, framework:
                              score={"framework": framework, "channels": channels, "normalize": normalize,
                                     "classes": classes})
     summary = run_score(input_path, out or Path(config.score.out), config=config, model_dir=model_dir,
-                        rescore=rescore, retry_errors=retry_errors, prune=prune, executor=runtime.executor(config),
+                        rescore=rescore, retry_errors=retry_errors, prune=prune, repair=repair,
+                        executor=runtime.executor(config),
                         progress=not no_progress)
     report = summary.failure_report()
     if report:

@@ -25,6 +25,7 @@ not crash: every shard would fail alike, so the job stops with that error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -138,6 +139,9 @@ class InProcess:
                 result = function(item, **kwargs)
             except SerBatchError:
                 raise
+            except OSError as exc:  # a permission or disk error: the job stops saying so (no traceback)
+                on_failure(index, item, exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - as a Ray task's would, it fails its shard only
                 log.exception("shard %d failed", index)
                 on_failure(index, item, exc)
@@ -248,7 +252,7 @@ def run_shards(job: ShardJob[S, R], shards: Sequence[S], *, workers: Workers, co
         failed: list[S] = []
         workers.map(run_in_worker, items, kwargs={"job": job, "threads": max(1, int(cpus_per_task))}, name=job.task,
                     max_retries=max_retries, cpus_per_task=cpus_per_task, on_result=collect,
-                    on_failure=_record_lost(failed))
+                    on_failure=_record_lost(failed, job.task))
         return failed
 
     try:
@@ -282,16 +286,31 @@ def worker_died(doing: str, times: int) -> str:
            "a lost node)"
 
 
-def _record_lost(into: list[Any]) -> Callable[[int, Any, BaseException], None]:
+#: The errors of a file system that refuses a write (a task's job cannot complete until that is fixed);
+#: any other OSError (a connection reset, a timeout) is a shard that failed and runs again.
+_PERMISSION_OR_DISK = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _permission_or_disk(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (isinstance(exc, PermissionError) or exc.errno in _PERMISSION_OR_DISK)
+
+
+def _record_lost(into: list[Any], task: str) -> Callable[[int, Any, BaseException], None]:
     """``on_failure`` of a pass: a shard whose worker died is kept for a re-run, but one that raised
     a ser-batch error of its own (a bundle a worker cannot load, say) did not crash: every shard
     would fail alike, so the job stops with that error instead of recording its files as killing
-    their workers."""
+    their workers. Nor did one that met a permission or disk error writing its results (an OUT the
+    workers may not write, a full disk): the job stops saying so, not that workers were lost."""
 
     def record(index: int, shard: Any, exc: BaseException) -> None:
-        cause = exc if isinstance(exc, SerBatchError) else getattr(exc, "cause", None)
+        cause = getattr(exc, "cause", None) or exc  # a Ray task's error carries the exception it raised
         if isinstance(cause, SerBatchError):
             raise cause
+        if _permission_or_disk(cause):
+            where = f" on {cause.filename}" if cause.filename else ""
+            raise ClusterError(f"a {task} task stopped with '{cause.strerror or cause}'{where}: a permission or disk "
+                               "problem where it ran, not a crash of its worker; the job stops (what it committed "
+                               "stays, and it completes when run again once that is fixed)") from None
         into.append(shard)
 
     return record

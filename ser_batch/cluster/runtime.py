@@ -174,6 +174,8 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
         except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
             where = f"the Ray cluster at {target}" if target else "an embedded Ray runtime"
             raise ClusterError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        except OSError as exc:  # a folder Ray writes that cannot be written: say which, and what moves it
+            raise ClusterError(unwritable(exc)) from None
         started = True
     # Embedded, or a cluster whose only node is this machine: tasks see the driver's files.
     local = _single_local_node()
@@ -185,6 +187,40 @@ def ray_runtime(*, address: str | None = None, num_cpus: int | None = None) -> I
         if started:
             ray.shutdown()
         no_colour_reset_at_exit()
+
+
+def unwritable(exc: OSError) -> str:
+    """The message of a Ray start that could not write a file or folder: which, and the setting that
+    moves it. An embedded Ray writes its token (``~/.ray/auth_token``, made when no token is found:
+    ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH``, or that one) and its temporary folder
+    (``RAY_TMPDIR``, else ``TMPDIR``, else ``/tmp``, then ``ray/``): a read-only HOME or /tmp
+    stopped every job with ``Operation not permitted: .../.ray``."""
+    path = str(exc.filename or "")
+    reason = exc.strerror or type(exc).__name__
+    token_folder = Path.home() / ".ray"
+    if path and _on_the_way(path, str(token_folder)):
+        return (f"Ray cannot write its token file {token_folder / 'auth_token'} ({reason}): an embedded Ray makes one "
+                "there when it finds none. Point RAY_AUTH_TOKEN_PATH at a token file elsewhere (64 hex digits: "
+                "python -c 'import secrets; print(secrets.token_hex(32))' > FILE), or set RAY_AUTH_MODE=disabled to "
+                "run the embedded Ray without token authentication, or HOME to a writable folder (or run the job "
+                "--in-process: no Ray at all)")
+    temp = _ray_temp_folder()
+    if path and _on_the_way(path, temp):
+        return (f"Ray cannot write its temporary folder {temp} ({reason} at {path}): set RAY_TMPDIR to a writable "
+                "folder (Ray uses RAY_TMPDIR, else TMPDIR, else /tmp; or run the job --in-process: no Ray at all)")
+    return f"cannot start an embedded Ray runtime: {reason}" + (f": {path}" if path else "")
+
+
+def _on_the_way(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder``, inside it, or one of the folders making it (a mkdir of them failed)."""
+    path = path.rstrip(os.sep) or os.sep
+    return path == folder or path.startswith(folder + os.sep) or folder.startswith(path.rstrip(os.sep) + os.sep)
+
+
+def _ray_temp_folder() -> str:
+    """The folder an embedded Ray keeps its sessions in (``RAY_TMPDIR``, else ``TMPDIR``, else /tmp; ``ray``)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return os.path.join(base or "/tmp", "ray")
 
 
 def plain_worker_logs() -> None:

@@ -2,7 +2,8 @@
 
 * :func:`discover_audio` walks a folder recursively for audio files.
 * :func:`parse_ravdess_name` reads labels from RAVDESS names (``MM-VV-EE-II-SS-RR-AA``).
-* :func:`load_labels_csv` reads a ``path,label[,actor][,gender]`` CSV for other corpora.
+* :func:`read_labels_csv` reads a ``path,label[,actor][,gender]`` CSV for other corpora, row by
+  row, against an input's files (:func:`load_labels_csv`: every row).
 * :func:`labels_for` combines the two into the label columns of one row.
 * :func:`load_feature_set` reads an ``extract`` output back as arrays for training.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -155,51 +157,151 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels]:
-    """Read a label CSV: header ``path,label`` plus optional ``actor``, ``gender`` and ``corpus``.
+@dataclass
+class LabelsFile:
+    """A labels CSV read against the files of an input: the labels of the files it names, and how
+    well it fits them (:meth:`notes`, :meth:`check`)."""
 
-    Paths may be relative to ``root`` (the input folder) or absolute below it; they are
-    returned relative, in POSIX form, to match :func:`discover_audio`.
+    path: Path
+    #: Stored path of an input file -> its labels (every row's when read without files).
+    labels: dict[str, Labels]
+    #: Data rows of the CSV, and those that name no file of the input (the first of them, as written).
+    rows: int = 0
+    unmatched: int = 0
+    first_unmatched: str | None = None
+    #: Files of the input (``None``: read without them).
+    files: int | None = None
+
+    def check(self, input_dir: Path) -> None:
+        """Refuse a CSV that labels none of the input: a feature set without the labels asked for.
+
+        Raises
+        ------
+        DatasetError
+            Saying how many rows it has and how a path is matched.
+        """
+        if self.files and self.rows and not self.labels:
+            raise DatasetError(
+                f"labels file {self.path} labels none of the {self.files} audio files of {input_dir}: none of its "
+                f"{self.rows} rows names one (first: {self.first_unmatched!r}); write each path relative to "
+                f"{input_dir}, e.g. {Path(input_dir).name}/x.wav or x.wav for {input_dir}/x.wav (backslashes and "
+                "absolute paths inside it are read too)")
+
+    def notes(self, names: Mapping[str, Labels]) -> list[str]:
+        """Warnings on a CSV that fits the input partly: rows naming no file, and labels that
+        disagree with the RAVDESS labels in the file names (``names``: path -> labels from its name).
+        The CSV's labels are used: ``--labels`` (or labels.csv) is the explicit source."""
+        notes = []
+        if self.unmatched:
+            notes.append(f"labels file {self.path}: {self.unmatched} of its {self.rows} rows name no audio file of "
+                         f"the input (first: {self.first_unmatched!r}); {len(self.labels)} of the {self.files} files "
+                         "are labelled by it")
+        disagree = [(p, self.labels[p], n) for p, n in sorted(names.items())
+                    if p in self.labels and self.labels[p].emotion is not None and n.emotion != self.labels[p].emotion]
+        if disagree:
+            path, mine, theirs = disagree[0]
+            notes.append(f"labels file {self.path} gives {len(disagree)} of the {len(names)} files with RAVDESS "
+                         f"names another emotion than their names do (first: {path}: {mine.emotion} in the file, "
+                         f"{theirs.emotion} by its name); the file's labels are used, as the explicit source")
+        return notes
+
+
+def read_labels_csv(path: Path, *, root: Path | None = None, files: Iterable[str] | None = None) -> LabelsFile:
+    """Read a label CSV (header ``path,label`` plus optional ``actor``, ``gender`` and ``corpus``)
+    row by row, keeping only the rows of ``files`` (stored paths relative to ``root``; ``None``: every
+    row): a CSV of a million rows for twenty files costs seconds and no more memory than twenty rows.
+
+    A row's path names a file when, backslashes read as ``/`` and ``./`` dropped, it is the file's
+    path relative to ``root``, or that path after ``root``'s own name (``calls/x.wav`` for
+    ``calls/x.wav`` below the folder ``calls``), or an absolute path inside ``root``.
 
     Raises
     ------
     DatasetError
-        On a missing file, a missing column, an empty path, a bad actor number or a duplicate path.
+        On a missing file, a missing column, an empty path, a bad actor number or a duplicate path
+        among the rows kept, an absolute path outside ``root``.
     """
     path = Path(path)
+    wanted = set(files) if files is not None else None
+    where = _Root(root)
+    result = LabelsFile(path, {}, files=None if wanted is None else len(wanted))
     try:
         # utf-8-sig: spreadsheet programs often save CSV with a byte-order mark.
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.reader(handle)
+            columns = [c.strip() for c in next(reader, [])]
+            if columns and not {"path", "label"} <= set(columns):
+                raise DatasetError(f"labels file {path} needs the columns path,label (got {', '.join(columns)})")
+            at = columns.index("path") if columns else 0
+            for line, row in enumerate(reader, start=2):  # plain rows: a million cost seconds, not tens of them
+                if not row:
+                    continue
+                result.rows += 1
+                raw = row[at].strip() if at < len(row) else ""  # a short row leaves the column out
+                if not raw:
+                    raise DatasetError(f"{path}:{line}: empty path")
+                key = where.key(raw, wanted=wanted, line=f"{path}:{line}")
+                if key is None:
+                    result.unmatched += 1
+                    if result.first_unmatched is None:
+                        result.first_unmatched = raw
+                    continue
+                if key in result.labels:
+                    raise DatasetError(f"{path}:{line}: duplicate path {key}")
+                result.labels[key] = _row_labels(dict(zip(columns, row)), where=f"{path}:{line}")
     except FileNotFoundError:
         raise DatasetError(f"labels file not found: {path}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read labels file {path}: {exc}") from None
-    if rows and not {"path", "label"} <= set(rows[0]):
-        raise DatasetError(f"labels file {path} needs the columns path,label (got {', '.join(rows[0])})")
-    labels: dict[str, Labels] = {}
-    for line, row in enumerate(rows, start=2):
-        raw = (row["path"] or "").strip()  # None when a short row leaves the column out
-        if not raw:
-            raise DatasetError(f"{path}:{line}: empty path")
-        rel = Path(raw)
-        if rel.is_absolute() and root is not None:
+    return result
+
+
+def load_labels_csv(path: Path, *, root: Path | None = None) -> dict[str, Labels]:
+    """Every row of a label CSV (:func:`read_labels_csv` without files), keyed by its path relative
+    to ``root`` in POSIX form, to match :func:`discover_audio`."""
+    return read_labels_csv(path, root=root).labels
+
+
+class _Root:
+    """How a CSV's paths are read against an input folder (its absolute forms and name, once)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.resolved = self.root.resolve() if self.root is not None else None
+        self.name = self.root.name if self.root is not None else None
+
+    def key(self, raw: str, *, wanted: set[str] | None, line: str) -> str | None:
+        """The file a CSV path names: its path relative to the root as :func:`discover_audio` gives
+        it; ``None`` when ``wanted`` (the input's paths) holds none of its readings."""
+        text = raw.replace("\\", "/") if "\\" in raw else raw
+        if text.startswith("/") and self.root is not None:
+            text = self._inside(text, raw, line)
+        if text.startswith("./") or "/." in text or "//" in text:
+            text = posixpath.normpath(text)
+        if wanted is None or text in wanted:
+            return text
+        head, _, rest = text.partition("/")
+        if rest and head == self.name and rest in wanted:
+            return rest  # written with the input folder's own name in front
+        return None
+
+    def _inside(self, text: str, raw: str, line: str) -> str:
+        for base in (self.resolved, self.root):
             try:
-                rel = rel.relative_to(Path(root).resolve())
+                return Path(text).relative_to(base).as_posix()
             except ValueError:
-                raise DatasetError(f"{path}:{line}: {rel} is not inside {root}") from None
-        key = rel.as_posix()
-        if key in labels:
-            raise DatasetError(f"{path}:{line}: duplicate path {key}")
-        actor = (row.get("actor") or "").strip()
-        try:
-            actor_id = int(actor) if actor else None
-        except ValueError:
-            raise DatasetError(f"{path}:{line}: actor must be an integer, got {actor!r}") from None
-        label = (row["label"] or "").strip() or None
-        labels[key] = Labels(emotion=label, actor=actor_id, gender=(row.get("gender") or "").strip() or None,
-                             corpus=(row.get("corpus") or "").strip() or None)
-    return labels
+                continue
+        raise DatasetError(f"{line}: {raw} is not inside {self.root}")
+
+
+def _row_labels(row: Mapping[str, str | None], *, where: str) -> Labels:
+    actor = (row.get("actor") or "").strip()
+    try:
+        actor_id = int(actor) if actor else None
+    except ValueError:
+        raise DatasetError(f"{where}: actor must be an integer, got {actor!r}") from None
+    return Labels(emotion=(row.get("label") or "").strip() or None, actor=actor_id,
+                  gender=(row.get("gender") or "").strip() or None, corpus=(row.get("corpus") or "").strip() or None)
 
 
 def labels_for(rel_path: str, *, labels: Mapping[str, Labels] | None = None) -> Labels:

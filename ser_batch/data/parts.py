@@ -112,6 +112,28 @@ def refuse_links(out: Path, *, also: Iterable[str] = ()) -> None:
                            "folder there), or choose another --out")
 
 
+#: What ``score`` writes into its OUT (a score folder), none of which an ``extract`` OUT holds.
+SCORE_NAMES = (schema.SETTINGS, schema.FILES_DIR, schema.SEGMENTS_DIR, schema.RUN_RECORD)
+
+
+def refuse_score_folder(directory: Path) -> None:
+    """Refuse a feature output folder that holds ``score`` results: feature parts beside its
+    ``files/`` and ``segments/`` would make ``pandas.read_parquet(OUT)`` read three tables as one.
+    Called under OUT's lock, so a ``score`` started into the same new folder a moment before is
+    seen.
+
+    Raises
+    ------
+    DatasetError
+        Naming what of a score folder it holds.
+    """
+    directory = Path(directory)
+    found = [n for n in SCORE_NAMES if (directory / n).exists()] if directory.is_dir() else []
+    if found:
+        raise DatasetError(f"{directory} is a score output folder (it holds {', '.join(found)}); extract writes its "
+                           "feature parts into a folder of their own: choose an empty or new --out")
+
+
 def existing_parts(directory: Path) -> dict[str, Path]:
     """Part files in ``directory`` keyed by file name."""
     directory = Path(directory)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ser_batch import schema
-from ser_batch.data import parts
+from ser_batch.data import parts, score_parts
 from ser_batch.errors import DatasetError
 from ser_batch.schema import FILES_DIR, RUN_RECORD, SEGMENTS_DIR, SETTINGS  # noqa: F401  (the folder names, re-exported)
 
@@ -70,6 +70,8 @@ class Committed:
     failed: set[str] = field(default_factory=set)
     rows: int = 0
     errors: int = 0
+    #: Parts found damaged (:class:`ser_batch.data.score_parts.Damage`).
+    damaged: list[score_parts.Damage] = field(default_factory=list)
 
     def is_done(self, path: str, size: int | None, mtime: float | None, *, retry_errors: bool = False) -> bool:
         """Whether the file ``path`` (of that size and mtime) needs no new row: it has one, made
@@ -80,29 +82,98 @@ class Committed:
 
 
 def read_committed(out: Path) -> Committed:
-    """Identities of the committed files rows of ``out`` (empty for a new folder)."""
+    """What ``out`` holds (empty for a new folder): every ``files`` part's rows, each part checked
+    as it is read (:mod:`ser_batch.data.score_parts`), and each ``segments`` part a ``files`` part
+    owns checked too (its footer). A part that cannot be read or is missing, and rows of one file
+    in two parts, are :attr:`Committed.damaged` (the run repairs them or refuses:
+    :func:`ser_batch.data.score_parts.repair_plan`).
+
+    Raises
+    ------
+    DatasetError
+        If ``files/`` or ``segments/`` holds a file ser-batch did not write, or a part of another
+        table, classes or bundle (never deleted: the message says to move it away).
+    """
     committed = Committed()
-    folder = Path(out) / FILES_DIR
-    if not folder.is_dir():
-        return committed
-    for part in sorted(folder.glob("part-*.parquet")):
-        try:
-            table = pq.read_table(part, columns=[schema.PATH, schema.SIZE_BYTES, schema.MTIME, schema.ERROR])
-            meta = pq.read_schema(part).metadata or {}
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DatasetError(f"unreadable results part {part}: {exc}") from None
+    expected = score_parts.Expected.of(read_settings(out))
+    holder: dict[str, str] = {}  # path -> the first files part holding it
+    doubled: dict[tuple[str, str], set[str]] = {}
+    for part in score_parts.listing(out, FILES_DIR):
+        problem = score_parts.part_problem(part, FILES_DIR, expected)
+        if problem is None:
+            try:
+                table = pq.read_table(part, columns=[schema.PATH, schema.SIZE_BYTES, schema.MTIME, schema.ERROR])
+                owned = json.loads((pq.read_schema(part).metadata or {}).get(META_SEGMENT_PARTS, b"[]"))
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                problem = (score_parts.UNREADABLE, f"cannot be read ({score_parts.first_line(exc)})")
+        if problem is not None:
+            committed.damaged.append(score_parts.Damage(FILES_DIR, part.name, *problem, None))
+            continue
         paths = table.column(schema.PATH).to_pylist()
         sizes = table.column(schema.SIZE_BYTES).to_pylist()
         mtimes = table.column(schema.MTIME).to_pylist()
         errors = table.column(schema.ERROR).to_pylist()
         for path, size, mtime, error in zip(paths, sizes, mtimes, errors):
+            first = holder.setdefault(path, part.name)
+            if first != part.name:
+                doubled.setdefault((first, part.name), set()).add(path)
             committed.identities[path] = (size, mtime)
             if error is not None:
                 committed.failed.add(path)
         committed.part_paths[part.name] = set(paths)
-        committed.part_segments[part.name] = json.loads(meta.get(META_SEGMENT_PARTS, b"[]"))
+        committed.part_segments[part.name] = [str(name) for name in owned] if isinstance(owned, list) else []
         committed.rows += len(paths)
         committed.errors += sum(e is not None for e in errors)
+    for (first, second), paths in doubled.items():
+        committed.damaged.append(score_parts.Damage(
+            FILES_DIR, second, score_parts.DUPLICATE,
+            f"holds rows of {len(paths)} file{'s' if len(paths) > 1 else ''} that {FILES_DIR}/{first} holds too",
+            frozenset(paths)))
+    doubled_paths = {p for item in committed.damaged for p in item.paths or ()}
+    # (a windows part owned by two files parts that hold the same files is the same damage, said once)
+    committed.damaged += [item for item in _damaged_windows(out, committed, expected)
+                          if not (item.what == score_parts.DUPLICATE and item.paths <= doubled_paths)]
+    return committed
+
+
+def _damaged_windows(out: Path, committed: Committed, expected: score_parts.Expected) -> list[score_parts.Damage]:
+    """The ``segments`` parts that ``files`` parts own and that are missing, cannot be read, or have two
+    owners, each with its owners' paths."""
+    owners: dict[str, list[str]] = {}
+    for name, owned in committed.part_segments.items():
+        for segment in owned:
+            owners.setdefault(segment, []).append(name)
+    present = {p.name for p in score_parts.listing(out, SEGMENTS_DIR)}
+    damaged = []
+    for segment, names in sorted(owners.items()):
+        paths = frozenset(p for name in names for p in committed.part_paths[name])
+        if len(names) > 1:
+            problem: tuple[str, str] | None = (score_parts.DUPLICATE, f"is owned by {len(names)} parts of {FILES_DIR}")
+        elif segment not in present:
+            problem = (score_parts.MISSING, "is missing")
+        else:
+            problem = score_parts.part_problem(Path(out) / SEGMENTS_DIR / segment, SEGMENTS_DIR, expected)
+        if problem is not None:
+            damaged.append(score_parts.Damage(SEGMENTS_DIR, segment, *problem, paths))
+    return damaged
+
+
+def check_whole(out: Path) -> Committed:
+    """:func:`read_committed`, refusing any damage: for readers (``report``), which repair nothing.
+
+    Raises
+    ------
+    DatasetError
+        One line naming the first damaged part and how to repair it.
+    """
+    committed = read_committed(out)
+    if committed.damaged:
+        item = committed.damaged[0]
+        n = len(item.paths or ())
+        files = "its files are unknown" if item.paths is None else \
+            f"{n} file{'s' if n != 1 else ''} {'has' if n == 1 else 'have'} rows there"
+        raise DatasetError(f"{Path(out) / item.kind / item.name} {item.reason}: {files}; `ser-batch score` of their "
+                           f"input into {out} repairs it by scoring them again (--repair where it needs to)")
     return committed
 
 
@@ -135,11 +206,11 @@ def drop_paths(out: Path, committed: Committed, paths: set[str]) -> None:
         keep = pa.array(sorted(part_paths - paths), pa.string())
         for seg in committed.part_segments.get(name, []):
             seg_path = Path(out) / SEGMENTS_DIR / seg
-            if seg_path.is_file():
-                table = pq.read_table(seg_path)
+            if seg_path.is_file():  # (a damaged one, deleted before, is not)
+                table = score_parts.read_part(seg_path)
                 parts.write_table_atomic(table.filter(pc.is_in(table[schema.PATH], keep)), seg_path)
         files_path = Path(out) / FILES_DIR / name
-        table = pq.read_table(files_path)
+        table = score_parts.read_part(files_path)
         remaining = table.filter(pc.is_in(table[schema.PATH], keep))
         if remaining.num_rows:
             parts.write_table_atomic(remaining, files_path)
@@ -250,11 +321,29 @@ def check_settings(out: Path, settings: dict[str, Any], *, rescore: bool) -> Non
     parts.write_text_atomic(record, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def read_table(out: Path, kind: str) -> pa.Table:
-    """All parts of ``OUT/segments`` or ``OUT/files`` as one table."""
+def read_table(out: Path, kind: str, *, committed: Committed | None = None) -> pa.Table:
+    """All parts of ``OUT/segments`` (those a ``files`` part owns) or ``OUT/files`` as one table, every
+    part checked first (:func:`check_whole`: a damaged part is one error).
+
+    Raises
+    ------
+    DatasetError
+        If the folder holds no results, or a damaged or foreign part.
+    """
+    committed = committed if committed is not None else check_whole(out)
     folder = Path(out) / kind
-    found = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    found = owned_parts(out, kind, committed)
     if not found:
         what = "per-file" if kind == FILES_DIR else "per-window"
         raise DatasetError(f"{out} holds no scores: no {what} results in {folder} (run `ser-batch score` first)")
-    return pa.concat_tables([pq.read_table(p) for p in found], promote_options="default")
+    return pa.concat_tables([score_parts.read_part(p) for p in found], promote_options="default")
+
+
+def owned_parts(out: Path, kind: str, committed: Committed) -> list[Path]:
+    """The committed parts of ``OUT/kind``: every ``files`` part, or the ``segments`` parts one owns
+    (a windows part no files part owns is a killed run's, whose files were not committed)."""
+    if kind == FILES_DIR:
+        names = sorted(committed.part_paths)
+    else:
+        names = sorted({n for owned in committed.part_segments.values() for n in owned})
+    return [Path(out) / kind / n for n in names]

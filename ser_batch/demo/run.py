@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ser_batch import schema
 from ser_batch.config import ENSEMBLE, Config, load_config
-from ser_batch.data.labels import LABELS_CSV, discover_audio, labels_for, load_labels_csv
+from ser_batch.data.labels import LABELS_CSV, discover_audio, labels_for, parse_ravdess_name, read_labels_csv
 from ser_batch.data.paths import fs_path, stored_path
 
 if TYPE_CHECKING:
@@ -393,7 +393,11 @@ def run_demo(*, corpus: Path | None, input_dir: Path, out: Path, config: Config 
         return DemoSummary(None, ())
     labels = None
     if (data / LABELS_CSV).is_file():
-        labels = load_labels_csv(data / LABELS_CSV, root=data)
+        read = read_labels_csv(data / LABELS_CSV, root=data, files=[stored_path(p) for p in paths])
+        read.check(data)
+        for note in read.notes({stored_path(p): n for p in paths if (n := parse_ravdess_name(p)) is not None}):
+            warn(f"warning: {note}")
+        labels = read.labels
     found = [labels_for(stored_path(p), labels=labels) for p in paths]
     executor = executor or Executor.of(config.ray)
     run = DemoRun(data=data, out=Path(out), config=config, say=say, warn=warn, executor=executor)

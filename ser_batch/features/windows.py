@@ -84,10 +84,31 @@ class WindowGrid:
         """Frames of level needed each side of a window hop for its noise floor."""
         return int(round(NOISE_CONTEXT_S / self.frame_s))
 
+    @property
+    def hop_s(self) -> float:
+        """Seconds between window starts: ``hop`` frames (0.512 s by default, not ``window_hop_s``)."""
+        return self.hop * self.frame_s
+
 
 def n_frames_of(n_samples: int, hop_length: int) -> int:
     """Frames of a centred STFT over ``n_samples`` samples (as ``librosa.stft``)."""
     return 1 + n_samples // hop_length
+
+
+def window_ranges(n_samples: int, *, config: FeatureConfig, sample_rate: int, range_s: float
+                  ) -> list[tuple[int, int | None]]:
+    """The windows of a stream of ``n_samples`` samples (at ``sample_rate``), as consecutive ranges
+    ``(first, stop)`` of about ``range_s`` seconds of window hops each, for :func:`stream_windows`;
+    the last range runs to the end (``stop`` None) and holds up to one and a half ranges' windows.
+
+    The same arithmetic as the stream's own (:class:`WindowGrid`, :func:`n_frames_of`), so every
+    range starts at a window the stream has: none past the end, whatever the length.
+    """
+    grid = WindowGrid.of(config, sample_rate)
+    total = grid.n_windows(n_frames_of(n_samples, config.hop_length))
+    per_range = max(1, round(range_s / grid.hop_s))
+    count = max(1, round(total / per_range))
+    return [(j * per_range, None if j == count - 1 else (j + 1) * per_range) for j in range(count)]
 
 
 # --------------------------------------------------------------------------- pooling

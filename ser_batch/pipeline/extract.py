@@ -23,7 +23,15 @@ from ser_batch.cluster.engine import Executor, Progress, run_shards
 from ser_batch.cluster.runtime import RuntimeInfo
 from ser_batch.config import Config, config_to_dict, config_to_toml
 from ser_batch.data import parts
-from ser_batch.data.labels import LABELS_CSV, Labels, discover_audio, labels_for, load_labels_csv
+from ser_batch.data.labels import (
+    LABELS_CSV,
+    Labels,
+    LabelsFile,
+    discover_audio,
+    labels_for,
+    parse_ravdess_name,
+    read_labels_csv,
+)
 from ser_batch.data.paths import stored_path
 from ser_batch.errors import ConfigError, DatasetError, FeatureError
 from ser_batch.features.recipes import signal_features
@@ -60,6 +68,8 @@ class ExtractSummary:
     task_cpu_s: float = 0.0
     #: Wall seconds from the first task submitted to the last one done (no Ray start, no driver).
     tasks_wall_s: float = 0.0
+    #: Warnings for the user (how the labels CSV fits the files), printed before the summary.
+    notes: tuple[str, ...] = ()
 
     @property
     def files_per_s(self) -> float:
@@ -156,15 +166,20 @@ def run_extract(
     sources = discover_audio(input_dir, extensions=config.audio.extensions)
     if not sources:
         raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found below {input_dir}")
-    shards = plan_shards(sources, config=config, labels=_labels(input_dir, labels_csv, config=config))
+    found = _labels(input_dir, labels_csv, config=config, sources=sources)
+    notes = _label_notes(found, sources)
+    shards = plan_shards(sources, config=config, labels=found.labels if found is not None else None)
     names = {s.name for s in shards}
     with output.job_output(out, job="extract") as held:
+        # Under the lock: a score started into the same new OUT a moment before is seen here.
+        parts.refuse_score_folder(out)
         if resume and not overwrite and _finished(out, shards):
             # Nothing to compute: no runtime, and the manifest (with the timings of the run that
             # did the work) stays as it is.
             errors, failures, augmented = _kept_counts(out, names)
             return ExtractSummary(out, len(sources), errors, len(shards), len(shards),
-                                  time.perf_counter() - started, tuple(failures), augmented, config.extract.augment)
+                                  time.perf_counter() - started, tuple(failures), augmented, config.extract.augment,
+                                  notes=notes)
         _preflight(config)
         if not (overwrite or resume) and _holds_results(out):
             parts.prepare_output(out, overwrite=False, resume=False, planned=[])  # refuses, writes nothing
@@ -193,7 +208,7 @@ def run_extract(
                                      len(done), time.perf_counter() - started, tuple(failures),
                                      augmented + sum(r.augmented for r in results), config.extract.augment,
                                      ray_start_s=workers.info.start_s, task_cpu_s=ran.task_cpu_s,
-                                     tasks_wall_s=ran.wall_s)
+                                     tasks_wall_s=ran.wall_s, notes=notes)
             _write_manifest(summary, input_dir=input_dir, config=config,
                             part_names={*done, *(r.part for r in results)}, runtime=workers.info)
     return summary
@@ -205,13 +220,32 @@ def corpus_name(input_dir: Path, *, config: Config) -> str:
     return config.extract.corpus or Path(input_dir).name
 
 
-def _labels(input_dir: Path, labels_csv: Path | None, *, config: Config) -> Mapping[str, Labels] | None:
-    """The labels CSV of a run: ``--labels``, else ``extract.labels_csv``, else ``INPUT/labels.csv``."""
+def _labels(input_dir: Path, labels_csv: Path | None, *, config: Config, sources: list[str]) -> LabelsFile | None:
+    """The labels CSV of a run (``--labels``, else ``extract.labels_csv``, else ``INPUT/labels.csv``),
+    read row by row against the run's files.
+
+    Raises
+    ------
+    DatasetError
+        If it labels none of them (:meth:`LabelsFile.check`), or is unreadable.
+    """
     if labels_csv is None and config.extract.labels_csv:
         labels_csv = Path(config.extract.labels_csv)
     if labels_csv is None and (input_dir / LABELS_CSV).is_file():
         labels_csv = input_dir / LABELS_CSV
-    return load_labels_csv(labels_csv, root=input_dir) if labels_csv else None
+    if labels_csv is None:
+        return None
+    found = read_labels_csv(labels_csv, root=input_dir, files=[stored_path(s) for s in sources])
+    found.check(input_dir)
+    return found
+
+
+def _label_notes(found: LabelsFile | None, sources: list[str]) -> tuple[str, ...]:
+    """Warnings on how the labels CSV fits the files (:meth:`LabelsFile.notes`)."""
+    if found is None:
+        return ()
+    names = {stored_path(s): n for s in sources if (n := parse_ravdess_name(s)) is not None}
+    return tuple(found.notes(names))
 
 
 def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config, part_names: set[str],
@@ -226,6 +260,8 @@ def _write_manifest(summary: ExtractSummary, *, input_dir: Path, config: Config,
         "recipe": config.features.recipe,
         "files": summary.files,
         "errors": summary.errors,
+        # What the run warned about (how the labels CSV fits the files).
+        "warnings": list(summary.notes),
         "augment": list(config.extract.augment),
         "augmented_rows": summary.augmented,
         "parts": sorted(part_names),

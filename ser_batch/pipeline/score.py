@@ -27,9 +27,9 @@ import pyarrow as pa
 from ser_batch.cluster import output
 from ser_batch.cluster.engine import Executor, Progress, run_shards
 from ser_batch.config import Config
-from ser_batch.data import parts, score_folder
+from ser_batch.data import parts, score_folder, score_parts, score_root
 from ser_batch.errors import DatasetError
-from ser_batch.pipeline.score_plan import ScorePlan, list_input, plan_score, settings_of
+from ser_batch.pipeline.score_plan import ScorePlan, archive_root, list_input, plan_score, settings_of
 from ser_batch.pipeline.score_record import ScoreSummary, write_run_record
 from ser_batch.pipeline.score_shard import ArchivePass, ChunkScores, ScoreRun, ShardScores
 from ser_batch.pipeline.score_tables import file_rows_of
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | None = None, rescore: bool = False,
-              retry_errors: bool = False, prune: bool = False, executor: Executor | None = None,
+              retry_errors: bool = False, prune: bool = False, repair: bool = False, executor: Executor | None = None,
               progress: bool = True, on_progress: Callable[[ShardScores], None] | None = None) -> ScoreSummary:
     """Score every audio file of ``input_path`` (a folder or a list of paths) into ``out``.
 
@@ -77,21 +77,35 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
     entries = list_input(input_path, extensions=config.audio.extensions)
     if not entries:
         raise DatasetError(f"no audio files ({', '.join(config.audio.extensions)}) found in {input_path}")
-    if not rescore:
-        score_folder.settings_conflict(out, settings)  # other settings: refused, nothing written
+    root = archive_root(input_path)
+    check_out(out, settings, root, rescore=rescore)  # other settings or another archive: refused, nothing written
     features = bundle.config.features
     frame_s = features.hop_length / bundle.config.audio.sample_rate
     job = ScoreRun(str(out), config, str(Path(bundle.path).resolve()), bid,
                    tuple(subset) if subset is not None else tuple(bundle.classes), settings["key"], frame_s,
                    bundle_hop(bundle))
     with output.job_output(out, job="score") as held:
+        # Again under the lock: another run (an extract, a score of another archive) may have written OUT
+        # since the first look, and only now can none do so until this run ends.
+        scope = check_out(out, settings, root, rescore=rescore)
+        entries = [(scope.stored(path), source) for path, source in entries]
+        settings = dict(settings, **{score_root.INPUT_ROOT: str(scope.root)})
         committed = score_folder.Committed() if rescore else score_folder.read_committed(out)
-        plan = plan_score(input_path, entries, committed, config=config, settings_key=settings["key"],
-                          hop_s=features.window_hop_s, retry_errors=retry_errors, prune=prune)
+        # Damaged parts: repaired by scoring their files again (those of this input: at once; others'
+        # rows only with --repair), or refused here, before anything is written.
+        mending = score_parts.repair_plan(out, committed.damaged, listed={path for path, _ in entries}, repair=repair)
+        for path in mending.paths:  # not done any more: scored again (when listed) and their rows dropped
+            committed.identities.pop(path, None)
+            committed.failed.discard(path)
+        plan = plan_score(entries, committed, config=config, settings_key=settings["key"], features=features,
+                          sample_rate=bundle.config.audio.sample_rate, scope=scope, retry_errors=retry_errors,
+                          prune=prune)
         summary = ScoreSummary(out=out, files_total=plan.files_total, files_skipped=plan.files_skipped,
                                failed_skipped=plan.failed_skipped, retried=plan.retried,
                                files_gone=len(plan.gone), files_pruned=plan.pruned,
-                               normalize=config.score.normalize, min_normalize_s=config.score.min_normalize_s)
+                               normalize=config.score.normalize, min_normalize_s=config.score.min_normalize_s,
+                               root_moved_from=scope.moved_from, input_root=str(scope.root), repaired=mending.notes)
+        plan.changed |= mending.paths
         summary.training_overlap = find_overlap(bundle, [source for _, source in entries])
         stored = _stored_archive(out, settings, committed, rescore=rescore) if config.score.normalize == "archive" \
             else None
@@ -104,7 +118,7 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
                     job, sums = _archive_pass(job, plan, stored, workers=workers, progress=progress)
                     settings = dict(settings, archive_stats=sums)
                     summary.archive_windows, summary.archive_reused = _windows_of(sums), stored is not None
-                _prepare(out, plan, settings=settings, rescore=rescore)
+                _prepare(out, plan, settings=settings, rescore=rescore, mending=mending)
                 commit = _Commit(job, plan, summary, on_progress)
                 ran = run_shards(job, plan.shards, workers=workers, commit=commit, max_retries=config.ray.max_retries,
                                  progress=Progress(plan.files, "score", progress),
@@ -116,13 +130,25 @@ def run_score(input_path: Path, out: Path, *, config: Config, model_dir: Path | 
         else:
             if stored is not None:
                 settings = dict(settings, archive_stats=stored)
-            _prepare(out, plan, settings=settings, rescore=rescore)
+            _prepare(out, plan, settings=settings, rescore=rescore, mending=mending)
         # The error rows in OUT now: those kept (a row dropped for a new one left ``committed``) and this run's.
         summary.errors_in_folder = len(plan.committed.failed) + len(summary.errors)
         summary.wall_s = time.perf_counter() - command_started
         write_run_record(out, summary, config=config, bundle_path=job.bundle_path, bundle_id=bid,
                          started=started_at, runtime=runtime)
     return summary
+
+
+def check_out(out: Path, settings: dict[str, Any], root: Path, *, rescore: bool) -> score_root.Scope:
+    """What OUT holds, checked (read only): a score folder or empty (:func:`score_folder.refuse_foreign`),
+    of these settings and of the archive below ``root`` unless ``rescore`` (:func:`score_folder.settings_conflict`,
+    :func:`score_root.input_scope`); the run's :class:`score_root.Scope` in it. Called before OUT is locked,
+    so that a mistake answers at once, and again once it is, when no other run can change it any more."""
+    score_folder.refuse_foreign(out)
+    if rescore:
+        return score_root.Scope(root)
+    score_folder.settings_conflict(out, settings)
+    return score_root.input_scope(out, root)
 
 
 def _stored_archive(out: Path, settings: dict[str, Any], committed: score_folder.Committed, *,
@@ -172,10 +198,13 @@ def _windows_of(record: dict[str, Any]) -> int:
     return max((int(part.get("n", 0)) for kinds in record.values() for part in kinds.values()), default=0)
 
 
-def _prepare(out: Path, plan: ScorePlan, *, settings: dict[str, Any], rescore: bool) -> None:
+def _prepare(out: Path, plan: ScorePlan, *, settings: dict[str, Any], rescore: bool,
+             mending: score_parts.Repair) -> None:
     """Make OUT ready for the plan: its settings recorded (old results deleted with ``rescore``),
-    what a killed run left removed, the rows to replace or prune dropped."""
+    damaged parts deleted, what a killed run left removed, the rows to replace, repair or prune dropped."""
     score_folder.check_settings(out, settings, rescore=rescore)
+    for kind, name in mending.delete:
+        (out / kind / name).unlink(missing_ok=True)
     score_folder.remove_leftovers(out, plan.committed)
     if plan.changed:
         score_folder.drop_paths(out, plan.committed, plan.changed)
@@ -255,6 +284,7 @@ class _Commit:
         error = next((c.error for c in chunks if c.error), None)
         streams = []
         if error is None:
+            self.summary.audio_s += sum(c.audio_s for c in chunks)
             by_channel: dict[Any, tuple[Any, StreamSummary]] = {}
             for chunk in chunks:
                 for channel, info, part in chunk.streams:

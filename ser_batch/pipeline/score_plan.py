@@ -18,8 +18,8 @@ from typing import Any
 
 from ser_batch import schema
 from ser_batch.audio.decode import AudioInfo
-from ser_batch.config import Config, config_to_dict
-from ser_batch.data import parts, score_folder
+from ser_batch.config import Config, FeatureConfig, config_to_dict
+from ser_batch.data import parts, score_folder, score_root
 from ser_batch.data.paths import fs_path, stored_path
 from ser_batch.errors import DatasetError
 
@@ -133,23 +133,26 @@ def plan_shards(units: list[Unit], *, config: Config, settings_key: str) -> list
 
 
 def cut_units(path: str, source: Path, size: int | None, mtime: float | None, info: AudioInfo | None, *,
-              config: Config, hop_s: float) -> list[Unit]:
-    """One unit for a file, or chunks of about ``score.chunk_s`` (ranges of windows ``hop_s``
-    apart) for a longer one.
+              config: Config, features: FeatureConfig, sample_rate: int) -> list[Unit]:
+    """One unit for a file, or chunks of about ``score.chunk_s``: ranges of its windows on the grid
+    of the bundle's ``features`` at its ``sample_rate``, from the same arithmetic as the window
+    stream (:func:`ser_batch.features.windows.window_ranges`), so no chunk starts past the end.
 
     A file scored with ``score.normalize = "file"`` is never cut: its statistics need all of
     its windows (the task streams it block by block, keeping only window vectors)."""
+    from ser_batch.features.windows import WindowGrid, window_ranges
+
     duration_s = info.duration_s if info is not None else 0.0
-    if duration_s <= config.score.chunk_s or config.score.normalize == "file":
+    if info is None or duration_s <= config.score.chunk_s or config.score.normalize == "file":
         return [Unit(path, str(source), size, mtime, duration_s, info=info)]
-    per_chunk = max(1, int(round(config.score.chunk_s / hop_s)))
-    n_chunks = max(1, int(round(duration_s / hop_s / per_chunk)))
-    units = []
-    for j in range(n_chunks):
-        stop = None if j == n_chunks - 1 else (j + 1) * per_chunk
-        length = (duration_s - j * per_chunk * hop_s) if stop is None else per_chunk * hop_s
-        units.append(Unit(path, str(source), size, mtime, length, windows=(j * per_chunk, stop), chunk=j, info=info))
-    return units
+    ranges = window_ranges(info.samples_at(sample_rate), config=features, sample_rate=sample_rate,
+                           range_s=config.score.chunk_s)
+    if len(ranges) == 1:
+        return [Unit(path, str(source), size, mtime, duration_s, info=info)]
+    hop_s = WindowGrid.of(features, sample_rate).hop_s
+    # Seconds each chunk owns: its windows' hops, the last one the rest of the file (shard packing).
+    return [Unit(path, str(source), size, mtime, duration_s - first * hop_s if stop is None else (stop - first) * hop_s,
+                 windows=(first, stop), chunk=j, info=info) for j, (first, stop) in enumerate(ranges)]
 
 
 def settings_of(bundle: Any, bundle_id: str, config: Config, subset: tuple[str, ...] | None) -> dict[str, Any]:
@@ -193,24 +196,27 @@ class ScorePlan:
         return len({u.path for s in self.shards for u in s.units})
 
 
-def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: score_folder.Committed, *,
-               config: Config, settings_key: str, hop_s: float, retry_errors: bool = False,
-               prune: bool = False) -> ScorePlan:
-    """The plan of a run over ``entries`` (:func:`list_input` of ``input_path``) into an OUT that
-    holds ``committed``: read only, nothing written.
+def plan_score(entries: list[tuple[str, Path]], committed: score_folder.Committed, *, config: Config,
+               settings_key: str, features: FeatureConfig, sample_rate: int, scope: score_root.Scope,
+               retry_errors: bool = False, prune: bool = False) -> ScorePlan:
+    """The plan of a run over ``entries`` (:func:`list_input` of its input, paths as OUT stores them:
+    :meth:`ser_batch.data.score_root.Scope.stored`) into an OUT that holds ``committed``: read
+    only, nothing written.
 
     Files already scored under the same bundle and settings (same path, size and mtime) are
     skipped; files changed since are scored again and their old rows replaced. A file whose row
     is an error row (unreadable, or its worker died, or the run's own settings failed it) is
     skipped too unless ``retry_errors``, which scores it again and replaces its row. Rows of
-    files no longer in the input, with no file at their path, are counted, and removed with
-    ``prune``. Each file to score is probed here, once.
+    files under this run's input (``scope``) that it no longer lists, with no file at their path,
+    are counted, and removed with ``prune``. Each file to score is probed here, once; ``features``
+    and ``sample_rate`` are the bundle's (the grid of windows a long file is cut on).
     """
     from ser_batch.audio.decode import probe_audio
     from ser_batch.errors import AudioError
 
     plan = ScorePlan(committed, [], len(entries))
     units: list[Unit] = []
+    respelled = _respelled(committed)
     for path, source in entries:
         size, mtime = identity_of(source)
         if committed.is_done(path, size, mtime, retry_errors=retry_errors):
@@ -220,12 +226,15 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
         if path in committed.identities:
             plan.changed.add(path)
             plan.retried += path in committed.failed and committed.is_done(path, size, mtime)
+        elif path in respelled:  # its row under the old spelling goes: one file, one row
+            plan.changed.add(respelled[path])
         try:
             info: AudioInfo | None = probe_audio(source)
         except (AudioError, OSError):
             info = None  # the task makes its error row
-        units += cut_units(path, source, size, mtime, info, config=config, hop_s=hop_s)
-    plan.gone = gone_rows(input_path, committed, listed={path for path, _ in entries})
+        units += cut_units(path, source, size, mtime, info, config=config, features=features,
+                           sample_rate=sample_rate)
+    plan.gone = gone_rows(scope, committed, listed={path for path, _ in entries})
     if prune:
         plan.pruned = len(plan.gone)
         plan.changed |= plan.gone
@@ -233,11 +242,27 @@ def plan_score(input_path: Path, entries: list[tuple[str, Path]], committed: sco
     return plan
 
 
-def gone_rows(input_path: Path, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
-    """Paths of ``committed`` rows not in this run's input (``listed``) whose file is gone: nothing
-    (not even a dangling link) at the path the row names, read as INPUT names it (below the
-    folder, or relative to the list's folder). A row of a file that is still there but not
-    listed (another list scored into the same OUT) is not gone."""
-    base = input_path.resolve() if input_path.is_dir() else input_path.resolve().parent
+def _respelled(committed: score_folder.Committed) -> dict[str, str]:
+    """Rows stored under a spelling of their name that depended on the locale (a run under
+    ``PYTHONUTF8=0`` and a POSIX locale stored ``caf\\xc3\\xa9.wav`` for ``café.wav``): the name they
+    are stored under now -> the old one."""
+    return {new: old for old in committed.identities
+            if "\\x" in old and (new := stored_path(fs_path(old))) != old}
+
+
+def gone_rows(scope: score_root.Scope, committed: score_folder.Committed, *, listed: set[str]) -> set[str]:
+    """Paths of ``committed`` rows of files under this run's input (``scope``) that it does not list
+    (``listed``) and that are gone: nothing (not even a dangling link) at the path the row names,
+    read below OUT's input root. A row of a file that is still there but not listed (another list
+    scored into the same OUT) is not gone, and neither is a row of another folder of the archive
+    than the one this run scores."""
     return {path for path in committed.identities
-            if path not in listed and not os.path.lexists(os.path.join(base, fs_path(path)))}
+            if path not in listed and scope.holds(path)
+            and not os.path.lexists(os.path.join(scope.root, fs_path(path)))}
+
+
+def archive_root(input_path: Path) -> Path:
+    """The folder the paths :func:`list_input` reports are relative to: INPUT itself, or the folder of
+    a list (resolved)."""
+    input_path = Path(input_path)
+    return input_path.resolve() if input_path.is_dir() else input_path.resolve().parent

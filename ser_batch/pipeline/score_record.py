@@ -59,6 +59,12 @@ class ScoreSummary:
     #: whether they were an earlier run's (kept, so that every row of OUT is normalised alike).
     archive_windows: int = 0
     archive_reused: bool = False
+    #: The folder OUT's stored paths are relative to (``_score.json``'s ``input_root``), and the one it
+    #: replaced when that no longer existed (an archive moved).
+    input_root: str | None = None
+    root_moved_from: str | None = None
+    #: What the run did about damaged parts of OUT, a line each (:func:`ser_batch.data.score_parts.repair_plan`).
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def did_work(self) -> bool:
@@ -79,7 +85,7 @@ class ScoreSummary:
     def notes(self) -> list[str]:
         """Lines after :meth:`line` on what the run left for later: failed files skipped, rows
         without a file."""
-        notes = []
+        notes = list(self.repaired)
         overlap = self.training_overlap.line() if self.training_overlap is not None else None
         if overlap:
             notes.append(overlap)
@@ -98,6 +104,9 @@ class ScoreSummary:
                 note += (f"; {self.streams_not_normalized} with less than {self.min_normalize_s:g} s of speech "
                          "(score.min_normalize_s) scored by the plain models")
             notes.append(note)
+        if self.root_moved_from:
+            notes.append(f"the input root {self.out} recorded, {self.root_moved_from}, no longer exists: its paths are "
+                         f"now read below {self.input_root} (the archive moved)")
         if self.retried:
             notes.append(f"{counted(self.retried, 'file')} that failed before scored again (--retry-errors)")
         if self.files_total and not self.did_work and not self.errors and self.files_skipped == self.files_total:
@@ -148,6 +157,8 @@ def write_run_record(out: Path, summary: ScoreSummary, *, config: Config, bundle
         "retried": summary.retried,
         "files_gone": summary.files_gone - summary.files_pruned,
         "files_pruned": summary.files_pruned,
+        # Damaged parts of OUT this run deleted or whose rows it dropped, and why (their files scored again).
+        "repaired": list(summary.repaired),
         "streams_normalized": summary.streams_normalized,
         "streams_not_normalized": summary.streams_not_normalized,
         # --normalize archive: the speech windows its statistics came from, and whether an earlier run took them.

@@ -48,6 +48,9 @@ class ChunkScores:
     error: str | None
     part: str | None
     streams: tuple[Stream, ...] = ()
+    #: Seconds of audio the chunk scored (its windows' hops); counted only once the whole file is in
+    #: without error, so that a file whose row is an error row adds no audio to the run's figures.
+    audio_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class ShardScores:
     files: int
     errors: tuple[tuple[str, str], ...]
     chunks: tuple[ChunkScores, ...]
-    #: Seconds of audio the shard scored (a chunk: the seconds its windows own).
+    #: Seconds of audio of the whole files the shard scored (its chunks carry their own).
     audio_s: float
     #: With ``score.normalize = "file"``: streams scored normalised, and with too little speech for it.
     normalized: int = 0
@@ -124,8 +127,8 @@ class ScoreRun(ShardJob[Shard, ShardScores]):
                 if error is None:
                     part = score_folder.write_part(tables.segments(unit.path, streams), out,
                                                    score_folder.SEGMENTS_DIR, unit.key(self.settings_key))
-                    audio_s += self._chunk_audio_s(unit, streams)
-                chunks.append(ChunkScores(unit.path, unit.chunk, error, part, summaries))
+                chunks.append(ChunkScores(unit.path, unit.chunk, error, part, summaries,
+                                          self._chunk_audio_s(unit, streams) if error is None else 0.0))
                 continue
             if error is None:
                 whole.append((unit.path, streams))

@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ser_batch import schema
-from ser_batch.data import score_folder
+from ser_batch.data import score_folder, score_parts
 from ser_batch.errors import DatasetError
 
 #: Labels of high arousal: a stretch of speech windows with these labels is worth hearing.
@@ -82,12 +81,11 @@ class ScoreResults:
         return self.files[self.files[schema.ERROR].notna()]
 
 
-def _read_windows(out: Path, columns: list[str], paths: list[str] | None = None) -> pd.DataFrame:
-    """The ``columns`` of ``OUT/segments`` (only rows of ``paths`` when given), channel null as :data:`MIXED`."""
-    folder = Path(out) / score_folder.SEGMENTS_DIR
-    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+def _read_windows(parts: list[Path], columns: list[str], paths: list[str] | None = None) -> pd.DataFrame:
+    """The ``columns`` of the ``segments`` ``parts`` (only rows of ``paths`` when given), channel null
+    as :data:`MIXED`."""
     filters = [(schema.PATH, "in", paths)] if paths is not None else None
-    tables = [pq.read_table(p, columns=columns, filters=filters) for p in parts]
+    tables = [score_parts.read_part(p, columns=columns, filters=filters) for p in parts]
     if not tables:
         frame = pd.DataFrame({c: pd.Series(dtype=object if c in (schema.PATH, schema.LABEL) else float)
                               for c in columns})
@@ -255,17 +253,39 @@ def truth_agreement(truth: pd.DataFrame, windows: pd.DataFrame, classes: list[st
 # ------------------------------------------------------------------------- reading
 
 
+#: Keys of ``_run.json`` the report shows, and the type each must have (``None`` allowed too).
+_RUN_NUMBERS = ("files_total", "files_scored", "files_skipped", "errors", "audio_s", "wall_s", "realtime_factor",
+                "realtime_factor_per_core", "task_cpu_s")
+_RUN_TEXTS = ("started", "finished", "bundle_id", "realtime_basis")
+
+
 def run_record(out: Path) -> dict[str, Any]:
     """``OUT/_run.json`` of the last run that scored (a run with nothing to do carries it as
-    ``last_work``); empty when there is none or it is unreadable."""
+    ``last_work``); empty when there is none or it is not a JSON object.
+
+    Raises
+    ------
+    DatasetError
+        If a value the report shows has the wrong type (``"audio_s": "abc"``): one line naming it.
+    """
+    path = Path(out) / score_folder.RUN_RECORD
     try:
-        run = json.loads((Path(out) / score_folder.RUN_RECORD).read_text(encoding="utf-8"))
+        run = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(run, dict):
         return {}
     last = run.get("last_work")
-    return last if isinstance(last, dict) else run
+    record = last if isinstance(last, dict) else run
+    for key in (*_RUN_NUMBERS, *_RUN_TEXTS):
+        value = record.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number if key in _RUN_NUMBERS else isinstance(value, str)):
+            where = "last_work." if record is last else ""
+            raise DatasetError(f"{path}: {where}{key} is {json.dumps(value)[:40]}, not "
+                               f"{'a number' if key in _RUN_NUMBERS else 'text'}; fix or delete the file "
+                               "(`ser-batch score` writes it anew)")
+    return record
 
 
 def read_results(out: Path, *, file_path: str | None = None, truth: Path | None = None,
@@ -282,12 +302,14 @@ def read_results(out: Path, *, file_path: str | None = None, truth: Path | None 
         is unusable (:func:`read_truth`).
     """
     out = Path(out)
-    table = score_folder.read_table(out, score_folder.FILES_DIR)
+    committed = score_folder.check_whole(out)  # every part checked: a damaged one is one error, not a traceback
+    table = score_folder.read_table(out, score_folder.FILES_DIR, committed=committed)
+    window_parts = score_folder.owned_parts(out, score_folder.SEGMENTS_DIR, committed)
     files = table.to_pandas()
     classes = json.loads((table.schema.metadata or {}).get(schema.META_CLASSES, b"[]"))
     if file_path is not None and file_path not in set(files[schema.PATH]):
         raise DatasetError(f"{file_path} is not in {out / score_folder.FILES_DIR} (use its path as in the path column)")
-    windows = _read_windows(out, _WINDOW_COLUMNS)
+    windows = _read_windows(window_parts, _WINDOW_COLUMNS)
     hop_s = window_hop_s(windows)
     labelled = windows[schema.LABEL].dropna()
     minutes_by_label = {c: float((labelled == c).sum()) * hop_s / 60 for c in classes}
@@ -296,7 +318,8 @@ def read_results(out: Path, *, file_path: str | None = None, truth: Path | None 
     if truth is not None:
         truth_frame, unmatched = read_truth(truth, sorted(set(files[schema.PATH])))
         truth_paths = sorted(set(truth_frame[schema.PATH]))
-        probabilities = _read_windows(out, _WINDOW_COLUMNS + [schema.proba_column(c) for c in classes], truth_paths)
+        probabilities = _read_windows(window_parts, _WINDOW_COLUMNS + [schema.proba_column(c) for c in classes],
+                                      truth_paths)
         agreement = truth_agreement(truth_frame, probabilities, classes)
         streams = streams.join(agreement, on=[schema.PATH, schema.CHANNEL])
     streams = listen_first_order(streams)
