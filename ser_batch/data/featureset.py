@@ -39,7 +39,8 @@ class FeatureSet:
         a table written before the ``corpus`` column gets its folder's name
 
     Left out (tables written before ``extract --augment``), ``augment`` is all None and
-    ``band`` all ``wide``; left out here, ``corpus`` is all None. With augmentations ``paths`` repeats: a file's copies share its path.
+    ``band`` all ``wide``; left out here, ``corpus`` is all None. With augmentations ``paths`` repeats: a
+    file's copies share its path.
     """
 
     X: Any
@@ -103,6 +104,23 @@ class FeatureSet:
         return self.subset(np.array([e is not None for e in self.emotion], dtype=bool))
 
 
+def _ragged(table: pa.Table, name: str, dtype: Any = None) -> list[np.ndarray]:
+    """A list column of ``table`` as one array per row: ``(n_i, size)`` for a list of fixed-size
+    lists (windows, frames, embeddings), ``(n_i,)`` for a list of values; as ``dtype`` (copied) when
+    given."""
+    column = table.column(name).combine_chunks()
+    offsets = column.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # the array may be a slice of a larger buffer
+    values = column.flatten()
+    if pa.types.is_fixed_size_list(values.type):
+        stacked = values.flatten().to_numpy().reshape(-1, values.type.list_size)
+    else:
+        stacked = values.to_numpy(zero_copy_only=False)
+    if dtype is not None:
+        stacked = stacked.astype(dtype)
+    return [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
 def load_feature_set(directory: Path) -> FeatureSet:
     """Read an ``extract`` output folder into arrays, dropping error rows.
 
@@ -134,41 +152,21 @@ def load_feature_set(directory: Path) -> FeatureSet:
     actor = table.column(schema.ACTOR).to_numpy(zero_copy_only=False).astype(np.float64)
     segments = None
     if schema.SEGMENTS in table.column_names and table.column(schema.SEGMENTS).null_count == 0:
-        column = table.column(schema.SEGMENTS).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        offsets = offsets - offsets[0]  # the array may be a slice of a larger buffer
-        stacked = column.flatten().flatten().to_numpy().reshape(-1, width).astype(np.float32)
-        segments = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        segments = _ragged(table, schema.SEGMENTS, np.float32)
     speech = None
     if segments is not None and table.column(schema.SEGMENT_SPEECH_RATIO).null_count == 0:
-        column = table.column(schema.SEGMENT_SPEECH_RATIO).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        values = column.values.to_numpy()
-        speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        speech = _ragged(table, schema.SEGMENT_SPEECH_RATIO)
     frames = None
     # Tables written before the column existed (or without extract.store_frames) have no frames.
     if schema.FRAMES in table.column_names and table.column(schema.FRAMES).null_count == 0:
-        column = table.column(schema.FRAMES).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        offsets = offsets - offsets[0]
-        bands = column.type.value_type.list_size
-        stacked = column.flatten().flatten().to_numpy().reshape(-1, bands).astype(np.float32)
-        frames = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        frames = _ragged(table, schema.FRAMES, np.float32)
     frame_speech = None
     if frames is not None and schema.FRAME_SPEECH in table.column_names \
             and table.column(schema.FRAME_SPEECH).null_count == 0:
-        column = table.column(schema.FRAME_SPEECH).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        offsets = offsets - offsets[0]
-        values = column.flatten().to_numpy(zero_copy_only=False).astype(bool)
-        frame_speech = [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        frame_speech = _ragged(table, schema.FRAME_SPEECH, bool)
     embeddings = None
     if schema.GE2E in table.column_names and table.column(schema.GE2E).null_count == 0:
-        column = table.column(schema.GE2E).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        offsets = offsets - offsets[0]
-        stacked = column.flatten().flatten().to_numpy().reshape(-1, schema.GE2E_SIZE).astype(np.float32)
-        embeddings = [stacked[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        embeddings = _ragged(table, schema.GE2E, np.float32)
     augment = band = None
     if schema.AUGMENT in table.column_names:
         augment = np.array(table.column(schema.AUGMENT).to_pylist(), dtype=object)

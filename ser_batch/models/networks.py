@@ -270,6 +270,32 @@ def check_dense(arrays: dict[str, np.ndarray], *, n_classes: int, n_features: in
         raise ValueError("array 'scale' holds values <= 0")
 
 
+def check_conv_stack(arrays: dict[str, np.ndarray], count: int, *, n_bands: int | None) -> tuple[int | None,
+                                                                                           list[tuple[int, int]]]:
+    """The convolutions ``conv_kernel_i`` ``(taps, c_in, c_out)`` of an exported frame network, each
+    reading the one before (the first ``n_bands``, when given), with a bias of ``c_out`` and a scalar
+    integer dilation: the last width and each layer's ``(taps, dilation)`` (whose limits are the
+    network's own to check).
+
+    Raises
+    ------
+    ValueError
+        Naming the first array that does not fit.
+    """
+    width, layers = n_bands, []
+    for i in range(count):
+        kernel = arrays[f"conv_kernel_{i}"]
+        if kernel.ndim != 3 or (width is not None and kernel.shape[1] != width) or 0 in kernel.shape:
+            raise ValueError(f"array 'conv_kernel_{i}' has shape {kernel.shape}, expected (taps, {width or 'bands'}, "
+                             "channels)")
+        width = kernel.shape[2]
+        for key, shape in ((f"conv_bias_{i}", (width,)), (f"conv_dilation_{i}", ())):
+            if arrays[key].shape != shape:
+                raise ValueError(f"array {key!r} has shape {arrays[key].shape}, expected {shape}")
+        layers.append((kernel.shape[0], int(arrays[f"conv_dilation_{i}"])))
+    return width, layers
+
+
 class DenseNetwork:
     """An exported network: ``predict_proba`` like the estimator it was exported from.
 

@@ -121,13 +121,20 @@ def build_network(params: CnnConfig, *, n_bands: int, n_classes: int) -> Any:
         x = layers.BatchNormalization(name=f"conv_bn_{i}")(x)
         x = layers.ReLU(name=f"conv_relu_{i}")(x)
     x = WeightedStats(name="stats_pool")([x, weights])
+    return keras.Model([frames, weights], _head(x, params, n_classes), name="ser_cnn")
+
+
+def _head(x: Any, params: CnnConfig, n_classes: int) -> Any:
+    """The head on pooled statistics: Dense (batch norm, ReLU, dropout) and the softmax (the layer
+    names the export reads)."""
+    from keras import layers
+
     x = layers.Dense(params.dense, use_bias=False, name="dense")(x)
     x = layers.BatchNormalization(name="dense_bn")(x)
     x = layers.ReLU(name="dense_relu")(x)
     if params.dropout:
         x = layers.Dropout(params.dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
-    return keras.Model([frames, weights], outputs, name="ser_cnn")
+    return layers.Dense(n_classes, activation="softmax", name="emotion")(x)
 
 
 def export_stream_network(model: Any, path: Path, *, params: CnnConfig, context: int) -> Path:
@@ -350,7 +357,7 @@ def check_stream_network(arrays: dict[str, np.ndarray], *, n_classes: int, n_ban
     ValueError
         Naming the first array that does not fit.
     """
-    from ser_batch.models.networks import check_finite, require_arrays
+    from ser_batch.models.networks import check_conv_stack, check_finite, require_arrays
 
     count = sum(1 for k in arrays if k.startswith("conv_kernel_"))
     scalars = ["format", "context", "floor", "speech_pooling"]
@@ -372,18 +379,12 @@ def check_stream_network(arrays: dict[str, np.ndarray], *, n_classes: int, n_ban
     context = int(arrays["context"])
     if not 0 <= context <= MAX_REACH:
         raise ValueError(f"array 'context' is {context}, expected 0 .. {MAX_REACH} frames")
-    width, reach = n_bands, 0
-    for i in range(count):
-        kernel = arrays[f"conv_kernel_{i}"]
-        if kernel.ndim != 3 or (width is not None and kernel.shape[1] != width) or 0 in kernel.shape:
-            raise ValueError(f"array 'conv_kernel_{i}' has shape {kernel.shape}, expected (taps, {width or 'bands'}, "
-                             "channels)")
-        width = kernel.shape[2]
-        expect(f"conv_bias_{i}", (width,))
-        expect(f"conv_dilation_{i}", ())
-        dilation, span = int(arrays[f"conv_dilation_{i}"]), int(arrays[f"conv_dilation_{i}"]) * (kernel.shape[0] - 1)
+    width, layers = check_conv_stack(arrays, count, n_bands=n_bands)
+    reach = 0
+    for i, (taps, dilation) in enumerate(layers):
+        span = dilation * (taps - 1)
         if dilation < 1 or span % 2 or span > 2 * MAX_REACH:
-            raise ValueError(f"convolution {i} has dilation {dilation} over {kernel.shape[0]} taps (the span "
+            raise ValueError(f"convolution {i} has dilation {dilation} over {taps} taps (the span "
                              f"dilation * (taps - 1) must be even and at most {2 * MAX_REACH} frames)")
         reach += span // 2
     if reach > MAX_REACH:
@@ -565,7 +566,6 @@ def fit_normalized_head(network: StreamNetwork, streams: list[StreamFrames], lab
 
     configure_tensorflow(threads)
     import keras
-    from keras import layers
 
     keras.utils.set_random_seed(seed)
     pooled = network.pool(streams)
@@ -584,13 +584,7 @@ def fit_normalized_head(network: StreamNetwork, streams: list[StreamFrames], lab
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
     inputs = keras.Input(shape=(x.shape[1],), name="pooled")
-    h = layers.Dense(params.dense, use_bias=False, name="dense")(inputs)
-    h = layers.BatchNormalization(name="dense_bn")(h)
-    h = layers.ReLU(name="dense_relu")(h)
-    if params.dropout:
-        h = layers.Dropout(params.dropout, name="dropout")(h)
-    outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(h)
-    model = keras.Model(inputs, outputs, name="ser_cnn_head")
+    model = keras.Model(inputs, _head(inputs, params, n_classes), name="ser_cnn_head")
     batch = 256
     steps = params.epochs * -(-len(x) // batch)
     schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, max(1, steps))

@@ -45,7 +45,7 @@ def check_sequence(arrays: dict[str, np.ndarray], *, n_classes: int, n_bands: in
     ValueError
         Naming the first array that does not fit.
     """
-    from ser_batch.models.networks import check_finite, require_arrays
+    from ser_batch.models.networks import check_conv_stack, check_finite, require_arrays
 
     count = sum(1 for k in arrays if k.startswith("conv_kernel_"))
     needed = ["floor", "dense_kernel", "dense_bias", "out_kernel", "out_bias"]
@@ -58,18 +58,10 @@ def check_sequence(arrays: dict[str, np.ndarray], *, n_classes: int, n_bands: in
             raise ValueError(f"array {key!r} has shape {arrays[key].shape}, expected {shape}")
 
     expect("floor", ())
-    width = n_bands
-    for i in range(count):
-        kernel = arrays[f"conv_kernel_{i}"]
-        if kernel.ndim != 3 or (width is not None and kernel.shape[1] != width) or 0 in kernel.shape:
-            raise ValueError(f"array 'conv_kernel_{i}' has shape {kernel.shape}, expected (taps, {width or 'bands'}, "
-                             "channels)")
-        width = kernel.shape[2]
-        expect(f"conv_bias_{i}", (width,))
-        expect(f"conv_dilation_{i}", ())
-        dilation = int(arrays[f"conv_dilation_{i}"])
-        if dilation < 1 or dilation * (kernel.shape[0] - 1) > MAX_CONV_REACH:
-            raise ValueError(f"convolution {i} has dilation {dilation} over {kernel.shape[0]} taps "
+    width, layers = check_conv_stack(arrays, count, n_bands=n_bands)
+    for i, (taps, dilation) in enumerate(layers):
+        if dilation < 1 or dilation * (taps - 1) > MAX_CONV_REACH:
+            raise ValueError(f"convolution {i} has dilation {dilation} over {taps} taps "
                              f"(a reach of at most {MAX_CONV_REACH} frames)")
     dense = arrays["dense_kernel"]
     if dense.ndim != 2 or dense.shape[0] != 2 * width:
