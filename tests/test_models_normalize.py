@@ -298,7 +298,7 @@ def _write_features(out: Path, data_rows: int = 48) -> Path:
     """A synthetic rich feature set: 4 actors, 2 emotions, 4 windows per clip, each actor offset."""
     cfg = load_config(overrides=['features.recipe="rich"'])
     names = feature_names(cfg.features)
-    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=feature_names(cfg.features), config=config_to_dict(cfg))
+    table_schema = schema.features_schema(recipe=cfg.features.recipe, names=names, config=config_to_dict(cfg))
     rng = np.random.default_rng(0)
     rows: dict[str, list] = {f.name: [] for f in table_schema}
     for i in range(data_rows):
@@ -568,3 +568,22 @@ def test_score_normalize_archive_two_passes_one_statistic_reused_and_kept(tmp_pa
                                         "--normalize", "archive", "--in-process", "--no-progress"])
     assert refused.exit_code != 0 and "does not record" in refused.output
     assert not (segments[schema.PATH] == "clip10.wav").any()
+
+
+def test_a_file_of_a_band_the_archive_statistics_lack_is_an_error_row_not_unnormalised(tmp_path: Path) -> None:
+    """`--normalize archive` with statistics of the wideband set only (the first pass met no speech at
+    8 kHz, or a folder's stored statistics came from wideband runs): an 8 kHz file is one clear error,
+    neither scored un-normalised nor told to use the --normalize it was given."""
+    from ser_batch.errors import FeatureError
+    from ser_batch.inference.scoring import ArchiveStats, archive_sums, file_windows
+
+    bundle = bundle_io.load_bundle()
+    config = Config().replace(score={"normalize": "archive"})
+    wide = write_audio(tmp_path / "wide.wav", duration_s=4.0, seed=3)
+    archive = ArchiveStats.from_sums(archive_sums(wide, bundle=bundle, config=config))
+    assert set(archive.sets) == {"speaker"}
+    [scored] = file_windows(wide, bundle=bundle, config=config, framework="both", archive=archive)
+    assert scored.summary.normalized and scored.summary.model_set == "speaker"
+    narrow = write_audio(tmp_path / "call.wav", duration_s=4.0, sample_rate=8000, seed=4)
+    with pytest.raises(FeatureError, match="have no speech windows of the 'narrow-speaker' model set"):
+        file_windows(narrow, bundle=bundle, config=config, framework="both", archive=archive)

@@ -250,8 +250,7 @@ def file_windows(path: Path, *, bundle: Bundle, config: Config, channels: str = 
     if by_archive and archive is None:
         raise BundleError("score.normalize = \"archive\" needs the archive's statistics (a first pass over it)")
     chosen_set = bundle.choose_set(info.sample_rate, by_archive)
-    vector_stats = archive.of(chosen_set, "vectors") if by_archive else None
-    pooled_stats = archive.of(chosen_set, "cnn") if by_archive else None
+    vector_stats, pooled_stats = archive.inputs(chosen_set) if by_archive else (None, None)
     keep = class_subset(bundle, config.score)
     results = []
     for channel in streams:
@@ -297,6 +296,22 @@ class ArchiveStats:
     def of(self, model_set: str, kind: str) -> GroupStats | None:
         return self.sets.get(model_set, {}).get(kind)
 
+    def inputs(self, model_set: str) -> tuple[GroupStats | None, GroupStats | None]:
+        """The statistics ``(vectors, cnn)`` a stream scored by ``model_set`` is z-scored by.
+
+        Raises
+        ------
+        FeatureError
+            If the archive has none for that set: its first pass met no speech that this set scores
+            (no file at its rates, or only silence there; or a folder's stored statistics from runs
+            of the other band), so the file cannot be normalised as the rest of the archive was.
+        """
+        if model_set not in self.sets:
+            raise FeatureError(f"the archive's statistics (--normalize archive) have no speech windows of the "
+                               f"{model_set!r} model set that would score this file (none at its sample rate in "
+                               "the first pass): score it with --normalize file or none, or with an archive that has")
+        return self.of(model_set, "vectors"), self.of(model_set, "cnn")
+
 
 #: The function that z-scores a normalised cnn's pooled statistics ``(k, 2 * channels)``.
 PooledNormalizer = Callable[[np.ndarray], np.ndarray]
@@ -323,7 +338,7 @@ def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig,
         if archive is None:
             raise BundleError("score.normalize = \"archive\" needs the archive's statistics (a first pass over it)")
         name = bundle.choose_set(stream.info.sample_rate, True)
-        vector_stats, pooled_stats = archive.of(name, "vectors"), archive.of(name, "cnn")
+        vector_stats, pooled_stats = archive.inputs(name)
         if vectors.shape[1] and vector_stats is not None:
             vectors = vector_stats.apply(vectors)
         pooled = pooled_stats.apply if pooled_stats is not None else None
@@ -341,7 +356,8 @@ def stream_inputs(bundle: Bundle, stream: StreamResult, *, score: ScoreConfig,
 
 
 def archive_sums(path: Path, *, bundle: Bundle, config: Config, channels: str = "mix",
-                 windows: tuple[int, int | None] = (0, None)) -> dict[str, dict[str, StatsSums]]:
+                 windows: tuple[int, int | None] = (0, None),
+                 info: AudioInfo | None = None) -> dict[str, dict[str, StatsSums]]:
     """The first pass of ``score --normalize archive`` over one file (a range of its windows): per
     normalised model set that would score its streams, the sums of the inputs its models z-score
     (:class:`ser_batch.models.normalize.StatsSums` of the speech windows' vectors for its dense models,
@@ -353,7 +369,7 @@ def archive_sums(path: Path, *, bundle: Bundle, config: Config, channels: str = 
     AudioError, FeatureError
         If the file cannot be decoded or gives non-finite features.
     """
-    info = probe_audio(Path(path))
+    info = info if info is not None else probe_audio(Path(path))  # the planner's probe, when given
     if info.frames <= 0:
         raise FeatureError("no audio samples")
     name = bundle.choose_set(info.sample_rate, True)

@@ -208,7 +208,7 @@ class ArchivePass(ShardJob[Shard, dict]):
             crash_if_asked(unit.path)
             try:
                 found.append(archive_sums(Path(unit.source), bundle=bundle, config=self.config,
-                                          channels=self.config.score.channels, windows=unit.windows))
+                                          channels=self.config.score.channels, windows=unit.windows, info=unit.info))
             except SerBatchError:
                 continue
             except Exception:  # noqa: BLE001 - as in scoring: one odd file must not sink the job
