@@ -257,18 +257,20 @@ class SpeakerEncoder:
 EMBEDDING_SIZE = HIDDEN
 
 
-def window_samples(y: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, hop_length: int) -> list[np.ndarray]:
+def window_samples(y: np.ndarray, starts: np.ndarray, ends: np.ndarray, *, hop_length: int,
+                   offset: int = 0) -> list[np.ndarray]:
     """Each window's audio: the samples of its frames' hops, ``y[start * hop : end * hop]`` (frames
     ``[start, end)`` of the centred STFT), zeros past the signal's end.
 
     Parameters
     ----------
-    y : np.ndarray [shape=(n,)], float32, the whole signal at :data:`SAMPLE_RATE`
+    y : np.ndarray [shape=(n,)], float32, the whole signal at :data:`SAMPLE_RATE`, or a stretch of it
+        whose sample ``i`` is the signal's ``i - offset``
     starts, ends : np.ndarray [shape=(k,)], int, the windows' frames
     """
     out = []
     for start, end in zip(np.asarray(starts), np.asarray(ends)):
-        a, b = int(start) * hop_length, int(end) * hop_length
+        a, b = int(start) * hop_length + offset, int(end) * hop_length + offset
         piece = np.zeros(b - a, dtype=np.float32)
         have = y[a : min(b, len(y))]
         piece[: len(have)] = have

@@ -714,15 +714,9 @@ class _Buffer:
     def window_samples(self, starts: np.ndarray, ends: np.ndarray, hop_length: int, half: int) -> list[np.ndarray]:
         """Each window's audio (samples ``[start * hop, end * hop)`` of the signal, padded index
         ``+ half``), copied: as :func:`ser_batch.features.ge2e.window_samples` cuts a whole signal."""
-        view = self.data.view
-        out = []
-        for start, end in zip(starts, ends):
-            a, b = int(start) * hop_length + half - self.start, int(end) * hop_length + half - self.start
-            piece = np.zeros(b - a, dtype=np.float32)
-            have = view[a : min(b, len(view))]
-            piece[: len(have)] = have
-            out.append(piece)
-        return out
+        from ser_batch.features.ge2e import window_samples
+
+        return window_samples(self.data.view, starts, ends, hop_length=hop_length, offset=half - self.start)
 
     def drop_before(self, index: int) -> None:
         cut = (index - self.start) // self.factor * self.factor
